@@ -1,0 +1,89 @@
+"""Patient facts: what the normalizer extracts from FHIR and the engine reads.
+
+Facts are plain, immutable values in canonical units with a pointer back to the
+resource they came from, so every outcome can show its evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    """One reading of one variable (an Observation, one of its components, or a derivation)."""
+
+    variable: str
+    when: date | None
+    resource: str
+    value: float | None = None  # canonical unit; None when not numeric or not convertible
+    unit: str | None = None  # canonical unit of `value`
+    original_value: str | None = None
+    original_unit: str | None = None
+    positive: bool | None = None  # qualitative reading, when one could be made
+    answer: str | None = None  # grade (A-E) or coded answer (NYHA "III", ISN/RPS "IV+V")
+    uln: float | None = None  # upper limit of normal in the canonical unit
+    uln_source: str | None = None  # "reference range" | "default"
+    lln: float | None = None
+    lln_source: str | None = None
+    comparator: str | None = None  # "<" on "<20 IU/mL": the true value lies below `value`
+    problem: str | None = None  # why the value could not be used (e.g. unit not convertible)
+    derived_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    groups: frozenset[str]
+    resource: str
+    display: str
+    active: bool | None  # None: clinicalStatus absent
+    confirmed: bool  # False for provisional / differential / unconfirmed
+    onset: date | None
+    abatement: date | None
+    recorded: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationFact:
+    ingredient: str
+    classes: frozenset[str]
+    resource: str
+    display: str
+    status: str
+    start: date | None
+    end: date | None
+    daily_dose_mg: float | None = None
+    systemic: bool = True
+    pred_eq_mg: float | None = None  # prednisone-equivalent mg/day for glucocorticoids
+
+    def ongoing(self, as_of: date) -> bool:
+        """Taken now: recorded active with no end, or an end still in the future."""
+        if self.status != "active":
+            return False
+        return self.end is None or self.end >= as_of
+
+    def last_use(self) -> date | None:
+        return self.end or self.start
+
+
+@dataclass(slots=True)
+class PatientFacts:
+    patient: str  # "Patient/ID"
+    birth_date: date | None = None
+    gender: str | None = None
+    labs: dict[str, list[LabResult]] = field(default_factory=dict)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    medications: list[MedicationFact] = field(default_factory=list)
+    # resource types whose absence means "none on record" rather than "not looked at"
+    gathered: set[str] = field(default_factory=set)
+    # resources skipped (failed validation, unusable); reported, never fatal
+    skipped: list[str] = field(default_factory=list)
+
+    def add_lab(self, lab: LabResult) -> None:
+        self.labs.setdefault(lab.variable, []).append(lab)
+
+    def sort(self) -> None:
+        """Newest first, undated last: the engine reads the first current result."""
+        for results in self.labs.values():
+            results.sort(key=lambda r: r.when or date.min, reverse=True)

@@ -1,0 +1,288 @@
+"""Load the code mappings in `mappings/` into typed, indexed lookups.
+
+The YAML is the reviewable source of truth; this module only validates its
+shape and builds the dictionaries the normalizer needs (code -> variable,
+code -> condition groups, code -> ingredient) so that every lookup at request
+time is a dict or set hit.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .codes import ATC, CVX, ICD10CM, RXNORM, SNOMED
+
+VariableKind = Literal["quantity", "qualitative", "titer", "grade", "coded"]
+
+
+class Coding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    system: str
+    code: str
+    display: str | None = None
+
+
+class Variable(BaseModel):
+    """One clinical variable a criterion can test, and the codes that carry it."""
+
+    key: str = ""
+    label: str
+    kind: VariableKind
+    unit: str | None = None
+    units: dict[str, float] = Field(default_factory=dict)
+    unit_family: str | None = None
+    current_days: int = 30
+    uln_default: float | None = None
+    lln_default: float | None = None
+    positive_above: float | None = None
+    derived: str | None = None
+    codes: list[Coding]
+    answers: dict[str, str] = Field(default_factory=dict)
+
+    def factor(self, unit: str | None) -> float | None:
+        """Factor taking a value in `unit` to the canonical unit, or None if not accepted."""
+        if unit is None:
+            unit = ""
+        f = self.units.get(unit)
+        if f is None:
+            f = self.units.get(unit.strip())
+        return f
+
+    @property
+    def primary(self) -> Coding:
+        return self.codes[0]
+
+
+class QualitativeVocabulary(BaseModel):
+    positive_codes: list[Coding]
+    negative_codes: list[Coding]
+    positive_words: list[str]
+    negative_words: list[str]
+
+
+class ObservationMappings(BaseModel):
+    local_system: str
+    unit_families: dict[str, dict[str, float]]
+    variables: dict[str, Variable]
+    qualitative: QualitativeVocabulary
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ObservationMappings:
+        for key, var in self.variables.items():
+            var.key = key
+            if var.unit_family:
+                family = self.unit_families.get(var.unit_family)
+                if family is None:
+                    raise ValueError(f"variable {key}: unknown unit_family {var.unit_family}")
+                var.units = {**family, **var.units}
+            if var.kind in ("quantity", "titer") and not var.unit:
+                raise ValueError(f"variable {key}: a {var.kind} needs a canonical unit")
+            if var.unit and var.units and var.factor(var.unit) != 1:
+                raise ValueError(f"variable {key}: canonical unit {var.unit} must have factor 1")
+        return self
+
+
+class ConditionGroup(BaseModel):
+    key: str = ""
+    label: str
+    snomed: list[str] = Field(default_factory=list)
+    icd10cm: list[str] = Field(default_factory=list)
+    icd10cm_ranges: list[str] = Field(default_factory=list)
+    icd10cm_exclude: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def _ranges(self) -> list[tuple[str, str]]:
+        out = []
+        for r in self.icd10cm_ranges:
+            lo, hi = r.split("-")
+            out.append((lo, hi))
+        return out
+
+    def matches_icd10cm(self, code: str) -> bool:
+        c = code.upper()
+        if any(c.startswith(x) for x in self.icd10cm_exclude):
+            return False
+        if any(c.startswith(x) for x in self.icd10cm):
+            return True
+        cat = c[:3]
+        return any(lo <= cat <= hi for lo, hi in self._ranges)
+
+
+class ConditionMappings(BaseModel):
+    groups: dict[str, ConditionGroup]
+
+    @model_validator(mode="after")
+    def _keys(self) -> ConditionMappings:
+        for key, g in self.groups.items():
+            g.key = key
+        return self
+
+
+class Ingredient(BaseModel):
+    key: str = ""
+    rxnorm: list[str] = Field(default_factory=list)
+    atc: list[str] = Field(default_factory=list)
+    cvx: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+    pred_eq: float | None = None
+    systemic_only: bool = False
+
+
+class MedicationClass(BaseModel):
+    label: str
+    members: list[str]
+
+
+class Product(BaseModel):
+    ingredient: str
+    strength_mg: float | None = None
+    display: str | None = None
+
+
+class NonSystemicRoutes(BaseModel):
+    snomed: list[str]
+    words: list[str]
+
+
+class MedicationMappings(BaseModel):
+    ingredients: dict[str, Ingredient]
+    classes: dict[str, MedicationClass]
+    products: dict[str, Product] = Field(default_factory=dict)
+    non_systemic_routes: NonSystemicRoutes
+
+    @model_validator(mode="after")
+    def _check(self) -> MedicationMappings:
+        for key, ing in self.ingredients.items():
+            ing.key = key
+        for cname, cls in self.classes.items():
+            for m in cls.members:
+                if m not in self.ingredients:
+                    raise ValueError(f"class {cname}: unknown ingredient {m}")
+        for code, p in self.products.items():
+            if p.ingredient not in self.ingredients:
+                raise ValueError(f"product {code}: unknown ingredient {p.ingredient}")
+        return self
+
+
+class Mappings:
+    """All code mappings, indexed for constant-time lookup."""
+
+    def __init__(
+        self,
+        observations: ObservationMappings,
+        conditions: ConditionMappings,
+        medications: MedicationMappings,
+    ) -> None:
+        self.observations = observations
+        self.conditions = conditions
+        self.medications = medications
+        self.variables = observations.variables
+
+        # (system, code) -> variable key
+        self.obs_index: dict[tuple[str, str], str] = {}
+        for key, var in self.variables.items():
+            for c in var.codes:
+                prior = self.obs_index.setdefault((c.system, c.code), key)
+                if prior != key:
+                    raise ValueError(f"code {c.system}|{c.code} maps to both {prior} and {key}")
+
+        q = observations.qualitative
+        self.positive_codes = {(c.system, c.code) for c in q.positive_codes}
+        self.negative_codes = {(c.system, c.code) for c in q.negative_codes}
+        self.positive_words = {w.lower() for w in q.positive_words}
+        self.negative_words = {w.lower() for w in q.negative_words}
+
+        # SNOMED concept -> groups; ICD-10-CM is matched by prefix/range per group (cached per code)
+        self.snomed_groups: dict[str, set[str]] = {}
+        for key, g in conditions.groups.items():
+            for code in g.snomed:
+                self.snomed_groups.setdefault(code, set()).add(key)
+        self._icd_cache: dict[str, frozenset[str]] = {}
+
+        # Medication codes -> ingredient keys
+        meds = medications
+        self.med_code_index: dict[tuple[str, str], str] = {}
+        for key, ing in meds.ingredients.items():
+            for code in ing.rxnorm:
+                self.med_code_index[(RXNORM, code)] = key
+            for code in ing.cvx:
+                self.med_code_index[(CVX, code)] = key
+        self.atc_prefixes: list[tuple[str, str]] = sorted(
+            ((p, key) for key, ing in meds.ingredients.items() for p in ing.atc),
+            key=lambda t: -len(t[0]),
+        )
+        self.products = meds.products
+        names = [(n.lower(), key) for key, ing in meds.ingredients.items() for n in ing.names]
+        names.sort(key=lambda t: -len(t[0]))  # longest name first: "mycophenolic acid" before "mycophenolate"
+        self._name_to_key = dict(names)
+        self.name_pattern = (
+            re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n, _ in names) + r")(?![a-z0-9])")
+            if names
+            else None
+        )
+        self.ingredient_classes: dict[str, set[str]] = {}
+        for cname, cls in meds.classes.items():
+            for m in cls.members:
+                self.ingredient_classes.setdefault(m, set()).add(cname)
+        self.non_systemic_snomed = set(meds.non_systemic_routes.snomed)
+        self.non_systemic_words = [w.lower() for w in meds.non_systemic_routes.words]
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def condition_groups(self, system: str, code: str) -> frozenset[str]:
+        if system == SNOMED:
+            return frozenset(self.snomed_groups.get(code, ()))
+        if system == ICD10CM:
+            hit = self._icd_cache.get(code)
+            if hit is None:
+                hit = frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
+                self._icd_cache[code] = hit
+            return hit
+        return frozenset()
+
+    def condition_groups_from_text(self, text: str) -> frozenset[str]:
+        t = text.lower()
+        return frozenset(k for k, g in self.conditions.groups.items() if any(w in t for w in g.words))
+
+    def ingredient_for_code(self, system: str, code: str) -> str | None:
+        key = self.med_code_index.get((system, code))
+        if key:
+            return key
+        if system == RXNORM and code in self.products:
+            return self.products[code].ingredient
+        if system == ATC:
+            for prefix, k in self.atc_prefixes:
+                if code.startswith(prefix):
+                    return k
+        return None
+
+    def ingredient_for_text(self, text: str) -> str | None:
+        if not self.name_pattern:
+            return None
+        m = self.name_pattern.search(text.lower())
+        return self._name_to_key[m.group(1)] if m else None
+
+    def class_members(self, cls: str) -> set[str]:
+        return set(self.medications.classes[cls].members)
+
+
+def _read(path: Path) -> dict:
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_mappings(folder: str | Path) -> Mappings:
+    """Read and validate `observations.yaml`, `conditions.yaml`, `medications.yaml`."""
+    folder = Path(folder)
+    return Mappings(
+        ObservationMappings.model_validate(_read(folder / "observations.yaml")),
+        ConditionMappings.model_validate(_read(folder / "conditions.yaml")),
+        MedicationMappings.model_validate(_read(folder / "medications.yaml")),
+    )

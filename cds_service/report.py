@@ -1,0 +1,66 @@
+"""The eligibility report: the engine's output shape, used as-is by the REST API.
+
+{"patient": "Patient/ID", "as_of": DATE, "trials": [{"id", "title", "status",
+ "eligible_from"?, "criteria": [{"id", "type", "text", "outcome", "until"?,
+ "evidence": [...], "missing": [...]}]}]}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Outcome = Literal["pass", "fail", "unknown", "review"]
+TrialStatus = Literal["likely-eligible", "possibly-eligible", "ineligible"]
+
+
+class Evidence(BaseModel):
+    resource: str
+    label: str
+    value: float | str | None = None
+    unit: str | None = None
+    original_value: str | None = None
+    original_unit: str | None = None
+    date: dt.date | None = None
+    note: str | None = None
+
+
+class CriterionResult(BaseModel):
+    id: str
+    type: Literal["inclusion", "exclusion"]
+    text: str
+    outcome: Outcome
+    until: dt.date | None = None
+    explanation: str | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+    review: list[str] = Field(default_factory=list)
+
+
+class TrialResult(BaseModel):
+    id: str
+    title: str
+    status: TrialStatus
+    eligible_from: dt.date | None = None
+    url: str | None = None
+    criteria: list[CriterionResult]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for c in self.criteria if c.outcome == outcome)
+
+    @property
+    def missing(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self.criteria:
+            for m in c.missing:
+                seen.setdefault(m, None)
+        return list(seen)
+
+
+class Report(BaseModel):
+    patient: str
+    as_of: dt.date
+    trials: list[TrialResult]
+    skipped_resources: list[str] = Field(default_factory=list)

@@ -1,0 +1,114 @@
+"""Trials as data: load `trials/*.yaml`, validate them, compile their rules once.
+
+Each criterion quotes its source text and carries either a computable `rule`
+or `review` with the reason a person must decide. `also_review` marks a rule
+that decides only part of the text (the rest still needs a person).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from .mappings import Mappings
+from .rules import Rule, RuleError, RuleParser
+
+
+class Site(BaseModel):
+    name: str
+    city: str | None = None
+    region: str | None = None
+    country: str | None = None
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["inclusion", "exclusion"]
+    text: str = Field(min_length=3)
+    rule: dict | None = None
+    review: str | None = None
+    also_review: str | None = None
+    _compiled: Rule | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _rule_or_review(self) -> Criterion:
+        if (self.rule is None) == (self.review is None):
+            raise ValueError(f"criterion {self.id}: give exactly one of 'rule' or 'review'")
+        if self.also_review and self.rule is None:
+            raise ValueError(f"criterion {self.id}: 'also_review' only goes with a rule")
+        return self
+
+    @property
+    def compiled(self) -> Rule | None:
+        return self._compiled
+
+    @property
+    def computable(self) -> bool:
+        return self.rule is not None
+
+
+class Trial(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^NCT\d{8}$")
+    title: str
+    short_title: str | None = None
+    sponsor: str
+    phase: str
+    status: str
+    url: str
+    conditions: list[str] = Field(default_factory=list)
+    intervention: str | None = None
+    sites: list[Site]
+    min_age: int | None = None
+    max_age: int | None = None
+    sex: Literal["all", "female", "male"] = "all"
+    source: str
+    criteria: list[Criterion]
+    _variables: set[str] = PrivateAttr(default_factory=set)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Trial:
+        seen: set[str] = set()
+        for c in self.criteria:
+            if c.id in seen:
+                raise ValueError(f"{self.id}: duplicate criterion id {c.id}")
+            seen.add(c.id)
+        return self
+
+    def compile(self, mappings: Mappings) -> Trial:
+        parser = RuleParser(mappings)
+        for c in self.criteria:
+            if c.rule is not None:
+                try:
+                    c._compiled = parser.parse(c.rule)
+                except RuleError as e:
+                    raise RuleError(f"{self.id} criterion {c.id}: {e}") from e
+        self._variables = parser.variables_used
+        return self
+
+    @property
+    def variables(self) -> set[str]:
+        return self._variables
+
+    @property
+    def label(self) -> str:
+        return self.short_title or self.title
+
+
+def load_trials(folder: str | Path, mappings: Mappings) -> dict[str, Trial]:
+    """Every `*.yaml` in `folder`, compiled against the mappings, keyed by NCT id."""
+    trials: dict[str, Trial] = {}
+    for path in sorted(Path(folder).glob("*.yaml")):
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        trial = Trial.model_validate(data).compile(mappings)
+        if trial.id != path.stem:
+            raise RuleError(f"{path.name}: file name must be the trial id {trial.id}")
+        trials[trial.id] = trial
+    return trials
