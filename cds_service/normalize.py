@@ -316,6 +316,8 @@ class Normalizer:
             q = getattr(rr, side)
             if q is not None and q.value is not None:
                 unit = q.code if (q.system == UCUM and q.code) else (q.unit or q.code)
+                if var.unit is None and unit is not None and unit != value_unit:
+                    break  # assay-specific units: only a range in the value's own unit is comparable
                 # a range without a unit is read in the unit of the value it sits beside
                 f = var.factor(unit if unit is not None else value_unit)
                 if f is not None:

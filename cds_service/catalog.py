@@ -1,0 +1,51 @@
+"""The loaded, compiled catalogue: mappings + trials + the objects built on them.
+
+Loaded once at start-up (trials are precompiled, code lookups indexed) and
+shared read-only by every request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .evaluate import Engine
+from .facts import PatientFacts
+from .mappings import Mappings, load_mappings
+from .normalize import Normalizer, iter_resources
+from .report import Report
+from .trials import Trial, load_trials
+
+
+@dataclass(frozen=True)
+class Catalog:
+    mappings: Mappings
+    trials: dict[str, Trial]
+    engine: Engine
+    normalizer: Normalizer
+
+    @classmethod
+    def load(cls, mappings_dir: str | Path, trials_dir: str | Path) -> Catalog:
+        mappings = load_mappings(mappings_dir)
+        return cls(mappings, load_trials(trials_dir, mappings), Engine(mappings), Normalizer(mappings))
+
+    def facts(self, data: Any, patient_id: str | None = None, gathered: set[str] | None = None) -> PatientFacts:
+        """Facts from a resource, a Bundle, or a list of them.
+
+        `gathered` names the kinds of resource that were looked for ("Observation",
+        "Condition", "Medication"): their absence then means "none on record". By
+        default a Bundle of one patient's record counts as complete for all three.
+        """
+        kinds = {"Observation", "Condition", "Medication"} if gathered is None else gathered
+        return self.normalizer.normalize(iter_resources(data), patient_id, kinds)
+
+    def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
+        chosen = [self.trials[t] for t in trial_ids] if trial_ids else list(self.trials.values())
+        return Report(
+            patient=facts.patient,
+            as_of=as_of,
+            trials=[self.engine.evaluate(facts, t, as_of) for t in chosen],
+            skipped_resources=facts.skipped,
+        )

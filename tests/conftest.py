@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cds_service import synthetic as syn
+from cds_service.catalog import Catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+AS_OF = date(2026, 11, 23)
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.load(ROOT / "mappings", ROOT / "trials")
+
+
+@pytest.fixture(scope="session")
+def as_of() -> date:
+    return AS_OF
+
+
+@pytest.fixture
+def eligible() -> list[dict]:
+    """A fresh copy of the all-in-range patient for each test to mutate."""
+    return syn.eligible_patient(AS_OF)

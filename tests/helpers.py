@@ -1,0 +1,42 @@
+"""Small helpers to mutate synthetic patients in tests."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from cds_service.catalog import Catalog
+from cds_service.report import CriterionResult, TrialResult
+
+
+def codes_of(res: dict) -> set[str]:
+    cc = res.get("code") or res.get("medicationCodeableConcept") or res.get("vaccineCode") or {}
+    return {c.get("code") for c in cc.get("coding", [])}
+
+
+def drop(resources: list[dict], *codes: str) -> list[dict]:
+    """Remove every resource carrying any of these codes."""
+    return [r for r in resources if not (codes_of(r) & set(codes))]
+
+
+def replace(resources: list[dict], code: str, new: dict) -> list[dict]:
+    return [*drop(resources, code), new]
+
+
+def set_patient(resources: list[dict], **fields) -> list[dict]:
+    out = []
+    for r in resources:
+        if r["resourceType"] == "Patient":
+            r = {**r, **fields}
+            r = {k: v for k, v in r.items() if v is not None}
+        out.append(r)
+    return out
+
+
+def evaluate(catalog: Catalog, resources: list[dict], trial_id: str, as_of: date) -> TrialResult:
+    facts = catalog.facts(resources, "p1")
+    return catalog.engine.evaluate(facts, catalog.trials[trial_id], as_of)
+
+
+def criterion(catalog: Catalog, resources: list[dict], trial_id: str, cid: str, as_of: date) -> CriterionResult:
+    result = evaluate(catalog, resources, trial_id, as_of)
+    return next(c for c in result.criteria if c.id == cid)

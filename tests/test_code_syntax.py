@@ -1,0 +1,114 @@
+"""Every code in mappings/ has the shape its code system guarantees (a typo hides patients)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cds_service.codes import (
+    ICD10CM,
+    LOINC,
+    SNOMED,
+    atc_valid,
+    cvx_valid,
+    icd10cm_valid,
+    loinc_valid,
+    rxnorm_valid,
+    snomed_valid,
+)
+
+LOINC_ANSWER = re.compile(r"^LA\d{1,6}-\d$")
+
+
+def test_check_digit_algorithms_on_known_codes():
+    assert loinc_valid("751-8") and loinc_valid("2160-0") and loinc_valid("98979-8")
+    assert not loinc_valid("751-9") and not loinc_valid("2160-1") and not loinc_valid("7518")
+    assert snomed_valid("55464009") and snomed_valid("308751000119106")
+    assert not snomed_valid("55464008")  # one digit off
+    # The reference's second DCIS candidate fails Verhoeff: it cannot be a real SCTID.
+    assert not snomed_valid("397016007")
+    assert (
+        icd10cm_valid("M32.14") and icd10cm_valid("O9A.1") and not icd10cm_valid("M3214") and not icd10cm_valid("U07")
+    )
+    assert rxnorm_valid("8640") and not rxnorm_valid("08640") and not rxnorm_valid("86a0")
+    assert cvx_valid("03") and cvx_valid("207") and not cvx_valid("2077")
+    assert atc_valid("L04AA06") and atc_valid("L03AA") and not atc_valid("L04A06")
+
+
+def test_every_observation_code(catalog):
+    for key, var in catalog.mappings.variables.items():
+        assert var.codes, key
+        for c in var.codes:
+            if c.system == LOINC:
+                assert loinc_valid(c.code), f"{key}: LOINC {c.code} fails the mod-10 check digit"
+            else:
+                assert c.system == catalog.mappings.observations.local_system, f"{key}: unexpected system {c.system}"
+        for answer in var.answers:
+            assert LOINC_ANSWER.match(answer) or snomed_valid(answer) or re.match(r"^[IV+]+$", answer), (key, answer)
+
+
+def test_qualitative_answer_codes(catalog):
+    q = catalog.mappings.observations.qualitative
+    for c in q.positive_codes + q.negative_codes:
+        if c.system == SNOMED:
+            assert snomed_valid(c.code), c.code
+        elif c.system == LOINC:
+            assert LOINC_ANSWER.match(c.code), c.code
+
+
+def test_every_condition_code(catalog):
+    for key, g in catalog.mappings.conditions.groups.items():
+        assert g.snomed or g.icd10cm or g.icd10cm_ranges or g.words, f"{key} matches nothing"
+        for code in g.snomed:
+            assert snomed_valid(code), f"{key}: SNOMED {code} fails the Verhoeff check"
+        for code in g.icd10cm + g.icd10cm_exclude:
+            assert icd10cm_valid(code), f"{key}: ICD-10-CM {code}"
+        for r in g.icd10cm_ranges:
+            lo, hi = r.split("-")
+            assert icd10cm_valid(lo) and icd10cm_valid(hi) and lo <= hi, f"{key}: range {r}"
+
+
+def test_every_medication_code(catalog):
+    meds = catalog.mappings.medications
+    for key, ing in meds.ingredients.items():
+        assert ing.rxnorm or ing.atc or ing.cvx or ing.names, f"{key} matches nothing"
+        for code in ing.rxnorm:
+            assert rxnorm_valid(code), f"{key}: RxNorm {code}"
+        for code in ing.cvx:
+            assert cvx_valid(code), f"{key}: CVX {code}"
+        for code in ing.atc:
+            assert atc_valid(code), f"{key}: ATC {code}"
+    for code in meds.products:
+        assert rxnorm_valid(code)
+    for code in meds.non_systemic_routes.snomed:
+        assert snomed_valid(code)
+
+
+def test_no_code_maps_to_two_ingredients(catalog):
+    seen: dict[str, str] = {}
+    for key, ing in catalog.mappings.medications.ingredients.items():
+        for code in ing.rxnorm + [f"cvx:{c}" for c in ing.cvx]:
+            assert code not in seen, f"{code} is both {seen[code]} and {key}"
+            seen[code] = key
+
+
+@pytest.mark.parametrize(
+    ("code", "groups"),
+    [
+        ("M32.14", {"sle", "lupus_nephritis"}),
+        ("M32.0", {"drug_induced_lupus"}),
+        ("C44.91", {"malignancy", "skin_bcc_scc"}),
+        ("C50.911", {"malignancy"}),
+        ("D84.821", set()),  # secondary immunodeficiency is not primary
+        ("D83.9", {"primary_immunodeficiency"}),
+        ("O09.90", {"pregnancy"}),
+        ("O92.3", {"lactation"}),
+        ("F32.9", {"psychiatric_disorder"}),
+        ("F11.20", {"substance_abuse"}),
+        ("Z94.0", {"solid_organ_transplant"}),
+        ("Z94.84", {"stem_cell_transplant"}),
+    ],
+)
+def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
+    assert set(catalog.mappings.condition_groups(ICD10CM, code)) == groups

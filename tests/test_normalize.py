@@ -1,0 +1,145 @@
+"""FHIR R4 JSON -> patient facts: statuses, value types, components, validation failures."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from cds_service import synthetic as syn
+
+AS_OF = date(2026, 11, 23)
+D = AS_OF - timedelta(days=3)
+
+
+def facts(catalog, resources, gathered=None):
+    return catalog.facts([syn.patient("p1"), *resources], "p1", gathered)
+
+
+def test_only_final_amended_corrected_count(catalog):
+    rs = [
+        syn.quantity("p1", "751-8", v, "10*9/L", D, status=s)
+        for v, s in [(1, "preliminary"), (2, "entered-in-error"), (3, "amended"), (4, "cancelled"), (5, "registered")]
+    ]
+    f = facts(catalog, rs)
+    assert [r.value for r in f.labs["anc"]] == [3.0]
+
+
+def test_titer_as_string_and_ratio(catalog):
+    f = facts(
+        catalog, [syn.titer("p1", "5048-4", 160, D), syn.titer("p1", "5048-4", 640, D - timedelta(1), as_ratio=True)]
+    )
+    assert [r.value for r in f.labs["ana_titer"]] == [160.0, 640.0]
+    assert all(r.positive for r in f.labs["ana_titer"])
+
+
+def test_qualitative_readings(catalog):
+    f = facts(
+        catalog,
+        [
+            syn.qualitative("p1", "5196-1", True, D),
+            syn.qualitative("p1", "13952-7", False, D, style="interpretation"),
+            syn.qualitative("p1", "20507-0", False, D, style="string"),
+            syn.qualitative("p1", "24110-9", True, D, style="string"),
+        ],
+    )
+    assert f.labs["hbsag"][0].positive is True
+    assert f.labs["anti_hbc"][0].positive is False
+    assert f.labs["rpr"][0].positive is False  # "Non-reactive" is not "reactive"
+    assert f.labs["tp_ab"][0].positive is True
+
+
+def test_quantity_positivity_from_reference_range_and_comparator(catalog):
+    f = facts(
+        catalog,
+        [
+            syn.quantity("p1", "5130-0", 80, "[IU]/mL", D, high=30),
+            syn.quantity("p1", "42595-9", 20, "[IU]/mL", D, comparator="<"),
+            syn.quantity("p1", "72493-0", 350, "[IU]/mL", D),
+        ],
+    )
+    assert f.labs["anti_dsdna"][0].positive is True
+    assert f.labs["hbv_dna"][0].positive is False and f.labs["hbv_dna"][0].comparator == "<"
+    assert f.labs["cmv_dna"][0].positive is True
+
+
+def test_components_carry_bilag_grades(catalog):
+    f = facts(catalog, [syn.bilag("p1", {"renal": "A", "mucocutaneous": "c"}, D)])
+    assert f.labs["bilag_renal"][0].answer == "A"
+    assert f.labs["bilag_mucocutaneous"][0].answer == "C"
+
+
+def test_invalid_resource_is_skipped_and_reported(catalog):
+    bad = syn.quantity("p1", "751-8", 2, "10*9/L", D)
+    bad["status"] = 42  # not a code
+    bad["effectiveDateTime"] = "not a date"
+    f = facts(catalog, [bad, syn.quantity("p1", "731-0", 1, "10*9/L", D)])
+    assert "anc" not in f.labs and f.labs["alc"][0].value == 1.0
+    assert f.skipped == [f"Observation/{bad['id']} failed FHIR R4 validation"]
+
+
+def test_conditions_status_and_verification(catalog):
+    f = facts(
+        catalog,
+        [
+            syn.condition("p1", icd="J45.909", display="Asthma", verification="refuted"),
+            syn.condition("p1", icd="I48.91", display="AF", clinical="resolved", abatement=D),
+            syn.condition("p1", snomed="55464009", display="SLE", verification="provisional"),
+        ],
+    )
+    assert len(f.conditions) == 2
+    af = next(c for c in f.conditions if "arrhythmia" in c.groups)
+    assert af.active is False and af.abatement == D
+    sle = next(c for c in f.conditions if "sle" in c.groups)
+    assert sle.confirmed is False
+
+
+def test_medication_statement_dose_and_route(catalog):
+    inhaled = syn.med_statement(
+        "p1", "19831", "Budesonide inhaler", D - timedelta(100), dose_mg=0.4, route="Inhalation"
+    )
+    oral = syn.med_statement("p1", "6902", "Methylprednisolone 8 MG", D - timedelta(100), dose_mg=8, per_day=2)
+    f = facts(catalog, [inhaled, oral])
+    assert [m.ingredient for m in f.medications] == ["methylprednisolone"]  # inhaled steroid not systemic
+    m = f.medications[0]
+    assert m.daily_dose_mg == 16 and m.pred_eq_mg == 20 and m.ongoing(AS_OF)
+
+
+def test_scd_code_rolls_up_with_strength(catalog):
+    ms = syn.med_statement(
+        "p1", "312615", "predniSONE 20 MG Oral Tablet", D - timedelta(20), dose_mg=1.5, dose_unit="{tbl}"
+    )
+    m = facts(catalog, [ms]).medications[0]
+    assert m.ingredient == "prednisone" and m.daily_dose_mg == 30
+
+
+def test_medication_request_and_reference(catalog):
+    med = {
+        "resourceType": "Medication",
+        "id": "med1",
+        "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "121191"}]},
+    }
+    mr = syn.med_request("p1", "0", "x", D - timedelta(10), status="completed", supply_days=1)
+    del mr["medicationCodeableConcept"]
+    mr["medicationReference"] = {"reference": "Medication/med1"}
+    f = facts(catalog, [med, mr])
+    assert f.medications[0].ingredient == "rituximab"
+    assert f.medications[0].end == D - timedelta(9)
+    assert "Medication" in f.gathered
+
+
+def test_name_fallback_for_unverified_rxnorm(catalog):
+    ms = syn.med_statement("p1", "2196099", "upadacitinib 15 MG Extended Release Oral Tablet", D)
+    assert facts(catalog, [ms]).medications[0].classes >= {"jak_inhibitors"}
+
+
+def test_r4_json_that_r5_models_would_reject(catalog):
+    """R4's MedicationStatement.medicationCodeableConcept does not exist in R5: R4B models read it."""
+    from fhir.resources.R4B.medicationstatement import MedicationStatement
+
+    ms = syn.med_statement("p1", "5521", "Hydroxychloroquine", D)
+    assert MedicationStatement.model_validate(ms).medicationCodeableConcept.coding[0].code == "5521"
+    assert facts(catalog, [ms]).medications[0].ingredient == "hydroxychloroquine"
+
+
+def test_gathered_kinds_follow_what_was_looked_for(catalog):
+    f = catalog.facts([syn.patient("p1")], "p1", gathered={"Observation"})
+    assert f.gathered == {"Observation"}
