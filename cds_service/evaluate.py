@@ -448,7 +448,22 @@ class Engine:
                     too_recent.append(recent)
                     continue
             until: date | None = None
-            if since is not None and not c.active:
+            if since is not None and rule.by_diagnosis and not c.active:
+                first = c.onset or c.recorded
+                if first is None:
+                    review.append(
+                        Res(
+                            Truth.REVIEW,
+                            evidence=[ev],
+                            notes=[f"{c.display}: date of diagnosis not recorded; within {rule.within}?"],
+                        )
+                    )
+                    continue
+                if first < since:
+                    out_of_window = True
+                    continue
+                until = rule.within.end_after(first)  # type: ignore[union-attr]
+            elif since is not None and not c.active:
                 last = c.abatement or c.onset
                 if last is None:
                     review.append(

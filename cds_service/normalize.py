@@ -40,14 +40,6 @@ _MODELS = {
     "Immunization": Immunization,
     "Medication": Medication,
 }
-# The resource types whose absence, once gathered, means "none on record".
-GATHERED_KINDS = {
-    "Observation": "Observation",
-    "Condition": "Condition",
-    "MedicationStatement": "Medication",
-    "MedicationRequest": "Medication",
-    "Immunization": "Medication",
-}
 
 
 def _to_date(v: Any) -> date | None:
@@ -124,6 +116,8 @@ class Normalizer:
         patient_id: str | None = None,
         gathered: Iterable[str] = (),
     ) -> PatientFacts:
+        """`gathered`: the kinds ("Observation", "Condition", "Medication") that were looked
+        for completely, so that their absence means "none on record"."""
         raw = list(resources)
         facts = PatientFacts(patient=f"Patient/{patient_id}" if patient_id else "Patient/unknown")
         facts.gathered.update(gathered)
@@ -143,8 +137,6 @@ class Normalizer:
             if rtype == "Medication":
                 meds_by_ref[ref] = obj
                 continue
-            if rtype in GATHERED_KINDS:
-                facts.gathered.add(GATHERED_KINDS[rtype])
             parsed.append((rtype, obj))
 
         for rtype, obj in parsed:

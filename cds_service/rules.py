@@ -13,7 +13,7 @@ Leaves (see README "Rule vocabulary" for examples):
   positive:     {var, within, if_missing}          qualitative result positive
   grade_count:  {vars, grades, min, within}        e.g. BILAG A in >= 1 organ
   answer:       {var, in, within}                  coded answer (NYHA class, ISN/RPS class)
-  condition:    {groups, within, except, except_review, active_only, match_review, onset_before}
+  condition:    {groups, within, dated_by, except, except_review, active_only, match_review, onset_before}
   medication:   {classes|ingredients, within, dose, if_ongoing, ongoing_note}
   treated:      {classes, min_duration, min_distinct}
   current_dose: {classes, op, value}               current prednisone-equivalent mg/day
@@ -172,6 +172,7 @@ class ConditionRule(Rule):
     active_only: bool  # only a current (active) diagnosis counts, e.g. pregnancy
     match_review: str | None  # a match needs a person (severity, scope), never a definite TRUE
     onset_before: Window | None  # diagnosed at least this long ago
+    by_diagnosis: bool  # `within` counts from the diagnosis date, not from the last day the condition was present
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,9 +347,11 @@ class RuleParser:
     def _p_condition(self, arg: dict) -> Rule:
         _keys(
             arg,
-            {"groups", "within", "except", "except_review", "active_only", "match_review", "onset_before"},
+            {"groups", "within", "dated_by", "except", "except_review", "active_only", "match_review", "onset_before"},
             "condition",
         )
+        if arg.get("dated_by", "presence") not in ("presence", "diagnosis"):
+            raise RuleError("condition.dated_by is 'presence' (default: present within the window) or 'diagnosis'")
         exc = self._groups(arg["except"]) if "except" in arg else frozenset()
         if exc and not arg.get("except_review"):
             raise RuleError("condition: 'except' needs 'except_review' saying what a person must confirm")
@@ -361,6 +364,7 @@ class RuleParser:
             bool(arg.get("active_only", False)),
             arg.get("match_review"),
             Window.parse(arg.get("onset_before")),
+            arg.get("dated_by") == "diagnosis",
         )
 
     def _ingredients(self, arg: dict, where: str) -> tuple[frozenset[str], str]:

@@ -1,14 +1,16 @@
 """Configuration from environment variables (prefix TRIAL_MATCHER_), with embedded defaults.
 
-Every setting is documented in the README's "Configuration" table.
+The defaults run a local service for evaluation: loopback FHIR servers only,
+SQLite feedback in ./var. Every setting is documented in the README.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +21,28 @@ class Settings(BaseSettings):
 
     trials_dir: Path = Field(REPO_ROOT / "trials", description="Folder of trial YAML files")
     mappings_dir: Path = Field(REPO_ROOT / "mappings", description="Folder of code mapping YAML files")
+    allowed_fhir_servers: str = Field(
+        "http://localhost,http://127.0.0.1,http://[::1]",
+        description="Comma-separated FHIR base URLs the service may contact (scheme, host, optional port and "
+        "path prefix). '*' allows any and is unsafe outside a sandbox.",
+    )
+    fhir_base_url: str | None = Field(None, description="FHIR server for GET-style /match?patient=ID calls")
+    fhir_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one FHIR HTTP request")
+    hook_budget_seconds: float = Field(3.0, gt=0, description="Time allowed to gather data for one hook call")
+    fhir_page_cap: int = Field(20, ge=1, description="Most Bundle pages followed per FHIR search")
+    database_url: str = Field(
+        "sqlite:///./var/feedback.sqlite3",
+        description="Feedback store: sqlite:///PATH or postgresql://USER:PASS@HOST/DB",
+    )
+    admin_token: SecretStr | None = Field(None, description="Bearer token for /admin endpoints; unset disables them")
+    as_of: date | None = Field(None, description="Fixed evaluation date (demos, tests); default: today")
     log_level: str = Field("INFO", description="Python log level")
+    host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")
+    port: int = Field(8000, description="Port for `trial-matcher serve`")
+
+    @property
+    def allowed_servers(self) -> list[str]:
+        return [s.strip().rstrip("/") for s in self.allowed_fhir_servers.split(",") if s.strip()]
 
 
 @lru_cache(maxsize=1)

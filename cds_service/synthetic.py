@@ -20,8 +20,9 @@ V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _ids = itertools.count(1)
 
 
-def _id(prefix: str) -> str:
-    return f"{prefix}-{next(_ids)}"
+def _id(prefix: str, pid: str) -> str:
+    """Ids unique per patient, so several patients can share one FHIR server."""
+    return f"{pid}-{prefix}-{next(_ids)}"
 
 
 def patient(pid: str = "p1", birth: str = "1985-06-15", gender: str = "female", name: str = "Test") -> dict:
@@ -37,7 +38,7 @@ def patient(pid: str = "p1", birth: str = "1985-06-15", gender: str = "female", 
 def _obs_base(pid: str, system: str, code: str, display: str, when: date | str, status: str) -> dict:
     return {
         "resourceType": "Observation",
-        "id": _id("obs"),
+        "id": _id("obs", pid),
         "status": status,
         "category": [
             {
@@ -168,7 +169,7 @@ def condition(
         codings.append({"system": ICD10CM, "code": icd, "display": display})
     res: dict[str, Any] = {
         "resourceType": "Condition",
-        "id": _id("cond"),
+        "id": _id("cond", pid),
         "clinicalStatus": {
             "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]
         },
@@ -203,7 +204,7 @@ def med_statement(
         period["end"] = str(end)
     res: dict[str, Any] = {
         "resourceType": "MedicationStatement",
-        "id": _id("ms"),
+        "id": _id("ms", pid),
         "status": status,
         "medicationCodeableConcept": {
             "coding": [{"system": RXNORM, "code": rxnorm, "display": display}],
@@ -236,7 +237,7 @@ def med_request(
 ) -> dict:
     res: dict[str, Any] = {
         "resourceType": "MedicationRequest",
-        "id": _id("mr"),
+        "id": _id("mr", pid),
         "status": status,
         "intent": "order",
         "medicationCodeableConcept": {
@@ -263,7 +264,7 @@ def med_request(
 def immunization(pid: str, cvx: str, display: str, when: date | str) -> dict:
     return {
         "resourceType": "Immunization",
-        "id": _id("imm"),
+        "id": _id("imm", pid),
         "status": "completed",
         "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": cvx, "display": display}]},
         "patient": {"reference": f"Patient/{pid}"},

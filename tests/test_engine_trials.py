@@ -448,3 +448,15 @@ def test_t5_high_inr_on_anticoagulation_is_not_a_fail(catalog, eligible):
     assert c.outcome == "unknown"  # high INR, no anticoagulant on record: a person checks
     warf = syn.med_statement("p1", "000", "Warfarin 5 MG Oral Tablet", d(300))
     assert criterion(catalog, [*high, warf], T5, "inc-8", AS_OF).outcome == "pass"
+
+
+def test_t1_malignancy_window_counts_from_diagnosis(catalog, eligible):
+    """ "Diagnosis of malignancy within 5 years": the bar lifts 5 years after diagnosis, not after treatment."""
+    treated = syn.condition(
+        "p1", icd="C50.911", display="Breast cancer", onset=d(900), abatement=d(700), clinical="resolved"
+    )
+    c = criterion(catalog, [*eligible, treated], T1, "exc-20", AS_OF)
+    assert c.outcome == "fail" and c.until == d(900).replace(year=d(900).year + 5)
+    active_old = syn.condition("p1", icd="C50.911", display="Breast cancer", onset=d(2500))
+    c = criterion(catalog, [*eligible, active_old], T1, "exc-20", AS_OF)
+    assert c.outcome == "fail" and c.until is None

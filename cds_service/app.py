@@ -1,0 +1,246 @@
+"""HTTP layer: CDS Hooks endpoints, REST for non-EHR callers, admin and health.
+
+Only HTTP concerns live here; the work is in `matcher.py` and below.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from . import __version__
+from .catalog import Catalog
+from .coverage import coverage
+from .feedback import open_store
+from .gather import Gatherer, prefetch_templates
+from .hooks import Discovery, FeedbackRequest, HookRequest, PatientViewContext, ServiceDescription
+from .logs import setup_logging
+from .matcher import Matcher, PreconditionFailed
+from .research_study import research_study
+from .settings import Settings, get_settings
+
+log = logging.getLogger("trial_matcher")
+SERVICE_ID = "trial-matcher"
+FHIR_JSON = "application/fhir+json"
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings.log_level)
+    catalog = Catalog.load(settings.mappings_dir, settings.trials_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.fhir_timeout_seconds),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        gatherer = Gatherer(client, settings.allowed_servers, settings.fhir_page_cap, settings.hook_budget_seconds)
+        app.state.matcher = Matcher(catalog, gatherer, settings.as_of)
+        app.state.store = open_store(settings.database_url)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await app.state.store.close()
+
+    app = FastAPI(
+        title="trial-matcher",
+        version=__version__,
+        description="CDS Hooks service suggesting clinical trials a patient may match, from FHIR R4 data.",
+        lifespan=lifespan,
+    )
+    app.state.catalog = catalog
+    app.state.settings = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: it may hold patient data or a token.
+        details = [{"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return _error(400, "invalid request", details=details)
+
+    @app.middleware("http")
+    async def _access_log(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+            },
+        )
+        return response
+
+    # --- CDS Hooks ------------------------------------------------------------------------------
+
+    @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True, tags=["CDS Hooks"])
+    async def discovery() -> Discovery:
+        """CDS Hooks discovery: one service on `patient-view`."""
+        return Discovery(
+            services=[
+                ServiceDescription(
+                    hook="patient-view",
+                    id=SERVICE_ID,
+                    title="Clinical trial matcher",
+                    description="Suggests clinical trials the patient may be eligible for, with the criteria "
+                    "met, the data still missing and what needs review.",
+                    prefetch=prefetch_templates(),
+                    usageRequirements="Prefetch, or fhirServer (on the service's allow-list) with a read token "
+                    "for Patient, Observation, Condition, MedicationStatement, MedicationRequest and Immunization.",
+                )
+            ]
+        )
+
+    @app.post("/cds-services/{service_id}", tags=["CDS Hooks"])
+    async def hook(service_id: str, request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+        """Call the service. Answers `{"cards": [...]}`, or 412 when the patient's data cannot be obtained."""
+        if service_id != SERVICE_ID:
+            return _error(404, f"no CDS service '{service_id[:64]}'")
+        try:
+            req = HookRequest.model_validate(body)
+            if req.hook != "patient-view":
+                return _error(400, f"service {SERVICE_ID} answers the patient-view hook, not '{req.hook[:40]}'")
+            ctx = PatientViewContext.model_validate(req.context)
+        except ValidationError as e:
+            details = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
+            return _error(400, "invalid CDS Hooks request", details=details)
+        token = req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None
+        try:
+            cards = await request.app.state.matcher.patient_view(
+                ctx.patientId, req.prefetch, req.fhirServer, token, str(req.hookInstance)
+            )
+        except PreconditionFailed as e:
+            log.info("precondition failed", extra={"hookInstance": str(req.hookInstance), "gaps": len(e.reasons)})
+            return _error(412, "the data this service needs could be neither prefetched nor fetched", reasons=e.reasons)
+        return JSONResponse(cards.wire())
+
+    @app.post("/cds-services/{service_id}/feedback", tags=["CDS Hooks"])
+    async def feedback(service_id: str, request: Request, body: FeedbackRequest) -> dict[str, int]:
+        """Store what the clinician did with cards (accepted / overridden)."""
+        if service_id != SERVICE_ID:
+            raise HTTPException(404, f"no CDS service '{service_id[:64]}'")
+        stored = await request.app.state.store.add(service_id, body.feedback)
+        log.info("feedback stored", extra={"service": service_id, "stored": stored})
+        return {"stored": stored}
+
+    # --- REST ----------------------------------------------------------------------------------------
+
+    @app.post("/match", tags=["REST"])
+    async def match(
+        request: Request,
+        body: Annotated[dict[str, Any] | None, Body(description="A FHIR Bundle of one patient's resources")] = None,
+        patient: Annotated[
+            str | None, Query(pattern=r"^[A-Za-z0-9\-.]{1,64}$", description="Patient id on the configured FHIR server")
+        ] = None,
+        as_of: Annotated[date | None, Query(description="Evaluation date (default today)")] = None,
+        trial: Annotated[list[str] | None, Query(description="Limit to these trial ids")] = None,
+    ) -> JSONResponse:
+        """The full eligibility report: every trial, every criterion with outcome and evidence."""
+        matcher: Matcher = request.app.state.matcher
+        for t in trial or []:
+            if t not in catalog.trials:
+                return _error(404, f"unknown trial '{t[:20]}'")
+        when = as_of or matcher.today()
+        if patient is not None:
+            if not settings.fhir_base_url:
+                return _error(400, "no FHIR server configured (TRIAL_MATCHER_FHIR_BASE_URL); POST a Bundle instead")
+            try:
+                got = await matcher.gather(patient, None, settings.fhir_base_url.rstrip("/"), None)
+            except PreconditionFailed as e:
+                return _error(412, "the patient's data could not be read", reasons=e.reasons)
+            report = matcher.report(got, patient, when, trial)
+            return JSONResponse(report.model_dump(mode="json", exclude_none=True) | {"gaps": got.gaps})
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            return _error(400, "POST a FHIR Bundle of one patient's resources, or use ?patient=ID")
+        facts = catalog.facts(body)
+        if facts.patient == "Patient/unknown":
+            return _error(400, "the Bundle holds no Patient resource")
+        report = catalog.report(facts, when, trial)
+        return JSONResponse(report.model_dump(mode="json", exclude_none=True))
+
+    @app.get("/trials", tags=["Trials"])
+    async def trials() -> list[dict[str, Any]]:
+        """The trial catalogue with criteria coverage."""
+        out = []
+        for t in catalog.trials.values():
+            cov = coverage(t)
+            out.append(
+                {
+                    "id": t.id,
+                    "title": t.title,
+                    "sponsor": t.sponsor,
+                    "phase": t.phase,
+                    "status": t.status,
+                    "url": t.url,
+                    "criteria": cov.total,
+                    "computable": cov.computable,
+                    "review": cov.review,
+                }
+            )
+        return out
+
+    @app.get("/trials/{trial_id}", tags=["Trials"])
+    async def trial_detail(trial_id: str) -> dict[str, Any]:
+        """One trial as data: metadata and every criterion with its quoted text and rule or review reason."""
+        t = catalog.trials.get(trial_id)
+        if t is None:
+            raise HTTPException(404, "unknown trial")
+        return t.model_dump(mode="json", exclude_none=True)
+
+    @app.get("/trials/{trial_id}/ResearchStudy", tags=["Trials"])
+    async def trial_fhir(trial_id: str) -> JSONResponse:
+        """The trial as a FHIR R4 ResearchStudy with its criteria in a contained enrollment Group."""
+        t = catalog.trials.get(trial_id)
+        if t is None:
+            raise HTTPException(404, "unknown trial")
+        return JSONResponse(research_study(t), media_type=FHIR_JSON)
+
+    # --- admin and health -----------------------------------------------------------------------
+
+    @app.get("/admin/feedback", tags=["Admin"])
+    async def admin_feedback(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Stored feedback, newest first. Needs `Authorization: Bearer <TRIAL_MATCHER_ADMIN_TOKEN>`."""
+        expected = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if not expected:
+            raise HTTPException(404, "admin endpoints are disabled (set TRIAL_MATCHER_ADMIN_TOKEN)")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "unauthorized")
+        store = request.app.state.store
+        return {"total": await store.count(), "feedback": await store.recent(limit)}
+
+    @app.get("/healthz", tags=["Health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["Health"])
+    async def readyz(request: Request) -> dict[str, Any]:
+        """Readiness: trials loaded and the feedback store reachable."""
+        await request.app.state.store.count()
+        return {"status": "ready", "trials": len(catalog.trials)}
+
+    return app

@@ -1,0 +1,53 @@
+"""Structured JSON logs that cannot carry patient data or tokens.
+
+Only fields on an allow-list are written: a log call that passes anything else
+in `extra` simply loses it. Messages are fixed strings chosen by the code, never
+built from request content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+ALLOWED_FIELDS = (
+    "hookInstance",
+    "service",
+    "path",
+    "method",
+    "status",
+    "duration_ms",
+    "sources",
+    "resources",
+    "gaps",
+    "cards",
+    "stored",
+    "error_type",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.msg if isinstance(record.msg, str) else "log",
+        }
+        for key in ALLOWED_FIELDS:
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["error_type"] = record.exc_info[0].__name__  # never the message: it may quote input
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("trial_matcher")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

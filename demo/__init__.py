@@ -1,0 +1,1 @@
+"""Synthetic demo patients (no real patient data) and the tools to load them."""

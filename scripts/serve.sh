@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the service with embedded defaults on http://127.0.0.1:8000 (override with TRIAL_MATCHER_* variables).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+exec .venv/bin/trial-matcher serve "$@"
