@@ -164,7 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not settings.fhir_base_url:
                 return _error(400, "no FHIR server configured (TRIAL_MATCHER_FHIR_BASE_URL); POST a Bundle instead")
             try:
-                got = await matcher.gather(patient, None, settings.fhir_base_url.rstrip("/"), None)
+                token = settings.fhir_token.get_secret_value() if settings.fhir_token else None
+                got = await matcher.gather(patient, None, settings.fhir_base_url.rstrip("/"), token)
             except PreconditionFailed as e:
                 return _error(412, "the patient's data could not be read", reasons=e.reasons)
             report = matcher.report(got, patient, when, trial)

@@ -72,7 +72,9 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
     ]
     if temporary:
         lines += ["", f"**Not yet — eligible from {result.eligible_from.isoformat()}**"]  # type: ignore[union-attr]
-        lines += _bullets([_criterion_line(c, f"clear from {c.until.isoformat()}") for c in temporary if c.until])
+        lines += _bullets(
+            [_criterion_line(c, c.explanation or f"clear from {c.until.isoformat()}") for c in temporary if c.until]
+        )
     if unknown:
         missing = list(dict.fromkeys(m for c in unknown for m in c.missing))
         lines += ["", "**Data missing — order or record:**"]

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
         description="Comma-separated FHIR base URLs the service may contact (scheme, host, optional port and "
         "path prefix). '*' allows any and is unsafe outside a sandbox.",
     )
-    fhir_base_url: str | None = Field(None, description="FHIR server for GET-style /match?patient=ID calls")
+    fhir_base_url: str | None = Field(None, description="FHIR server for /match?patient=ID calls")
+    fhir_token: SecretStr | None = Field(None, description="Bearer token for fhir_base_url, if it needs one")
     fhir_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one FHIR HTTP request")
     hook_budget_seconds: float = Field(3.0, gt=0, description="Time allowed to gather data for one hook call")
     fhir_page_cap: int = Field(20, ge=1, description="Most Bundle pages followed per FHIR search")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -78,10 +79,10 @@ def resources(bundle: dict) -> list[dict]:
     return [e["resource"] for e in bundle.get("entry", [])]
 
 
-def load(base_url: str, as_of: date | None = None, wait_seconds: float = 0, client: httpx.Client | None = None) -> int:
+def load(base_url: str, as_of: date | None = None, wait_seconds: float = 0, token: str | None = None) -> int:
     """POST every demo Bundle as a transaction. Returns the number of resources written."""
-    own = client is None
-    client = client or httpx.Client(timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(timeout=120, headers=headers)
     try:
         deadline = time.monotonic() + wait_seconds
         while True:  # the FHIR server may still be starting (docker compose)
@@ -101,8 +102,7 @@ def load(base_url: str, as_of: date | None = None, wait_seconds: float = 0, clie
             written += len(bundle["entry"])
         return written
     finally:
-        if own:
-            client.close()
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base_url", help="FHIR base URL, e.g. http://localhost:8080/fhir")
     p.add_argument("--as-of", type=date.fromisoformat, help="date the records should be current on (default today)")
     p.add_argument("--wait", type=float, default=120, help="seconds to wait for the server to answer")
+    p.add_argument("--token", help="bearer token for the FHIR server (default: $FHIR_TOKEN)")
     args = p.parse_args(argv)
-    n = load(args.base_url.rstrip("/"), args.as_of, args.wait)
+    n = load(args.base_url.rstrip("/"), args.as_of, args.wait, args.token or os.environ.get("FHIR_TOKEN"))
     print(f"loaded {n} resources of {len(list(PATIENTS_DIR.glob('*.json')))} demo patients into {args.base_url}")
     return 0
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+if [ -z "${FHIR_BASE_URL:-}" ]; then
+  scripts/fhir-servers.sh
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { echo "ruff format: files need formatting (run .venv/bin/ruff format .)"; exit 1; }
 exec .venv/bin/pytest "$@"

@@ -1,0 +1,113 @@
+"""A real FHIR server for the integration tests, started here, loaded with the demo patients.
+
+By default: sekmet-fhir 0.1.1 from .venv-sekmet (scripts/fhir-servers.sh installs it), in-memory
+database, simulator off, static bearer token required (so the tests prove the hook's token is used).
+`FHIR_BASE_URL=<url>` (and `FHIR_TOKEN=<token>` if it needs one) runs the suite against any server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from demo.load import load
+
+ROOT = Path(__file__).resolve().parents[2]
+SEKMET = ROOT / ".venv-sekmet" / "bin" / "sekmet"
+TOKEN = "integration-test-token-7f3a9c"
+
+
+@dataclass(frozen=True)
+class FhirServer:
+    base: str
+    token: str | None
+    name: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, token: str | None, proc: subprocess.Popen | None, seconds: float) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"FHIR server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/metadata", headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"FHIR server at {url} did not answer within {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    external = os.environ.get("FHIR_BASE_URL")
+    if external:
+        server = FhirServer(external.rstrip("/"), os.environ.get("FHIR_TOKEN"), "external")
+        _wait(server.base, server.token, None, 120)
+        load(server.base, token=server.token)
+        yield server
+        return
+    if not SEKMET.exists():
+        pytest.fail("sekmet is not installed: run scripts/test.sh (it runs scripts/fhir-servers.sh)")
+    work = tmp_path_factory.mktemp("sekmet")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    (work / "settings.yaml").write_text(
+        f"base_url: {base}\nhost: 127.0.0.1\nport: {port}\ndb_path: ':memory:'\ndata_dir: {work}/data\n"
+        "log_inbound: false\nsimulator:\n  enabled: false\n"
+        f"server_auth:\n  types: [bearer]\n  tokens: [{TOKEN}]\n",
+        encoding="utf-8",
+    )
+    log = (work / "sekmet.log").open("w")
+    proc = subprocess.Popen(
+        [str(SEKMET), "serve", "-c", str(work / "settings.yaml")], cwd=work, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait(base, TOKEN, proc, 60)
+        load(base, token=TOKEN)
+        yield FhirServer(base, TOKEN, "sekmet-fhir 0.1.1")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(work / "data", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def service(fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The service in-process; it talks to the FHIR server over real HTTP."""
+    db = tmp_path_factory.mktemp("service") / "feedback.sqlite3"
+    settings = Settings(
+        database_url=f"sqlite:///{db}",
+        allowed_fhir_servers=fhir_server.base,
+        fhir_base_url=fhir_server.base,
+        fhir_token=fhir_server.token,
+        admin_token="admin-secret-for-tests",
+        log_level="WARNING",
+        hook_budget_seconds=20,
+        fhir_timeout_seconds=15,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client

@@ -1,0 +1,192 @@
+"""The hook end to end against a real FHIR server: no, partial and full prefetch give the same cards."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from demo.hook_request import hook_request
+from demo.load import demo_bundles
+
+pytestmark = pytest.mark.integration
+
+DEMO = ["demo-amara", "demo-bruno", "demo-chen", "demo-dana", "demo-eli", "demo-fiona"]
+
+# What each demo patient was built to show (see demo/generate.py)
+EXPECTED = {
+    "demo-amara": {
+        t: "likely-eligible" for t in ["NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"]
+    },
+    "demo-bruno": {
+        "NCT06902844": "possibly-eligible",
+        "NCT07274059": "likely-eligible",
+        "NCT06010472": "likely-eligible",
+        "NCT06801119": "likely-eligible",
+        "NCT06676631": "likely-eligible",
+    },
+    "demo-chen": {"NCT06902844": "possibly-eligible", "NCT07274059": "possibly-eligible"},
+    "demo-dana": {"NCT06010472": "likely-eligible", "NCT06676631": "likely-eligible"},
+    "demo-eli": {
+        t: "possibly-eligible" for t in ["NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"]
+    },
+    "demo-fiona": {
+        "NCT06902844": "possibly-eligible",
+        "NCT07274059": "possibly-eligible",
+        "NCT06010472": "likely-eligible",
+        "NCT06676631": "likely-eligible",
+    },
+}
+
+
+def _call(service, req: dict) -> httpx.Response:
+    return service.post("/cds-services/trial-matcher", json=req)
+
+
+def _essence(cards: list[dict]) -> list[tuple]:
+    """Cards without their random uuid."""
+    return [
+        (
+            c["extension"]["trialId"],
+            c["extension"]["status"],
+            c["extension"].get("eligibleFrom"),
+            c["summary"],
+            c["detail"],
+        )
+        for c in cards
+    ]
+
+
+def test_discovery_lists_the_service(service):
+    services = service.get("/cds-services").json()["services"]
+    assert [s["id"] for s in services] == ["trial-matcher"]
+    assert services[0]["hook"] == "patient-view"
+    assert {"patient", "conditions", "observations", "medications"} <= set(services[0]["prefetch"])
+
+
+@pytest.mark.parametrize("patient", DEMO)
+def test_no_partial_and_full_prefetch_give_the_same_cards(service, fhir_server, patient):
+    full = _call(service, hook_request(patient, "full"))
+    fetched = _call(service, hook_request(patient, "none", fhir_server.base, fhir_server.token))
+    partial = _call(service, hook_request(patient, "partial", fhir_server.base, fhir_server.token))
+    assert full.status_code == fetched.status_code == partial.status_code == 200, fetched.text[:300]
+    assert _essence(fetched.json()["cards"]) == _essence(full.json()["cards"])
+    assert _essence(partial.json()["cards"]) == _essence(full.json()["cards"])
+    got = {c["extension"]["trialId"]: c["extension"]["status"] for c in fetched.json()["cards"]}
+    assert got == EXPECTED[patient]
+
+
+def test_cards_follow_the_spec(service, fhir_server):
+    cards = _call(service, hook_request("demo-bruno", "none", fhir_server.base, fhir_server.token)).json()["cards"]
+    statuses = [c["extension"]["status"] for c in cards]
+    assert statuses == sorted(statuses, key=lambda s: s != "likely-eligible")  # likely first
+    for c in cards:
+        assert len(c["summary"]) < 140 and c["indicator"] == "info"
+        assert c["source"]["url"].startswith("https://clinicaltrials.gov/study/NCT")
+        assert c["links"][0]["type"] == "absolute" and uuid.UUID(c["uuid"])
+        assert c["extension"]["trialId"] in c["summary"]
+        _assert_no_empty(c)
+    temporary = next(c for c in cards if c["extension"]["trialId"] == "NCT06902844")
+    assert temporary["extension"]["eligibleFrom"] and "Not yet" in temporary["detail"]
+    assert "riTUXimab" in temporary["detail"]
+
+
+def _assert_no_empty(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            assert v not in (None, "", [], {})
+            _assert_no_empty(v)
+    elif isinstance(value, list):
+        for v in value:
+            _assert_no_empty(v)
+
+
+def test_a_patient_with_more_observations_than_a_page(service, fhir_server):
+    headers = {"Authorization": f"Bearer {fhir_server.token}"} if fhir_server.token else {}
+    first = httpx.get(
+        f"{fhir_server.base}/Observation", params={"patient": "demo-amara", "_count": 100}, headers=headers
+    ).json()
+    assert any(link["relation"] == "next" for link in first["link"])  # the search really pages
+    n_obs = sum(1 for e in demo_bundles()["demo-amara"]["entry"] if e["resource"]["resourceType"] == "Observation")
+    assert n_obs > 300
+    report = service.post("/match", params={"patient": "demo-amara"}).json()
+    assert {t["status"] for t in report["trials"]} == {"likely-eligible"}
+
+
+def test_match_by_patient_id_equals_match_by_bundle(service):
+    by_id = service.post("/match", params={"patient": "demo-fiona"}).json()
+    by_bundle = service.post("/match", json=demo_bundles()["demo-fiona"]).json()
+    assert by_id["gaps"] == []
+    assert [(t["id"], t["status"], [c["outcome"] for c in t["criteria"]]) for t in by_id["trials"]] == [
+        (t["id"], t["status"], [c["outcome"] for c in t["criteria"]]) for t in by_bundle["trials"]
+    ]
+
+
+def test_unknown_patient_and_no_prefetch_is_412(service, fhir_server):
+    req = hook_request("demo-eli", "none", fhir_server.base, fhir_server.token)
+    req["context"]["patientId"] = "nobody-here"
+    r = _call(service, req)
+    assert r.status_code == 412 and "reasons" in r.json()
+
+
+def test_wrong_token_is_412_not_500(service, fhir_server):
+    if not fhir_server.token:
+        pytest.skip("the external server needs no token")
+    r = _call(service, hook_request("demo-eli", "none", fhir_server.base, "not-the-token"))
+    assert r.status_code == 412
+    assert any("HTTP 401" in reason for reason in r.json()["reasons"])
+
+
+def test_server_not_on_allow_list_is_never_contacted(service, fhir_server):
+    req = hook_request("demo-amara", "partial", "http://127.0.0.2:9/fhir", fhir_server.token)
+    r = _call(service, req)
+    assert r.status_code == 200
+    detail = r.json()["cards"][0]["detail"]
+    assert "not on this service's allow-list" in detail
+    # Conditions came by prefetch; results and medications could not be read: nothing is "failed" for it
+    assert {c["extension"]["status"] for c in r.json()["cards"]} == {"possibly-eligible"}
+
+
+def test_prefetch_cut_after_the_first_page_is_completed_from_the_server(service, fhir_server):
+    """An EHR that prefetches only the first page of a search: the service reads the rest by `next`."""
+    headers = {"Authorization": f"Bearer {fhir_server.token}"} if fhir_server.token else {}
+    first_page = httpx.get(
+        f"{fhir_server.base}/Observation", params={"patient": "demo-amara", "_count": 100}, headers=headers
+    ).json()
+    assert any(link["relation"] == "next" for link in first_page["link"])
+    req = hook_request("demo-amara", "full", fhir_server.base, fhir_server.token)
+    req["prefetch"]["observations"] = first_page
+    cut = _call(service, req).json()
+    full = _call(service, hook_request("demo-amara", "full")).json()
+    assert _essence(cut["cards"]) == _essence(full["cards"])
+    without_server = _call(service, {**req, "fhirServer": None, "fhirAuthorization": None})
+    assert "only the first page" in without_server.json()["cards"][0]["detail"]
+
+
+def test_feedback_is_stored_and_readable_by_admin(service):
+    before = service.get("/admin/feedback", headers={"Authorization": "Bearer admin-secret-for-tests"}).json()
+    body = {
+        "feedback": [
+            {
+                "card": str(uuid.uuid4()),
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s1"}],
+                "outcomeTimestamp": "2026-11-23T10:00:00Z",
+            },
+            {
+                "card": str(uuid.uuid4()),
+                "outcome": "overridden",
+                "overrideReason": {
+                    "reason": {"code": "patient-declined", "system": "https://trial-matcher.org/override"},
+                    "userComment": "prefers current therapy",
+                },
+                "outcomeTimestamp": "2026-11-23T10:01:00Z",
+            },
+        ]
+    }
+    assert service.post("/cds-services/trial-matcher/feedback", json=body).json() == {"stored": 2}
+    after = service.get("/admin/feedback", headers={"Authorization": "Bearer admin-secret-for-tests"}).json()
+    assert after["total"] == before["total"] + 2
+    assert after["feedback"][0]["override_reason"]["userComment"] == "prefers current therapy"
+    assert service.get("/admin/feedback", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -1,0 +1,187 @@
+"""Gathering under faults (fakes only inject faults; the happy path runs against a real server in integration/)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import respx
+
+from cds_service.gather import Gatherer, server_allowed
+
+BASE = "http://127.0.0.1:9999/fhir"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def searchset(resources, next_url=None):
+    b = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+    if next_url:
+        b["link"] = [{"relation": "next", "url": next_url}]
+    return b
+
+
+PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1980-01-01"}
+
+
+def gatherer(client, **kw) -> Gatherer:
+    return Gatherer(client, [BASE], kw.get("page_cap", 5), kw.get("budget", 1.0))
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [
+        ("http://127.0.0.1:9999/fhir", ["http://127.0.0.1"], True),
+        ("http://127.0.0.1.evil.example/fhir", ["http://127.0.0.1"], False),
+        ("https://ehr.example.org/fhir/r4", ["https://ehr.example.org/fhir"], True),
+        ("https://ehr.example.org/fhirx", ["https://ehr.example.org/fhir"], False),
+        ("http://ehr.example.org/fhir", ["https://ehr.example.org/fhir"], False),
+        ("https://ehr.example.org:8443/fhir", ["https://ehr.example.org:443"], False),
+        ("http://169.254.169.254/latest", ["http://localhost"], False),
+        ("http://anything", ["*"], True),
+    ],
+)
+def test_allow_list(url, allowed, ok):
+    assert server_allowed(url, allowed) is ok
+
+
+@respx.mock
+def test_paging_follows_next_and_skips_operation_outcomes():
+    respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
+    page2 = f"{BASE}/Observation?page=2"
+    respx.get(page2).respond(
+        json=searchset([{"resourceType": "Observation", "id": "o2", "subject": {"reference": "Patient/p1"}}])
+    )
+    respx.get(url__startswith=f"{BASE}/Observation?patient=").respond(
+        json=searchset(
+            [
+                {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/p1"}},
+                {"resourceType": "OperationOutcome", "issue": []},
+            ],
+            page2,
+        )
+    )
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+        json=searchset([])
+    )
+
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await gatherer(c).gather("p1", None, BASE, "tok")
+
+    got = run(go())
+    assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
+    assert got.complete == {"Observation", "Condition", "Medication"} and got.gaps == []
+    assert respx.calls[0].request.headers["Authorization"] == "Bearer tok"
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (httpx.Response(500), "HTTP 500"),
+        (httpx.Response(403), "HTTP 403"),
+        (httpx.Response(200, text="<html>not json</html>"), "not JSON"),
+        (httpx.Response(302, headers={"Location": "http://10.0.0.1/steal"}), "HTTP 302"),
+        (httpx.ConnectError("refused"), "ConnectError"),
+    ],
+)
+def test_faults_become_gaps_never_exceptions(fault, expected):
+    respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
+    route = respx.get(url__startswith=f"{BASE}/Observation")
+    if isinstance(fault, Exception):
+        route.mock(side_effect=fault)
+    else:
+        route.mock(return_value=fault)
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+        json=searchset([])
+    )
+
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await gatherer(c).gather("p1", None, BASE, None)
+
+    got = run(go())
+    assert "Observation" not in got.complete and {"Condition", "Medication"} <= got.complete
+    assert any(expected in g for g in got.gaps)
+    assert all("10.0.0.1" not in str(call.request.url) for call in respx.calls)  # redirect not followed
+
+
+@respx.mock
+def test_slow_server_is_cut_at_the_budget():
+    async def slow(request):
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=searchset([]))
+
+    respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
+    respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+        json=searchset([])
+    )
+
+    async def go():
+        async with httpx.AsyncClient() as c:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            got = await gatherer(c, budget=0.3).gather("p1", None, BASE, None)
+            return got, loop.time() - t0
+
+    got, elapsed = run(go())
+    assert elapsed < 1.5
+    assert any("timed out" in g for g in got.gaps) and "Observation" not in got.complete
+
+
+@respx.mock
+def test_page_cap_and_foreign_next_links():
+    respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
+    respx.get(url__startswith=f"{BASE}/Observation").respond(
+        json=searchset([], f"{BASE}/Observation?patient=p1&again=1")
+    )
+    respx.get(url__startswith=f"{BASE}/Condition").respond(json=searchset([], "http://elsewhere.example/fhir/x"))
+    respx.get(url__regex=r".*/(MedicationStatement|MedicationRequest|Immunization)\?.*").respond(json=searchset([]))
+
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await gatherer(c, page_cap=3).gather("p1", None, BASE, None)
+
+    got = run(go())
+    assert any("more than 3 pages" in g for g in got.gaps)
+    assert any("outside the FHIR server" in g for g in got.gaps)
+    assert got.complete == {"Medication"}
+
+
+def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped():
+    other = {"resourceType": "Condition", "id": "x", "subject": {"reference": "Patient/someone-else"}}
+
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await gatherer(c).gather(
+                "p1",
+                {
+                    "patient": PATIENT,
+                    "conditions": searchset([other]),
+                    "observations": None,
+                    "medications": None,
+                    "medicationRequests": None,
+                    "immunizations": None,
+                },
+                None,
+                None,
+            )
+
+    got = run(go())
+    assert [r["id"] for r in got.resources] == ["p1"]
+    assert got.complete == {"Condition", "Observation", "Medication"}
+    assert any("another patient" in g for g in got.gaps)
+
+
+def test_missing_keys_without_server_are_not_complete():
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await gatherer(c).gather("p1", {"patient": PATIENT}, None, None)
+
+    got = run(go())
+    assert got.patient_found and got.complete == set()
