@@ -1,0 +1,19 @@
+# trial-matcher CDS Hooks service
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cds_service ./cds_service
+RUN pip install . && useradd --create-home --uid 10001 app && mkdir -p /data && chown app /data
+COPY mappings ./mappings
+COPY trials ./trials
+COPY demo ./demo
+USER app
+ENV TRIAL_MATCHER_TRIALS_DIR=/app/trials \
+    TRIAL_MATCHER_MAPPINGS_DIR=/app/mappings \
+    TRIAL_MATCHER_DATABASE_URL=sqlite:////data/feedback.sqlite3 \
+    TRIAL_MATCHER_HOST=0.0.0.0 \
+    TRIAL_MATCHER_PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+CMD ["trial-matcher", "serve"]

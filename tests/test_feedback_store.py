@@ -1,0 +1,106 @@
+"""Feedback storage on real databases: SQLite, and PostgreSQL started here when its binaries exist."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from cds_service.feedback import open_store
+from cds_service.hooks import FeedbackItem
+
+ITEMS = [
+    FeedbackItem(
+        card="c1", outcome="accepted", acceptedSuggestions=[{"id": "s1"}], outcomeTimestamp="2026-11-23T10:00:00Z"
+    ),
+    FeedbackItem(
+        card="c2",
+        outcome="overridden",
+        overrideReason={"reason": {"code": "declined"}, "userComment": "no"},
+        outcomeTimestamp="2026-11-23T10:01:00Z",
+    ),
+]
+
+
+async def _roundtrip(url: str) -> None:
+    store = open_store(url)
+    try:
+        before = await store.count()
+        assert await store.add("trial-matcher", ITEMS) == 2
+        assert await store.count() == before + 2
+        rows = await store.recent(2)
+        assert [r["card"] for r in rows] == ["c2", "c1"]
+        assert rows[0]["override_reason"] == {"reason": {"code": "declined"}, "userComment": "no"}
+        assert rows[1]["accepted_suggestions"] == ["s1"]
+        assert await store.recent(5, service_id="other") == []
+    finally:
+        await store.close()
+
+
+def test_sqlite_store_persists_across_reopen(tmp_path):
+    url = f"sqlite:///{tmp_path}/sub/fb.sqlite3"
+    asyncio.run(_roundtrip(url))
+
+    async def reopen() -> int:
+        store = open_store(url)
+        n = await store.count()
+        await store.close()
+        return n
+
+    assert asyncio.run(reopen()) == 2
+
+
+def test_unknown_database_url_is_refused():
+    with pytest.raises(ValueError, match="sqlite"):
+        open_store("mysql://x")
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    initdb = shutil.which("initdb")
+    if os.environ.get("TEST_POSTGRES_DSN"):
+        yield os.environ["TEST_POSTGRES_DSN"]
+        return
+    if not initdb:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine and TEST_POSTGRES_DSN is unset")
+    root = tempfile.mkdtemp(prefix="pgtest-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = f"{root}/data"
+    subprocess.run([*as_user, "initdb", "-D", data, "-A", "trust", "-U", "test"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            f"{root}/log",
+            "-w",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://test@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_store(postgres_dsn):
+    asyncio.run(_roundtrip(postgres_dsn))
