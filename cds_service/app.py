@@ -16,10 +16,12 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from . import __version__
+from .auth import Authenticator, JwksCache
 from .catalog import Catalog
 from .coverage import coverage
 from .feedback import open_store
@@ -27,6 +29,7 @@ from .gather import Gatherer, prefetch_templates
 from .hooks import Discovery, FeedbackRequest, HookRequest, PatientViewContext, ServiceDescription
 from .logs import setup_logging
 from .matcher import Matcher, PreconditionFailed
+from .middleware import BodySizeLimit, RequireClientJwt
 from .research_study import research_study
 from .settings import Settings, get_settings
 
@@ -43,6 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
     catalog = Catalog.load(settings.mappings_dir, settings.trials_dir)
+    issuers = settings.issuers
+    if settings.auth_required and (not settings.public_url or not issuers):
+        raise RuntimeError(
+            "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL and TRIAL_MATCHER_TRUSTED_ISSUERS "
+            "(or TRIAL_MATCHER_AUTH_REQUIRED=false for local use only)"
+        )
+    jwt_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), follow_redirects=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,10 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gatherer = Gatherer(client, settings.allowed_servers, settings.fhir_page_cap, settings.hook_budget_seconds)
         app.state.matcher = Matcher(catalog, gatherer, settings.as_of)
         app.state.store = open_store(settings.database_url)
+        if not settings.auth_required:
+            log.warning(
+                "CLIENT AUTHENTICATION IS OFF: any caller can use this service. Local use only; set "
+                "TRIAL_MATCHER_AUTH_REQUIRED=true with trusted issuers before handling real patient data."
+            )
         try:
             yield
         finally:
             await client.aclose()
+            await jwt_client.aclose()
             await app.state.store.close()
 
     app = FastAPI(
@@ -68,6 +84,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.catalog = catalog
     app.state.settings = settings
+    # Outermost last: CORS answers preflights before auth; the body limit applies before anything reads it.
+    if settings.auth_required:
+        authenticator = Authenticator(
+            {i.iss: i for i in issuers},
+            settings.public_url,  # type: ignore[arg-type]
+            JwksCache(jwt_client),
+            leeway=settings.jwt_leeway_seconds,
+            max_lifetime=settings.jwt_max_lifetime_seconds,
+        )
+        app.add_middleware(RequireClientJwt, authenticator=authenticator)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The message of an unexpected error may quote input: log its type only, answer nothing specific.
+        log.error("unexpected error", extra={"error_type": type(exc).__name__})
+        return _error(500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

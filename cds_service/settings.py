@@ -6,12 +6,15 @@ SQLite feedback in ./var. Every setting is documented in the README.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .auth import TrustedIssuer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +41,23 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin endpoints; unset disables them")
     as_of: date | None = Field(None, description="Fixed evaluation date (demos, tests); default: today")
     log_level: str = Field("INFO", description="Python log level")
+    auth_required: bool = Field(
+        True,
+        description="Require the EHR's signed JWT (CDS Hooks 2.0) on CDS Hooks calls "
+        "and /match. scripts/serve.sh turns it off for local use, with a warning",
+    )
+    public_url: str | None = Field(None, description="This service's public base URL; JWT `aud` must be it + path")
+    trusted_issuers: str = Field("[]", description='JSON list of {"iss", "jwks_url" | "jwks_file", "jku_allowed"}')
+    jwt_leeway_seconds: float = Field(30, ge=0, description="Clock skew allowed on exp/iat")
+    jwt_max_lifetime_seconds: float = Field(300, gt=0, description="Longest exp - iat accepted")
+    cors_origins: str = Field("*", description="Comma-separated origins allowed by CORS ('' disables CORS)")
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
     host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")
     port: int = Field(8000, description="Port for `trial-matcher serve`")
+
+    @property
+    def issuers(self) -> list[TrustedIssuer]:
+        return [TrustedIssuer.model_validate(i) for i in json.loads(self.trusted_issuers or "[]")]
 
     @property
     def allowed_servers(self) -> list[str]:

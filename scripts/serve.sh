@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# Embedded local defaults: client authentication off (the service warns loudly at start-up).
+export TRIAL_MATCHER_AUTH_REQUIRED=${TRIAL_MATCHER_AUTH_REQUIRED:-false}
 exec .venv/bin/trial-matcher serve "$@"

@@ -16,7 +16,9 @@ from demo.hook_request import hook_request
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("svc") / "fb.sqlite3"
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}", log_level="WARNING"))) as c:
+    with TestClient(
+        create_app(Settings(database_url=f"sqlite:///{db}", log_level="WARNING", auth_required=False))
+    ) as c:
         yield c
 
 

@@ -101,6 +101,7 @@ def service(fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory) -
     db = tmp_path_factory.mktemp("service") / "feedback.sqlite3"
     settings = Settings(
         database_url=f"sqlite:///{db}",
+        auth_required=False,
         allowed_fhir_servers=fhir_server.base,
         fhir_base_url=fhir_server.base,
         fhir_token=fhir_server.token,

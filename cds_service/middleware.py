@@ -1,0 +1,105 @@
+"""ASGI middleware: request body size limit, client authentication."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from .auth import Authenticator, AuthError
+
+log = logging.getLogger("trial_matcher")
+Scope = dict[str, Any]
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list | None = None) -> None:
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+class BodySizeLimit:
+    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked uploads)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
+        seen = 0
+        too_big = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_big = True
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
+        if too_big and not started:
+            return
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequireClientJwt:
+    """401 with no detail unless the request carries a valid CDS Hooks client JWT.
+
+    Protects the CDS Hooks endpoints (discovery included) and /match; CORS
+    preflights (OPTIONS), health, the trial catalogue and admin (own token) pass.
+    """
+
+    PROTECTED = ("/cds-services", "/match")
+
+    def __init__(self, app: Any, authenticator: Authenticator) -> None:
+        self.app, self.auth = app, authenticator
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or not scope["path"].startswith(self.PROTECTED):
+            return await self.app(scope, receive, send)
+        token = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                v = value.decode("latin-1")
+                if v[:7].lower() == "bearer ":
+                    token = v[7:].strip()
+        try:
+            if not token:
+                raise AuthError("no bearer token")
+            await self.auth.verify(token, scope["path"])
+        except AuthError as e:
+            log.warning("client authentication failed", extra={"path": scope["path"], "error_type": str(e)})
+            return await _send_json(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
