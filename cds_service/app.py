@@ -18,7 +18,8 @@ from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import Authenticator, JwksCache
@@ -26,15 +27,43 @@ from .catalog import Catalog
 from .coverage import coverage
 from .feedback import open_store
 from .gather import Gatherer, prefetch_templates
-from .hooks import Discovery, FeedbackRequest, HookRequest, PatientViewContext, ServiceDescription
+from .hooks import (
+    CardsResponse,
+    Discovery,
+    FeedbackRequest,
+    HookRequest,
+    PatientBundle,
+    PatientViewContext,
+    ServiceDescription,
+)
 from .logs import setup_logging
 from .matcher import Matcher, PreconditionFailed
 from .middleware import BodySizeLimit, RequireClientJwt
+from .report import Report
 from .research_study import research_study
 from .settings import Settings, get_settings
 
 log = logging.getLogger("trial_matcher")
 SERVICE_ID = "trial-matcher"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    details: list[dict[str, Any]] | None = None
+    reasons: list[str] | None = None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed JSON, wrong hook, missing context or invalid fields",
+        401: "Missing or invalid client JWT (no detail given)",
+        404: "Unknown service, trial or disabled endpoint",
+        412: "The patient's data could be neither prefetched nor fetched",
+        413: "Request body too large",
+    }
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
+
 FHIR_JSON = "application/fhir+json"
 
 
@@ -105,6 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # The message of an unexpected error may quote input: log its type only, answer nothing specific.
@@ -134,7 +167,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- CDS Hooks ------------------------------------------------------------------------------
 
-    @app.get("/cds-services", response_model=Discovery, response_model_exclude_none=True, tags=["CDS Hooks"])
+    @app.get(
+        "/cds-services",
+        response_model=Discovery,
+        response_model_exclude_none=True,
+        tags=["CDS Hooks"],
+        responses=_errors(401),
+    )
     async def discovery() -> Discovery:
         """CDS Hooks discovery: one service on `patient-view`."""
         return Discovery(
@@ -152,7 +191,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ]
         )
 
-    @app.post("/cds-services/{service_id}", tags=["CDS Hooks"])
+    @app.post(
+        "/cds-services/{service_id}",
+        tags=["CDS Hooks"],
+        response_model=CardsResponse,
+        response_model_exclude_none=True,
+        responses=_errors(400, 401, 404, 412, 413),
+    )
     async def hook(service_id: str, request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         """Call the service. Answers `{"cards": [...]}`, or 412 when the patient's data cannot be obtained."""
         if service_id != SERVICE_ID:
@@ -175,7 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(412, "the data this service needs could be neither prefetched nor fetched", reasons=e.reasons)
         return JSONResponse(cards.wire())
 
-    @app.post("/cds-services/{service_id}/feedback", tags=["CDS Hooks"])
+    @app.post("/cds-services/{service_id}/feedback", tags=["CDS Hooks"], responses=_errors(400, 401, 404, 413))
     async def feedback(service_id: str, request: Request, body: FeedbackRequest) -> dict[str, int]:
         """Store what the clinician did with cards (accepted / overridden)."""
         if service_id != SERVICE_ID:
@@ -186,10 +231,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- REST ----------------------------------------------------------------------------------------
 
-    @app.post("/match", tags=["REST"])
+    @app.post(
+        "/match",
+        tags=["REST"],
+        response_model=Report,
+        response_model_exclude_none=True,
+        responses=_errors(400, 401, 404, 412, 413),
+    )
     async def match(
         request: Request,
-        body: Annotated[dict[str, Any] | None, Body(description="A FHIR Bundle of one patient's resources")] = None,
+        body: Annotated[PatientBundle | None, Body(description="A FHIR Bundle of one patient's resources")] = None,
         patient: Annotated[
             str | None, Query(pattern=r"^[A-Za-z0-9\-.]{1,64}$", description="Patient id on the configured FHIR server")
         ] = None,
@@ -212,9 +263,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return _error(412, "the patient's data could not be read", reasons=e.reasons)
             report = matcher.report(got, patient, when, trial)
             return JSONResponse(report.model_dump(mode="json", exclude_none=True) | {"gaps": got.gaps})
-        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        if body is None:
             return _error(400, "POST a FHIR Bundle of one patient's resources, or use ?patient=ID")
-        facts = catalog.facts(body)
+        facts = catalog.facts(body.model_dump(mode="json", exclude_none=True))
         if facts.patient == "Patient/unknown":
             return _error(400, "the Bundle holds no Patient resource")
         report = catalog.report(facts, when, trial)
@@ -241,7 +292,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return out
 
-    @app.get("/trials/{trial_id}", tags=["Trials"])
+    @app.get("/trials/{trial_id}", tags=["Trials"], responses=_errors(404))
     async def trial_detail(trial_id: str) -> dict[str, Any]:
         """One trial as data: metadata and every criterion with its quoted text and rule or review reason."""
         t = catalog.trials.get(trial_id)
@@ -249,7 +300,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, "unknown trial")
         return t.model_dump(mode="json", exclude_none=True)
 
-    @app.get("/trials/{trial_id}/ResearchStudy", tags=["Trials"])
+    @app.get("/trials/{trial_id}/ResearchStudy", tags=["Trials"], responses=_errors(404))
     async def trial_fhir(trial_id: str) -> JSONResponse:
         """The trial as a FHIR R4 ResearchStudy with its criteria in a contained enrollment Group."""
         t = catalog.trials.get(trial_id)
@@ -259,7 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- admin and health -----------------------------------------------------------------------
 
-    @app.get("/admin/feedback", tags=["Admin"])
+    @app.get("/admin/feedback", tags=["Admin"], responses=_errors(401, 404))
     async def admin_feedback(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,

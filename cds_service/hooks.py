@@ -170,3 +170,20 @@ class FeedbackItem(BaseModel):
 
 class FeedbackRequest(BaseModel):
     feedback: list[FeedbackItem] = Field(min_length=1, max_length=100)
+
+
+# --- REST ----------------------------------------------------------------------------------------------
+
+
+class BundleEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    resource: dict[str, Any] | None = None
+
+
+class PatientBundle(BaseModel):
+    """A FHIR Bundle holding one patient's resources (any Bundle type)."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: str | None = None
+    entry: list[BundleEntry] | None = None

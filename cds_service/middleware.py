@@ -29,49 +29,45 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list
 
 
 class BodySizeLimit:
-    """413 for bodies over `limit` bytes, by Content-Length or while streaming (chunked uploads)."""
+    """413 for bodies over `limit` bytes, by Content-Length or while reading a chunked upload.
+
+    The body is read (up to the limit) before the app sees it: the app parses the
+    whole JSON body anyway, and an error raised from inside its body parsing would
+    be reported as malformed JSON instead of as too large.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 return await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
-        seen = 0
-        too_big = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen, too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    too_big = True
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                return await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        started = False
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
-        if too_big and not started:
-            return
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class RequireClientJwt:

@@ -26,3 +26,9 @@ def as_of() -> date:
 def eligible() -> list[dict]:
     """A fresh copy of the all-in-range patient for each test to mutate."""
     return syn.eligible_patient(AS_OF)
+
+
+@pytest.fixture(scope="session")
+def catalog_session(catalog: Catalog) -> Catalog:
+    """The catalog under a name hypothesis tests can take (function-scoped fixtures are refused there)."""
+    return catalog
