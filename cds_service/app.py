@@ -74,7 +74,7 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
-    catalog = Catalog.load(settings.mappings_dir, settings.trials_dir)
+    catalog = Catalog.load(settings.mappings_dir, settings.trials_dir, settings.strict_validation)
     issuers = settings.issuers
     if settings.auth_required and (not settings.public_url or not issuers):
         raise RuntimeError(

@@ -27,9 +27,9 @@ class Catalog:
     normalizer: Normalizer
 
     @classmethod
-    def load(cls, mappings_dir: str | Path, trials_dir: str | Path) -> Catalog:
+    def load(cls, mappings_dir: str | Path, trials_dir: str | Path, strict: bool = False) -> Catalog:
         mappings = load_mappings(mappings_dir)
-        return cls(mappings, load_trials(trials_dir, mappings), Engine(mappings), Normalizer(mappings))
+        return cls(mappings, load_trials(trials_dir, mappings), Engine(mappings), Normalizer(mappings, strict))
 
     def facts(self, data: Any, patient_id: str | None = None, gathered: set[str] | None = None) -> PatientFacts:
         """Facts from a resource, a Bundle, or a list of them.

@@ -1,8 +1,15 @@
-"""Normalize FHIR R4 resources into patient facts.
+"""Normalize FHIR R4 JSON into patient facts.
 
-FHIR R4 JSON is parsed with fhir.resources' R4B models (8.x defaults to R5; R4B
-is wire-compatible with R4 for the resources read here). A resource that fails
-validation is skipped and reported in `PatientFacts.skipped`, never fatal.
+One reader, over the JSON as it arrives, checks the type of every element it
+reads (a number is a number, a date is a FHIR date, a code a string); a resource
+whose read elements do not fit is skipped and reported in `PatientFacts.skipped`,
+never fatal. Resources no criterion can use (an Observation whose codes map to no
+variable, a Condition in no group) are dropped before any work.
+
+`strict=True` additionally validates each relevant resource in full with
+fhir.resources' R4B models (8.x defaults to R5; R4B reads R4 JSON) before
+reading it. Both modes give the same facts on valid FHIR (a test holds them to
+it); the default reads only what the criteria need, several times faster.
 
 Only results a clinician can rely on count: Observations with status final,
 amended or corrected; Conditions not refuted or entered-in-error; medications
@@ -13,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from fhir.resources.R4B.condition import Condition
@@ -29,8 +36,11 @@ from .codes import UCUM
 from .facts import ConditionFact, LabResult, MedicationFact, PatientFacts
 from .mappings import Mappings, Variable
 
-COUNTING_OBSERVATION_STATUS = {"final", "amended", "corrected"}
+COUNTING_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected"})
 _TITER = re.compile(r"^\s*1\s*:\s*(\d+(?:\.\d+)?)\s*$")
+_FHIR_DATE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))?)?)?$"
+)
 _MODELS = {
     "Patient": Patient,
     "Observation": Observation,
@@ -42,49 +52,109 @@ _MODELS = {
 }
 
 
-def _to_date(v: Any) -> date | None:
+class Invalid(ValueError):
+    """An element the criteria read does not have its FHIR type."""
+
+
+# --- typed reads of JSON elements ------------------------------------------------------------------
+
+
+def _s(v: Any) -> str | None:
     if v is None:
         return None
-    if isinstance(v, datetime):
-        return v.date()
-    if isinstance(v, date):
-        return v
+    if not isinstance(v, str):
+        raise Invalid("string expected")
+    return v
+
+
+def _n(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise Invalid("number expected")
+    return float(v)
+
+
+def _i(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Invalid("integer expected")
+    return v
+
+
+def _b(v: Any) -> bool | None:
+    if v is None:
+        return None
+    if not isinstance(v, bool):
+        raise Invalid("boolean expected")
+    return v
+
+
+def _o(v: Any) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise Invalid("object expected")
+    return v
+
+
+def _l(v: Any) -> list:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise Invalid("array expected")
+    return v
+
+
+def _d(v: Any) -> date | None:
+    """A FHIR date, dateTime or instant, as the calendar date it names (partial dates: first day)."""
+    if v is None:
+        return None
+    m = _FHIR_DATE.match(_s(v) or "")
+    if not m:
+        raise Invalid("date expected")
     try:
-        s = str(v)
-        if len(s) == 4:
-            return date(int(s), 1, 1)
-        if len(s) == 7:
-            return date(int(s[:4]), int(s[5:7]), 1)
-        return date.fromisoformat(s[:10])
-    except ValueError:
-        return None
+        return date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+    except ValueError as e:
+        raise Invalid("date out of range") from e
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    f = float(v)
-    return str(int(f)) if f.is_integer() else f"{f:g}"
-
-
-def _codings(cc: Any) -> list[Any]:
-    return list(cc.coding or []) if cc is not None else []
+def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
+    out = []
+    for c in _l(_o(cc).get("coding")):
+        c = _o(c)
+        out.append((_s(c.get("system")) or "", _s(c.get("code")) or "", _s(c.get("display"))))
+    return out
 
 
 def _cc_text(cc: Any) -> str:
     """The concept's text, else its first coding display."""
-    if cc is None:
-        return ""
-    if cc.text:
-        return cc.text
-    return next((c.display for c in cc.coding or [] if c.display), "")
+    cc = _o(cc)
+    text = _s(cc.get("text"))
+    if text:
+        return text
+    return next((d for _, _, d in _codings(cc) if d), "")
 
 
 def _cc_all_text(cc: Any) -> str:
     """Text and every display, for name matching."""
-    if cc is None:
-        return ""
-    return " ".join(p for p in [cc.text or ""] + [c.display or "" for c in cc.coding or []] if p)
+    cc = _o(cc)
+    return " ".join(p for p in [_s(cc.get("text")) or "", *[d or "" for _, _, d in _codings(cc)]] if p)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _unit(q: dict) -> str | None:
+    system, code, unit = _s(q.get("system")), _s(q.get("code")), _s(q.get("unit"))
+    return code if (system == UCUM and code) else (unit or code)
+
+
+def _ref_key(ref: str) -> str:
+    """'http://x/fhir/Medication/1/_history/2' -> 'Medication/1'."""
+    return "/".join(ref.split("/_history")[0].rstrip("/").split("/")[-2:])
 
 
 def iter_resources(data: Any) -> Iterable[dict]:
@@ -94,7 +164,8 @@ def iter_resources(data: Any) -> Iterable[dict]:
             yield from iter_resources(item)
     elif isinstance(data, dict):
         if data.get("resourceType") == "Bundle":
-            for entry in data.get("entry") or []:
+            entries = data.get("entry")
+            for entry in entries if isinstance(entries, list) else []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(res, dict):
                     yield from iter_resources(res)
@@ -105,10 +176,11 @@ def iter_resources(data: Any) -> Iterable[dict]:
 class Normalizer:
     """Turns one patient's FHIR resources into `PatientFacts` using the mappings."""
 
-    def __init__(self, mappings: Mappings) -> None:
+    def __init__(self, mappings: Mappings, strict: bool = False) -> None:
         self.m = mappings
+        self.strict = strict
 
-    # --- entry point --------------------------------------------------------------------------
+    # --- entry point ---------------------------------------------------------------------------
 
     def normalize(
         self,
@@ -118,75 +190,96 @@ class Normalizer:
     ) -> PatientFacts:
         """`gathered`: the kinds ("Observation", "Condition", "Medication") that were looked
         for completely, so that their absence means "none on record"."""
-        raw = list(resources)
         facts = PatientFacts(patient=f"Patient/{patient_id}" if patient_id else "Patient/unknown")
         facts.gathered.update(gathered)
-        meds_by_ref: dict[str, Medication] = {}
-        parsed: list[tuple[str, Any]] = []
-        for res in raw:
+        meds_by_ref: dict[str, dict] = {}
+        pending: list[dict] = []
+        for res in resources:
             rtype = res.get("resourceType")
-            model = _MODELS.get(rtype) if isinstance(rtype, str) else None
-            if model is None:
-                continue
-            ref = f"{rtype}/{res.get('id', '?')}"
-            try:
-                obj = model.model_validate(res)
-            except (ValidationError, ValueError, TypeError):
-                facts.skipped.append(f"{ref} failed FHIR R4 validation")
-                continue
             if rtype == "Medication":
-                meds_by_ref[ref] = obj
-                continue
-            parsed.append((rtype, obj))
-
-        for rtype, obj in parsed:
-            if rtype == "Patient":
-                if patient_id is None or obj.id == patient_id or facts.patient == "Patient/unknown":
-                    facts.patient = f"Patient/{obj.id}"
-                    facts.birth_date = _to_date(obj.birthDate)
-                    facts.gender = obj.gender
-            elif rtype == "Observation":
-                self._observation(obj, facts)
-            elif rtype == "Condition":
-                self._condition(obj, facts)
-            elif rtype in ("MedicationStatement", "MedicationRequest"):
-                self._medication(obj, rtype, facts, meds_by_ref)
-            elif rtype == "Immunization":
-                self._immunization(obj, facts)
+                if self._valid(res, facts):
+                    meds_by_ref[f"Medication/{res.get('id')}"] = res
+            elif rtype in _MODELS:
+                pending.append(res)
+        for res in pending:
+            rtype = res["resourceType"]
+            try:
+                if rtype == "Observation":
+                    self._observation(res, facts)
+                elif rtype == "Patient":
+                    self._patient(res, patient_id, facts)
+                elif rtype == "Condition":
+                    self._condition(res, facts)
+                elif rtype in ("MedicationStatement", "MedicationRequest"):
+                    self._medication(res, rtype, facts, meds_by_ref)
+                elif rtype == "Immunization":
+                    self._immunization(res, facts)
+            except Invalid:
+                facts.skipped.append(f"{rtype}/{res.get('id', '?')} failed FHIR R4 validation")
         facts.sort()
         return facts
+
+    def _valid(self, res: dict, facts: PatientFacts) -> bool:
+        """In strict mode, full fhir.resources validation of a resource about to be read."""
+        if not self.strict:
+            return True
+        try:
+            _MODELS[res["resourceType"]].model_validate(res)
+            return True
+        except (ValidationError, ValueError, TypeError):
+            facts.skipped.append(f"{res['resourceType']}/{res.get('id', '?')} failed FHIR R4 validation")
+            return False
+
+    def _patient(self, res: dict, patient_id: str | None, facts: PatientFacts) -> None:
+        rid = _s(res.get("id"))
+        if patient_id is not None and rid != patient_id and facts.patient != "Patient/unknown":
+            return
+        birth, gender = _d(res.get("birthDate")), _s(res.get("gender"))
+        if gender not in (None, "male", "female", "other", "unknown"):
+            raise Invalid("gender")
+        if not self._valid(res, facts):
+            return
+        if patient_id is None or rid == patient_id or facts.patient == "Patient/unknown":
+            facts.patient = f"Patient/{rid}"
+            facts.birth_date, facts.gender = birth, gender
 
     # --- Observation ---------------------------------------------------------------------------
 
     def _variable_for(self, cc: Any) -> Variable | None:
-        for c in _codings(cc):
-            key = self.m.obs_index.get((c.system or "", c.code or ""))
+        index = self.m.obs_index
+        for system, code, _ in _codings(cc):
+            key = index.get((system, code))
             if key:
                 return self.m.variables[key]
         return None
 
-    def _observation(self, obs: Observation, facts: PatientFacts) -> None:
-        if obs.status not in COUNTING_OBSERVATION_STATUS:
+    def _observation(self, obs: dict, facts: PatientFacts) -> None:
+        var = self._variable_for(obs.get("code"))
+        comps = [(self._variable_for(_o(c).get("code")), c) for c in _l(obs.get("component"))]
+        comps = [(v, c) for v, c in comps if v is not None]
+        if var is None and not comps:
+            return  # no criterion reads it: not even validated
+        status = _s(obs.get("status"))
+        if status not in COUNTING_OBSERVATION_STATUS or not self._valid(obs, facts):
             return
-        when = _to_date(
-            obs.effectiveDateTime
-            or (obs.effectivePeriod.end or obs.effectivePeriod.start if obs.effectivePeriod else None)
-            or obs.effectiveInstant
-            or obs.issued
+        period = _o(obs.get("effectivePeriod"))
+        when = (
+            _d(obs.get("effectiveDateTime"))
+            or _d(period.get("end"))
+            or _d(period.get("start"))
+            or _d(obs.get("effectiveInstant"))
+            or _d(obs.get("issued"))
         )
-        ref = f"Observation/{obs.id}"
-        var = self._variable_for(obs.code)
+        ref = f"Observation/{_s(obs.get('id'))}"
+        ranges = _l(obs.get("referenceRange"))
         if var is not None:
-            facts.add_lab(self._reading(var, obs, when, ref))
-        for comp in obs.component or []:
-            cvar = self._variable_for(comp.code)
-            if cvar is not None:
-                facts.add_lab(self._reading(cvar, comp, when, ref, parent=obs))
+            facts.add_lab(self._reading(var, obs, when, ref, ranges))
+        for cvar, comp in comps:
+            comp_ranges = _l(_o(comp).get("referenceRange")) or (ranges if cvar.kind != "grade" else [])
+            facts.add_lab(self._reading(cvar, _o(comp), when, ref, comp_ranges))
 
-    def _reading(self, var: Variable, src: Any, when: date | None, ref: str, parent: Any = None) -> LabResult:
+    def _reading(self, var: Variable, src: dict, when: date | None, ref: str, ranges: list) -> LabResult:
         """Read one value (of an Observation or a component) as `var` in its canonical unit."""
-        interp = _codings((src.interpretation or [None])[0]) if getattr(src, "interpretation", None) else []
-        ranges = src.referenceRange or (parent.referenceRange if parent is not None and var.kind != "grade" else None)
         value: float | None = None
         orig_value: str | None = None
         orig_unit: str | None = None
@@ -195,38 +288,40 @@ class Normalizer:
         answer: str | None = None
         comparator: str | None = None
 
-        q = src.valueQuantity
-        if q is not None and q.value is not None:
-            orig_value = _fmt(q.value)
-            orig_unit = q.code if (q.system == UCUM and q.code) else (q.unit or q.code)
-            comparator = q.comparator
+        if "valueQuantity" in src and _o(src["valueQuantity"]).get("value") is not None:
+            q = _o(src["valueQuantity"])
+            raw = _n(q.get("value"))
+            assert raw is not None
+            orig_value, orig_unit = _fmt(raw), _unit(q)
+            comparator = _s(q.get("comparator"))
             if comparator in ("<", "<="):
-                # "<20 IU/mL": below the reporting limit, i.e. not detected
-                positive = False
-            if var.kind == "titer" and (orig_unit in (None, "", "{titer}", "titer")):
-                value = float(q.value)
+                positive = False  # "<20 IU/mL": below the reporting limit, i.e. not detected
+            if var.kind == "titer" and orig_unit in (None, "", "{titer}", "titer"):
+                value = raw
             else:
                 factor = var.factor(orig_unit)
                 if factor is None:
                     problem = f"unit '{orig_unit or 'none'}' is not an accepted unit for {var.label}"
                 else:
-                    value = float(q.value) * factor
-        elif src.valueInteger is not None:
-            orig_value = str(src.valueInteger)
-            value = float(src.valueInteger) if var.kind in ("quantity", "titer") else None
+                    value = raw * factor
+        elif src.get("valueInteger") is not None:
+            raw_i = _i(src["valueInteger"])
+            orig_value = str(raw_i)
+            value = float(raw_i) if var.kind in ("quantity", "titer") else None  # type: ignore[arg-type]
             if var.kind == "grade":
                 answer = orig_value
-        elif src.valueRatio is not None and src.valueRatio.denominator is not None:
-            num = src.valueRatio.numerator.value if src.valueRatio.numerator else None
-            den = src.valueRatio.denominator.value
+        elif "valueRatio" in src and _o(src["valueRatio"]).get("denominator") is not None:
+            ratio = _o(src["valueRatio"])
+            num = _n(_o(ratio.get("numerator")).get("value"))
+            den = _n(_o(ratio.get("denominator")).get("value"))
             if num is not None and den is not None:
                 orig_value = f"{_fmt(num)}:{_fmt(den)}"
-                if var.kind == "titer" and float(num) == 1:
-                    value = float(den)
-                elif float(den) != 0 and var.kind == "quantity" and var.factor("") is not None:
-                    value = float(num) / float(den)
-        elif src.valueString is not None:
-            s = src.valueString.strip()
+                if var.kind == "titer" and num == 1:
+                    value = den
+                elif den != 0 and var.kind == "quantity" and var.factor("") is not None:
+                    value = num / den
+        elif src.get("valueString") is not None:
+            s = _s(src["valueString"]).strip()  # type: ignore[union-attr]
             orig_value = s
             m = _TITER.match(s)
             if m and var.kind == "titer":
@@ -235,48 +330,47 @@ class Normalizer:
                 answer = var.answers.get(s, s.upper() if var.kind == "grade" else s)
             else:
                 positive = self._word_reading(s)
-        elif src.valueCodeableConcept is not None:
-            cc = src.valueCodeableConcept
+        elif src.get("valueCodeableConcept") is not None:
+            cc = _o(src["valueCodeableConcept"])
             orig_value = _cc_text(cc) or None
-            for c in _codings(cc):
+            for system, code, _ in _codings(cc):
                 if var.kind in ("grade", "coded"):
-                    code = c.code or ""
                     if code in var.answers:
                         answer = var.answers[code]
                         break
-                    if var.kind == "grade" and code.upper() in "ABCDE" and len(code) == 1:
+                    if var.kind == "grade" and len(code) == 1 and code.upper() in "ABCDE":
                         answer = code.upper()
                         break
-                key = (c.system or "", c.code or "")
-                if key in self.m.positive_codes:
+                if (system, code) in self.m.positive_codes:
                     positive = True
                     break
-                if key in self.m.negative_codes:
+                if (system, code) in self.m.negative_codes:
                     positive = False
                     break
-            if answer is None and positive is None and cc.text:
-                if var.kind == "grade" and cc.text.strip().upper() in list("ABCDE"):
-                    answer = cc.text.strip().upper()
+            text = _s(cc.get("text"))
+            if answer is None and positive is None and text:
+                if var.kind == "grade" and text.strip().upper() in ("A", "B", "C", "D", "E"):
+                    answer = text.strip().upper()
                 else:
-                    positive = self._word_reading(cc.text)
-        elif src.valueBoolean is not None:
-            orig_value = str(src.valueBoolean).lower()
-            positive = bool(src.valueBoolean)
+                    positive = self._word_reading(text)
+        elif src.get("valueBoolean") is not None:
+            flag = _b(src["valueBoolean"])
+            orig_value = str(flag).lower()
+            positive = flag
 
-        # Interpretation codes (POS/NEG/H/L/N/DET/ND) decide a qualitative reading the value left open.
         if positive is None:
-            for c in interp:
-                key = (c.system or "", c.code or "")
-                if key in self.m.positive_codes:
+            # Interpretation codes (POS/NEG/H/L/N/DET/ND) decide a qualitative reading the value left open.
+            interp = _l(src.get("interpretation"))
+            for system, code, _ in _codings(interp[0]) if interp else []:
+                if (system, code) in self.m.positive_codes:
                     positive = True
                     break
-                if key in self.m.negative_codes:
+                if (system, code) in self.m.negative_codes:
                     positive = False
                     break
 
         uln, uln_source = self._limit(var, ranges, "high", orig_unit)
         lln, lln_source = self._limit(var, ranges, "low", orig_unit)
-
         if positive is None and value is not None:
             if var.positive_above is not None:
                 positive = value > var.positive_above
@@ -302,18 +396,19 @@ class Normalizer:
         )
 
     @staticmethod
-    def _limit(var: Variable, ranges: Any, side: str, value_unit: str | None) -> tuple[float | None, str | None]:
+    def _limit(var: Variable, ranges: list, side: str, value_unit: str | None) -> tuple[float | None, str | None]:
         """Upper/lower limit of normal in the canonical unit: the lab's own range, else the default."""
-        for rr in ranges or []:
-            q = getattr(rr, side)
-            if q is not None and q.value is not None:
-                unit = q.code if (q.system == UCUM and q.code) else (q.unit or q.code)
+        for rr in ranges:
+            q = _o(_o(rr).get(side))
+            limit = _n(q.get("value"))
+            if limit is not None:
+                unit = _unit(q)
                 if var.unit is None and unit is not None and unit != value_unit:
                     break  # assay-specific units: only a range in the value's own unit is comparable
                 # a range without a unit is read in the unit of the value it sits beside
                 f = var.factor(unit if unit is not None else value_unit)
                 if f is not None:
-                    return float(q.value) * f, "reference range"
+                    return limit * f, "reference range"
                 break
         default = var.uln_default if side == "high" else var.lln_default
         return (default, "default") if default is not None else (None, None)
@@ -334,18 +429,20 @@ class Normalizer:
 
     # --- Condition ---------------------------------------------------------------------------
 
-    def _condition(self, cond: Condition, facts: PatientFacts) -> None:
-        vs = {c.code for c in _codings(cond.verificationStatus)}
-        if vs & {"refuted", "entered-in-error"}:
-            return
+    def _condition(self, cond: dict, facts: PatientFacts) -> None:
+        code = _o(cond.get("code"))
         groups: set[str] = set()
-        for c in _codings(cond.code):
-            groups |= self.m.condition_groups(c.system or "", c.code or "")
-        if not groups and cond.code is not None and cond.code.text:
-            groups |= self.m.condition_groups_from_text(cond.code.text)
+        for system, c, _ in _codings(code):
+            groups |= self.m.condition_groups(system, c)
+        text = _s(code.get("text"))
+        if not groups and text:
+            groups |= self.m.condition_groups_from_text(text)
         if not groups:
             return
-        cs = {c.code for c in _codings(cond.clinicalStatus)}
+        vs = {c for _, c, _ in _codings(cond.get("verificationStatus"))}
+        if vs & {"refuted", "entered-in-error"} or not self._valid(cond, facts):
+            return
+        cs = {c for _, c, _ in _codings(cond.get("clinicalStatus"))}
         active: bool | None
         if cs & {"active", "recurrence", "relapse"}:
             active = True
@@ -353,22 +450,20 @@ class Normalizer:
             active = False
         else:
             active = None
-        abatement = _to_date(
-            cond.abatementDateTime
-            or (cond.abatementPeriod.end or cond.abatementPeriod.start if cond.abatementPeriod else None)
-        )
+        ab_period, on_period = _o(cond.get("abatementPeriod")), _o(cond.get("onsetPeriod"))
+        abatement = _d(cond.get("abatementDateTime")) or _d(ab_period.get("end")) or _d(ab_period.get("start"))
         if active is None and abatement is not None:
             active = False
         facts.conditions.append(
             ConditionFact(
                 groups=frozenset(groups),
-                resource=f"Condition/{cond.id}",
-                display=_cc_text(cond.code) or "condition",
+                resource=f"Condition/{_s(cond.get('id'))}",
+                display=_cc_text(code) or "condition",
                 active=active,
                 confirmed=not (vs & {"provisional", "differential", "unconfirmed"}),
-                onset=_to_date(cond.onsetDateTime or (cond.onsetPeriod.start if cond.onsetPeriod else None)),
+                onset=_d(cond.get("onsetDateTime")) or _d(on_period.get("start")),
                 abatement=abatement,
-                recorded=_to_date(cond.recordedDate),
+                recorded=_d(cond.get("recordedDate")),
             )
         )
 
@@ -376,73 +471,71 @@ class Normalizer:
 
     def _ingredient(self, cc: Any) -> tuple[str | None, float | None]:
         """Ingredient key for a medication concept, with strength (mg per unit) when known."""
-        for c in _codings(cc):
-            key = self.m.ingredient_for_code(c.system or "", c.code or "")
+        for system, code, _ in _codings(cc):
+            key = self.m.ingredient_for_code(system, code)
             if key:
-                prod = self.m.products.get(c.code or "")
+                prod = self.m.products.get(code)
                 return key, (prod.strength_mg if prod and prod.ingredient == key else None)
         text = _cc_all_text(cc)
         return (self.m.ingredient_for_text(text), None) if text else (None, None)
 
-    def _medication(self, res: Any, rtype: str, facts: PatientFacts, meds: dict[str, Medication]) -> None:
-        status = res.status or "unknown"
+    def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: dict[str, dict]) -> None:
+        status = _s(res.get("status")) or "unknown"
         if status in ("entered-in-error", "not-taken", "intended", "cancelled", "draft"):
             return
         if rtype == "MedicationRequest" and status == "unknown":
             return
-        cc = res.medicationCodeableConcept
-        if cc is None and res.medicationReference is not None and res.medicationReference.reference:
-            ref = res.medicationReference.reference
-            med = None
-            if ref.startswith("#"):
-                for contained in res.contained or []:
-                    if getattr(contained, "id", None) == ref[1:] and hasattr(contained, "code"):
-                        med = contained
-            else:
-                med = meds.get("/".join(ref.split("/_history")[0].rstrip("/").split("/")[-2:]))
-            cc = med.code if med is not None else None
-            if cc is None and res.medicationReference.display:
-                key = self.m.ingredient_for_text(res.medicationReference.display)
-                if key:
-                    self._add_med(facts, res, rtype, key, res.medicationReference.display, None, status)
-                return
+        cc = res.get("medicationCodeableConcept")
+        display_fallback = None
         if cc is None:
+            mref = _o(res.get("medicationReference"))
+            ref = _s(mref.get("reference"))
+            if ref:
+                if ref.startswith("#"):
+                    med = next((c for c in _l(res.get("contained")) if _o(c).get("id") == ref[1:]), None)
+                else:
+                    med = meds.get(_ref_key(ref))
+                cc = _o(med).get("code") if med is not None else None
+            display_fallback = _s(mref.get("display"))
+        key, strength = self._ingredient(cc) if cc is not None else (None, None)
+        display = _cc_text(cc) if cc is not None else ""
+        if key is None and display_fallback:
+            key, display = self.m.ingredient_for_text(display_fallback), display_fallback
+        if key is None or not self._valid(res, facts):
             return
-        key, strength = self._ingredient(cc)
-        if key is None:
-            return
-        self._add_med(facts, res, rtype, key, _cc_text(cc), strength, status)
+        self._add_med(facts, res, rtype, key, display, strength, status)
 
     def _add_med(
-        self, facts: PatientFacts, res: Any, rtype: str, key: str, display: str, strength: float | None, status: str
+        self, facts: PatientFacts, res: dict, rtype: str, key: str, display: str, strength: float | None, status: str
     ) -> None:
         ing = self.m.medications.ingredients[key]
         if rtype == "MedicationStatement":
-            start = _to_date(
-                res.effectiveDateTime or (res.effectivePeriod.start if res.effectivePeriod else None)
-            ) or _to_date(res.dateAsserted)
-            end = _to_date(res.effectivePeriod.end if res.effectivePeriod else None)
-            if res.effectiveDateTime is not None and status != "active":
+            period = _o(res.get("effectivePeriod"))
+            point = _d(res.get("effectiveDateTime"))
+            start = point or _d(period.get("start")) or _d(res.get("dateAsserted"))
+            end = _d(period.get("end"))
+            if point is not None and status != "active":
                 end = start
-            dosages = res.dosage or []
+            dosages = _l(res.get("dosage"))
         else:
-            start = _to_date(res.authoredOn)
+            start = _d(res.get("authoredOn"))
             end = None
-            dr = res.dispenseRequest
-            if dr is not None:
-                if dr.validityPeriod is not None:
-                    start = start or _to_date(dr.validityPeriod.start)
-                    end = _to_date(dr.validityPeriod.end)
-                if end is None and dr.expectedSupplyDuration is not None and start is not None:
-                    days = _duration_days(dr.expectedSupplyDuration)
-                    if days is not None:
-                        end = start + timedelta(days=days)
-            dosages = res.dosageInstruction or []
+            dr = _o(res.get("dispenseRequest"))
+            validity = _o(dr.get("validityPeriod"))
+            if validity:
+                start = start or _d(validity.get("start"))
+                end = _d(validity.get("end"))
+            supply = _o(dr.get("expectedSupplyDuration"))
+            if end is None and supply and start is not None:
+                days = _duration_days(supply)
+                if days is not None:
+                    end = start + timedelta(days=days)
+            dosages = _l(res.get("dosageInstruction"))
             for d in dosages:
-                b = d.timing.repeat.boundsPeriod if d.timing and d.timing.repeat else None
-                if b is not None:
-                    start = start or _to_date(b.start)
-                    end = end or _to_date(b.end)
+                bounds = _o(_o(_o(_o(d).get("timing")).get("repeat")).get("boundsPeriod"))
+                if bounds:
+                    start = start or _d(bounds.get("start"))
+                    end = end or _d(bounds.get("end"))
         daily, systemic = _daily_dose(dosages, strength, self.m)
         if ing.systemic_only and not systemic:
             return
@@ -451,9 +544,9 @@ class Normalizer:
             MedicationFact(
                 ingredient=key,
                 classes=frozenset(self.m.ingredient_classes.get(key, ())),
-                resource=f"{rtype}/{res.id}",
+                resource=f"{rtype}/{_s(res.get('id'))}",
                 display=display or key,
-                status="active" if status in ("active",) else status,
+                status=status,
                 start=start,
                 end=end,
                 daily_dose_mg=daily,
@@ -462,19 +555,19 @@ class Normalizer:
             )
         )
 
-    def _immunization(self, imm: Immunization, facts: PatientFacts) -> None:
-        if imm.status != "completed":
+    def _immunization(self, imm: dict, facts: PatientFacts) -> None:
+        if _s(imm.get("status")) != "completed":
             return
-        key, _ = self._ingredient(imm.vaccineCode)
-        if key is None:
+        key, _ = self._ingredient(imm.get("vaccineCode"))
+        if key is None or not self._valid(imm, facts):
             return
-        when = _to_date(imm.occurrenceDateTime) or _to_date(imm.recorded)
+        when = _d(imm.get("occurrenceDateTime")) or _d(imm.get("recorded"))
         facts.medications.append(
             MedicationFact(
                 ingredient=key,
                 classes=frozenset(self.m.ingredient_classes.get(key, ())),
-                resource=f"Immunization/{imm.id}",
-                display=_cc_text(imm.vaccineCode) or key,
+                resource=f"Immunization/{_s(imm.get('id'))}",
+                display=_cc_text(imm.get("vaccineCode")) or key,
                 status="completed",
                 start=when,
                 end=when,
@@ -485,17 +578,16 @@ class Normalizer:
 _PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
 _MASS_MG = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "[mg]": 1.0}
 _UNIT_DOSE = {"tab", "tablet", "{tbl}", "{tablet}", "cap", "capsule", "{capsule}", "{cap}", "1"}
+_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30, "a": 365, "h": 1 / 24}
 
 
-def _duration_days(d: Any) -> float | None:
-    if d.value is None:
-        return None
-    unit = d.code or d.unit or ""
-    per = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30, "a": 365, "h": 1 / 24}.get(unit)
-    return float(d.value) * per if per is not None else None
+def _duration_days(d: dict) -> float | None:
+    value = _n(d.get("value"))
+    per = _DAYS.get(_s(d.get("code")) or _s(d.get("unit")) or "")
+    return value * per if value is not None and per is not None else None
 
 
-def _daily_dose(dosages: list[Any], strength: float | None, m: Mappings) -> tuple[float | None, bool]:
+def _daily_dose(dosages: list, strength: float | None, m: Mappings) -> tuple[float | None, bool]:
     """Sum of mg/day over the dosage lines, and whether the route is systemic.
 
     A dose is only computed when amount and frequency are both explicit: an
@@ -505,27 +597,30 @@ def _daily_dose(dosages: list[Any], strength: float | None, m: Mappings) -> tupl
     total: float | None = None
     systemic = True
     for d in dosages:
-        if d.route is not None:
-            for c in _codings(d.route):
-                if c.code in m.non_systemic_snomed:
-                    systemic = False
-            text = _cc_text(d.route).lower()
+        d = _o(d)
+        route = d.get("route")
+        if route is not None:
+            if any(code in m.non_systemic_snomed for _, code, _ in _codings(route)):
+                systemic = False
+            text = _cc_text(route).lower()
             if any(w in text for w in m.non_systemic_words):
                 systemic = False
         dose_mg = None
-        for dr in d.doseAndRate or []:
-            q = dr.doseQuantity
-            if q is None or q.value is None:
+        for dr in _l(d.get("doseAndRate")):
+            q = _o(_o(dr).get("doseQuantity"))
+            value = _n(q.get("value"))
+            if value is None:
                 continue
-            unit = (q.code or q.unit or "").lower()
+            unit = (_s(q.get("code")) or _s(q.get("unit")) or "").lower()
             if unit in _MASS_MG:
-                dose_mg = float(q.value) * _MASS_MG[unit]
+                dose_mg = value * _MASS_MG[unit]
             elif unit in _UNIT_DOSE and strength is not None:
-                dose_mg = float(q.value) * strength
-        rep = d.timing.repeat if d.timing is not None else None
+                dose_mg = value * strength
+        rep = _o(_o(d.get("timing")).get("repeat"))
+        period, unit = _n(rep.get("period")), _s(rep.get("periodUnit"))
         per_day = None
-        if rep is not None and rep.periodUnit in _PER_DAY and rep.period:
-            per_day = (rep.frequency or 1) * _PER_DAY[rep.periodUnit] / float(rep.period)
+        if unit in _PER_DAY and period:
+            per_day = (_i(rep.get("frequency")) or 1) * _PER_DAY[unit] / period
         if dose_mg is not None and per_day is not None:
             total = (total or 0.0) + dose_mg * per_day
     return total, systemic

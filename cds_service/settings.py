@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin endpoints; unset disables them")
     as_of: date | None = Field(None, description="Fixed evaluation date (demos, tests); default: today")
     log_level: str = Field("INFO", description="Python log level")
+    strict_validation: bool = Field(
+        False,
+        description="Validate every relevant resource in full with fhir.resources "
+        "R4B before reading it (slower; the default checks every element it reads)",
+    )
     auth_required: bool = Field(
         True,
         description="Require the EHR's signed JWT (CDS Hooks 2.0) on CDS Hooks calls "
