@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -46,6 +47,10 @@ class Matcher:
         facts = self.catalog.facts(got.resources, patient_id, got.complete)
         return self.catalog.report(facts, as_of, trial_ids)
 
+    def _cards(self, got: Gathered, patient_id: str, as_of: date) -> list:
+        report = self.report(got, patient_id, as_of)
+        return cards_for(self.catalog.trials, report.trials, got.gaps + report.skipped_resources)
+
     async def patient_view(
         self,
         patient_id: str,
@@ -55,8 +60,8 @@ class Matcher:
         hook_instance: str,
     ) -> CardsResponse:
         got = await self.gather(patient_id, prefetch, fhir_server, token)
-        report = self.report(got, patient_id, self.today())
-        cards = cards_for(self.catalog.trials, report.trials, got.gaps + report.skipped_resources)
+        # CPU-bound: in a worker thread, so light requests (feedback, health) are not held behind it
+        cards = await asyncio.to_thread(self._cards, got, patient_id, self.today())
         log.info(
             "hook answered",
             extra={

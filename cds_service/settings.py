@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: float = Field(30, ge=0, description="Clock skew allowed on exp/iat")
     jwt_max_lifetime_seconds: float = Field(300, gt=0, description="Longest exp - iat accepted")
     cors_origins: str = Field("*", description="Comma-separated origins allowed by CORS ('' disables CORS)")
+    gc_threshold: int = Field(100_000, ge=0, description="Python gen-0 GC threshold (0 keeps Python's default)")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
     host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")
     port: int = Field(8000, description="Port for `trial-matcher serve`")

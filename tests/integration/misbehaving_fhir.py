@@ -7,6 +7,7 @@
     /garbage/fhir/...  HTTP 200 with bytes that are not JSON
     /401/fhir/...      HTTP 401 to everything
     /halfdown/fhir/... Patient fine, searches 503
+    /delay/fhir/...    answers properly, every request after 250 ms, many at once
 
 A raw asyncio server, so it can really drop connections.
 """
@@ -64,6 +65,8 @@ class MisbehavingFhir:
             self.requests.append(path)
             mode = path.split("/")[1]
             is_patient = "/Patient/" in path
+            if mode == "delay":
+                await asyncio.sleep(0.25)
             if mode == "drop":
                 writer.transport.abort()
                 return

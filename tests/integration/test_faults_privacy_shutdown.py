@@ -127,6 +127,16 @@ def test_misbehaving_fhir_server_never_500_never_hangs(service, fhir, mode, stat
         assert {c["extension"]["status"] for c in cards} == {"possibly-eligible"}
 
 
+def test_fhir_searches_run_concurrently(service, fhir):
+    """Six reads that each take 250 ms: sequential would be 1.5 s; concurrent is one delay plus overhead."""
+    t0 = time.monotonic()
+    r = httpx.post(f"{service.url}/cds-services/trial-matcher", json=hook(fhir.base("delay")), timeout=30)
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 200
+    assert sum(1 for p in fhir.requests if p.startswith("/delay/")) >= 6
+    assert elapsed < 0.25 * 2, f"{elapsed:.2f}s: the FHIR reads did not run concurrently"
+
+
 def test_prefetched_patient_survives_a_dead_server(service, fhir):
     r = httpx.post(
         f"{service.url}/cds-services/trial-matcher",

@@ -1,0 +1,332 @@
+"""Benchmark suite: every figure measured side by side in one run, on this machine, on loopback.
+
+    .venv/bin/python -m bench.run            # sizes 100, 1,000, 10,000 resources
+    .venv/bin/python -m bench.run --quick    # fewer requests, for a smoke run
+
+(a) floor: a bare FastAPI endpoint (bench/floor.py) parsing and echoing the same body
+(b) the hook with full prefetch: p50, p99, requests/s at concurrency 1 and 16
+(c) the hook with no prefetch, reading from a local sekmet FHIR server, against the
+    slowest single FHIR search it issues (each search timed alone, all pages)
+plus the time of each stage (parse, gather, normalize, evaluate, render) and the
+peak memory (tracemalloc) of one request of each size.
+
+Targets (ratios, measured in the same run):
+  (b) p99 <= 3 x (a) p99 at 1,000 resources, and <= 50 ms
+  (b) p50 at 10,000 <= 10 x (b) p50 at 1,000 (linear, no quadratic lookups)
+  (c) <= 1.5 x the slowest single search (the searches really run in parallel)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+
+from cds_service.app import tune_gc
+from cds_service.cards import cards_for
+from cds_service.catalog import Catalog
+from cds_service.gather import QUERIES, Gatherer
+from cds_service.hooks import CardsResponse
+from cds_service.settings import REPO_ROOT
+from demo.hook_request import prefetch_for
+
+from .patients import make_patient
+from .service import ServiceProcess, free_port
+
+SEKMET = REPO_ROOT / ".venv-sekmet" / "bin" / "sekmet"
+AS_OF = date.today()
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def hook_body(resources: list[dict], pid: str, fhir_server: str | None = None, prefetch: bool = True) -> bytes:
+    req = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": pid}}
+    if prefetch:
+        req["prefetch"] = prefetch_for(resources, pid)
+    if fhir_server:
+        req["fhirServer"] = fhir_server
+    return orjson.dumps(req)
+
+
+async def measure(url: str, body: bytes, n: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (ms) of n POSTs spread over `concurrency` clients, and the wall time."""
+    lat: list[float] = []
+    per_client = max(1, n // concurrency)
+
+    async def client() -> None:
+        async with httpx.AsyncClient(timeout=300) as c:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = await c.post(url, content=body, headers={"Content-Type": "application/json"})
+                lat.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{url}: HTTP {r.status_code}")
+
+    async with httpx.AsyncClient() as warm:
+        await warm.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=300)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return lat, time.perf_counter() - t0
+
+
+def stages(catalog: Catalog, body: bytes, pid: str, repeat: int) -> tuple[dict[str, float], float]:
+    """Median ms of each pipeline stage in-process, and the peak traced memory (MiB) of one request."""
+
+    loop = asyncio.new_event_loop()
+    gatherer = Gatherer(httpx.AsyncClient(), [])  # one client, as in the service
+
+    def gather(req: dict):
+        return loop.run_until_complete(gatherer.gather(pid, req["prefetch"], None, None))
+
+    times: dict[str, list[float]] = {k: [] for k in ("parse", "gather", "normalize", "evaluate", "render")}
+    peak = 0.0
+    for i in range(repeat + 1):
+        if i == repeat:
+            tracemalloc.start()
+        t0 = time.perf_counter()
+        req = orjson.loads(body)
+        t1 = time.perf_counter()
+        got = gather(req)
+        t2 = time.perf_counter()
+        facts = catalog.facts(got.resources, pid, got.complete)
+        t3 = time.perf_counter()
+        report = catalog.report(facts, AS_OF)
+        t4 = time.perf_counter()
+        orjson.dumps(CardsResponse(cards=cards_for(catalog.trials, report.trials, got.gaps)).wire())
+        t5 = time.perf_counter()
+        if i == repeat:
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+        elif i > 0:  # first run warms caches
+            for k, a, b in (
+                ("parse", t0, t1),
+                ("gather", t1, t2),
+                ("normalize", t2, t3),
+                ("evaluate", t3, t4),
+                ("render", t4, t5),
+            ):
+                times[k].append((b - a) * 1000)
+    loop.close()
+    return {k: statistics.median(v) if v else float("nan") for k, v in times.items()}, peak
+
+
+class Sekmet:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        (workdir / "sekmet.yaml").write_text(
+            f"base_url: {self.base}\nhost: 127.0.0.1\nport: {self.port}\ndb_path: ':memory:'\n"
+            f"data_dir: {workdir}/sk\nlog_inbound: false\nsimulator:\n  enabled: false\n"
+        )
+        self.proc = subprocess.Popen(
+            [str(SEKMET), "serve", "-c", str(workdir / "sekmet.yaml")],
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(f"{self.base}/metadata")
+
+    def load(self, resources: list[dict]) -> None:
+        for i in range(0, len(resources), 500):
+            chunk = resources[i : i + 500]
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                    for r in chunk
+                ],
+            }
+            r = httpx.post(self.base, json=bundle, timeout=600)
+            r.raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+async def _read_all(c: httpx.AsyncClient, url: str | None) -> None:
+    while url:
+        data = (await c.get(url, headers={"Accept": "application/fhir+json"})).json()
+        url = next((ln["url"] for ln in data.get("link", []) if ln.get("relation") == "next"), None)
+
+
+async def searches(base: str, pid: str, repeat: int) -> tuple[str, float, float]:
+    """The hook's FHIR searches (all pages) from a plain client: the slowest alone, and all six at once.
+
+    "All six at once" is the server's own floor for concurrent reads: a server that answers one
+    request at a time makes it the sum of the six, whatever the client does."""
+    urls = {k: f"{base}/{t.replace('{{context.patientId}}', pid)}" for k, (t, _, _) in QUERIES.items()}
+    alone: dict[str, float] = {}
+    together = []
+    async with httpx.AsyncClient(timeout=300) as c:
+        for key, url in urls.items():
+            runs = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                await _read_all(c, url)
+                runs.append((time.perf_counter() - t0) * 1000)
+            alone[key] = statistics.median(runs)
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(_read_all(c, u) for u in urls.values()))
+            together.append((time.perf_counter() - t0) * 1000)
+    key = max(alone, key=lambda k: alone[k])
+    return key, alone[key], statistics.median(together)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="trial-matcher benchmarks")
+    p.add_argument("--sizes", default="100,1000,10000")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    n_seq = {100: 200, 1000: 200, 10000: 30} if not args.quick else {100: 30, 1000: 30, 10000: 6}
+    n_conc = {100: 320, 1000: 160, 10000: 32} if not args.quick else {100: 32, 1000: 32, 10000: 16}
+    catalog = Catalog.load(REPO_ROOT / "mappings", REPO_ROOT / "trials")
+    tune_gc(100_000)  # as the service does, so in-process stage times match it
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.floor:app",
+                "--port",
+                str(floor_port),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(args.workers),
+            ],
+            cwd=REPO_ROOT,
+        )
+        floor_url = f"http://127.0.0.1:{floor_port}/echo"
+        wait_http(f"http://127.0.0.1:{floor_port}/docs")
+        svc = ServiceProcess(
+            work,
+            workers=args.workers,
+            TRIAL_MATCHER_ALLOWED_FHIR_SERVERS="http://127.0.0.1",
+            TRIAL_MATCHER_HOOK_BUDGET_SECONDS="300",
+            TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS="120",
+            TRIAL_MATCHER_FHIR_PAGE_CAP="1000",
+        )
+        sekmet = Sekmet(work) if SEKMET.exists() else None
+        hook_url = f"{svc.url}/cds-services/trial-matcher"
+        try:
+            for n in sizes:
+                res = make_patient(n)
+                pid = res[0]["id"]
+                body = hook_body(res, pid)
+                row: dict = {"size": n, "body_kb": len(body) / 1024}
+                for name, url in (("a", floor_url), ("b", hook_url)):
+                    lat1, wall1 = asyncio.run(measure(url, body, n_seq[n], 1))
+                    lat16, wall16 = asyncio.run(measure(url, body, n_conc[n], 16))
+                    row[name] = {
+                        "p50": pct(lat1, 50),
+                        "p99": pct(lat1, 99),
+                        "rps1": len(lat1) / wall1,
+                        "p50_16": pct(lat16, 50),
+                        "p99_16": pct(lat16, 99),
+                        "rps16": len(lat16) / wall16,
+                    }
+                row["stages"], row["peak_mb"] = stages(catalog, body, pid, 5 if n >= 10000 else 20)
+                if sekmet is not None:
+                    sekmet.load(res)
+                    no_pref = hook_body(res, pid, sekmet.base, prefetch=False)
+                    lat, _ = asyncio.run(measure(hook_url, no_pref, 5, 1))
+                    key, slow, together = asyncio.run(searches(sekmet.base, pid, 3))
+                    row["c"] = {"hook": statistics.median(lat), "slowest": slow, "search": key, "together": together}
+                rows.append(row)
+                print(f"... {n} resources measured", file=sys.stderr)
+        finally:
+            svc.stop()
+            floor.terminate()
+            if sekmet:
+                sekmet.stop()
+    report(rows, args.workers)
+    return 0
+
+
+def report(rows: list[dict], workers: int) -> None:
+    print(f"\ntrial-matcher benchmarks — {date.today()}, loopback, {workers} uvicorn worker(s), same run\n")
+    print(
+        f"{'resources':>9} {'body KiB':>8} | {'':<22} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} | "
+        f"{'c=16 p50':>8} {'p99':>7} {'req/s':>7}"
+    )
+    for r in rows:
+        for name, label in (("a", "(a) floor: parse+echo"), ("b", "(b) hook, full prefetch")):
+            m = r[name]
+            size = f"{r['size']:>9} {r['body_kb']:>8.0f}" if name == "a" else " " * 18
+            print(
+                f"{size} | {label:<22} {m['p50']:>7.1f} {m['p99']:>7.1f} {m['rps1']:>7.1f} | "
+                f"{m['p50_16']:>8.1f} {m['p99_16']:>7.1f} {m['rps16']:>7.1f}"
+            )
+    print("\nstages of one hook, in-process (median ms) and peak traced memory of one request")
+    head = f"{'resources':>9} | {'parse':>7} {'gather':>7} {'normalize':>9} {'evaluate':>8} {'render':>7} | "
+    print(head + f"{'peak MiB':>8}")
+    for r in rows:
+        s = r["stages"]
+        print(
+            f"{r['size']:>9} | {s['parse']:>7.2f} {s['gather']:>7.2f} {s['normalize']:>9.2f} {s['evaluate']:>8.2f} "
+            f"{s['render']:>7.2f} | {r['peak_mb']:>8.1f}"
+        )
+    if all("c" in r for r in rows):
+        print("\n(c) hook without prefetch, reading from sekmet-fhir on loopback (median ms)")
+        print(f"{'resources':>9} | {'hook':>8} {'slowest search':>15} {'(which)':>20} {'ratio':>6}")
+        for r in rows:
+            c = r["c"]
+            print(
+                f"{r['size']:>9} | {c['hook']:>8.1f} {c['slowest']:>15.1f} {c['search']:>20} "
+                f"{c['hook'] / c['slowest']:>6.2f}"
+            )
+    by = {r["size"]: r for r in rows}
+    print("\ntargets")
+    if 1000 in by:
+        b, a = by[1000]["b"], by[1000]["a"]
+        ratio = b["p99"] / a["p99"]
+        print(f"  (b) p99 / (a) p99 at 1,000 = {ratio:.2f} (target <= 3)   {'PASS' if ratio <= 3 else 'FAIL'}")
+        print(f"  (b) p99 at 1,000 = {b['p99']:.1f} ms (target <= 50)       {'PASS' if b['p99'] <= 50 else 'FAIL'}")
+    if 1000 in by and 10000 in by:
+        lin = by[10000]["b"]["p50"] / by[1000]["b"]["p50"]
+        print(f"  (b) p50 10,000 / 1,000 = {lin:.2f} (target <= 10)      {'PASS' if lin <= 10 else 'FAIL'}")
+    for r in rows:
+        if "c" in r:
+            ratio = r["c"]["hook"] / r["c"]["slowest"]
+            print(
+                f"  (c) at {r['size']:,}: hook / slowest search = {ratio:.2f} (target <= 1.5) "
+                f"{'PASS' if ratio <= 1.5 else 'FAIL'}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
