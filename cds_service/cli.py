@@ -1,4 +1,8 @@
-"""Command line: `trial-matcher coverage|serve` (also `python -m cds_service ...`)."""
+"""Command line: `trial-matcher evaluate|trials|coverage|serve` (also `python -m cds_service ...`).
+
+`evaluate` exits 0 when at least one trial is likely or possibly eligible, 1 when none is,
+and 2 on a usage or input error, so scripts can branch on it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,128 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from .catalog import Catalog
 from .coverage import coverage, render_text
+from .report import Report, TrialResult
 from .settings import get_settings
+
+OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
+STATUS_STYLE = {"likely-eligible": "bold green", "possibly-eligible": "bold yellow", "ineligible": "bold red"}
+EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
 
 def _catalog() -> Catalog:
     s = get_settings()
-    return Catalog.load(s.mappings_dir, s.trials_dir)
+    return Catalog.load(s.mappings_dir, s.trials_dir, s.strict_validation)
+
+
+def _evidence_text(c) -> str:
+    parts = []
+    for e in c.evidence[:3]:
+        value = f"{e.value:g}" if isinstance(e.value, float) else (str(e.value) if e.value is not None else "")
+        unit = f" {e.unit}" if e.unit else ""
+        orig = f" ({e.original_value} {e.original_unit})" if e.original_unit and e.original_unit != e.unit else ""
+        when = f", {e.date.isoformat()}" if e.date else ""
+        parts.append(f"{e.label}: {value}{unit}{orig}{when}".strip())
+    return "\n".join(parts)
+
+
+def trial_table(trial: TrialResult) -> Table:
+    title = Text.assemble((f"{trial.id} ", "bold"), (trial.status, STATUS_STYLE[trial.status]))
+    if trial.eligible_from:
+        title.append(f" from {trial.eligible_from.isoformat()}", style="bold yellow")
+    table = Table(title=title, title_justify="left", show_lines=True, expand=True)
+    table.add_column("criterion", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("text", ratio=3)
+    table.add_column("why / evidence / missing", ratio=3)
+    for c in trial.criteria:
+        detail = [x for x in (c.explanation, _evidence_text(c)) if x]
+        detail += [f"missing: {m}" for m in c.missing] + [f"review: {r}" for r in c.review]
+        if c.until:
+            detail.append(f"until {c.until.isoformat()}")
+        text = c.text if len(c.text) <= 220 else c.text[:219] + "…"
+        table.add_row(f"{c.type[:3]} {c.id}", Text(c.outcome, style=OUTCOME_STYLE[c.outcome]), text, "\n".join(detail))
+    return table
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    try:
+        data = json.loads(Path(args.bundle).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        err.print(f"[red]cannot read {args.bundle}: {type(e).__name__}[/red]")
+        return EXIT_ERROR
+    cat = _catalog()
+    unknown = [t for t in args.trial or [] if t not in cat.trials]
+    if unknown:
+        err.print(f"[red]unknown trial(s): {', '.join(unknown)}[/red]; see `trial-matcher trials`")
+        return EXIT_ERROR
+    facts = cat.facts(data)
+    if facts.patient == "Patient/unknown":
+        err.print("[red]the file holds no Patient resource[/red]")
+        return EXIT_ERROR
+    report: Report = cat.report(facts, args.as_of or date.today(), args.trial)
+    if args.format == "json":
+        print(report.model_dump_json(indent=2, exclude_none=True))
+    else:
+        out = Console(force_terminal=args.color, no_color=args.no_color)
+        out.print(f"[bold]{report.patient}[/bold] evaluated on {report.as_of.isoformat()}")
+        for t in report.trials:
+            out.print(trial_table(t))
+        summary = Table(title="summary", title_justify="left")
+        for col in ("trial", "status", "pass", "fail", "unknown", "review"):
+            summary.add_column(col)
+        for t in report.trials:
+            summary.add_row(
+                t.id,
+                Text(t.status + (f" from {t.eligible_from}" if t.eligible_from else ""), style=STATUS_STYLE[t.status]),
+                *(str(t.count(o)) for o in ("pass", "fail", "unknown", "review")),
+            )
+        out.print(summary)
+        if report.skipped_resources:
+            out.print(f"[yellow]skipped: {'; '.join(report.skipped_resources)}[/yellow]")
+    matched = any(t.status != "ineligible" for t in report.trials)
+    return EXIT_MATCH if matched else EXIT_NO_MATCH
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    cat = _catalog()
+    if args.format == "json":
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": t.id,
+                        "title": t.title,
+                        "sponsor": t.sponsor,
+                        "phase": t.phase,
+                        "status": t.status,
+                        "url": t.url,
+                        "min_age": t.min_age,
+                        "max_age": t.max_age,
+                    }
+                    for t in cat.trials.values()
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    table = Table(title="trial catalogue", title_justify="left")
+    for col in ("id", "title", "sponsor", "phase", "status", "ages", "criteria"):
+        table.add_column(col)
+    for t in cat.trials.values():
+        ages = f"{t.min_age or ''}-{t.max_age or ''}"
+        table.add_row(t.id, t.short_title or t.title, t.sponsor, t.phase, t.status, ages, str(len(t.criteria)))
+    Console().print(table)
+    return 0
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -46,13 +163,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trial-matcher", description="Clinical trial matching from FHIR R4 data")
     sub = p.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate one patient's FHIR Bundle against the trials",
+        description="Evaluate a FHIR R4 Bundle (or resource list) of one patient. Exit status: "
+        "0 if any trial is likely or possibly eligible, 1 if none, 2 on error.",
+    )
+    ev.add_argument("bundle", help="path to a JSON file: a Bundle, a resource, or a list of resources")
+    ev.add_argument("--trial", action="append", metavar="NCT", help="only this trial (repeatable)")
+    ev.add_argument("--as-of", type=date.fromisoformat, metavar="DATE", help="evaluation date (default today)")
+    ev.add_argument("--format", choices=["table", "json"], default="table")
+    ev.add_argument("--color", action="store_true", default=None, help="force colour even when not a terminal")
+    ev.add_argument("--no-color", action="store_true", help="no colour")
+    ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("trials", help="list the trial catalogue")
+    tr.add_argument("--format", choices=["table", "json"], default="table")
+    tr.set_defaults(func=cmd_trials)
+
     c = sub.add_parser("coverage", help="per-trial criteria coverage: total, computable, review, variables used")
     c.add_argument("--format", choices=["text", "json"], default="text")
     c.set_defaults(func=cmd_coverage)
+
     sv = sub.add_parser("serve", help="run the CDS Hooks service (settings from TRIAL_MATCHER_* variables)")
     sv.add_argument("--host", help="bind address (default TRIAL_MATCHER_HOST or 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port (default TRIAL_MATCHER_PORT or 8000)")
-    sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core pays)")
     sv.set_defaults(func=cmd_serve)
     return p
 

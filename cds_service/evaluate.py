@@ -96,6 +96,13 @@ class Ctx:
     m: Mappings
     exclusion: bool
     negated: bool = False
+    starts: dict[Window, date] = field(default_factory=dict)  # window -> its first day, per evaluation
+
+    def since(self, window: Window) -> date:
+        day = self.starts.get(window)
+        if day is None:
+            day = self.starts[window] = window.start(self.as_of)
+        return day
 
     @property
     def absent(self) -> Truth:
@@ -103,7 +110,7 @@ class Ctx:
         return Truth.FALSE if self.exclusion != self.negated else Truth.UNKNOWN
 
     def flipped(self) -> Ctx:
-        return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated)
+        return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated, self.starts)
 
 
 class Engine:
@@ -115,7 +122,8 @@ class Engine:
     # --- trial ------------------------------------------------------------------------------------
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date) -> TrialResult:
-        results = [self.criterion(patient, c, as_of) for c in trial.criteria]
+        starts: dict[Window, date] = {}
+        results = [self.criterion(patient, c, as_of, rule, starts) for c, rule in trial.plan]
         permanent_fail = any(r.outcome == "fail" and r.until is None for r in results)
         temporary = [r.until for r in results if r.outcome == "fail" and r.until is not None]
         eligible_from = None
@@ -130,18 +138,35 @@ class Engine:
         return TrialResult(
             id=trial.id,
             title=trial.title,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             eligible_from=eligible_from,
             url=trial.url,
             criteria=results,
         )
 
-    def criterion(self, patient: PatientFacts, c: Criterion, as_of: date) -> CriterionResult:
-        base = {"id": c.id, "type": c.type, "text": c.text}
-        if c.compiled is None:
-            return CriterionResult(**base, outcome="review", review=[c.review or "needs a person"])
-        ctx = Ctx(patient, as_of, self.m, exclusion=c.type == "exclusion")
-        r = self.rule(c.compiled, ctx)
+    def criterion(
+        self,
+        patient: PatientFacts,
+        c: Criterion,
+        as_of: date,
+        rule: Rule | None = None,
+        starts: dict[Window, date] | None = None,
+    ) -> CriterionResult:
+        rule = rule if rule is not None else c.compiled
+        if rule is None:
+            return CriterionResult(
+                id=c.id,
+                type=c.type,
+                text=c.text,
+                outcome="review",
+                until=None,
+                explanation=None,
+                evidence=[],
+                missing=[],
+                review=[c.review or "needs a person"],
+            )
+        ctx = Ctx(patient, as_of, self.m, exclusion=c.type == "exclusion", starts=starts if starts is not None else {})
+        r = self.rule(rule, ctx)
         holds, fails_when = (Truth.TRUE, Truth.FALSE) if c.type == "inclusion" else (Truth.FALSE, Truth.TRUE)
         until = None
         if r.truth == holds:
@@ -160,8 +185,10 @@ class Engine:
         elif c.also_review and outcome == "review":
             review.append(c.also_review)
         return CriterionResult(
-            **base,
-            outcome=outcome,  # type: ignore[arg-type]
+            id=c.id,
+            type=c.type,
+            text=c.text,
+            outcome=outcome,
             until=until,
             explanation="; ".join(dict.fromkeys(r.why)) or None,
             evidence=_dedupe_evidence(r.evidence),
@@ -254,7 +281,7 @@ class Engine:
         Returns (result, None) or (None, why-missing)."""
         v = self.m.variables[var]
         window = within or Window(v.current_days, "day")
-        since = window.start(ctx.as_of)
+        since = ctx.since(window)
         seen_problem = None
         older: LabResult | None = None
         for r in ctx.facts.labs.get(var, ()):
@@ -406,12 +433,12 @@ class Engine:
         labels = ", ".join(self.m.conditions.groups[g].label for g in sorted(rule.groups))
         if "Condition" not in ctx.facts.gathered:
             return Res(Truth.UNKNOWN, missing=[f"problem list (Conditions) not available to check for {labels}"])
-        since = rule.within.start(ctx.as_of) if rule.within else None
+        since = ctx.since(rule.within) if rule.within else None
         definite: list[Res] = []
         review: list[Res] = []
         too_recent: list[Res] = []
         out_of_window = False
-        onset_by = rule.onset_before.start(ctx.as_of) if rule.onset_before else None
+        onset_by = ctx.since(rule.onset_before) if rule.onset_before else None
         for c in ctx.facts.conditions:
             if not (c.groups & rule.groups):
                 continue
@@ -521,7 +548,7 @@ class Engine:
     def _medication(self, rule: MedicationRule, ctx: Ctx) -> Res:
         if "Medication" not in ctx.facts.gathered:
             return Res(Truth.UNKNOWN, missing=[f"medication history not available to check for {rule.label}"])
-        since = rule.within.start(ctx.as_of) if rule.within else None
+        since = ctx.since(rule.within) if rule.within else None
         hits: list[Res] = []
         review: list[Res] = []
         unknown: list[Res] = []

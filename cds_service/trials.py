@@ -71,6 +71,7 @@ class Trial(BaseModel):
     source: str
     criteria: list[Criterion]
     _variables: set[str] = PrivateAttr(default_factory=set)
+    _plan: list[tuple[Criterion, Rule | None]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Trial:
@@ -90,7 +91,13 @@ class Trial(BaseModel):
                 except RuleError as e:
                     raise RuleError(f"{self.id} criterion {c.id}: {e}") from e
         self._variables = parser.variables_used
+        self._plan = [(c, c._compiled) for c in self.criteria]
         return self
+
+    @property
+    def plan(self) -> list[tuple[Criterion, Rule | None]]:
+        """(criterion, compiled rule or None) in page order: read once per evaluation."""
+        return self._plan
 
     @property
     def variables(self) -> set[str]:

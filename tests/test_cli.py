@@ -1,0 +1,85 @@
+"""The console script: evaluate, trials, coverage; exit codes; --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+from cds_service import synthetic as syn
+from cds_service.cli import main
+from demo.load import demo_bundles
+
+AS_OF = date(2026, 11, 23)
+
+
+@pytest.fixture
+def bundle_file(tmp_path):
+    def write(resources_or_bundle, name="b.json"):
+        p = tmp_path / name
+        p.write_text(json.dumps(resources_or_bundle))
+        return str(p)
+
+    return write
+
+
+def test_evaluate_table_shows_every_trial_and_exits_0_on_a_match(bundle_file, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps at 80 columns when not writing to a terminal
+    path = bundle_file(syn.bundle(syn.eligible_patient(AS_OF)))
+    code = main(["evaluate", path, "--as-of", AS_OF.isoformat(), "--no-color"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for t in ("NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"):
+        assert t in out
+    assert "likely-eligible" in out and "Hemoglobin: 118 g/L (11.8 g/dL)" in out
+
+
+def test_evaluate_json_is_the_report_shape(bundle_file, capsys):
+    path = bundle_file(demo_bundles(AS_OF)["demo-bruno"])
+    code = main(["evaluate", path, "--as-of", AS_OF.isoformat(), "--format", "json", "--trial", "NCT06902844"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["patient"] == "Patient/demo-bruno" and report["as_of"] == AS_OF.isoformat()
+    (trial,) = report["trials"]
+    assert trial["status"] == "possibly-eligible" and trial["eligible_from"]
+    assert {"id", "type", "text", "outcome", "evidence", "missing"} <= set(trial["criteria"][0])
+
+
+def test_evaluate_exits_1_when_nothing_matches(bundle_file, capsys):
+    # too old for four trials; NCT06902844 has no upper age limit but excludes HIV
+    old = [*syn.eligible_patient(AS_OF, birth="1930-01-01"), syn.condition("p1", icd="B20", display="HIV disease")]
+    assert main(["evaluate", bundle_file(old), "--as-of", AS_OF.isoformat(), "--format", "json"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "/nonexistent.json"], "cannot read"),
+        (["evaluate", "{file}", "--trial", "NCT00000000"], "unknown trial"),
+    ],
+)
+def test_evaluate_errors_exit_2(bundle_file, capsys, args, message):
+    path = bundle_file(syn.bundle(syn.eligible_patient(AS_OF)))
+    assert main([a.replace("{file}", path) for a in args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_patient_is_an_error(bundle_file, capsys):
+    assert main(["evaluate", bundle_file({"resourceType": "Bundle", "type": "collection"})]) == 2
+
+
+def test_trials_and_coverage(capsys):
+    assert main(["trials", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    assert main(["coverage", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(r["total"] == r["computable"] + r["review"] for r in rows)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "trials", "coverage", "serve"])
+def test_help_for_each_command(command):
+    out = subprocess.run([sys.executable, "-m", "cds_service", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: trial-matcher" in out.stdout
