@@ -5,6 +5,7 @@ Only HTTP concerns live here; the work is in `matcher.py` and below.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hmac
 import logging
@@ -19,16 +20,15 @@ import orjson
 from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from . import __version__, checklists
 from .auth import Authenticator, JwksCache
 from .catalog import Catalog
 from .coverage import coverage
-from .feedback import open_store
 from .gather import Gatherer, prefetch_templates
 from .hooks import (
     CardsResponse,
@@ -40,11 +40,12 @@ from .hooks import (
     ServiceDescription,
 )
 from .logs import setup_logging
-from .matcher import Matcher, PreconditionFailed
+from .matcher import ChecklistLinks, Matcher, PreconditionFailed
 from .middleware import BodySizeLimit, RequireClientJwt
 from .report import Report
 from .research_study import research_study
 from .settings import Settings, get_settings
+from .store import open_store
 
 log = logging.getLogger("trial_matcher")
 SERVICE_ID = "trial-matcher"
@@ -134,8 +135,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
         gatherer = Gatherer(client, settings.allowed_servers, settings.fhir_page_cap, settings.hook_budget_seconds)
-        app.state.matcher = Matcher(catalog, gatherer, settings.as_of)
         app.state.store = open_store(settings.database_url)
+        links = ChecklistLinks(
+            app.state.store, settings.checklist_ttl_seconds, settings.checklist_link_type, settings.smart_launch_url
+        )
+        app.state.matcher = Matcher(catalog, gatherer, settings.as_of, links)
         if not settings.auth_required:
             log.warning(
                 "CLIENT AUTHENTICATION IS OFF: any caller can use this service. Local use only; set "
@@ -258,7 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         token = req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None
         try:
             cards = await request.app.state.matcher.patient_view(
-                ctx.patientId, req.prefetch, req.fhirServer, token, str(req.hookInstance)
+                ctx.patientId, req.prefetch, req.fhirServer, token, str(req.hookInstance), _base_url(request)
             )
         except PreconditionFailed as e:
             log.info("precondition failed", extra={"hookInstance": str(req.hookInstance), "gaps": len(e.reasons)})
@@ -273,6 +277,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stored = await request.app.state.store.add(service_id, body.feedback)
         log.info("feedback stored", extra={"service": service_id, "stored": stored})
         return {"stored": stored}
+
+    def _base_url(request: Request) -> str:
+        """Links point at the configured public URL; without one (local use) at the address called."""
+        return (settings.public_url or str(request.base_url)).rstrip("/")
+
+    # --- checklist pages -------------------------------------------------------------------------
+
+    @app.get(
+        "/checklist/{token}",
+        tags=["Checklist"],
+        response_class=HTMLResponse,
+        responses={404: {"description": "Unknown or forged link"}, 410: {"description": "Expired link"}},
+    )
+    async def checklist_page(token: str, request: Request) -> HTMLResponse:
+        """The criterion-by-criterion checklist behind a card (HTML; short-lived link, never cached)."""
+        found = None
+        if 20 <= len(token) <= 128:
+            found = await request.app.state.store.get_checklist(checklists.token_hash(token))
+        if found is None:
+            return HTMLResponse(checklists.render_error(404), 404, headers=checklists.PAGE_HEADERS)
+        expires_at, payload = found
+        if payload is None or expires_at < time.time():
+            return HTMLResponse(checklists.render_error(410), 410, headers=checklists.PAGE_HEADERS)
+        html = await asyncio.to_thread(checklists.render_checklist, payload)
+        return HTMLResponse(html, headers=checklists.PAGE_HEADERS)
+
+    @app.get("/static/checklist.css", include_in_schema=False)
+    async def checklist_css() -> Response:
+        return Response(
+            (checklists.STATIC / "checklist.css").read_bytes(),
+            media_type="text/css",
+            headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
 
     # --- REST ----------------------------------------------------------------------------------------
 

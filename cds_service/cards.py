@@ -91,7 +91,7 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
     return "\n".join(lines)
 
 
-def card_for(trial: Trial, result: TrialResult, gaps: list[str]) -> Card:
+def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Link] | None = None) -> Card:
     ext: dict[str, str] = {"trialId": trial.id, "status": result.status}
     if result.eligible_from:
         ext["eligibleFrom"] = result.eligible_from.isoformat()
@@ -100,12 +100,19 @@ def card_for(trial: Trial, result: TrialResult, gaps: list[str]) -> Card:
         detail=detail(trial, result, gaps),
         indicator="info",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
-        links=[Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
+        links=[*(links or []), Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
         extension=ext,
     )
 
 
-def cards_for(trials: dict[str, Trial], results: list[TrialResult], gaps: list[str]) -> list[Card]:
-    shown = [r for r in results if r.status in _ORDER]
-    shown.sort(key=lambda r: (_ORDER[r.status], r.count("unknown"), r.id))
-    return [card_for(trials[r.id], r, gaps) for r in shown]
+def shown(results: list[TrialResult]) -> list[TrialResult]:
+    """The results that get a card, in card order: likely first, then fewer unknowns."""
+    out = [r for r in results if r.status in _ORDER]
+    out.sort(key=lambda r: (_ORDER[r.status], r.count("unknown"), r.id))
+    return out
+
+
+def cards_for(
+    trials: dict[str, Trial], results: list[TrialResult], gaps: list[str], links: dict[str, list[Link]] | None = None
+) -> list[Card]:
+    return [card_for(trials[r.id], r, gaps, (links or {}).get(r.id)) for r in shown(results)]

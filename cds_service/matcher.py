@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .cards import cards_for
+import orjson
+
+from . import checklists
+from .cards import cards_for, shown
 from .catalog import Catalog
 from .gather import Gathered, Gatherer
-from .hooks import CardsResponse
+from .hooks import CardsResponse, Link
 from .report import Report
+from .store import Store
 
 log = logging.getLogger("trial_matcher")
 
@@ -25,11 +29,29 @@ class PreconditionFailed(Exception):
         self.reasons = reasons
 
 
+@dataclass(frozen=True)
+class ChecklistLinks:
+    """How cards link to their checklist: a page of this service, or a SMART app launch."""
+
+    store: Store
+    ttl_seconds: float = 3600
+    link_type: str = "absolute"
+    smart_launch_url: str | None = None
+
+    def link(self, base_url: str, token: str) -> Link:
+        label = "Eligibility checklist: criteria, evidence, missing data"
+        if self.link_type == "smart":
+            url = self.smart_launch_url or f"{base_url}/smart/launch"
+            return Link(label=label, url=url, type="smart", appContext=orjson.dumps({"checklist": token}).decode())
+        return Link(label=label, url=f"{base_url}/checklist/{token}", type="absolute")
+
+
 @dataclass
 class Matcher:
     catalog: Catalog
     gatherer: Gatherer
     fixed_as_of: date | None = None
+    checklist: ChecklistLinks | None = None
 
     def today(self) -> date:
         return self.fixed_as_of or date.today()
@@ -47,9 +69,19 @@ class Matcher:
         facts = self.catalog.facts(got.resources, patient_id, got.complete)
         return self.catalog.report(facts, as_of, trial_ids)
 
-    def _cards(self, got: Gathered, patient_id: str, as_of: date) -> list:
+    def _cards(self, got: Gathered, patient_id: str, as_of: date, base_url: str | None) -> tuple[list, list]:
+        """Cards, and the checklist rows (token hash, expiry, snapshot) their links point to."""
         report = self.report(got, patient_id, as_of)
-        return cards_for(self.catalog.trials, report.trials, got.gaps + report.skipped_resources)
+        gaps = got.gaps + report.skipped_resources
+        links: dict[str, list[Link]] = {}
+        rows: list[tuple[str, bytes]] = []
+        if self.checklist is not None and base_url:
+            for r in shown(report.trials):
+                token, digest = checklists.new_token()
+                trial = self.catalog.trials[r.id]
+                rows.append((digest, checklists.snapshot(trial, r, report.patient, as_of, gaps)))
+                links[r.id] = [self.checklist.link(base_url, token)]
+        return cards_for(self.catalog.trials, report.trials, gaps, links), rows
 
     async def patient_view(
         self,
@@ -58,10 +90,13 @@ class Matcher:
         fhir_server: str | None,
         token: str | None,
         hook_instance: str,
+        base_url: str | None = None,
     ) -> CardsResponse:
         got = await self.gather(patient_id, prefetch, fhir_server, token)
         # CPU-bound: in a worker thread, so light requests (feedback, health) are not held behind it
-        cards = await asyncio.to_thread(self._cards, got, patient_id, self.today())
+        cards, rows = await asyncio.to_thread(self._cards, got, patient_id, self.today(), base_url)
+        if rows and self.checklist is not None:
+            await self.checklist.store.put_checklists(checklists.rows_for(rows, self.checklist.ttl_seconds))
         log.info(
             "hook answered",
             extra={

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: float = Field(30, ge=0, description="Clock skew allowed on exp/iat")
     jwt_max_lifetime_seconds: float = Field(300, gt=0, description="Longest exp - iat accepted")
     cors_origins: str = Field("*", description="Comma-separated origins allowed by CORS ('' disables CORS)")
+    checklist_ttl_seconds: int = Field(3600, gt=0, description="Lifetime of a card's checklist link")
+    checklist_link_type: str = Field(
+        "absolute",
+        pattern="^(absolute|smart)$",
+        description="'absolute' (a page of this service) or 'smart' (launch a SMART app "
+        "with the checklist token as appContext)",
+    )
+    smart_launch_url: str | None = Field(None, description="SMART app launch URL for checklist_link_type=smart")
     gc_threshold: int = Field(100_000, ge=0, description="Python gen-0 GC threshold (0 keeps Python's default)")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
     host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")

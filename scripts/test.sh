@@ -8,6 +8,7 @@ scripts/bootstrap.sh
 if [ -z "${FHIR_BASE_URL:-}" ]; then
   scripts/fhir-servers.sh
 fi
+scripts/browser-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { echo "ruff format: files need formatting (run .venv/bin/ruff format .)"; exit 1; }
 exec .venv/bin/pytest "$@"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cds_service.feedback import open_store
 from cds_service.hooks import FeedbackItem
+from cds_service.store import open_store
 
 ITEMS = [
     FeedbackItem(

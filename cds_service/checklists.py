@@ -1,0 +1,117 @@
+"""Checklist pages: the criterion-by-criterion detail behind a card, for the research coordinator.
+
+A card links to /checklist/<token>: 256 random bits, no patient data in the URL,
+valid for TRIAL_MATCHER_CHECKLIST_TTL_SECONDS. The page is rendered on the
+server from a snapshot taken when the card was made (templates autoescape every
+value: criterion text and evidence are data, never markup).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from .report import TrialResult
+from .trials import Trial
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+OUTCOME_LABEL = {"pass": "Met", "fail": "Not met", "unknown": "Data missing", "review": "Needs review"}
+STATUS_LABEL = {
+    "likely-eligible": "Likely eligible",
+    "possibly-eligible": "Possibly eligible",
+    "ineligible": "Not eligible",
+}
+# Served with every checklist page and error page: never cached, never leaked by referrer, no scripts at all.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+    "form-action 'none'",
+}
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True
+)
+
+
+def new_token() -> tuple[str, str]:
+    """A link token and the hash stored in its place."""
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def snapshot(trial: Trial, result: TrialResult, patient: str, as_of: date, gaps: list[str]) -> bytes:
+    """What the page shows, frozen at card time."""
+    return orjson.dumps(
+        {
+            "trial": {
+                "id": trial.id,
+                "title": trial.title,
+                "sponsor": trial.sponsor,
+                "phase": trial.phase,
+                "status": trial.status,
+                "url": trial.url,
+                "sites": [", ".join(x for x in (s.name, s.city, s.region, s.country) if x) for s in trial.sites],
+            },
+            "result": result.model_dump(mode="json", exclude_none=True),
+            "patient": patient,
+            "as_of": as_of.isoformat(),
+            "gaps": gaps,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def rows_for(items: list[tuple[str, bytes]], ttl: float) -> list[tuple[str, float, str]]:
+    expires = time.time() + ttl
+    return [(h, expires, payload.decode()) for h, payload in items]
+
+
+def render_checklist(payload: str) -> str:
+    data: dict[str, Any] = orjson.loads(payload)
+    criteria = data["result"]["criteria"]
+    return _env.get_template("checklist.html").render(
+        **data,
+        inclusion=[c for c in criteria if c["type"] == "inclusion"],
+        exclusion=[c for c in criteria if c["type"] == "exclusion"],
+        missing=list(dict.fromkeys(m for c in criteria for m in c.get("missing", []))),
+        review=[c for c in criteria if c["outcome"] == "review"],
+        counts={o: sum(c["outcome"] == o for c in criteria) for o in OUTCOME_LABEL},
+        outcome_label=OUTCOME_LABEL,
+        status_label=STATUS_LABEL,
+    )
+
+
+def render_error(status: int) -> str:
+    if status == 410:
+        title, text = (
+            "This checklist link has expired",
+            (
+                "Checklist links are short-lived to protect patient data. Open the patient's chart again to get a "
+                "fresh card and link."
+            ),
+        )
+    else:
+        title, text = (
+            "This checklist link is not valid",
+            (
+                "The link may be mistyped, or it was never issued by this service. Open the patient's chart again "
+                "to get a fresh card and link."
+            ),
+        )
+    return _env.get_template("error.html").render(title=title, text=text, status=status)

@@ -1,0 +1,230 @@
+"""Durable storage: CDS Hooks feedback and checklist snapshots. SQLite by default, PostgreSQL by DSN.
+
+Feedback: a POST is answered only after its rows are committed, so a crash or a
+shutdown after the answer loses nothing. Rows hold what the EHR sent about a card
+(outcome, accepted suggestions, override reason), never patient data from the hook.
+
+Checklists: the eligibility detail behind a card's link, kept until the link
+expires. Only a SHA-256 of the link token is stored, so the database alone
+cannot open a checklist; expired snapshots are wiped and their hash kept a day
+to answer "expired" rather than "unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .hooks import FeedbackItem
+
+_COLUMNS = (
+    "id",
+    "received_at",
+    "service_id",
+    "card",
+    "outcome",
+    "outcome_timestamp",
+    "accepted_suggestions",
+    "override_reason",
+)
+_INSERT_FEEDBACK = (
+    "INSERT INTO feedback (received_at, service_id, card, outcome, outcome_timestamp, "
+    "accepted_suggestions, override_reason) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
+)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS feedback (id {serial} PRIMARY KEY, received_at TEXT NOT NULL,"
+    " service_id TEXT NOT NULL, card TEXT NOT NULL, outcome TEXT NOT NULL, outcome_timestamp TEXT NOT NULL,"
+    " accepted_suggestions TEXT, override_reason TEXT)",
+    "CREATE TABLE IF NOT EXISTS checklist (token_hash TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL,"
+    " payload TEXT)",
+)
+EXPIRED_GRACE_SECONDS = 86_400
+
+
+class Store(Protocol):
+    async def add(self, service_id: str, items: list[FeedbackItem]) -> int: ...
+    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]: ...
+    async def count(self) -> int: ...
+    async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None: ...
+    async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None: ...
+    async def close(self) -> None: ...
+
+
+def _row(service_id: str, item: FeedbackItem, now: str) -> tuple:
+    accepted = [s.id for s in item.acceptedSuggestions or []]
+    override = item.overrideReason.model_dump(mode="json", exclude_none=True) if item.overrideReason else None
+    return (
+        now,
+        service_id,
+        item.card,
+        item.outcome,
+        item.outcomeTimestamp,
+        json.dumps(accepted) if accepted else None,
+        json.dumps(override) if override else None,
+    )
+
+
+def _decode(row: tuple) -> dict[str, Any]:
+    d = dict(zip(_COLUMNS, row, strict=True))
+    for k in ("accepted_suggestions", "override_reason"):
+        if d[k]:
+            d[k] = json.loads(d[k])
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _recent_sql(p: str, service_id: str | None) -> str:
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM feedback"
+    if service_id:
+        sql += f" WHERE service_id = {p}"
+    return sql + f" ORDER BY id DESC LIMIT {p}"
+
+
+class SqliteStore:
+    """One connection, used from a worker thread under a lock; WAL, synchronous=FULL."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        for ddl in _SCHEMA:
+            self._conn.execute(ddl.format(serial="INTEGER"))
+        self._lock = asyncio.Lock()
+
+    def _tx(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in statements:
+                cur.executemany(sql, rows)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    async def _run(self, fn: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn)
+
+    async def add(self, service_id: str, items: list[FeedbackItem]) -> int:
+        now = datetime.now(UTC).isoformat()
+        rows = [_row(service_id, i, now) for i in items]
+        await self._run(lambda: self._tx([(_INSERT_FEEDBACK.format(p="?"), rows)]))
+        return len(rows)
+
+    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]:
+        args = (service_id, limit) if service_id else (limit,)
+        rows = await self._run(lambda: self._conn.execute(_recent_sql("?", service_id), args).fetchall())
+        return [_decode(r) for r in rows]
+
+    async def count(self) -> int:
+        return await self._run(lambda: self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None:
+        now = time.time()
+        await self._run(
+            lambda: self._tx(
+                [
+                    ("UPDATE checklist SET payload = NULL WHERE expires_at < ? AND payload IS NOT NULL", [(now,)]),
+                    ("DELETE FROM checklist WHERE expires_at < ?", [(now - EXPIRED_GRACE_SECONDS,)]),
+                    ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (?, ?, ?)", rows),
+                ]
+            )
+        )
+
+    async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None:
+        row = await self._run(
+            lambda: self._conn.execute(
+                "SELECT expires_at, payload FROM checklist WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        )
+        return (float(row[0]), row[1]) if row else None
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+
+
+class PostgresStore:
+    """PostgreSQL through psycopg 3 (install the `postgres` extra)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            import psycopg  # optional dependency
+
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=False)
+            async with self._conn.cursor() as cur:
+                for ddl in _SCHEMA:
+                    await cur.execute(ddl.format(serial="BIGSERIAL"))
+            await self._conn.commit()
+        return self._conn
+
+    async def _tx(self, statements: list[tuple[str, list[tuple]]], fetch: bool = False) -> list[tuple]:
+        async with self._lock:
+            conn = await self._connection()
+            out: list[tuple] = []
+            try:
+                async with conn.cursor() as cur:
+                    for sql, rows in statements:
+                        if fetch:
+                            await cur.execute(sql, rows[0])
+                            out = [tuple(r) for r in await cur.fetchall()]
+                        else:
+                            await cur.executemany(sql, rows)
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+            return out
+
+    async def add(self, service_id: str, items: list[FeedbackItem]) -> int:
+        now = datetime.now(UTC).isoformat()
+        rows = [_row(service_id, i, now) for i in items]
+        await self._tx([(_INSERT_FEEDBACK.format(p="%s"), rows)])
+        return len(rows)
+
+    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]:
+        args = (service_id, limit) if service_id else (limit,)
+        return [_decode(r) for r in await self._tx([(_recent_sql("%s", service_id), [args])], fetch=True)]
+
+    async def count(self) -> int:
+        return int((await self._tx([("SELECT COUNT(*) FROM feedback", [()])], fetch=True))[0][0])
+
+    async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None:
+        now = time.time()
+        await self._tx(
+            [
+                ("UPDATE checklist SET payload = NULL WHERE expires_at < %s AND payload IS NOT NULL", [(now,)]),
+                ("DELETE FROM checklist WHERE expires_at < %s", [(now - EXPIRED_GRACE_SECONDS,)]),
+                ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (%s, %s, %s)", rows),
+            ]
+        )
+
+    async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None:
+        rows = await self._tx(
+            [("SELECT expires_at, payload FROM checklist WHERE token_hash = %s", [(token_hash,)])], fetch=True
+        )
+        return (float(rows[0][0]), rows[0][1]) if rows else None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+def open_store(database_url: str) -> Store:
+    """`sqlite:///relative/or/absolute/path.sqlite3` or `postgresql://user:pass@host/db`."""
+    if database_url.startswith("sqlite:///"):
+        return SqliteStore(database_url[len("sqlite:///") :])
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(database_url)
+    raise ValueError("database URL must start with sqlite:/// or postgresql://")

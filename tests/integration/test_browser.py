@@ -1,0 +1,71 @@
+"""Real headless Chromium follows a checklist link from a real hook response.
+
+Screenshots (desktop, phone, forged and expired links) are kept in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from demo.hook_request import hook_request
+
+from .test_faults_privacy_shutdown import Service
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "browser" / "checklist.mjs"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+
+
+def _missing() -> str | None:
+    if not shutil.which("chromium"):
+        return "Debian's chromium is not installed (scripts/browser-deps.sh installs it as root)"
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not (ROOT / "tests" / "browser" / "node_modules" / "playwright-core").exists():
+        return "playwright-core is not installed (npm ci --prefix tests/browser)"
+    return None
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_checklist_in_a_real_browser(tmp_path):
+    (tmp_path / "main").mkdir()
+    (tmp_path / "short").mkdir()
+    main = Service(tmp_path / "main", TRIAL_MATCHER_CHECKLIST_TTL_SECONDS="300")
+    short = Service(tmp_path / "short", TRIAL_MATCHER_CHECKLIST_TTL_SECONDS="1")
+    try:
+        expired_card = httpx.post(f"{short.url}/cds-services/trial-matcher", json=hook_request("demo-amara")).json()
+        expired_url = next(lk["url"] for lk in expired_card["cards"][0]["links"] if "checklist" in lk["label"].lower())
+        request = tmp_path / "hook.json"
+        request.write_text(json.dumps(hook_request("demo-bruno")))
+        time.sleep(1.5)  # the short-lived link expires meanwhile
+        run = subprocess.run(
+            ["node", str(SCRIPT), main.url, str(request), str(ARTIFACTS), expired_url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        main.stop()
+        short.stop()
+    assert seen["hookStatus"] == 200 and seen["cards"] == 5
+    assert seen["status"] == 200 and seen["cacheControl"] == "no-store"
+    assert "Equecabtagene" in seen["h1"]
+    assert seen["statusHeading"].startswith("Possibly eligible from")
+    assert seen["rows"] == 35 and {"Met", "Not met", "Needs review"} <= {o.strip("✓✗?! ") for o in seen["outcomes"]}
+    assert seen["registryLink"] == "https://clinicaltrials.gov/study/NCT06902844"
+    assert seen["firstTabTarget"] == "Skip to content"
+    assert seen["mobileOverflow"] is False and seen["printHidesHeader"] is True
+    assert seen["forgedStatus"] == 404 and "not valid" in seen["forgedText"]
+    assert seen["expiredStatus"] == 410 and "expired" in seen["expiredText"]
+    for shot in ("checklist-desktop.png", "checklist-phone.png", "checklist-forged.png", "checklist-expired.png"):
+        assert (ARTIFACTS / shot).stat().st_size > 5000
