@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,6 +40,14 @@ async def _roundtrip(url: str) -> None:
         assert rows[0]["override_reason"] == {"reason": {"code": "declined"}, "userComment": "no"}
         assert rows[1]["accepted_suggestions"] == ["s1"]
         assert await store.recent(5, service_id="other") == []
+        # checklists: stored by token hash; expired ones keep their hash (for 410) but lose the snapshot
+        now = time.time()
+        await store.put_checklists([("live-hash", now + 600, '{"x": 1}'), ("old-hash", now - 5, '{"x": 2}')])
+        assert await store.get_checklist("live-hash") == (pytest.approx(now + 600), '{"x": 1}')
+        await store.put_checklists([("next-hash", now + 600, "{}")])  # each write purges
+        expires, payload = await store.get_checklist("old-hash")
+        assert payload is None and expires < now
+        assert await store.get_checklist("never-issued") is None
     finally:
         await store.close()
 
