@@ -35,6 +35,7 @@ from .hooks import (
     Discovery,
     FeedbackRequest,
     HookRequest,
+    OrderContext,
     PatientBundle,
     PatientViewContext,
     ServiceDescription,
@@ -49,6 +50,9 @@ from .store import open_store
 
 log = logging.getLogger("trial_matcher")
 SERVICE_ID = "trial-matcher"
+ORDER_SELECT_ID = "trial-order-select"
+ORDER_SIGN_ID = "trial-order-sign"
+SERVICE_HOOKS = {SERVICE_ID: "patient-view", ORDER_SELECT_ID: "order-select", ORDER_SIGN_ID: "order-sign"}
 
 
 class ErrorBody(BaseModel):
@@ -224,7 +228,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_errors(401),
     )
     async def discovery() -> Discovery:
-        """CDS Hooks discovery: one service on `patient-view`."""
+        """CDS Hooks discovery: the trial matcher on `patient-view`, the order checks on `order-select`/`order-sign`."""
+        usage = (
+            "Prefetch, or fhirServer (on the service's allow-list) with a read token for Patient, Observation, "
+            "Condition, MedicationStatement, MedicationRequest and Immunization."
+        )
         return Discovery(
             services=[
                 ServiceDescription(
@@ -234,9 +242,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     description="Suggests clinical trials the patient may be eligible for, with the criteria "
                     "met, the data still missing and what needs review.",
                     prefetch=prefetch_templates(),
-                    usageRequirements="Prefetch, or fhirServer (on the service's allow-list) with a read token "
-                    "for Patient, Observation, Condition, MedicationStatement, MedicationRequest and Immunization.",
-                )
+                    usageRequirements=usage,
+                ),
+                ServiceDescription(
+                    hook="order-select",
+                    id=ORDER_SELECT_ID,
+                    title="Trial eligibility order check (select)",
+                    description="Warns, fast and from prefetched data alone, when a selected order would close a "
+                    "clinical trial the patient may be eligible for (washouts, live or mRNA vaccines).",
+                    prefetch=prefetch_templates(),
+                    usageRequirements="Prefetch; without it the service stays silent rather than slow.",
+                ),
+                ServiceDescription(
+                    hook="order-sign",
+                    id=ORDER_SIGN_ID,
+                    title="Trial eligibility order check (sign)",
+                    description="The final check before signing: warns when a draft order would close a clinical "
+                    "trial the patient may be eligible for, with the date eligibility would resume.",
+                    prefetch=prefetch_templates(),
+                    usageRequirements=usage,
+                ),
             ]
         )
 
@@ -249,21 +274,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def hook(service_id: str, request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         """Call the service. Answers `{"cards": [...]}`, or 412 when the patient's data cannot be obtained."""
-        if service_id != SERVICE_ID:
+        expected_hook = SERVICE_HOOKS.get(service_id)
+        if expected_hook is None:
             return _error(404, f"no CDS service '{service_id[:64]}'")
         try:
             req = HookRequest.model_validate(body)
-            if req.hook != "patient-view":
-                return _error(400, f"service {SERVICE_ID} answers the patient-view hook, not '{req.hook[:40]}'")
-            ctx = PatientViewContext.model_validate(req.context)
+            if req.hook != expected_hook:
+                return _error(400, f"service {service_id} answers the {expected_hook} hook, not '{req.hook[:40]}'")
+            context_model = PatientViewContext if expected_hook == "patient-view" else OrderContext
+            ctx = context_model.model_validate(req.context)
         except ValidationError as e:
             details = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
             return _error(400, "invalid CDS Hooks request", details=details)
         token = req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None
         try:
-            cards = await request.app.state.matcher.patient_view(
-                ctx.patientId, req.prefetch, req.fhirServer, token, str(req.hookInstance), _base_url(request)
-            )
+            matcher: Matcher = request.app.state.matcher
+            if isinstance(ctx, OrderContext):
+                cards = await matcher.order_check(
+                    ctx.patientId,
+                    req.prefetch,
+                    req.fhirServer,
+                    token,
+                    ctx.draftOrders,
+                    ctx.selections,
+                    final=expected_hook == "order-sign",
+                    hook_instance=str(req.hookInstance),
+                )
+            else:
+                cards = await matcher.patient_view(
+                    ctx.patientId, req.prefetch, req.fhirServer, token, str(req.hookInstance), _base_url(request)
+                )
         except PreconditionFailed as e:
             log.info("precondition failed", extra={"hookInstance": str(req.hookInstance), "gaps": len(e.reasons)})
             return _error(412, "the data this service needs could be neither prefetched nor fetched", reasons=e.reasons)
@@ -272,7 +312,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/cds-services/{service_id}/feedback", tags=["CDS Hooks"], responses=_errors(400, 401, 404, 413))
     async def feedback(service_id: str, request: Request, body: FeedbackRequest) -> dict[str, int]:
         """Store what the clinician did with cards (accepted / overridden)."""
-        if service_id != SERVICE_ID:
+        if service_id not in SERVICE_HOOKS:
             raise HTTPException(404, f"no CDS service '{service_id[:64]}'")
         stored = await request.app.state.store.add(service_id, body.feedback)
         log.info("feedback stored", extra={"service": service_id, "stored": stored})

@@ -38,6 +38,25 @@ class PatientViewContext(BaseModel):
     encounterId: str | None = None
 
 
+class OrderContext(BaseModel):
+    """order-select and order-sign context: the patient and the orders being written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    patientId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    userId: str | None = None
+    encounterId: str | None = None
+    selections: list[str] | None = None
+    draftOrders: dict[str, Any]
+
+    @field_validator("draftOrders")
+    @classmethod
+    def _bundle(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("resourceType") != "Bundle":
+            raise ValueError("draftOrders must be a FHIR Bundle")
+        return v
+
+
 class HookRequest(BaseModel):
     """A CDS Hooks call. `context` is validated per hook by the service that receives it."""
 

@@ -15,6 +15,8 @@ from .cards import cards_for, shown
 from .catalog import Catalog
 from .gather import Gathered, Gatherer
 from .hooks import CardsResponse, Link
+from .order_cards import order_cards
+from .orders import draft_orders, impacts
 from .report import Report
 from .store import Store
 
@@ -104,6 +106,43 @@ class Matcher:
                 "sources": got.sources,
                 "resources": len(got.resources),
                 "gaps": len(got.gaps),
+                "cards": len(cards),
+            },
+        )
+        return CardsResponse(cards=cards)
+
+    async def order_check(
+        self,
+        patient_id: str,
+        prefetch: dict[str, Any] | None,
+        fhir_server: str | None,
+        token: str | None,
+        draft: dict[str, Any],
+        selections: list[str] | None,
+        final: bool,
+        hook_instance: str,
+    ) -> CardsResponse:
+        """order-sign (final) reads what prefetch lacks; order-select answers fast from prefetch alone."""
+        if final:
+            got = await self.gather(patient_id, prefetch, fhir_server, token)
+        else:
+            got = await self.gatherer.gather(patient_id, prefetch, None, None)
+            if not got.patient_found:
+                return CardsResponse(cards=[])
+        today = self.today()
+
+        def work() -> list:
+            facts = self.catalog.facts(got.resources, patient_id, got.complete)
+            orders = draft_orders(self.catalog, draft, today, selections if not final else None)
+            return order_cards(self.catalog.trials, impacts(self.catalog, facts, orders, today), facts.patient)
+
+        cards = await asyncio.to_thread(work)
+        log.info(
+            "order check answered",
+            extra={
+                "hookInstance": hook_instance,
+                "sources": got.sources,
+                "resources": len(got.resources),
                 "cards": len(cards),
             },
         )

@@ -33,6 +33,7 @@ class Criterion(BaseModel):
     rule: dict | None = None
     review: str | None = None
     also_review: str | None = None
+    alternatives: str | None = None  # the criterion's own text naming what stays allowed (order warnings quote it)
     _compiled: Rule | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -60,9 +60,13 @@ def _essence(cards: list[dict]) -> list[tuple]:
 
 def test_discovery_lists_the_service(service):
     services = service.get("/cds-services").json()["services"]
-    assert [s["id"] for s in services] == ["trial-matcher"]
-    assert services[0]["hook"] == "patient-view"
-    assert {"patient", "conditions", "observations", "medications"} <= set(services[0]["prefetch"])
+    assert {s["id"]: s["hook"] for s in services} == {
+        "trial-matcher": "patient-view",
+        "trial-order-select": "order-select",
+        "trial-order-sign": "order-sign",
+    }
+    for s in services:
+        assert {"patient", "conditions", "observations", "medications"} <= set(s["prefetch"])
 
 
 @pytest.mark.parametrize("patient", DEMO)
@@ -190,3 +194,65 @@ def test_feedback_is_stored_and_readable_by_admin(service):
     assert after["total"] == before["total"] + 2
     assert after["feedback"][0]["override_reason"]["userComment"] == "prefers current therapy"
     assert service.get("/admin/feedback", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+ORDERS = {
+    "rituximab": ("http://www.nlm.nih.gov/research/umls/rxnorm", "121191", "riTUXimab 10 MG/ML Injectable Solution"),
+    "belimumab": ("http://www.nlm.nih.gov/research/umls/rxnorm", "1092437", "belimumab 120 MG/ML"),
+    "mrna": ("http://hl7.org/fhir/sid/cvx", "208", "COVID-19 mRNA vaccine"),
+    "live": ("http://hl7.org/fhir/sid/cvx", "03", "MMR vaccine"),
+    "none": ("http://www.nlm.nih.gov/research/umls/rxnorm", "197361", "amLODIPine 5 MG Oral Tablet"),
+}
+ORDER_EXPECTED = {  # (patient, order) -> trials warned about
+    ("demo-amara", "rituximab"): {"NCT06902844", "NCT07274059", "NCT06010472"},
+    ("demo-amara", "belimumab"): {"NCT06902844", "NCT07274059", "NCT06010472"},
+    ("demo-amara", "mrna"): {"NCT06801119"},
+    ("demo-amara", "live"): {"NCT06801119"},
+    ("demo-amara", "none"): set(),
+    ("demo-dana", "live"): set(),  # already ineligible for the one trial a live vaccine would close
+}
+
+
+def _order_request(patient: str, order: str, prefetch: str, fhir_server, token) -> dict:
+    system, code, display = ORDERS[order]
+    req = hook_request(patient, prefetch, fhir_server, token)
+    req["hook"] = "order-sign"
+    req["context"]["draftOrders"] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": f"draft-{order}",
+                    "status": "draft",
+                    "intent": "order",
+                    "subject": {"reference": f"Patient/{patient}"},
+                    "medicationCodeableConcept": {
+                        "coding": [{"system": system, "code": code, "display": display}],
+                        "text": display,
+                    },
+                }
+            }
+        ],
+    }
+    return req
+
+
+def _order_essence(cards: list[dict]) -> list[tuple]:
+    return [(c["extension"]["trialId"], c["extension"].get("eligibleFrom"), c["summary"], c["detail"]) for c in cards]
+
+
+@pytest.mark.parametrize(("patient", "order"), sorted(ORDER_EXPECTED))
+def test_order_sign_against_the_fhir_server_and_through_prefetch(service, fhir_server, patient, order):
+    fetched = service.post(
+        "/cds-services/trial-order-sign",
+        json=_order_request(patient, order, "none", fhir_server.base, fhir_server.token),
+    )
+    prefetched = service.post("/cds-services/trial-order-sign", json=_order_request(patient, order, "full", None, None))
+    assert fetched.status_code == prefetched.status_code == 200
+    assert _order_essence(fetched.json()["cards"]) == _order_essence(prefetched.json()["cards"])
+    assert {c["extension"]["trialId"] for c in fetched.json()["cards"]} == ORDER_EXPECTED[(patient, order)]
+    for c in fetched.json()["cards"]:
+        assert c["indicator"] == "warning" and c["suggestions"] and c["overrideReasons"]
+        _assert_no_empty(c)

@@ -1,0 +1,144 @@
+"""What a draft order would do to the patient's trial eligibility (order-select / order-sign).
+
+Each draft order (MedicationRequest, ServiceRequest or Immunization-style vaccine
+order) is mapped to its ingredient through mappings/ (RxNorm ingredient and
+clinical-drug codes, CVX, names). The patient is then evaluated twice on the
+order's start date: as recorded, and as if the order were given that day. A trial
+the patient is likely or possibly eligible for today, where the order turns a
+criterion into a fail, is an impact: temporary (with the date eligibility would
+resume) or permanent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from .catalog import Catalog
+from .facts import MedicationFact, PatientFacts
+from .normalize import Invalid, _d, _daily_dose, _l, _o, _s
+from .report import CriterionResult, TrialResult
+
+ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "Immunization", "MedicationStatement")
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    reference: str  # "MedicationRequest/abc"
+    ingredient: str
+    display: str
+    start: date
+    daily_dose_mg: float | None = None
+    systemic: bool = True
+
+
+@dataclass
+class Impact:
+    order: DraftOrder
+    trial: str
+    status_before: str
+    status_after: str
+    criteria: list[CriterionResult] = field(default_factory=list)  # newly failing, with until
+
+    @property
+    def permanent(self) -> bool:
+        return self.status_after == "ineligible"
+
+    @property
+    def resumes(self) -> date | None:
+        dates = [c.until for c in self.criteria if c.until]
+        return max(dates) if dates and not self.permanent else None
+
+
+def _concept(res: dict) -> Any:
+    rtype = res.get("resourceType")
+    if rtype == "Immunization":
+        return res.get("vaccineCode")
+    if rtype == "ServiceRequest":
+        return res.get("code")
+    return res.get("medicationCodeableConcept")
+
+
+def _start(res: dict, default: date) -> date:
+    for d in _l(res.get("dosageInstruction")) + _l(res.get("dosage")):
+        bounds = _o(_o(_o(_o(d).get("timing")).get("repeat")).get("boundsPeriod"))
+        start = _d(bounds.get("start"))
+        if start:
+            return max(start, default)
+    occ = _d(res.get("occurrenceDateTime")) or _d(_o(res.get("occurrencePeriod")).get("start"))
+    return max(occ, default) if occ else default
+
+
+def draft_orders(catalog: Catalog, bundle: Any, today: date, selections: list[str] | None = None) -> list[DraftOrder]:
+    """The orders in `context.draftOrders` (only the `selections`, when given) that map to an ingredient."""
+    out = []
+    norm = catalog.normalizer
+    entries = _l(_o(bundle).get("entry")) if isinstance(bundle, dict) else []
+    for e in entries:
+        res = _o(_o(e).get("resource"))
+        rtype = res.get("resourceType")
+        if rtype not in ORDER_TYPES:
+            continue
+        ref = f"{rtype}/{res.get('id')}"
+        if selections and ref not in selections and str(res.get("id")) not in selections:
+            continue
+        try:
+            concept = _concept(res)
+            key, strength = norm._ingredient(concept) if concept is not None else (None, None)
+            if key is None:
+                continue
+            daily, systemic = _daily_dose(_l(res.get("dosageInstruction")), strength, catalog.mappings)
+            display = _s(_o(concept).get("text")) or next(
+                (c.get("display") for c in _l(_o(concept).get("coding")) if isinstance(c, dict) and c.get("display")),
+                key.replace("_", " "),
+            )
+            out.append(DraftOrder(ref, key, display, _start(res, today), daily, systemic))
+        except Invalid:
+            continue
+    return out
+
+
+def with_order(facts: PatientFacts, order: DraftOrder, catalog: Catalog) -> PatientFacts:
+    """The patient's facts as if `order` were given once on its start date."""
+    ing = catalog.mappings.medications.ingredients[order.ingredient]
+    pred = order.daily_dose_mg * ing.pred_eq if order.daily_dose_mg is not None and ing.pred_eq else None
+    given = MedicationFact(
+        ingredient=order.ingredient,
+        classes=frozenset(catalog.mappings.ingredient_classes.get(order.ingredient, ())),
+        resource=order.reference,
+        display=order.display,
+        status="completed",
+        start=order.start,
+        end=order.start,
+        daily_dose_mg=order.daily_dose_mg,
+        systemic=order.systemic,
+        pred_eq_mg=pred,
+    )
+    return replace(facts, medications=[*facts.medications, given])
+
+
+def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], today: date) -> list[Impact]:
+    """Per order and trial the patient may enter today: the criteria the order would turn into fails."""
+    open_today = {t.id for t in catalog.report(facts, today).trials if t.status != "ineligible"}
+    out: list[Impact] = []
+    for order in orders:
+        ing = catalog.mappings.medications.ingredients[order.ingredient]
+        if ing.systemic_only and not order.systemic:
+            continue  # inhaled or topical steroids: the trials allow them
+        current = [m for m in facts.medications if m.ingredient == order.ingredient and m.ongoing(today)]
+        if current and (
+            order.daily_dose_mg is None
+            or any(m.daily_dose_mg is not None and order.daily_dose_mg <= m.daily_dose_mg for m in current)
+        ):
+            continue  # renewing what the patient already takes, at no higher dose, changes nothing
+        on = order.start
+        before = {t.id: t for t in catalog.report(facts, on, sorted(open_today)).trials} if open_today else {}
+        after = catalog.report(with_order(facts, order, catalog), on, sorted(open_today)).trials if open_today else []
+        for t_after in after:
+            t_before: TrialResult = before[t_after.id]
+            was = {c.id: c.outcome for c in t_before.criteria}
+            newly = [c for c in t_after.criteria if c.outcome == "fail" and was.get(c.id) != "fail"]
+            if newly:
+                out.append(Impact(order, t_after.id, t_before.status, t_after.status, newly))
+    return out
