@@ -127,16 +127,24 @@ class SqliteStore:
         return await self._run(lambda: self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
 
     async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None:
+        """Checklists are short-lived and re-made on the next chart opening: no fsync per commit for them
+        (WAL + synchronous=NORMAL keeps the database consistent; a power cut may lose the newest links)."""
         now = time.time()
-        await self._run(
-            lambda: self._tx(
-                [
-                    ("UPDATE checklist SET payload = NULL WHERE expires_at < ? AND payload IS NOT NULL", [(now,)]),
-                    ("DELETE FROM checklist WHERE expires_at < ?", [(now - EXPIRED_GRACE_SECONDS,)]),
-                    ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (?, ?, ?)", rows),
-                ]
-            )
-        )
+
+        def write() -> None:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._tx(
+                    [
+                        ("UPDATE checklist SET payload = NULL WHERE expires_at < ? AND payload IS NOT NULL", [(now,)]),
+                        ("DELETE FROM checklist WHERE expires_at < ?", [(now - EXPIRED_GRACE_SECONDS,)]),
+                        ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (?, ?, ?)", rows),
+                    ]
+                )
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")
+
+        await self._run(write)
 
     async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None:
         row = await self._run(
