@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__, checklists
 from .auth import Authenticator, JwksCache
 from .catalog import Catalog
-from .coverage import coverage
+from .coverage import catalog_entry
 from .gather import Gatherer, prefetch_templates
 from .hooks import (
     CardsResponse,
@@ -396,23 +396,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/trials", tags=["Trials"])
     async def trials() -> list[dict[str, Any]]:
         """The trial catalogue with criteria coverage."""
-        out = []
-        for t in catalog.trials.values():
-            cov = coverage(t)
-            out.append(
-                {
-                    "id": t.id,
-                    "title": t.title,
-                    "sponsor": t.sponsor,
-                    "phase": t.phase,
-                    "status": t.status,
-                    "url": t.url,
-                    "criteria": cov.total,
-                    "computable": cov.computable,
-                    "review": cov.review,
-                }
-            )
-        return out
+        return [catalog_entry(t) for t in catalog.trials.values()]
 
     @app.get("/trials/{trial_id}", tags=["Trials"], responses=_errors(404))
     async def trial_detail(trial_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .catalog import Catalog
-from .coverage import coverage, render_text
+from .coverage import catalog_entry, coverage, render_text
 from .report import Report, TrialResult
 from .settings import get_settings
 
@@ -105,31 +105,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_trials(args: argparse.Namespace) -> int:
     cat = _catalog()
     if args.format == "json":
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": t.id,
-                        "title": t.title,
-                        "sponsor": t.sponsor,
-                        "phase": t.phase,
-                        "status": t.status,
-                        "url": t.url,
-                        "min_age": t.min_age,
-                        "max_age": t.max_age,
-                    }
-                    for t in cat.trials.values()
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps([catalog_entry(t) for t in cat.trials.values()], indent=2))
         return 0
     table = Table(title="trial catalogue", title_justify="left")
     for col in ("id", "title", "sponsor", "phase", "status", "ages", "criteria"):
         table.add_column(col)
-    for t in cat.trials.values():
-        ages = f"{t.min_age or ''}-{t.max_age or ''}"
-        table.add_row(t.id, t.short_title or t.title, t.sponsor, t.phase, t.status, ages, str(len(t.criteria)))
+    for e in (catalog_entry(t) for t in cat.trials.values()):
+        ages = f"{e['min_age'] or ''}-{e['max_age'] or ''}"
+        table.add_row(
+            str(e["id"]),
+            str(e["short_title"] or e["title"]),
+            str(e["sponsor"]),
+            str(e["phase"]),
+            str(e["status"]),
+            ages,
+            str(e["criteria"]),
+        )
     Console().print(table)
     return 0
 

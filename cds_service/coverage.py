@@ -35,6 +35,25 @@ def coverage(trial: Trial) -> Coverage:
     )
 
 
+def catalog_entry(trial: Trial) -> dict[str, object]:
+    """A trial's line in the catalogue (REST /trials and `trial-matcher trials`)."""
+    cov = coverage(trial)
+    return {
+        "id": trial.id,
+        "title": trial.title,
+        "short_title": trial.short_title,
+        "sponsor": trial.sponsor,
+        "phase": trial.phase,
+        "status": trial.status,
+        "url": trial.url,
+        "min_age": trial.min_age,
+        "max_age": trial.max_age,
+        "criteria": cov.total,
+        "computable": cov.computable,
+        "review": cov.review,
+    }
+
+
 def render_text(rows: list[Coverage]) -> str:
     lines = [f"{'trial':<13} {'total':>5} {'incl':>5} {'excl':>5} {'computable':>10} {'review':>6} {'partly':>6}"]
     for r in rows:

@@ -475,37 +475,19 @@ class Engine:
                     too_recent.append(recent)
                     continue
             until: date | None = None
-            if since is not None and rule.by_diagnosis and not c.active:
-                first = c.onset or c.recorded
-                if first is None:
-                    review.append(
-                        Res(
-                            Truth.REVIEW,
-                            evidence=[ev],
-                            notes=[f"{c.display}: date of diagnosis not recorded; within {rule.within}?"],
-                        )
-                    )
+            if since is not None and not c.active:
+                # "diagnosed within": from the diagnosis date; otherwise: present within the window
+                ref = (c.onset or c.recorded) if rule.by_diagnosis else (c.abatement or c.onset)
+                if ref is None:
+                    what = "date of diagnosis" if rule.by_diagnosis else "date"
+                    note = f"{c.display}: {what} not recorded; was it within {rule.within}?"
+                    review.append(Res(Truth.REVIEW, evidence=[ev], notes=[note]))
                     continue
-                if first < since:
+                if ref < since:
                     out_of_window = True
                     continue
-                until = rule.within.end_after(first)  # type: ignore[union-attr]
-            elif since is not None and not c.active:
-                last = c.abatement or c.onset
-                if last is None:
-                    review.append(
-                        Res(
-                            Truth.REVIEW,
-                            evidence=[ev],
-                            notes=[f"{c.display}: date not recorded; was it within {rule.within}?"],
-                        )
-                    )
-                    continue
-                if last < since:
-                    out_of_window = True
-                    continue
-                if c.active is False:
-                    until = rule.within.end_after(last)  # type: ignore[union-attr]
+                if rule.by_diagnosis or c.active is False:
+                    until = rule.within.end_after(ref)  # type: ignore[union-attr]
             if c.groups & rule.except_groups:
                 review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{c.display}: {rule.except_review}"]))
             elif rule.match_review:
