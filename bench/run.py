@@ -302,12 +302,15 @@ def report(rows: list[dict], workers: int) -> None:
         )
     if all("c" in r for r in rows):
         print("\n(c) hook without prefetch, reading from sekmet-fhir on loopback (median ms)")
-        print(f"{'resources':>9} | {'hook':>8} {'slowest search':>15} {'(which)':>20} {'ratio':>6}")
+        print(
+            f"{'resources':>9} | {'hook':>8} {'slowest search':>15} {'(which)':>14} {'ratio':>6} | "
+            f"{'six searches at once, plain client':>35}"
+        )
         for r in rows:
             c = r["c"]
             print(
-                f"{r['size']:>9} | {c['hook']:>8.1f} {c['slowest']:>15.1f} {c['search']:>20} "
-                f"{c['hook'] / c['slowest']:>6.2f}"
+                f"{r['size']:>9} | {c['hook']:>8.1f} {c['slowest']:>15.1f} {c['search']:>14} "
+                f"{c['hook'] / c['slowest']:>6.2f} | {c['together']:>35.1f}"
             )
     by = {r["size"]: r for r in rows}
     print("\ntargets")
@@ -324,7 +327,8 @@ def report(rows: list[dict], workers: int) -> None:
             ratio = r["c"]["hook"] / r["c"]["slowest"]
             print(
                 f"  (c) at {r['size']:,}: hook / slowest search = {ratio:.2f} (target <= 1.5) "
-                f"{'PASS' if ratio <= 1.5 else 'FAIL'}"
+                f"{'PASS' if ratio <= 1.5 else 'FAIL'}; the server's own floor (six at once) is "
+                f"{r['c']['together'] / r['c']['slowest']:.2f} x the slowest"
             )
 
 

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, checklists
 from .auth import Authenticator, JwksCache
-from .catalog import Catalog
+from .catalog import Catalog, MixedPatients
 from .coverage import catalog_entry
 from .gather import Gatherer, prefetch_templates
 from .hooks import (
@@ -387,7 +387,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JsonBytes(report.model_dump(mode="json", exclude_none=True) | {"gaps": got.gaps})
         if body is None:
             return _error(400, "POST a FHIR Bundle of one patient's resources, or use ?patient=ID")
-        facts = catalog.facts(body.model_dump(mode="json", exclude_none=True))
+        try:
+            facts = catalog.facts(body.model_dump(mode="json", exclude_none=True))
+        except MixedPatients as e:
+            return _error(400, str(e))
         if facts.patient == "Patient/unknown":
             return _error(400, "the Bundle holds no Patient resource")
         report = catalog.report(facts, when, trial)

@@ -19,6 +19,10 @@ from .report import Report
 from .trials import Trial, load_trials
 
 
+class MixedPatients(ValueError):
+    """More than one patient in data that must be one patient's."""
+
+
 @dataclass(frozen=True)
 class Catalog:
     mappings: Mappings
@@ -39,7 +43,13 @@ class Catalog:
         default a Bundle of one patient's record counts as complete for all three.
         """
         kinds = {"Observation", "Condition", "Medication"} if gathered is None else gathered
-        return self.normalizer.normalize(iter_resources(data), patient_id, kinds)
+        resources = list(iter_resources(data))
+        if patient_id is None:
+            ids = {r.get("id") for r in resources if r.get("resourceType") == "Patient"}
+            if len(ids) > 1:
+                # Their results would be mixed into one evaluation: refuse rather than guess.
+                raise MixedPatients(f"the data hold {len(ids)} different Patient resources; send one patient's")
+        return self.normalizer.normalize(resources, patient_id, kinds)
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = [self.trials[t] for t in trial_ids] if trial_ids else list(self.trials.values())

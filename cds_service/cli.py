@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .catalog import Catalog
+from .catalog import Catalog, MixedPatients
 from .coverage import catalog_entry, coverage, render_text
 from .report import Report, TrialResult
 from .settings import get_settings
@@ -74,7 +74,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if unknown:
         err.print(f"[red]unknown trial(s): {', '.join(unknown)}[/red]; see `trial-matcher trials`")
         return EXIT_ERROR
-    facts = cat.facts(data)
+    try:
+        facts = cat.facts(data)
+    except MixedPatients as e:
+        err.print(f"[red]{e}[/red]")
+        return EXIT_ERROR
     if facts.patient == "Patient/unknown":
         err.print("[red]the file holds no Patient resource[/red]")
         return EXIT_ERROR

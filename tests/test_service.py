@@ -97,6 +97,15 @@ def test_match_with_bundle_reports_every_criterion(client):
     assert washout["evidence"][0]["resource"].startswith("MedicationRequest/")
 
 
+def test_match_refuses_two_patients_in_one_bundle(client):
+    from demo.load import demo_bundles
+
+    b = demo_bundles()
+    mixed = {**b["demo-amara"], "entry": b["demo-amara"]["entry"] + b["demo-dana"]["entry"]}
+    r = client.post("/match", json=mixed)
+    assert r.status_code == 400 and "2 different Patient" in r.json()["error"]
+
+
 def test_match_rejects_non_bundles(client):
     assert client.post("/match", json={"resourceType": "Patient"}).status_code == 400
     assert client.post("/match", params={"patient": "p1"}).status_code == 400  # no FHIR server configured
