@@ -42,8 +42,37 @@ _SCHEMA = (
     " accepted_suggestions TEXT, override_reason TEXT)",
     "CREATE TABLE IF NOT EXISTS checklist (token_hash TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL,"
     " payload TEXT)",
+    # the purge looks rows up by expiry: without this index every purge read the whole table, payloads included
+    "CREATE INDEX IF NOT EXISTS checklist_expires ON checklist (expires_at)",
 )
 EXPIRED_GRACE_SECONDS = 86_400
+PURGE_EVERY_SECONDS = 60.0
+
+
+def _checklist_statements(p: str, rows: list[tuple[str, float, str]], purge: bool) -> list[tuple[str, list[tuple]]]:
+    now = time.time()
+    statements: list[tuple[str, list[tuple]]] = []
+    if purge:
+        statements += [
+            (f"UPDATE checklist SET payload = NULL WHERE expires_at < {p} AND payload IS NOT NULL", [(now,)]),
+            (f"DELETE FROM checklist WHERE expires_at < {p}", [(now - EXPIRED_GRACE_SECONDS,)]),
+        ]
+    statements.append((f"INSERT INTO checklist (token_hash, expires_at, payload) VALUES ({p}, {p}, {p})", rows))
+    return statements
+
+
+class _PurgeClock:
+    """Expired checklists are purged with a write at most once a minute, not with every write."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= PURGE_EVERY_SECONDS:
+            self._last = now
+            return True
+        return False
 
 
 class Store(Protocol):
@@ -96,6 +125,7 @@ class SqliteStore:
         for ddl in _SCHEMA:
             self._conn.execute(ddl.format(serial="INTEGER"))
         self._lock = asyncio.Lock()
+        self._purge = _PurgeClock()
 
     def _tx(self, statements: list[tuple[str, list[tuple]]]) -> None:
         cur = self._conn.cursor()
@@ -129,18 +159,12 @@ class SqliteStore:
     async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None:
         """Checklists are short-lived and re-made on the next chart opening: no fsync per commit for them
         (WAL + synchronous=NORMAL keeps the database consistent; a power cut may lose the newest links)."""
-        now = time.time()
+        statements = _checklist_statements("?", rows, self._purge.due())
 
         def write() -> None:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._tx(
-                    [
-                        ("UPDATE checklist SET payload = NULL WHERE expires_at < ? AND payload IS NOT NULL", [(now,)]),
-                        ("DELETE FROM checklist WHERE expires_at < ?", [(now - EXPIRED_GRACE_SECONDS,)]),
-                        ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (?, ?, ?)", rows),
-                    ]
-                )
+                self._tx(statements)
             finally:
                 self._conn.execute("PRAGMA synchronous=FULL")
 
@@ -165,6 +189,7 @@ class PostgresStore:
         self.dsn = dsn
         self._conn: Any = None
         self._lock = asyncio.Lock()
+        self._purge = _PurgeClock()
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -209,14 +234,7 @@ class PostgresStore:
         return int((await self._tx([("SELECT COUNT(*) FROM feedback", [()])], fetch=True))[0][0])
 
     async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None:
-        now = time.time()
-        await self._tx(
-            [
-                ("UPDATE checklist SET payload = NULL WHERE expires_at < %s AND payload IS NOT NULL", [(now,)]),
-                ("DELETE FROM checklist WHERE expires_at < %s", [(now - EXPIRED_GRACE_SECONDS,)]),
-                ("INSERT INTO checklist (token_hash, expires_at, payload) VALUES (%s, %s, %s)", rows),
-            ]
-        )
+        await self._tx(_checklist_statements("%s", rows, self._purge.due()))
 
     async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None:
         rows = await self._tx(
