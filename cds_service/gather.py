@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 # Prefetch key -> (template, resource type, kind it completes)
 QUERIES: dict[str, tuple[str, str, str]] = {
@@ -232,8 +233,8 @@ class Gatherer:
             if resp.status_code != 200:
                 raise FetchError(f"HTTP {resp.status_code}")
             try:
-                data = resp.json()
-            except ValueError as e:
+                data = orjson.loads(resp.content)  # several times faster than json on large search pages
+            except orjson.JSONDecodeError as e:
                 raise FetchError("response was not JSON") from e
             if not isinstance(data, dict):
                 raise FetchError("response was not a FHIR resource")
