@@ -1,4 +1,4 @@
-"""Start and stop the service as a real process for benchmarks (loopback only)."""
+"""Start and stop the service as a real process on loopback (benchmarks and process-level tests)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class ServiceProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = workdir / "feedback.sqlite3"
-        self.log = (workdir / "service.log").open("w")
+        self.log_path = workdir / "service.log"
+        self.log = self.log_path.open("w")
         environ = {
             **os.environ,
             "TRIAL_MATCHER_AUTH_REQUIRED": "false",
@@ -64,7 +65,7 @@ class ServiceProcess:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError("service did not start")
+        raise RuntimeError("service did not start: " + self.log_path.read_text()[-2000:])
 
     def stop(self) -> None:
         if self.proc.poll() is None:

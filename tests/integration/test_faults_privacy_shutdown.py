@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.service import ServiceProcess
+
 from .misbehaving_fhir import PATIENT, MisbehavingFhir
 
 pytestmark = pytest.mark.integration
@@ -24,49 +22,15 @@ BUDGET = 1.5
 TOKEN = "tok-SECRET-4f9e2c7a1b"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, workdir: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.db = workdir / f"feedback-{self.port}.sqlite3"
-        self.log_path = workdir / f"service-{self.port}.log"
-        self.log = self.log_path.open("w")
-        full_env = {
-            **os.environ,
-            "TRIAL_MATCHER_AUTH_REQUIRED": "false",
-            "TRIAL_MATCHER_DATABASE_URL": f"sqlite:///{self.db}",
-            "TRIAL_MATCHER_ALLOWED_FHIR_SERVERS": "http://127.0.0.1",
-            "TRIAL_MATCHER_HOOK_BUDGET_SECONDS": str(BUDGET),
-            "TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS": "1.0",
-            "TRIAL_MATCHER_LOG_LEVEL": "DEBUG",
-            **env,
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cds_service", "serve", "--port", str(self.port)],
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("service did not start: " + self.log_path.read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
-        self.log.close()
+def Service(workdir: Path, **env: str) -> ServiceProcess:  # noqa: N802 - reads like the class it builds
+    """The service as a real process, configured for these tests (overridable per test)."""
+    defaults = {
+        "TRIAL_MATCHER_ALLOWED_FHIR_SERVERS": "http://127.0.0.1",
+        "TRIAL_MATCHER_HOOK_BUDGET_SECONDS": str(BUDGET),
+        "TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS": "1.0",
+        "TRIAL_MATCHER_LOG_LEVEL": "DEBUG",
+    }
+    return ServiceProcess(workdir, **{**defaults, **env})
 
 
 @pytest.fixture(scope="module")
