@@ -76,9 +76,8 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
             [_criterion_line(c, c.explanation or f"clear from {c.until.isoformat()}") for c in temporary if c.until]
         )
     if unknown:
-        missing = list(dict.fromkeys(m for c in unknown for m in c.missing))
         lines += ["", "**Data missing — order or record:**"]
-        lines += _bullets([_md_escape(m) for m in missing])
+        lines += _bullets([_md_escape(m) for m in result.missing])
     if review:
         lines += ["", "**Needs review by the study team:**"]
         lines += _bullets([_criterion_line(c, "; ".join(c.review)) for c in review])

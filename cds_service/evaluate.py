@@ -297,7 +297,7 @@ class Engine:
             d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of)
             if d is not None:
                 return d, None
-            if "Observation" in ctx.facts.gathered or missing_inputs:
+            if missing_inputs:
                 derived_note = f"not reported, and cannot be calculated: missing {', '.join(missing_inputs)}"
                 return None, f"{v.label} ({v.derived.replace('_', '-')}): {derived_note}"
         code = v.primary

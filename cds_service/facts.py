@@ -54,7 +54,6 @@ class MedicationFact:
     start: date | None
     end: date | None
     daily_dose_mg: float | None = None
-    systemic: bool = True
     pred_eq_mg: float | None = None  # prednisone-equivalent mg/day for glucocorticoids
 
     def ongoing(self, as_of: date) -> bool:

@@ -67,9 +67,6 @@ class Gathered:
     def patient_found(self) -> bool:
         return any(r.get("resourceType") == "Patient" for r in self.resources)
 
-    def has_anything(self) -> bool:
-        return bool(self.resources)
-
 
 def server_allowed(url: str, allowed: list[str]) -> bool:
     """True when `url` is under one of the allowed base URLs (scheme, host, port and path prefix)."""

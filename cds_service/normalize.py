@@ -232,16 +232,15 @@ class Normalizer:
 
     def _patient(self, res: dict, patient_id: str | None, facts: PatientFacts) -> None:
         rid = _s(res.get("id"))
-        if patient_id is not None and rid != patient_id and facts.patient != "Patient/unknown":
-            return
+        if patient_id is not None and rid != patient_id:
+            return  # another patient's record (Catalog refuses mixed data when no id is given)
         birth, gender = _d(res.get("birthDate")), _s(res.get("gender"))
         if gender not in (None, "male", "female", "other", "unknown"):
             raise Invalid("gender")
         if not self._valid(res, facts):
             return
-        if patient_id is None or rid == patient_id or facts.patient == "Patient/unknown":
-            facts.patient = f"Patient/{rid}"
-            facts.birth_date, facts.gender = birth, gender
+        facts.patient = f"Patient/{rid}"
+        facts.birth_date, facts.gender = birth, gender
 
     # --- Observation ---------------------------------------------------------------------------
 
@@ -550,7 +549,6 @@ class Normalizer:
                 start=start,
                 end=end,
                 daily_dose_mg=daily,
-                systemic=systemic,
                 pred_eq_mg=pred,
             )
         )

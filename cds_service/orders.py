@@ -112,7 +112,6 @@ def with_order(facts: PatientFacts, order: DraftOrder, catalog: Catalog) -> Pati
         start=order.start,
         end=order.start,
         daily_dose_mg=order.daily_dose_mg,
-        systemic=order.systemic,
         pred_eq_mg=pred,
     )
     return replace(facts, medications=[*facts.medications, given])
@@ -120,7 +119,10 @@ def with_order(facts: PatientFacts, order: DraftOrder, catalog: Catalog) -> Pati
 
 def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], today: date) -> list[Impact]:
     """Per order and trial the patient may enter today: the criteria the order would turn into fails."""
-    open_today = {t.id for t in catalog.report(facts, today).trials if t.status != "ineligible"}
+    baseline = {today: catalog.report(facts, today).trials}
+    open_today = sorted(t.id for t in baseline[today] if t.status != "ineligible")
+    if not open_today:
+        return []
     out: list[Impact] = []
     for order in orders:
         ing = catalog.mappings.medications.ingredients[order.ingredient]
@@ -133,8 +135,10 @@ def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], tod
         ):
             continue  # renewing what the patient already takes, at no higher dose, changes nothing
         on = order.start
-        before = {t.id: t for t in catalog.report(facts, on, sorted(open_today)).trials} if open_today else {}
-        after = catalog.report(with_order(facts, order, catalog), on, sorted(open_today)).trials if open_today else []
+        if on not in baseline:  # the unchanged record, once per start date
+            baseline[on] = catalog.report(facts, on, open_today).trials
+        before = {t.id: t for t in baseline[on]}
+        after = catalog.report(with_order(facts, order, catalog), on, open_today).trials
         for t_after in after:
             t_before: TrialResult = before[t_after.id]
             was = {c.id: c.outcome for c in t_before.criteria}

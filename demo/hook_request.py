@@ -44,6 +44,17 @@ def prefetch_for(res: list[dict], patient_id: str, keys: tuple[str, ...] | None 
     return out
 
 
+def fhir_authorization(token: str) -> dict[str, Any]:
+    """The `fhirAuthorization` object an EHR sends with a bearer token for the FHIR server."""
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "trial-matcher",
+    }
+
+
 def hook_request(
     patient_id: str,
     prefetch: str = "full",
@@ -60,13 +71,7 @@ def hook_request(
     if fhir_server:
         req["fhirServer"] = fhir_server
     if token:
-        req["fhirAuthorization"] = {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.read",
-            "subject": "trial-matcher",
-        }
+        req["fhirAuthorization"] = fhir_authorization(token)
     if prefetch == "full":
         req["prefetch"] = prefetch_for(res, patient_id)
     elif prefetch == "partial":

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from bench.service import ServiceProcess
+from demo.hook_request import fhir_authorization
 
 from .misbehaving_fhir import PATIENT, MisbehavingFhir
 
@@ -55,13 +56,7 @@ def hook(fhir_server: str, prefetch: dict | None = None, token: str | None = TOK
         "context": {"patientId": PATIENT["id"], "userId": "Practitioner/1"},
     }
     if token:
-        req["fhirAuthorization"] = {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.read",
-            "subject": "trial-matcher",
-        }
+        req["fhirAuthorization"] = fhir_authorization(token)
     if prefetch is not None:
         req["prefetch"] = prefetch
     return req
