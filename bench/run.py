@@ -39,6 +39,7 @@ from cds_service.catalog import Catalog
 from cds_service.gather import QUERIES, Gatherer
 from cds_service.hooks import CardsResponse
 from cds_service.settings import REPO_ROOT
+from cds_service.urls import AllowList
 from demo.hook_request import prefetch_for
 
 from .patients import make_patient
@@ -98,7 +99,7 @@ def stages(catalog: Catalog, body: bytes, pid: str, repeat: int) -> tuple[dict[s
     """Median ms of each pipeline stage in-process, and the peak traced memory (MiB) of one request."""
 
     loop = asyncio.new_event_loop()
-    gatherer = Gatherer(httpx.AsyncClient(), [])  # one client, as in the service
+    gatherer = Gatherer(httpx.AsyncClient(), AllowList())  # one client, as in the service
 
     def gather(req: dict):
         return loop.run_until_complete(gatherer.gather(pid, req["prefetch"], None, None))
@@ -232,15 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         floor_url = f"http://127.0.0.1:{floor_port}/echo"
         wait_http(f"http://127.0.0.1:{floor_port}/docs")
+        sekmet = Sekmet(work) if SEKMET.exists() else None
         svc = ServiceProcess(
             work,
             workers=args.workers,
-            TRIAL_MATCHER_ALLOWED_FHIR_SERVERS="http://127.0.0.1",
+            TRIAL_MATCHER_ALLOWED_FHIR_SERVERS=sekmet.base if sekmet else "",
             TRIAL_MATCHER_HOOK_BUDGET_SECONDS="300",
             TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS="120",
             TRIAL_MATCHER_FHIR_PAGE_CAP="1000",
         )
-        sekmet = Sekmet(work) if SEKMET.exists() else None
         hook_url = f"{svc.url}/cds-services/trial-matcher"
         try:
             for n in sizes:

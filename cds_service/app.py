@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, checklists
@@ -36,13 +36,15 @@ from .hooks import (
     FeedbackRequest,
     HookRequest,
     OrderContext,
+    OrderSelectRequest,
+    OrderSignRequest,
     PatientBundle,
-    PatientViewContext,
+    PatientViewRequest,
     ServiceDescription,
 )
 from .logs import setup_logging
 from .matcher import ChecklistLinks, Matcher, PreconditionFailed
-from .middleware import BodySizeLimit, RequireClientJwt
+from .middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
 from .report import Report
 from .research_study import research_study
 from .settings import Settings, get_settings
@@ -53,6 +55,7 @@ SERVICE_ID = "trial-matcher"
 ORDER_SELECT_ID = "trial-order-select"
 ORDER_SIGN_ID = "trial-order-sign"
 SERVICE_HOOKS = {SERVICE_ID: "patient-view", ORDER_SELECT_ID: "order-select", ORDER_SIGN_ID: "order-sign"}
+HOOK_REQUESTS = {SERVICE_ID: PatientViewRequest, ORDER_SELECT_ID: OrderSelectRequest, ORDER_SIGN_ID: OrderSignRequest}
 
 
 class ErrorBody(BaseModel):
@@ -68,11 +71,13 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown service, trial or disabled endpoint",
         412: "The patient's data could be neither prefetched nor fetched",
         413: "Request body too large",
+        415: "The body is not JSON (Content-Type application/json)",
     }
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
 FHIR_JSON = "application/fhir+json"
+AS_OF_MIN, AS_OF_MAX = date(1900, 1, 1), date(2199, 12, 31)  # date arithmetic stays inside Python's range
 
 
 class JsonBytes(JSONResponse):
@@ -119,26 +124,39 @@ def tune_gc(threshold: int) -> None:
         gc.set_threshold(threshold, max(g1, 50), max(g2, 100))
 
 
+class SharedReplay:
+    """JWT ids claimed in the shared store, so a token is accepted once across workers and instances."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool:
+        return await self.app.state.store.claim_jti(iss, jti, exp)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
     catalog = Catalog.load(settings.mappings_dir, settings.trials_dir, settings.strict_validation)
     issuers = settings.issuers
+    allow_list = settings.allow_list  # parsed now: a malformed entry stops start-up, not a request
     if settings.auth_required and (not settings.public_url or not issuers):
         raise RuntimeError(
             "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL and TRIAL_MATCHER_TRUSTED_ISSUERS "
             "(or TRIAL_MATCHER_AUTH_REQUIRED=false for local use only)"
         )
-    jwt_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), follow_redirects=False)
+    # trust_env=False: no proxy or netrc from the environment may redirect or decorate these requests
+    jwt_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), follow_redirects=False, trust_env=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.fhir_timeout_seconds),
             follow_redirects=False,
+            trust_env=False,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
-        gatherer = Gatherer(client, settings.allowed_servers, settings.fhir_page_cap, settings.hook_budget_seconds)
+        gatherer = Gatherer(client, allow_list, settings.fhir_page_cap, settings.hook_budget_seconds)
         app.state.store = open_store(settings.database_url)
         links = ChecklistLinks(
             app.state.store, settings.checklist_ttl_seconds, settings.checklist_link_type, settings.smart_launch_url
@@ -167,17 +185,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.settings = settings
     # Outermost last: CORS answers preflights before auth; the body limit applies before anything reads it.
+    app.add_middleware(RequireJsonBody)
     if settings.auth_required:
         authenticator = Authenticator(
             {i.iss: i for i in issuers},
             settings.public_url,  # type: ignore[arg-type]
-            JwksCache(jwt_client),
+            JwksCache(jwt_client, min_refresh=settings.jwks_min_refresh_seconds),
             leeway=settings.jwt_leeway_seconds,
             max_lifetime=settings.jwt_max_lifetime_seconds,
+            replay=SharedReplay(app),
+            max_token_bytes=settings.max_token_bytes,
         )
         app.add_middleware(RequireClientJwt, authenticator=authenticator)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = settings.cors
     if origins:
         app.add_middleware(
             CORSMiddleware,
@@ -186,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    app.add_middleware(NoTraceback)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -207,11 +229,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _access_log(request: Request, call_next):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         response = await call_next(request)
+        route = request.scope.get("route")
         log.info(
             "request",
             extra={
                 "method": request.method,
-                "path": request.url.path,
+                # the route template, never the path: /checklist/{token} must not put live tokens in the log
+                "path": getattr(route, "path", "(no route)"),
                 "status": response.status_code,
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
             },
@@ -265,28 +289,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ]
         )
 
-    @app.post(
-        "/cds-services/{service_id}",
-        tags=["CDS Hooks"],
-        response_model=CardsResponse,
-        response_model_exclude_none=True,
-        responses=_errors(400, 401, 404, 412, 413),
-    )
-    async def hook(service_id: str, request: Request, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    async def hook(request: Request, req: HookRequest) -> JSONResponse:
         """Call the service. Answers `{"cards": [...]}`, or 412 when the patient's data cannot be obtained."""
-        expected_hook = SERVICE_HOOKS.get(service_id)
-        if expected_hook is None:
-            return _error(404, f"no CDS service '{service_id[:64]}'")
-        try:
-            req = HookRequest.model_validate(body)
-            if req.hook != expected_hook:
-                return _error(400, f"service {service_id} answers the {expected_hook} hook, not '{req.hook[:40]}'")
-            context_model = PatientViewContext if expected_hook == "patient-view" else OrderContext
-            ctx = context_model.model_validate(req.context)
-        except ValidationError as e:
-            details = [{"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in e.errors()]
-            return _error(400, "invalid CDS Hooks request", details=details)
         token = req.fhirAuthorization.access_token.get_secret_value() if req.fhirAuthorization else None
+        ctx = req.context
         try:
             matcher: Matcher = request.app.state.matcher
             if isinstance(ctx, OrderContext):
@@ -295,9 +301,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     req.prefetch,
                     req.fhirServer,
                     token,
-                    ctx.draftOrders,
+                    ctx.draftOrders.model_dump(mode="json", exclude_none=True),
                     ctx.selections,
-                    final=expected_hook == "order-sign",
+                    final=req.hook == "order-sign",
                     hook_instance=str(req.hookInstance),
                 )
             else:
@@ -309,6 +315,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _error(412, "the data this service needs could be neither prefetched nor fetched", reasons=e.reasons)
         return JsonBytes(cards.wire())
 
+    # One route per service, each with the request model of its hook, so OpenAPI (and fuzzers) see the shape.
+    for service_id, model in HOOK_REQUESTS.items():
+
+        async def endpoint(request: Request, req: Any) -> JSONResponse:
+            return await hook(request, req)
+
+        # set here, not written above: with postponed annotations FastAPI could not resolve the loop's `model`
+        endpoint.__annotations__["req"] = Annotated[model, Body()]
+        app.post(
+            f"/cds-services/{service_id}",
+            tags=["CDS Hooks"],
+            name=f"hook_{service_id.replace('-', '_')}",
+            summary=f"CDS Hooks {SERVICE_HOOKS[service_id]}: {service_id}",
+            response_model=CardsResponse,
+            response_model_exclude_none=True,
+            responses=_errors(400, 401, 412, 413, 415),
+        )(endpoint)
+
     @app.post("/cds-services/{service_id}/feedback", tags=["CDS Hooks"], responses=_errors(400, 401, 404, 413))
     async def feedback(service_id: str, request: Request, body: FeedbackRequest) -> dict[str, int]:
         """Store what the clinician did with cards (accepted / overridden)."""
@@ -318,9 +342,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("feedback stored", extra={"service": service_id, "stored": stored})
         return {"stored": stored}
 
-    def _base_url(request: Request) -> str:
-        """Links point at the configured public URL; without one (local use) at the address called."""
-        return (settings.public_url or str(request.base_url)).rstrip("/")
+    trusted_hosts = {h.strip().lower() for h in settings.trusted_hosts.split(",") if h.strip()}
+
+    def _base_url(request: Request) -> str | None:
+        """Links point at the configured public URL; without one, at the address called only when its Host is
+        trusted (the Host header is the caller's to choose: an untrusted one gets cards without a link)."""
+        if settings.public_url:
+            return settings.public_url.rstrip("/")
+        host = (request.headers.get("host") or "").lower()
+        if host in trusted_hosts or host.rsplit(":", 1)[0] in trusted_hosts:
+            return str(request.base_url).rstrip("/")
+        return None
 
     # --- checklist pages -------------------------------------------------------------------------
 
@@ -366,7 +398,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         patient: Annotated[
             str | None, Query(pattern=r"^[A-Za-z0-9\-.]{1,64}$", description="Patient id on the configured FHIR server")
         ] = None,
-        as_of: Annotated[date | None, Query(description="Evaluation date (default today)")] = None,
+        as_of: Annotated[
+            date | None, Query(ge=AS_OF_MIN, le=AS_OF_MAX, description="Evaluation date (default today)")
+        ] = None,
         trial: Annotated[list[str] | None, Query(description="Limit to these trial ids")] = None,
     ) -> JSONResponse:
         """The full eligibility report: every trial, every criterion with outcome and evidence."""
@@ -424,8 +458,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[int | None, Query(ge=1, description="Page back: only feedback with an id below this")] = None,
     ) -> dict[str, Any]:
-        """Stored feedback, newest first. Needs `Authorization: Bearer <TRIAL_MATCHER_ADMIN_TOKEN>`."""
+        """Stored feedback, newest first, a page at a time (`next` is the `before` of the following page).
+        Needs `Authorization: Bearer <TRIAL_MATCHER_ADMIN_TOKEN>`."""
         expected = settings.admin_token.get_secret_value() if settings.admin_token else None
         if not expected:
             raise HTTPException(404, "admin endpoints are disabled (set TRIAL_MATCHER_ADMIN_TOKEN)")
@@ -433,7 +469,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "unauthorized")
         store = request.app.state.store
-        return {"total": await store.count(), "feedback": await store.recent(limit)}
+        rows = await store.recent(limit, before=before)
+        page: dict[str, Any] = {"total": await store.count(), "feedback": rows}
+        if len(rows) == limit:
+            page["next"] = rows[-1]["id"]
+        return page
 
     @app.get("/healthz", tags=["Health"])
     async def healthz() -> dict[str, str]:

@@ -6,7 +6,10 @@ refused, which also closes the RSA-public-key-as-HMAC-secret confusion), `kid`,
 JWKS URL, a local JWKS file, or a `jku` header only when it is on the issuer's
 allow-list), `aud` equal to the URL of the endpoint called (from the configured
 public URL, never from the request's Host header), `exp`, `iat`, a short
-lifetime, and `jti` never seen before.
+lifetime, and `jti` never seen before by any worker or instance sharing the
+store (store.py keeps (iss, jti, exp) under a unique key). Tokens over a size
+cap are refused before decoding; JWKS sources are refetched at most once per
+interval, so random `kid`s cannot amplify into fetches.
 
 Failures raise `AuthError`; the HTTP layer answers 401 with no detail. The
 reason is logged as a fixed category, never with token content.
@@ -19,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
@@ -40,53 +43,74 @@ class TrustedIssuer(BaseModel):
     jku_allowed: list[str] = Field(default_factory=list)
 
 
+class ReplayGuard(Protocol):
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool:
+        """True the first time (iss, jti) is seen before `exp`; False for a replay."""
+        ...
+
+
 @dataclass
 class ReplayCache:
-    """Seen (iss, jti) pairs until their token expires. Per process: see README for multi-worker notes."""
+    """Seen (iss, jti) pairs in this process only: for tests and tools. The service uses the shared store."""
 
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
-    max_entries: int = 100_000
 
-    def check_and_add(self, iss: str, jti: str, exp: float, now: float) -> None:
-        if len(self.seen) > self.max_entries // 2:
-            self.seen = {k: v for k, v in self.seen.items() if v > now}
-        if len(self.seen) >= self.max_entries:
-            raise AuthError("replay cache full")
-        key = (iss, jti)
-        if key in self.seen and self.seen[key] > now:
-            raise AuthError("jti replayed")
-        self.seen[key] = exp
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool:
+        now = time.time()
+        self.seen = {k: v for k, v in self.seen.items() if v > now} if len(self.seen) > 10_000 else self.seen
+        if self.seen.get((iss, jti), 0) > now:
+            return False
+        self.seen[(iss, jti)] = exp
+        return True
 
 
 @dataclass
 class JwksCache:
+    """Keys per source, refetched at most once per `min_refresh` seconds whatever tokens ask for.
+
+    An unsigned token with a trusted `iss` and a random `kid` costs nothing after the first
+    refetch: the unknown kid waits for the interval, so no caller can make the service hammer
+    the issuer's JWKS endpoint. Each source has its own lock, so a slow issuer holds up only itself.
+    """
+
     client: httpx.AsyncClient
     ttl: float = 300.0
+    min_refresh: float = 60.0
     entries: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def keys(self, source: str, refresh: bool = False) -> dict[str, Any]:
-        now = time.monotonic()
         hit = self.entries.get(source)
-        if hit and not refresh and now - hit[0] < self.ttl:
+        if hit and not self._due(hit[0], refresh):
             return hit[1]
-        async with self.lock:
-            if source.startswith(("http://", "https://")):
-                try:
-                    resp = await self.client.get(source, headers={"Accept": "application/json"})
-                except httpx.HTTPError as e:
-                    raise AuthError("jwks unreachable") from e
-                if resp.status_code != 200:
-                    raise AuthError("jwks unreachable")
-                try:
-                    data = resp.json()
-                except ValueError as e:
-                    raise AuthError("jwks not json") from e
-            else:
-                data = json.loads(Path(source).read_text(encoding="utf-8"))
-            keys = {k["kid"]: k for k in data.get("keys", []) if isinstance(k, dict) and "kid" in k}
-            self.entries[source] = (now, keys)
+        async with self.locks.setdefault(source, asyncio.Lock()):
+            hit = self.entries.get(source)  # another caller may have fetched while this one waited
+            if hit and not self._due(hit[0], refresh):
+                return hit[1]
+            keys = await self._fetch(source)
+            self.entries[source] = (time.monotonic(), keys)
             return keys
+
+    def _due(self, fetched_at: float, refresh: bool) -> bool:
+        age = time.monotonic() - fetched_at
+        return age >= self.ttl or (refresh and age >= self.min_refresh)
+
+    async def _fetch(self, source: str) -> dict[str, Any]:
+        if source.startswith(("http://", "https://")):
+            try:
+                resp = await self.client.get(source, headers={"Accept": "application/json"})
+            except httpx.HTTPError as e:
+                raise AuthError("jwks unreachable") from e
+            if resp.status_code != 200:
+                raise AuthError("jwks unreachable")
+            try:
+                data = resp.json()
+            except ValueError as e:
+                raise AuthError("jwks not json") from e
+        else:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        keys = data.get("keys", []) if isinstance(data, dict) else []
+        return {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
 
 
 @dataclass
@@ -96,26 +120,33 @@ class Authenticator:
     jwks: JwksCache
     leeway: float = 30.0
     max_lifetime: float = 300.0
-    replay: ReplayCache = field(default_factory=ReplayCache)
+    replay: ReplayGuard = field(default_factory=ReplayCache)
+    max_token_bytes: int = 16 * 1024
 
     def audience(self, path: str) -> str:
         return self.public_url.rstrip("/") + path
 
     async def verify(self, token: str, path: str) -> dict[str, Any]:
+        if len(token) > self.max_token_bytes:
+            raise AuthError("token too large")  # before any decoding: a large token costs nothing
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as e:
+        except (jwt.PyJWTError, ValueError, TypeError) as e:
             raise AuthError("malformed token") from e
+        if not isinstance(header, dict) or not isinstance(unverified, dict):
+            raise AuthError("malformed token")
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise AuthError("algorithm not allowed")
-        if header.get("typ", "JWT").upper() != "JWT":
+        typ = header.get("typ", "JWT")
+        if not isinstance(typ, str) or typ.upper() != "JWT":
             raise AuthError("typ is not JWT")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("kid missing")
-        issuer = self.issuers.get(str(unverified.get("iss")))
+        iss = unverified.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise AuthError("issuer not trusted")
         source = self._key_source(issuer, header.get("jku"))
@@ -137,20 +168,29 @@ class Authenticator:
                 leeway=self.leeway,
                 options={"require": ["iss", "aud", "exp", "iat", "jti"]},
             )
-        except jwt.PyJWTError as e:
+        except (jwt.PyJWTError, ValueError, TypeError) as e:
             raise AuthError(type(e).__name__) from e
-        now = time.time()
-        if float(claims["exp"]) - float(claims["iat"]) > self.max_lifetime + self.leeway:
-            raise AuthError("token lifetime too long")
-        if float(claims["iat"]) > now + self.leeway:
-            raise AuthError("issued in the future")
-        self.replay.check_and_add(issuer.iss, str(claims["jti"]), float(claims["exp"]) + self.leeway, now)
+        self._check_times(claims)
+        if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 256:
+            raise AuthError("jti malformed")
+        if not await self.replay.claim_jti(issuer.iss, claims["jti"], float(claims["exp"]) + self.leeway):
+            raise AuthError("jti replayed")
         return claims
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        try:
+            exp, iat = float(claims["exp"]), float(claims["iat"])
+        except (TypeError, ValueError) as e:
+            raise AuthError("times malformed") from e
+        if exp - iat > self.max_lifetime + self.leeway:
+            raise AuthError("token lifetime too long")
+        if iat > time.time() + self.leeway:
+            raise AuthError("issued in the future")
 
     @staticmethod
     def _key_source(issuer: TrustedIssuer, jku: Any) -> str:
         if jku is not None:
-            if jku not in issuer.jku_allowed:
+            if not isinstance(jku, str) or jku not in issuer.jku_allowed:
                 raise AuthError("jku not allowed")  # never fetched
             return str(jku)
         if issuer.jwks_url:

@@ -37,7 +37,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Robots-Tag": "noindex, nofollow",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-    "form-action 'none'",
+    "form-action 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",  # browsers without frame-ancestors: the page cannot be framed (clickjacking)
 }
 
 _env = Environment(

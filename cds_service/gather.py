@@ -5,22 +5,28 @@ Bundle; null means "no data"). Keys that did not arrive are fetched from
 `fhirServer`, concurrently, following `Bundle.link[next]` up to a page cap.
 
 What the service may contact is decided here: only FHIR base URLs on the
-allow-list, no redirects, `next` links only back to the same server. Failures
-never raise to the caller; they become `gaps` (short, data-free sentences) and
-the kind of resource stays "not gathered", so absence is never mistaken for
-"none on record".
+allow-list, no redirects, `next` links only to the same scheme, host and port
+under the same base path (urls.py parses and checks each one). Resources that do
+not refer to the context patient are set aside, whatever their source. Failures
+never raise to the caller; they become `gaps` (short, data-free sentences that
+say what could not be read, never why: the why goes to the log) and the kind of
+resource stays "not gathered", so absence is never mistaken for "none on record".
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
+
+from .urls import AllowList, Origin, UnsafeUrl
+
+log = logging.getLogger("trial_matcher")
 
 # Prefetch key -> (template, resource type, kind it completes)
 QUERIES: dict[str, tuple[str, str, str]] = {
@@ -68,41 +74,62 @@ class Gathered:
         return any(r.get("resourceType") == "Patient" for r in self.resources)
 
 
-def server_allowed(url: str, allowed: list[str]) -> bool:
-    """True when `url` is under one of the allowed base URLs (scheme, host, port and path prefix)."""
-    if "*" in allowed:
-        return True
-    target = urlsplit(url)
-    for entry in allowed:
-        a = urlsplit(entry)
-        if a.scheme != target.scheme or (a.hostname or "").lower() != (target.hostname or "").lower():
-            continue
-        if a.port is not None and a.port != target.port:
-            continue
-        prefix = a.path.rstrip("/")
-        if prefix and not (target.path == prefix or target.path.startswith(prefix + "/")):
-            continue
-        return True
-    return False
+_REFERS_TO_PATIENT = ("subject", "patient")
 
 
-def _about_patient(res: dict, patient_id: str) -> bool:
-    """Prefetched data must be about the context patient; anything else is dropped."""
-    if res.get("resourceType") == "Patient":
-        return res.get("id") == patient_id
-    ref = (res.get("subject") or res.get("patient") or {}).get("reference")
-    if not isinstance(ref, str):
-        return True  # unreferenced (e.g. a Medication): kept, harmless
-    return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
+def _reference(value: Any) -> str | None:
+    """The `reference` string of a Reference element, or None for any other shape."""
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def _refers(ref: str | None, target: str, base: Origin | None) -> bool:
+    """`ref` names `target` ("Patient/p1"): relative, or absolute on the FHIR server being read."""
+    if ref is None:
+        return False
+    return ref == target or (base is not None and ref == f"{base.url}/{target}")
+
+
+def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None) -> tuple[list[dict], int]:
+    """Keep only what is about the context patient; return (kept, number set aside).
+
+    A resource counts when its subject/patient is a reference to the context patient (relative,
+    or absolute on the fhirServer). No subject, an identifier-only subject or a reference to
+    another server could be anyone's, so it is set aside, not evaluated. Medication resources
+    are kept only when a kept resource references them.
+    """
+    kept: list[dict] = []
+    medications: dict[str, dict] = {}
+    aside = 0
+    target = f"Patient/{patient_id}"
+    for res in resources:
+        rtype = res.get("resourceType")
+        if rtype == "Medication":
+            medications.setdefault(f"Medication/{res.get('id')}", res)
+        elif (rtype == "Patient" and res.get("id") == patient_id) or any(
+            _refers(_reference(res.get(f)), target, base) for f in _REFERS_TO_PATIENT
+        ):
+            kept.append(res)
+        else:
+            aside += 1
+    referenced = {_reference(r.get("medicationReference")) for r in kept}
+    for ref, med in medications.items():
+        if ref in referenced or (base is not None and f"{base.url}/{ref}" in referenced):
+            kept.append(med)
+        else:
+            aside += 1
+    return kept, aside
 
 
 def _entries(bundle: dict, rtype: str) -> list[dict]:
     out = []
-    for e in bundle.get("entry") or []:
+    entries = bundle.get("entry")
+    for e in entries if isinstance(entries, list) else []:
         if not isinstance(e, dict):
             continue
         res = e.get("resource")
-        mode = (e.get("search") or {}).get("mode")
+        search = e.get("search")
+        mode = search.get("mode") if isinstance(search, dict) else None
         if not isinstance(res, dict) or res.get("resourceType") == "OperationOutcome" or mode == "outcome":
             continue
         if res.get("resourceType") in (rtype, "Medication"):
@@ -111,7 +138,8 @@ def _entries(bundle: dict, rtype: str) -> list[dict]:
 
 
 def _next_link(bundle: dict) -> str | None:
-    for link in bundle.get("link") or []:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
@@ -120,7 +148,7 @@ def _next_link(bundle: dict) -> str | None:
 @dataclass
 class Gatherer:
     client: httpx.AsyncClient
-    allowed_servers: list[str]
+    allow: AllowList
     page_cap: int = 20
     budget_seconds: float = 3.5
 
@@ -132,69 +160,57 @@ class Gatherer:
         token: str | None,
     ) -> Gathered:
         out = Gathered()
+        base = self._base(fhir_server, out)
         prefetch = prefetch or {}
-        can_fetch = bool(fhir_server) and server_allowed(fhir_server, self.allowed_servers)  # type: ignore[arg-type]
-        if fhir_server and not can_fetch:
-            out.server_refused = True
-            out.gaps.append("the EHR's FHIR server is not on this service's allow-list, so it was not contacted")
+        raw: list[dict] = []
         kind_ok: dict[str, bool] = {}
-        to_fetch: list[tuple[str, str | None]] = []  # (key, absolute URL to continue from, or None = from start)
+        to_fetch: list[tuple[str, str | None]] = []  # (key, checked URL to continue from, or None = from start)
         for key, (_template, rtype, kind) in QUERIES.items():
             if key in prefetch:
-                value = prefetch[key]
-                ok, cont = self._use_prefetch(key, value, rtype, patient_id, out)
-                if cont and can_fetch and cont.startswith(fhir_server):  # type: ignore[arg-type]
-                    to_fetch.append((key, cont))
+                ok, cont = _read_prefetch(prefetch[key], rtype, raw)
+                start = _continuation(cont, base)
+                if start:
+                    to_fetch.append((key, start))
                     continue
                 if cont:
                     out.gaps.append(f"prefetched {KIND_LABEL[kind]} was only the first page")
                     ok = False
                 kind_ok[kind] = kind_ok.get(kind, True) and ok
                 out.sources[key] = "prefetch"
-            elif can_fetch:
+            elif base is not None:
                 to_fetch.append((key, None))
             else:
                 kind_ok[kind] = False
                 out.sources[key] = "unavailable"
-        if to_fetch:
-            results = await self._fetch_many(to_fetch, patient_id, fhir_server, token)  # type: ignore[arg-type]
+        if to_fetch and base is not None:
+            results = await self._fetch_many(to_fetch, patient_id, base, token)
             for (key, _), (resources, error) in zip(to_fetch, results, strict=True):
                 kind = QUERIES[key][2]
-                if error is None:
-                    out.resources.extend(r for r in resources if _about_patient(r, patient_id))
-                    kind_ok[kind] = kind_ok.get(kind, True)
-                    out.sources[key] = "fetched"
-                else:
-                    kind_ok[kind] = False
-                    out.sources[key] = "unavailable"
-                    out.gaps.append(f"{KIND_LABEL[kind]} could not be read from the FHIR server ({error})")
+                raw.extend(resources)
+                kind_ok[kind] = kind_ok.get(kind, True) and error is None
+                out.sources[key] = "fetched" if error is None else "unavailable"
+                if error is not None:
+                    # the reason (status, exception, timeout) is for the operator's log, never for the caller
+                    log.warning("FHIR read failed", extra={"kind": kind, "error_type": error})
+                    out.gaps.append(f"{KIND_LABEL[kind]} could not be read from the FHIR server")
+        out.resources, aside = scope_to_patient(raw, patient_id, base)
+        if aside:
+            out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
         out.complete = {k for k, ok in kind_ok.items() if ok and k != "Patient"}
         out.gaps = list(dict.fromkeys(out.gaps))
         return out
 
-    def _use_prefetch(
-        self, key: str, value: Any, rtype: str, patient_id: str, out: Gathered
-    ) -> tuple[bool, str | None]:
-        """Add prefetched resources; return (usable, next-page URL if the Bundle was cut)."""
-        if value is None:
-            return True, None  # CDS Hooks: null = the client had no data for this key
-        if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
-            return False, None
-        if value.get("resourceType") == "Bundle":
-            resources = _entries(value, rtype)
-            cont = _next_link(value)
-        elif value.get("resourceType") == rtype:
-            resources, cont = [value], None
-        else:
-            return False, None
-        kept = [r for r in resources if _about_patient(r, patient_id)]
-        if len(kept) < len(resources):
-            out.gaps.append(f"{len(resources) - len(kept)} prefetched resource(s) about another patient were ignored")
-        out.resources.extend(kept)
-        return True, cont
+    def _base(self, fhir_server: str | None, out: Gathered) -> Origin | None:
+        if not fhir_server:
+            return None
+        base = self.allow.check(fhir_server)
+        if base is None:
+            out.server_refused = True
+            out.gaps.append("the EHR's FHIR server is not on this service's allow-list, so it was not contacted")
+        return base
 
     async def _fetch_many(
-        self, jobs: list[tuple[str, str | None]], patient_id: str, base: str, token: str | None
+        self, jobs: list[tuple[str, str | None]], patient_id: str, base: Origin, token: str | None
     ) -> list[tuple[list[dict], str | None]]:
         deadline = time.monotonic() + self.budget_seconds
         headers = {"Accept": "application/fhir+json"}
@@ -203,7 +219,7 @@ class Gatherer:
 
         async def one(key: str, start: str | None) -> tuple[list[dict], str | None]:
             template, rtype, _ = QUERIES[key]
-            url = start or f"{base}/{template.replace('{{context.patientId}}', patient_id)}"
+            url = start or f"{base.url}/{template.replace('{{context.patientId}}', patient_id)}"
             try:
                 async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic())):
                     return await self._fetch_pages(url, rtype, base, headers), None
@@ -216,7 +232,7 @@ class Gatherer:
 
         return list(await asyncio.gather(*(one(k, s) for k, s in jobs)))
 
-    async def _fetch_pages(self, url: str, rtype: str, base: str, headers: dict[str, str]) -> list[dict]:
+    async def _fetch_pages(self, url: str, rtype: str, base: Origin, headers: dict[str, str]) -> list[dict]:
         out: list[dict] = []
         pages = 0
         next_url: str | None = url
@@ -237,12 +253,39 @@ class Gatherer:
                 raise FetchError("response was not a FHIR resource")
             if data.get("resourceType") == "Bundle":
                 out.extend(_entries(data, rtype))
-                next_url = _next_link(data)
-                if next_url and not next_url.startswith(base):
-                    raise FetchError("next page link points outside the FHIR server; not followed")
+                link = _next_link(data)
+                try:
+                    next_url = base.follow(link) if link else None
+                except UnsafeUrl as e:
+                    raise FetchError("next page link points outside the FHIR server; not followed") from e
             elif data.get("resourceType") == rtype:
                 out.append(data)
                 next_url = None
             else:
-                raise FetchError(f"unexpected {str(data.get('resourceType'))[:40]} in response")
+                raise FetchError("unexpected resource type in response")
         return out
+
+
+def _read_prefetch(value: Any, rtype: str, into: list[dict]) -> tuple[bool, str | None]:
+    """Add prefetched resources to `into`; return (usable, next-page link if the Bundle was cut)."""
+    if value is None:
+        return True, None  # CDS Hooks: null = the client had no data for this key
+    if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
+        return False, None
+    if value.get("resourceType") == "Bundle":
+        into.extend(_entries(value, rtype))
+        return True, _next_link(value)
+    if value.get("resourceType") == rtype:
+        into.append(value)
+        return True, None
+    return False, None
+
+
+def _continuation(link: str | None, base: Origin | None) -> str | None:
+    """The checked URL to continue a cut prefetch Bundle from, when it stays on the allowed fhirServer."""
+    if not link or base is None:
+        return None
+    try:
+        return base.follow(link)
+    except UnsafeUrl:
+        return None

@@ -8,19 +8,30 @@ repr, a log line or an error message.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from .urls import Origin, UnsafeUrl
 
 
 class FhirAuthorization(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    access_token: SecretStr
-    token_type: str = "Bearer"
+    access_token: SecretStr = Field(max_length=16_384)
+    token_type: str = Field("Bearer", max_length=32)
     expires_in: int | None = None
-    scope: str | None = None
-    subject: str | None = None
+    scope: str | None = Field(None, max_length=4096)
+    subject: str | None = Field(None, max_length=1024)
 
     @field_validator("token_type")
     @classmethod
@@ -30,66 +41,116 @@ class FhirAuthorization(BaseModel):
         return v
 
 
+PATIENT_ID = r"^[A-Za-z0-9\-.]{1,64}$"
+
+
+def _is_resource(value: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(value.get("resourceType"), str) or not value["resourceType"]:
+        raise ValueError("a FHIR resource needs a resourceType")
+    return value
+
+
+# A FHIR resource as JSON: checked for a resourceType only, and passed on as the dict it is (validating a
+# multi-MB prefetch into models would cost more than the evaluation; the reader type-checks what it reads).
+FhirResource = Annotated[
+    dict[str, Any],
+    AfterValidator(_is_resource),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["resourceType"],
+            "properties": {"resourceType": {"type": "string", "minLength": 1}},
+            "additionalProperties": True,
+        }
+    ),
+]
+
+
+class BundleEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    fullUrl: str | None = None
+    resource: FhirResource | None = None
+
+
+class DraftOrders(BaseModel):
+    """`context.draftOrders`: a Bundle of the orders being written."""
+
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: str | None = None
+    entry: list[BundleEntry] = Field(default_factory=list, max_length=500)
+
+
 class PatientViewContext(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    patientId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
-    userId: str | None = None
-    encounterId: str | None = None
+    patientId: str = Field(min_length=1, max_length=64, pattern=PATIENT_ID)
+    userId: str | None = Field(None, max_length=256)
+    encounterId: str | None = Field(None, max_length=256)
 
 
-class OrderContext(BaseModel):
+class OrderContext(PatientViewContext):
     """order-select and order-sign context: the patient and the orders being written."""
 
-    model_config = ConfigDict(extra="allow")
-
-    patientId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
-    userId: str | None = None
-    encounterId: str | None = None
-    selections: list[str] | None = None
-    draftOrders: dict[str, Any]
-
-    @field_validator("draftOrders")
-    @classmethod
-    def _bundle(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if v.get("resourceType") != "Bundle":
-            raise ValueError("draftOrders must be a FHIR Bundle")
-        return v
+    selections: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=500)
+    draftOrders: DraftOrders
 
 
-class HookRequest(BaseModel):
-    """A CDS Hooks call. `context` is validated per hook by the service that receives it."""
+class _HookRequestBase(BaseModel):
+    """What every CDS Hooks call carries; `hook` and `context` are typed per hook below."""
 
     model_config = ConfigDict(extra="allow")
 
-    hook: str = Field(min_length=1)
     hookInstance: uuid.UUID
-    fhirServer: str | None = None
+    fhirServer: str | None = Field(None, max_length=2048, description="FHIR base URL, on the service's allow-list")
     fhirAuthorization: FhirAuthorization | None = None
-    context: dict[str, Any]
-    prefetch: dict[str, Any] | None = None
+    prefetch: dict[Annotated[str, Field(max_length=64)], FhirResource | None] | None = None
 
     @field_validator("fhirServer")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not (v.startswith("https://") or v.startswith("http://")):
-            raise ValueError("fhirServer must be an http(s) URL")
-        return v.rstrip("/") if v else v
+        if v is None:
+            return v
+        try:
+            return Origin.parse(v).url  # http(s), no userinfo, query, fragment or dot segments
+        except UnsafeUrl as e:
+            raise ValueError(f"fhirServer: {e}") from None
 
     @model_validator(mode="after")
-    def _pairing(self) -> HookRequest:
+    def _pairing(self) -> _HookRequestBase:
         if self.fhirAuthorization is not None and not self.fhirServer:
             raise ValueError("fhirAuthorization was sent without fhirServer (CDS Hooks 2.0 cds-r-1)")
         return self
+
+
+class PatientViewRequest(_HookRequestBase):
+    hook: Literal["patient-view"]
+    context: PatientViewContext
+
+
+class OrderSelectRequest(_HookRequestBase):
+    hook: Literal["order-select"]
+    context: OrderContext
+
+
+class OrderSignRequest(_HookRequestBase):
+    hook: Literal["order-sign"]
+    context: OrderContext
+
+
+HookRequest = Annotated[
+    PatientViewRequest | OrderSelectRequest | OrderSignRequest,
+    Field(discriminator="hook", description="A CDS Hooks 2.0 call to one of the hooks in discovery"),
+]
 
 
 # --- responses ------------------------------------------------------------------------------------------
 
 
 class Coding(BaseModel):
-    system: str | None = None
-    code: str
-    display: str | None = None
+    system: str | None = Field(None, max_length=1024)
+    code: str = Field(max_length=256)
+    display: str | None = Field(None, max_length=1024)
 
 
 class Source(BaseModel):
@@ -168,21 +229,24 @@ class Discovery(BaseModel):
 # --- feedback --------------------------------------------------------------------------------------------
 
 
+# Feedback is stored: every field has a length cap and unknown fields are dropped, so one request
+# cannot fill the database (100 items of at most a few KB each).
 class OverrideReason(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
     reason: Coding | None = None
     userComment: str | None = Field(default=None, max_length=4000)
 
 
 class AcceptedSuggestion(BaseModel):
-    id: str
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=128)
 
 
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
     card: str = Field(min_length=1, max_length=128)
     outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(None, max_length=20)
     overrideReason: OverrideReason | None = None
     outcomeTimestamp: str = Field(min_length=4, max_length=64)
 
@@ -192,11 +256,6 @@ class FeedbackRequest(BaseModel):
 
 
 # --- REST ----------------------------------------------------------------------------------------------
-
-
-class BundleEntry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    resource: dict[str, Any] | None = None
 
 
 class PatientBundle(BaseModel):

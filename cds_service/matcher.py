@@ -40,7 +40,11 @@ class ChecklistLinks:
     link_type: str = "absolute"
     smart_launch_url: str | None = None
 
-    def link(self, base_url: str, token: str) -> Link:
+    def available(self, base_url: str | None) -> bool:
+        """A link needs a trusted base URL of this service, unless it launches a configured SMART app."""
+        return bool(base_url) or (self.link_type == "smart" and bool(self.smart_launch_url))
+
+    def link(self, base_url: str | None, token: str) -> Link:
         label = "Eligibility checklist: criteria, evidence, missing data"
         if self.link_type == "smart":
             url = self.smart_launch_url or f"{base_url}/smart/launch"
@@ -77,7 +81,7 @@ class Matcher:
         gaps = got.gaps + report.skipped_resources
         links: dict[str, list[Link]] = {}
         rows: list[tuple[str, bytes]] = []
-        if self.checklist is not None and base_url:
+        if self.checklist is not None and self.checklist.available(base_url):
             for r in shown(report.trials):
                 token, digest = checklists.new_token()
                 trial = self.catalog.trials[r.id]

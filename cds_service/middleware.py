@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit, client authentication."""
+"""ASGI middleware: no tracebacks, JSON bodies only, request body size limit, client authentication."""
 
 from __future__ import annotations
 
@@ -26,6 +26,54 @@ async def _send_json(send: Any, status: int, body: dict[str, Any], headers: list
         }
     )
     await send({"type": "http.response.body", "body": raw})
+
+
+class NoTraceback:
+    """Outermost: an unexpected error becomes a bare 500 and one log line with its type.
+
+    Starlette's own error middleware re-raises after answering, and the server then logs the
+    traceback, whose messages can quote the input (a token header, a patient's value). Here
+    nothing of the exception but its class name is written anywhere.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as e:  # noqa: BLE001 - the last line of defence, by design
+            log.error("unexpected error", extra={"error_type": type(e).__name__})
+            if scope["type"] == "http" and not started:
+                await _send_json(send, 500, {"error": "internal error"})
+
+
+class RequireJsonBody:
+    """415 for a POST whose Content-Type is not JSON.
+
+    Every POST body here is JSON. A browser can send a "simple" cross-origin POST (text/plain,
+    form types) without a CORS preflight, so with client authentication off any web page could
+    otherwise run hooks from a clinician's browser; JSON content types always need a preflight.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope.get("headers", []))
+            has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+            media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+            if has_body and media != b"application/json" and not media.endswith(b"+json"):
+                return await _send_json(send, 415, {"error": "send the body as application/json"})
+        return await self.app(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -95,7 +143,13 @@ class RequireClientJwt:
             if not token:
                 raise AuthError("no bearer token")
             await self.auth.verify(token, scope["path"])
-        except AuthError as e:
-            log.warning("client authentication failed", extra={"path": scope["path"], "error_type": str(e)})
+        except Exception as e:  # noqa: BLE001 - a token that breaks the checks is refused, never a 500
+            reason = str(e) if isinstance(e, AuthError) else f"unexpected {type(e).__name__}"
+            log.warning("client authentication failed", extra={"path": _template(scope["path"]), "error_type": reason})
             return await _send_json(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)
+
+
+def _template(path: str) -> str:
+    """The protected paths hold no secrets, but log them by shape: /cds-services/{id}[/feedback], /match."""
+    return path if len(path) <= 80 else path[:80] + "..."

@@ -107,6 +107,9 @@ def _l(v: Any) -> list:
     return v
 
 
+_YEARS = (1800, 2199)  # dates a record can mean; criteria look back and forward at most a few decades
+
+
 def _d(v: Any) -> date | None:
     """A FHIR date, dateTime or instant, as the calendar date it names (partial dates: first day)."""
     if v is None:
@@ -114,6 +117,8 @@ def _d(v: Any) -> date | None:
     m = _FHIR_DATE.match(_s(v) or "")
     if not m:
         raise Invalid("date expected")
+    if not _YEARS[0] <= int(m.group(1)) <= _YEARS[1]:
+        raise Invalid("date out of range")  # 9999-12-31 is a placeholder, not a date; arithmetic on it overflows
     try:
         return date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
     except ValueError as e:

@@ -1,7 +1,7 @@
 """Configuration from environment variables (prefix TRIAL_MATCHER_), with embedded defaults.
 
-The defaults run a local service for evaluation: loopback FHIR servers only,
-SQLite feedback in ./var. Every setting is documented in the README.
+Safe defaults: client authentication required, no FHIR server contacted until
+allow-listed, SQLite feedback in ./var. Every setting is documented in the README.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .auth import TrustedIssuer
+from .urls import AllowList
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,9 +26,10 @@ class Settings(BaseSettings):
     trials_dir: Path = Field(REPO_ROOT / "trials", description="Folder of trial YAML files")
     mappings_dir: Path = Field(REPO_ROOT / "mappings", description="Folder of code mapping YAML files")
     allowed_fhir_servers: str = Field(
-        "http://localhost,http://127.0.0.1,http://[::1]",
-        description="Comma-separated FHIR base URLs the service may contact (scheme, host, optional port and "
-        "path prefix). '*' allows any and is unsafe outside a sandbox.",
+        "",
+        description="Comma-separated FHIR base URLs the service may contact: scheme, host and port (the "
+        "scheme's default when omitted), optionally a path the base must be at or under. Empty (the default) "
+        "contacts nothing. '*' allows any and is unsafe outside a sandbox.",
     )
     fhir_base_url: str | None = Field(None, description="FHIR server for /match?patient=ID calls")
     fhir_token: SecretStr | None = Field(None, description="Bearer token for fhir_base_url, if it needs one")
@@ -55,7 +57,20 @@ class Settings(BaseSettings):
     trusted_issuers: str = Field("[]", description='JSON list of {"iss", "jwks_url" | "jwks_file", "jku_allowed"}')
     jwt_leeway_seconds: float = Field(30, ge=0, description="Clock skew allowed on exp/iat")
     jwt_max_lifetime_seconds: float = Field(300, gt=0, description="Longest exp - iat accepted")
-    cors_origins: str = Field("*", description="Comma-separated origins allowed by CORS ('' disables CORS)")
+    cors_origins: str | None = Field(
+        None,
+        description="Comma-separated origins allowed by CORS ('' disables CORS). Unset: '*' when client "
+        "authentication is on (bearer JWTs, no cookies), none when it is off",
+    )
+    trusted_hosts: str = Field(
+        "localhost,127.0.0.1,[::1]",
+        description="Without TRIAL_MATCHER_PUBLIC_URL, cards link to checklists at the Host the EHR called only "
+        "when that host is one of these (comma-separated host or host:port); otherwise cards carry no link",
+    )
+    jwks_min_refresh_seconds: float = Field(
+        60, ge=0, description="Shortest interval between two fetches of one JWKS source (unknown kids wait for it)"
+    )
+    max_token_bytes: int = Field(16 * 1024, gt=0, description="Longest client JWT accepted (401 above, not decoded)")
     checklist_ttl_seconds: int = Field(3600, gt=0, description="Lifetime of a card's checklist link")
     checklist_link_type: str = Field(
         "absolute",
@@ -74,8 +89,14 @@ class Settings(BaseSettings):
         return [TrustedIssuer.model_validate(i) for i in json.loads(self.trusted_issuers or "[]")]
 
     @property
-    def allowed_servers(self) -> list[str]:
-        return [s.strip().rstrip("/") for s in self.allowed_fhir_servers.split(",") if s.strip()]
+    def allow_list(self) -> AllowList:
+        return AllowList.parse(self.allowed_fhir_servers)
+
+    @property
+    def cors(self) -> list[str]:
+        if self.cors_origins is None:
+            return ["*"] if self.auth_required else []
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 @lru_cache(maxsize=1)

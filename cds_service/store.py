@@ -44,9 +44,25 @@ _SCHEMA = (
     " payload TEXT)",
     # the purge looks rows up by expiry: without this index every purge read the whole table, payloads included
     "CREATE INDEX IF NOT EXISTS checklist_expires ON checklist (expires_at)",
+    # client JWT ids: one acceptance across every worker and instance sharing this database
+    "CREATE TABLE IF NOT EXISTS jwt_replay (iss TEXT NOT NULL, jti TEXT NOT NULL, exp DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (iss, jti))",
+    "CREATE INDEX IF NOT EXISTS jwt_replay_exp ON jwt_replay (exp)",
 )
 EXPIRED_GRACE_SECONDS = 86_400
 PURGE_EVERY_SECONDS = 60.0
+
+
+def _jti_statements(p: str, iss: str, jti: str, exp: float, purge: bool) -> list[tuple[str, tuple]]:
+    """Forget an expired use of this jti (and, now and then, every expired one), then claim it."""
+    now = time.time()
+    statements = [(f"DELETE FROM jwt_replay WHERE iss = {p} AND jti = {p} AND exp < {p}", (iss, jti, now))]
+    if purge:
+        statements.append((f"DELETE FROM jwt_replay WHERE exp < {p}", (now,)))
+    statements.append(
+        (f"INSERT INTO jwt_replay (iss, jti, exp) VALUES ({p}, {p}, {p}) ON CONFLICT DO NOTHING", (iss, jti, exp))
+    )
+    return statements
 
 
 def _checklist_statements(p: str, rows: list[tuple[str, float, str]], purge: bool) -> list[tuple[str, list[tuple]]]:
@@ -77,8 +93,11 @@ class _PurgeClock:
 
 class Store(Protocol):
     async def add(self, service_id: str, items: list[FeedbackItem]) -> int: ...
-    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]: ...
+    async def recent(
+        self, limit: int = 100, service_id: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]: ...
     async def count(self) -> int: ...
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool: ...
     async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None: ...
     async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None: ...
     async def close(self) -> None: ...
@@ -106,11 +125,19 @@ def _decode(row: tuple) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _recent_sql(p: str, service_id: str | None) -> str:
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM feedback"
+def _recent_query(p: str, limit: int, service_id: str | None, before: int | None) -> tuple[str, tuple]:
+    """Newest first; `before` (an id) pages back from there."""
+    where, args = [], []
     if service_id:
-        sql += f" WHERE service_id = {p}"
-    return sql + f" ORDER BY id DESC LIMIT {p}"
+        where.append(f"service_id = {p}")
+        args.append(service_id)
+    if before is not None:
+        where.append(f"id < {p}")
+        args.append(before)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM feedback"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + f" ORDER BY id DESC LIMIT {p}", (*args, limit)
 
 
 class SqliteStore:
@@ -126,6 +153,7 @@ class SqliteStore:
             self._conn.execute(ddl.format(serial="INTEGER"))
         self._lock = asyncio.Lock()
         self._purge = _PurgeClock()
+        self._jti_purge = _PurgeClock()
 
     def _tx(self, statements: list[tuple[str, list[tuple]]]) -> None:
         cur = self._conn.cursor()
@@ -148,10 +176,30 @@ class SqliteStore:
         await self._run(lambda: self._tx([(_INSERT_FEEDBACK.format(p="?"), rows)]))
         return len(rows)
 
-    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]:
-        args = (service_id, limit) if service_id else (limit,)
-        rows = await self._run(lambda: self._conn.execute(_recent_sql("?", service_id), args).fetchall())
+    async def recent(
+        self, limit: int = 100, service_id: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql, args = _recent_query("?", limit, service_id, before)
+        rows = await self._run(lambda: self._conn.execute(sql, args).fetchall())
         return [_decode(r) for r in rows]
+
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool:
+        statements = _jti_statements("?", iss, jti, exp, self._jti_purge.due())
+
+        def claim() -> bool:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    cur.execute(sql, args)
+                claimed = cur.rowcount == 1  # the INSERT's: 0 when (iss, jti) was already claimed
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return claimed
+
+        return await self._run(claim)
 
     async def count(self) -> int:
         return await self._run(lambda: self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
@@ -190,6 +238,7 @@ class PostgresStore:
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._purge = _PurgeClock()
+        self._jti_purge = _PurgeClock()
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -226,9 +275,26 @@ class PostgresStore:
         await self._tx([(_INSERT_FEEDBACK.format(p="%s"), rows)])
         return len(rows)
 
-    async def recent(self, limit: int = 100, service_id: str | None = None) -> list[dict[str, Any]]:
-        args = (service_id, limit) if service_id else (limit,)
-        return [_decode(r) for r in await self._tx([(_recent_sql("%s", service_id), [args])], fetch=True)]
+    async def recent(
+        self, limit: int = 100, service_id: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql, args = _recent_query("%s", limit, service_id, before)
+        return [_decode(r) for r in await self._tx([(sql, [args])], fetch=True)]
+
+    async def claim_jti(self, iss: str, jti: str, exp: float) -> bool:
+        statements = _jti_statements("%s", iss, jti, exp, self._jti_purge.due())
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                async with conn.cursor() as cur:
+                    for sql, args in statements:
+                        await cur.execute(sql, args)
+                    claimed = cur.rowcount == 1
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+            return claimed
 
     async def count(self) -> int:
         return int((await self._tx([("SELECT COUNT(*) FROM feedback", [()])], fetch=True))[0][0])

@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-# Embedded local defaults: client authentication off (the service warns loudly at start-up).
+# Embedded local defaults, never for real patient data:
+# - client authentication off (the service warns loudly at start-up);
+# - the FHIR servers it may contact: a local HAPI FHIR on loopback port 8080 (scripts/hapi-fhir.sh, docker compose).
+#   The service's own default contacts nothing until allow-listed.
 export TRIAL_MATCHER_AUTH_REQUIRED=${TRIAL_MATCHER_AUTH_REQUIRED:-false}
+export TRIAL_MATCHER_ALLOWED_FHIR_SERVERS=${TRIAL_MATCHER_ALLOWED_FHIR_SERVERS:-http://127.0.0.1:8080/fhir,http://localhost:8080/fhir}
+echo "serve.sh: local use only: client authentication ${TRIAL_MATCHER_AUTH_REQUIRED/false/OFF}; FHIR servers allowed: ${TRIAL_MATCHER_ALLOWED_FHIR_SERVERS}" >&2
 exec .venv/bin/trial-matcher serve "$@"

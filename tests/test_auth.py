@@ -232,3 +232,87 @@ def test_open_endpoints_and_cors_preflight(client):
 def test_auth_required_without_issuers_refuses_to_start(tmp_path):
     with pytest.raises(RuntimeError, match="TRUSTED_ISSUERS"):
         create_app(Settings(auth_required=True, database_url=f"sqlite:///{tmp_path}/x.sqlite3"))
+
+
+def _settings(d, issuers: list[dict], **over) -> Settings:
+    return Settings(
+        **{
+            "auth_required": True,
+            "public_url": PUBLIC,
+            "trusted_issuers": json.dumps(issuers),
+            "database_url": f"sqlite:///{d}/shared.sqlite3",
+            "log_level": "WARNING",
+            **over,
+        }
+    )
+
+
+def test_a_token_is_accepted_once_across_instances_sharing_a_database(tmp_path):
+    """Two workers or two instances on one database: the second sees the first's jti."""
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk("ec384", "ES384", KEYS["ec384"][0])]}))
+    settings = _settings(tmp_path, [{"iss": ISS, "jwks_file": str(tmp_path / "jwks.json")}])
+    tok = token()
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        assert get(one, tok).status_code == 200
+        _refused(two, tok)
+        _refused(one, tok)
+        assert get(two, token()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"typ": 7}, {"typ": ["JWT"]}, {"jku": ["x"]}, {"kid": 5}, {"crit": "x"}],
+    ids=["typ-int", "typ-list", "jku-list", "kid-int", "crit-string"],
+)
+def test_odd_header_types_are_401_not_500(client, header):
+    """Crafted by hand: no valid signature is needed to reach the header checks."""
+    now = int(time.time())
+    claims = {"iss": ISS, "aud": PUBLIC + "/cds-services", "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
+
+    def b64(d: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    _refused(client, f"{b64({'alg': 'ES384', 'kid': 'ec384', **header})}.{b64(claims)}.c2ln")
+
+
+def test_random_kids_cannot_amplify_jwks_fetches(tmp_path):
+    """An unsigned token with a trusted iss and a random kid used to force a JWKS fetch per request."""
+    server = JwksServer({"keys": [jwk("ec384", "ES384", KEYS["ec384"][0])]})
+    try:
+        settings = _settings(tmp_path, [{"iss": ISS, "jwks_url": f"{server.url}/jwks.json"}])
+        with TestClient(create_app(settings)) as c:
+            assert get(c, token()).status_code == 200  # first fetch
+            for _ in range(30):
+                _refused(c, token(kid=f"random-{uuid.uuid4()}", key=KEYS["ec384"][0], alg="ES384"))
+            assert len(server.requests) == 1  # the unknown kids wait for the refresh interval
+            assert get(c, token()).status_code == 200
+    finally:
+        server.httpd.shutdown()
+
+
+def test_rotated_keys_are_found_after_the_refresh_interval(tmp_path):
+    jwks = {"keys": [jwk("ec384", "ES384", KEYS["ec384"][0])]}
+    server = JwksServer(jwks)
+    try:
+        settings = _settings(
+            tmp_path, [{"iss": ISS, "jwks_url": f"{server.url}/jwks.json"}], jwks_min_refresh_seconds=0
+        )
+        with TestClient(create_app(settings)) as c:
+            assert get(c, token()).status_code == 200
+            jwks["keys"].append(jwk("ec256", "ES256", KEYS["ec256"][0]))  # the EHR rotates in a new key
+            assert get(c, token(kid="ec256")).status_code == 200
+        assert len(server.requests) == 2
+    finally:
+        server.httpd.shutdown()
+
+
+def test_oversized_tokens_are_refused_before_decoding(tmp_path):
+    server = JwksServer({"keys": []})
+    try:
+        settings = _settings(tmp_path, [{"iss": ISS, "jwks_url": f"{server.url}/jwks.json"}])
+        with TestClient(create_app(settings)) as c:
+            big = token(kid="nope", key=KEYS["ec384"][0], alg="ES384", padding="x" * 20_000)
+            _refused(c, big)
+        assert server.requests == []  # not decoded, so no key was looked up
+    finally:
+        server.httpd.shutdown()

@@ -17,7 +17,11 @@ from demo.hook_request import hook_request
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("cl") / "db.sqlite3"
     settings = Settings(
-        database_url=f"sqlite:///{db}", auth_required=False, log_level="WARNING", checklist_ttl_seconds=600
+        database_url=f"sqlite:///{db}",
+        auth_required=False,
+        log_level="WARNING",
+        checklist_ttl_seconds=600,
+        trusted_hosts="testserver",  # the TestClient's Host
     )
     with TestClient(create_app(settings)) as c:
         yield c

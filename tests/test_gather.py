@@ -8,7 +8,8 @@ import httpx
 import pytest
 import respx
 
-from cds_service.gather import Gatherer, server_allowed
+from cds_service.gather import Gatherer
+from cds_service.urls import AllowList
 
 BASE = "http://127.0.0.1:9999/fhir"
 
@@ -28,24 +29,33 @@ PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate
 
 
 def gatherer(client, **kw) -> Gatherer:
-    return Gatherer(client, [BASE], kw.get("page_cap", 5), kw.get("budget", 1.0))
+    return Gatherer(client, AllowList.parse(BASE), kw.get("page_cap", 5), kw.get("budget", 1.0))
 
 
 @pytest.mark.parametrize(
     ("url", "allowed", "ok"),
     [
-        ("http://127.0.0.1:9999/fhir", ["http://127.0.0.1"], True),
-        ("http://127.0.0.1.evil.example/fhir", ["http://127.0.0.1"], False),
-        ("https://ehr.example.org/fhir/r4", ["https://ehr.example.org/fhir"], True),
-        ("https://ehr.example.org/fhirx", ["https://ehr.example.org/fhir"], False),
-        ("http://ehr.example.org/fhir", ["https://ehr.example.org/fhir"], False),
-        ("https://ehr.example.org:8443/fhir", ["https://ehr.example.org:443"], False),
-        ("http://169.254.169.254/latest", ["http://localhost"], False),
-        ("http://anything", ["*"], True),
+        ("http://127.0.0.1:9999/fhir", "http://127.0.0.1:9999", True),
+        ("http://127.0.0.1:9999/fhir", "http://127.0.0.1", False),  # an entry without a port means port 80
+        ("http://127.0.0.10:9999/fhir", "http://127.0.0.1:9999", False),
+        ("http://127.0.0.1.evil.example/fhir", "http://127.0.0.1", False),
+        ("https://ehr.example.org/fhir/r4", "https://ehr.example.org/fhir", True),
+        ("https://ehr.example.org:443/fhir/r4", "https://ehr.example.org/fhir", True),
+        ("https://ehr.example.org.attacker.tld/fhir", "https://ehr.example.org", False),
+        ("https://ehr.example.org/fhirx", "https://ehr.example.org/fhir", False),
+        ("https://ehr.example.org/fhir/../admin", "https://ehr.example.org/fhir", False),
+        ("https://ehr.example.org/fhir?x=1", "https://ehr.example.org/fhir", False),
+        ("https://ehr.example.org/fhir#x", "https://ehr.example.org/fhir", False),
+        ("https://u:p@ehr.example.org/fhir", "https://ehr.example.org/fhir", False),
+        ("http://ehr.example.org/fhir", "https://ehr.example.org/fhir", False),
+        ("https://ehr.example.org:8443/fhir", "https://ehr.example.org:443", False),
+        ("http://169.254.169.254/latest", "http://localhost", False),
+        ("http://127.0.0.1:5/x", "", False),  # the default allow-list contacts nothing
+        ("http://anything", "*", True),
     ],
 )
 def test_allow_list(url, allowed, ok):
-    assert server_allowed(url, allowed) is ok
+    assert (AllowList.parse(allowed).check(url) is not None) is ok
 
 
 @respx.mock
@@ -89,7 +99,7 @@ def test_paging_follows_next_and_skips_operation_outcomes():
         (httpx.ConnectError("refused"), "ConnectError"),
     ],
 )
-def test_faults_become_gaps_never_exceptions(fault, expected):
+def test_faults_become_gaps_never_exceptions(fault, expected, caplog):
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
     route = respx.get(url__startswith=f"{BASE}/Observation")
     if isinstance(fault, Exception):
@@ -104,9 +114,13 @@ def test_faults_become_gaps_never_exceptions(fault, expected):
         async with httpx.AsyncClient() as c:
             return await gatherer(c).gather("p1", None, BASE, None)
 
-    got = run(go())
+    with caplog.at_level("WARNING", logger="trial_matcher"):
+        got = run(go())
     assert "Observation" not in got.complete and {"Condition", "Medication"} <= got.complete
-    assert any(expected in g for g in got.gaps)
+    # the caller learns what could not be read; why (status, exception) goes to the operator's log only
+    assert any("results (Observation) could not be read" in g for g in got.gaps)
+    assert not any(expected in g for g in got.gaps)
+    assert any(getattr(r, "error_type", None) and expected in r.error_type for r in caplog.records)
     assert all("10.0.0.1" not in str(call.request.url) for call in respx.calls)  # redirect not followed
 
 
@@ -131,11 +145,11 @@ def test_slow_server_is_cut_at_the_budget():
 
     got, elapsed = run(go())
     assert elapsed < 1.5
-    assert any("timed out" in g for g in got.gaps) and "Observation" not in got.complete
+    assert any("could not be read" in g for g in got.gaps) and "Observation" not in got.complete
 
 
 @respx.mock
-def test_page_cap_and_foreign_next_links():
+def test_page_cap_and_foreign_next_links(caplog):
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
     respx.get(url__startswith=f"{BASE}/Observation").respond(
         json=searchset([], f"{BASE}/Observation?patient=p1&again=1")
@@ -147,10 +161,13 @@ def test_page_cap_and_foreign_next_links():
         async with httpx.AsyncClient() as c:
             return await gatherer(c, page_cap=3).gather("p1", None, BASE, None)
 
-    got = run(go())
-    assert any("more than 3 pages" in g for g in got.gaps)
-    assert any("outside the FHIR server" in g for g in got.gaps)
+    with caplog.at_level("WARNING", logger="trial_matcher"):
+        got = run(go())
+    reasons = [getattr(r, "error_type", "") for r in caplog.records]
+    assert any("more than 3 pages" in r for r in reasons)
+    assert any("outside the FHIR server" in r for r in reasons)
     assert got.complete == {"Medication"}
+    assert not any(str(c.request.url).startswith("http://elsewhere.example") for c in respx.calls)
 
 
 def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped():
@@ -175,7 +192,7 @@ def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped(
     got = run(go())
     assert [r["id"] for r in got.resources] == ["p1"]
     assert got.complete == {"Condition", "Observation", "Medication"}
-    assert any("another patient" in g for g in got.gaps)
+    assert any("1 resource(s) not clearly about this patient were set aside" in g for g in got.gaps)
 
 
 def test_missing_keys_without_server_are_not_complete():

@@ -49,6 +49,22 @@ async def _roundtrip(url: str) -> None:
         expires, payload = await store.get_checklist("old-hash")
         assert payload is None and expires < now
         assert await store.get_checklist("never-issued") is None
+        # paging the admin listing: `before` continues below the last id seen
+        first = await store.recent(1)
+        older = await store.recent(1, before=first[0]["id"])
+        assert older[0]["id"] < first[0]["id"] and older[0]["card"] == "c1"
+        # client JWT ids: claimed once, by whichever connection comes first; an expired claim is forgotten
+        jti = f"jti-{time.time_ns()}"
+        assert await store.claim_jti("iss", jti, now + 300) is True
+        assert await store.claim_jti("iss", jti, now + 300) is False
+        other = open_store(url)  # a second worker or instance on the same database
+        try:
+            assert await other.claim_jti("iss", jti, now + 300) is False
+            assert await other.claim_jti("other-iss", jti, now + 300) is True
+            assert await other.claim_jti("iss", f"{jti}-old", now - 1) is True
+            assert await store.claim_jti("iss", f"{jti}-old", now + 300) is True  # the old claim had expired
+        finally:
+            await other.close()
     finally:
         await store.close()
 

@@ -26,7 +26,6 @@ TOKEN = "tok-SECRET-4f9e2c7a1b"
 def Service(workdir: Path, **env: str) -> ServiceProcess:  # noqa: N802 - reads like the class it builds
     """The service as a real process, configured for these tests (overridable per test)."""
     defaults = {
-        "TRIAL_MATCHER_ALLOWED_FHIR_SERVERS": "http://127.0.0.1",
         "TRIAL_MATCHER_HOOK_BUDGET_SECONDS": str(BUDGET),
         "TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS": "1.0",
         "TRIAL_MATCHER_LOG_LEVEL": "DEBUG",
@@ -42,8 +41,8 @@ def fhir() -> Iterator[MisbehavingFhir]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("svc"))
+def service(tmp_path_factory, fhir: MisbehavingFhir) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("svc"), TRIAL_MATCHER_ALLOWED_FHIR_SERVERS=f"http://127.0.0.1:{fhir.port}")
     yield svc
     svc.stop()
 
