@@ -182,7 +182,7 @@ async def searches(base: str, pid: str, repeat: int) -> tuple[str, float, float]
 
     "All six at once" is the server's own floor for concurrent reads: a server that answers one
     request at a time makes it the sum of the six, whatever the client does."""
-    urls = {k: f"{base}/{t.replace('{{context.patientId}}', pid)}" for k, (t, _, _) in QUERIES.items()}
+    urls = {k: f"{base}/{t.replace('{{context.patientId}}', pid)}" for k, (t, _) in QUERIES.items()}
     alone: dict[str, float] = {}
     together = []
     async with httpx.AsyncClient(timeout=300) as c:

@@ -137,7 +137,9 @@ class SharedReplay:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
-    catalog = Catalog.load(settings.mappings_dir, settings.trials_dir, settings.strict_validation)
+    catalog = Catalog.load(
+        settings.mappings_dir, settings.trials_dir, settings.strict_validation, settings.temporary_horizon_days
+    )
     issuers = settings.issuers
     allow_list = settings.allow_list  # parsed now: a malformed entry stops start-up, not a request
     if settings.auth_required and (not settings.public_url or not issuers):

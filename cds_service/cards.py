@@ -70,6 +70,8 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
         + (f", {len(temporary)} temporarily not met" if temporary else "")
         + ".",
     ]
+    if result.notes:
+        lines += ["", "**Note:** " + _md_escape("; ".join(result.notes)) + "."]
     if temporary:
         lines += ["", f"**Not yet — eligible from {result.eligible_from.isoformat()}**"]  # type: ignore[union-attr]
         lines += _bullets(

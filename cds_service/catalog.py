@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import Engine
-from .facts import PatientFacts
+from .facts import SOURCES, PatientFacts
 from .mappings import Mappings, load_mappings
 from .normalize import Normalizer, iter_resources
 from .report import Report
@@ -31,18 +31,21 @@ class Catalog:
     normalizer: Normalizer
 
     @classmethod
-    def load(cls, mappings_dir: str | Path, trials_dir: str | Path, strict: bool = False) -> Catalog:
+    def load(
+        cls, mappings_dir: str | Path, trials_dir: str | Path, strict: bool = False, horizon_days: int = 365
+    ) -> Catalog:
         mappings = load_mappings(mappings_dir)
-        return cls(mappings, load_trials(trials_dir, mappings), Engine(mappings), Normalizer(mappings, strict))
+        engine = Engine(mappings, horizon_days)
+        return cls(mappings, load_trials(trials_dir, mappings), engine, Normalizer(mappings, strict))
 
     def facts(self, data: Any, patient_id: str | None = None, gathered: set[str] | None = None) -> PatientFacts:
         """Facts from a resource, a Bundle, or a list of them.
 
-        `gathered` names the kinds of resource that were looked for ("Observation",
-        "Condition", "Medication"): their absence then means "none on record". By
-        default a Bundle of one patient's record counts as complete for all three.
+        `gathered` names the resource types read completely (see `facts.SOURCES`): their
+        absence then means "none on record". By default a Bundle of one patient's record
+        counts as complete for every source.
         """
-        kinds = {"Observation", "Condition", "Medication"} if gathered is None else gathered
+        kinds = set(SOURCES) if gathered is None else gathered
         resources = list(iter_resources(data))
         if patient_id is None:
             ids = {r.get("id") for r in resources if r.get("resourceType") == "Patient"}

@@ -30,7 +30,7 @@ EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
 def _catalog() -> Catalog:
     s = get_settings()
-    return Catalog.load(s.mappings_dir, s.trials_dir, s.strict_validation)
+    return Catalog.load(s.mappings_dir, s.trials_dir, s.strict_validation, s.temporary_horizon_days)
 
 
 def _evidence_text(c) -> str:

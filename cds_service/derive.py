@@ -40,9 +40,12 @@ def _latest(facts: PatientFacts, var: str, since: date, as_of: date) -> LabResul
 
 
 def derived_result(
-    facts: PatientFacts, var: str, formula: str, since: date, as_of: date
+    facts: PatientFacts, var: str, formula: str, since: date, as_of: date, weight_since: date | None = None
 ) -> tuple[LabResult | None, list[str]]:
-    """Compute `var` from current inputs, or say which inputs are missing."""
+    """Compute `var` from current inputs, or say which inputs are missing.
+
+    Creatinine must fall in the criterion's window; body weight in its own (weight changes slowly, and a
+    weight from two months ago serves a creatinine from last week)."""
     missing: list[str] = []
     scr = _latest(facts, "creatinine", since, as_of)
     if scr is None:
@@ -53,15 +56,17 @@ def derived_result(
         missing.append("sex (female/male) for the formula")
     weight = None
     if formula == "cockcroft_gault":
-        weight = _latest(facts, "weight", since, as_of)
+        weight = _latest(facts, "weight", min(since, weight_since or since), as_of)
         if weight is None:
             missing.append("body weight")
-    if missing or scr is None or facts.birth_date is None or scr.when is None or not scr.value:
+    if missing or scr is None or facts.birth_date is None or scr.when is None or not scr.value or scr.value < 0:
         return None, missing
     age = age_on(facts.birth_date, scr.when)
     female = facts.gender == "female"
     if formula == "cockcroft_gault":
         assert weight is not None and weight.value is not None
+        if weight.value <= 0:
+            return None, ["body weight"]
         value = cockcroft_gault(age, weight.value, scr.value, female)
         sources: tuple[str, ...] = (scr.resource, weight.resource)
         unit = "mL/min"

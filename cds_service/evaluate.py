@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from enum import Enum
 
 from .derive import age_on, derived_result
-from .facts import LabResult, MedicationFact, PatientFacts
+from .facts import MEDICATION_SOURCES, ConditionFact, LabResult, MedicationFact, PatientFacts
 from .mappings import Mappings
 from .report import CriterionResult, Evidence, TrialResult
 from .rules import (
@@ -42,6 +42,7 @@ from .rules import (
     MedicationRule,
     Not,
     Positive,
+    ProcedureRule,
     ReviewLeaf,
     Rule,
     Sex,
@@ -50,6 +51,11 @@ from .rules import (
 )
 from .trials import Criterion, Trial
 
+SOURCE_NAMES = {
+    "MedicationStatement": "medication statements (MedicationStatement)",
+    "MedicationRequest": "medication orders (MedicationRequest)",
+    "Immunization": "immunizations (Immunization)",
+}
 _CMP = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 
 
@@ -116,15 +122,28 @@ class Ctx:
 class Engine:
     """Holds the mappings; evaluates trials for patients."""
 
-    def __init__(self, mappings: Mappings) -> None:
+    def __init__(self, mappings: Mappings, horizon_days: int = 365) -> None:
         self.m = mappings
+        self.horizon = timedelta(days=horizon_days)
 
     # --- trial ------------------------------------------------------------------------------------
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date) -> TrialResult:
         starts: dict[Window, date] = {}
         results = [self.criterion(patient, c, as_of, rule, starts) for c, rule in trial.plan]
-        permanent_fail = any(r.outcome == "fail" and r.until is None for r in results)
+        horizon = as_of + self.horizon
+        for r in results:
+            if r.outcome == "fail" and r.until is not None and r.until > horizon:
+                # A bar that lifts beyond the horizon is a fail today, not "possibly eligible from 2032".
+                beyond = f"eligible again only from {r.until.isoformat()}, beyond {self.horizon.days} days"
+                r.explanation = f"{r.explanation}; {beyond}" if r.explanation else beyond
+        notes = list(trial.notes)
+        if patient.deceased:
+            died = f" ({patient.deceased_date.isoformat()})" if patient.deceased_date else ""
+            notes.insert(0, f"the patient is recorded as deceased{died}")
+        permanent_fail = patient.deceased or any(
+            r.outcome == "fail" and (r.until is None or r.until > horizon) for r in results
+        )
         temporary = [r.until for r in results if r.outcome == "fail" and r.until is not None]
         eligible_from = None
         if permanent_fail:
@@ -142,6 +161,7 @@ class Engine:
             eligible_from=eligible_from,
             url=trial.url,
             criteria=results,
+            notes=notes,
         )
 
     def criterion(
@@ -178,7 +198,8 @@ class Engine:
             outcome = "unknown"
         else:
             outcome = "review"
-        review = list(dict.fromkeys(r.notes))
+        # review notes only from the branches that decided: a pass or a fail carries none of its own
+        review = list(dict.fromkeys(r.notes)) if outcome in ("review", "unknown") else []
         if outcome == "pass" and c.also_review:
             outcome = "review"
             review.append(c.also_review)
@@ -294,7 +315,8 @@ class Engine:
                 return r, None
             seen_problem = seen_problem or r.problem
         if v.derived:
-            d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of)
+            weight_since = ctx.since(Window(self.m.variables["weight"].current_days, "day"))
+            d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of, weight_since)
             if d is not None:
                 return d, None
             if missing_inputs:
@@ -390,15 +412,40 @@ class Engine:
     def _positive(self, rule: Positive, ctx: Ctx) -> Res:
         r, why = self._current(rule.var, rule.within, ctx, lambda x: x.positive is not None)
         label = self.m.variables[rule.var].label
-        if r is None:
-            if rule.missing_is_absent and ctx.absent == Truth.FALSE and "Observation" in ctx.facts.gathered:
-                return Res(Truth.FALSE, why=[f"no positive {label} on record"])
-            return Res(Truth.UNKNOWN, missing=[why or rule.var])
-        return Res(
-            Truth.TRUE if r.positive else Truth.FALSE,
-            evidence=[self._evidence(r)],
-            why=[f"{label} {'positive' if r.positive else 'negative'}"],
+        if r is not None:
+            return Res(
+                Truth.TRUE if r.positive else Truth.FALSE,
+                evidence=[self._evidence(r)],
+                why=[f"{label} {'positive' if r.positive else 'negative'}"],
+            )
+        older = self._older_positive(rule.var, ctx)
+        if older is not None:
+            return older
+        if rule.missing_is_absent and ctx.absent == Truth.FALSE and "Observation" in ctx.facts.gathered:
+            return Res(Truth.FALSE, why=[f"no positive {label} on record"])
+        return Res(Truth.UNKNOWN, missing=[why or rule.var])
+
+    def _older_positive(self, var_key: str, ctx: Ctx) -> Res | None:
+        """Positive findings outlast negatives: a positive older than the recency window, with no later
+        negative, is never read as "absent". It counts for `positive_persists_days` (a pregnancy test:
+        about ten months), and otherwise goes to a person."""
+        var = self.m.variables[var_key]
+        newest = next(
+            (x for x in ctx.facts.labs.get(var_key, ()) if x.positive is not None and x.when and x.when <= ctx.as_of),
+            None,
         )
+        if newest is None or not newest.positive:
+            return None
+        assert newest.when is not None
+        ev = [self._evidence(newest)]
+        if var.positive_persists_days:
+            until = newest.when + timedelta(days=var.positive_persists_days)
+            if until > ctx.as_of:
+                why = f"{var.label} positive on {newest.when.isoformat()}, no later negative on record"
+                return Res(Truth.TRUE, until=until, evidence=ev, why=[why])
+            return None
+        note = f"{var.label} positive on {newest.when.isoformat()}, older than the screening window: still positive?"
+        return Res(Truth.REVIEW, evidence=ev, notes=[note])
 
     def _grade_count(self, rule: GradeCount, ctx: Ctx) -> Res:
         hits: list[LabResult] = []
@@ -431,84 +478,130 @@ class Engine:
 
     def _condition(self, rule: ConditionRule, ctx: Ctx) -> Res:
         labels = ", ".join(self.m.conditions.groups[g].label for g in sorted(rule.groups))
-        if "Condition" not in ctx.facts.gathered:
-            return Res(Truth.UNKNOWN, missing=[f"problem list (Conditions) not available to check for {labels}"])
-        since = ctx.since(rule.within) if rule.within else None
-        definite: list[Res] = []
-        review: list[Res] = []
-        too_recent: list[Res] = []
-        out_of_window = False
-        onset_by = ctx.since(rule.onset_before) if rule.onset_before else None
+        found = _ConditionFindings()
         for c in ctx.facts.conditions:
-            if not (c.groups & rule.groups):
-                continue
-            ev = Evidence(
-                resource=c.resource,
-                label=c.display,
-                date=c.onset or c.recorded,
-                note=_condition_note(c.active, c.confirmed, c.abatement),
-            )
-            if rule.active_only and c.active is not True:
-                if c.active is None:
-                    review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{c.display}: is it current?"]))
-                else:
-                    out_of_window = True
-                continue
-            if onset_by is not None:
-                first = c.onset or c.recorded
-                if first is None:
-                    review.append(
-                        Res(
-                            Truth.REVIEW,
-                            evidence=[ev],
-                            notes=[f"{c.display}: onset not recorded; diagnosed {rule.onset_before} ago?"],
-                        )
-                    )
-                    continue
-                if first > onset_by:
-                    recent = Res(
-                        Truth.FALSE,
-                        until=rule.onset_before.end_after(first),
-                        evidence=[ev],
-                        why=[f"{c.display} diagnosed {first.isoformat()}, less than {rule.onset_before} ago"],
-                    )
-                    too_recent.append(recent)
-                    continue
-            until: date | None = None
-            if since is not None and not c.active:
-                # "diagnosed within": from the diagnosis date; otherwise: present within the window
-                ref = (c.onset or c.recorded) if rule.by_diagnosis else (c.abatement or c.onset)
-                if ref is None:
-                    what = "date of diagnosis" if rule.by_diagnosis else "date"
-                    note = f"{c.display}: {what} not recorded; was it within {rule.within}?"
-                    review.append(Res(Truth.REVIEW, evidence=[ev], notes=[note]))
-                    continue
-                if ref < since:
-                    out_of_window = True
-                    continue
-                if rule.by_diagnosis or c.active is False:
-                    until = rule.within.end_after(ref)  # type: ignore[union-attr]
-            if c.groups & rule.except_groups:
-                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{c.display}: {rule.except_review}"]))
-            elif rule.match_review:
-                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{c.display}: {rule.match_review}"]))
-            elif not c.confirmed:
-                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{c.display} is recorded as unconfirmed"]))
-            else:
-                definite.append(Res(Truth.TRUE, until=until, evidence=[ev], why=[f"{c.display} on record"]))
-        if definite:
-            return Res(Truth.TRUE, _max_until(definite)).merge(definite)
-        if review:
-            return Res(Truth.REVIEW).merge(review)
-        if too_recent:
-            return Res(Truth.FALSE, _min_until(too_recent)).merge(too_recent)
-        if out_of_window:
+            if c.groups & rule.groups:
+                self._one_condition(rule, c, ctx, found)
+        if found.definite:
+            return Res(Truth.TRUE, _max_until(found.definite)).merge(found.definite)
+        if found.review:
+            return Res(Truth.REVIEW).merge(found.review)
+        if found.too_recent:
+            return Res(Truth.FALSE, _min_until(found.too_recent)).merge(found.too_recent)
+        # From here on the answer rests on what is NOT on record: the problem list must have been read.
+        if "Condition" not in ctx.facts.gathered:
+            return Res(Truth.UNKNOWN, missing=[f"problem list (Condition) not read, so {labels} cannot be ruled out"])
+        if found.out_of_window:
             return Res(
                 Truth.FALSE, why=[f"{labels}: none within {rule.within}" if rule.within else f"{labels}: not current"]
             )
         if ctx.absent == Truth.FALSE:
             return Res(Truth.FALSE, why=[f"no {labels} on record"])
         return Res(Truth.UNKNOWN, missing=[f"{labels}: no diagnosis on record"])
+
+    def _one_condition(self, rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _ConditionFindings) -> None:
+        ev = Evidence(
+            resource=c.resource,
+            label=c.display,
+            date=c.onset or c.recorded,
+            note=_condition_note(c.active, c.confirmed, c.abatement, c.history),
+        )
+
+        def review(note: str) -> None:
+            found.review.append(Res(Truth.REVIEW, evidence=[ev], notes=[note]))
+
+        if rule.active_only and (c.history or c.active is not True):
+            if c.history or c.active is None:
+                review(f"{c.display}: {'a history code' if c.history else 'status not recorded'}; is it current?")
+            else:
+                found.out_of_window = True
+            return
+        if rule.onset_before is not None:
+            if c.onset is None:  # a recordedDate is when it was entered (migration, new clinic), not diagnosed
+                review(f"{c.display}: date of diagnosis not recorded; diagnosed {rule.onset_before} ago or more?")
+                return
+            if c.onset > ctx.since(rule.onset_before):
+                until = rule.onset_before.end_after(c.onset)
+                why = f"{c.display} diagnosed {c.onset.isoformat()}, less than {rule.onset_before} ago"
+                found.too_recent.append(Res(Truth.FALSE, until=until, evidence=[ev], why=[why]))
+                return
+        until: date | None = None
+        if rule.within is not None:
+            dated = self._condition_in_window(rule, c, ctx)
+            if dated is None:
+                found.out_of_window = True
+                return
+            if isinstance(dated, str):
+                review(dated)
+                return
+            until = dated if dated != date.max else None
+        if c.groups & rule.except_groups:
+            review(f"{c.display}: {rule.except_review}")
+        elif rule.match_review:
+            review(f"{c.display}: {rule.match_review}")
+        elif not c.confirmed:
+            review(f"{c.display} is recorded as unconfirmed")
+        else:
+            found.definite.append(Res(Truth.TRUE, until=until, evidence=[ev], why=[f"{c.display} on record"]))
+
+    @staticmethod
+    def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> date | str | None:
+        """Inside `rule.within`: the date it stops counting (date.max: still present); a review note; or
+        None when outside. Events ("MI within 12 months") are dated by onset whatever their clinical status;
+        presence ("active within") by the status, then abatement. History codes are never recent."""
+        window = rule.within
+        assert window is not None
+        since = ctx.since(window)
+        if c.history:
+            if c.onset is not None and c.onset >= since:
+                return f"{c.display}: a history code dated {c.onset.isoformat()}; was the event within {window}?"
+            return None
+        if rule.by_diagnosis:
+            ref = c.onset
+            if ref is not None and ref < since and c.active is True:
+                return f"{c.display}: diagnosed {ref.isoformat()}, before the last {window}, and still recorded active"
+        elif c.active is True:
+            return date.max  # present now, so present within the window
+        else:
+            ref = c.abatement or c.onset
+        if ref is None:
+            what = "date of onset" if rule.by_diagnosis else "date"
+            recorded = f" (only entered on {c.recorded.isoformat()})" if c.recorded else ""
+            return f"{c.display}: {what} not recorded{recorded}; was it within {window}?"
+        if ref < since:
+            return None
+        return window.end_after(ref)
+
+    # --- leaves: procedures ---------------------------------------------------------------------
+
+    def _procedure(self, rule: ProcedureRule, ctx: Ctx) -> Res:
+        labels = ", ".join(self.m.procedures.groups[g].label for g in sorted(rule.groups))
+        hits: list[Res] = []
+        review: list[Res] = []
+        outside = False
+        since = ctx.since(rule.within) if rule.within else None
+        for p in ctx.facts.procedures:
+            if not (p.groups & rule.groups):
+                continue
+            ev = Evidence(resource=p.resource, label=p.display, date=p.when, note=p.status)
+            if since is not None and p.when is None:
+                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{p.display}: date not recorded"]))
+            elif since is not None and p.when < since:  # type: ignore[operator]
+                outside = True
+            elif rule.match_review:
+                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{p.display}: {rule.match_review}"]))
+            else:
+                until = rule.within.end_after(p.when) if rule.within and p.when else None
+                hits.append(Res(Truth.TRUE, until=until, evidence=[ev], why=[f"{p.display} on record"]))
+        if hits:
+            return Res(Truth.TRUE, _max_until(hits)).merge(hits)
+        if review:
+            return Res(Truth.REVIEW).merge(review)
+        if "Procedure" not in ctx.facts.gathered:
+            return Res(Truth.UNKNOWN, missing=[f"procedures (Procedure) not read, so {labels} cannot be ruled out"])
+        if outside or ctx.absent == Truth.FALSE:
+            return Res(Truth.FALSE, why=[f"no {labels} {'within ' + str(rule.within) if rule.within else 'on record'}"])
+        return Res(Truth.UNKNOWN, missing=[f"{labels}: none on record"])
 
     # --- leaves: medications --------------------------------------------------------------------
 
@@ -527,67 +620,55 @@ class Engine:
             note=f"{m.status}, {span}",
         )
 
+    def _unread_sources(self, ingredients: frozenset[str], ctx: Ctx) -> list[str]:
+        """The sources that could hold these drugs but were not read completely."""
+        needed = list(MEDICATION_SOURCES)
+        if any(self.m.medications.ingredients[i].cvx for i in ingredients):
+            needed.append("Immunization")
+        return [SOURCE_NAMES[s] for s in needed if s not in ctx.facts.gathered]
+
+    def _dose(self, m: MedicationFact) -> float | None:
+        """mg/day as criteria compare it: prednisone-equivalent for glucocorticoids (None without a verified
+        factor: deflazacort 24 mg is not 24 mg of prednisone), the plain daily dose for anything else."""
+        if m.ingredient in self.m.steroid_ingredients:
+            return m.pred_eq_mg
+        return m.daily_dose_mg
+
     def _medication(self, rule: MedicationRule, ctx: Ctx) -> Res:
-        if "Medication" not in ctx.facts.gathered:
-            return Res(Truth.UNKNOWN, missing=[f"medication history not available to check for {rule.label}"])
         since = ctx.since(rule.within) if rule.within else None
         hits: list[Res] = []
         review: list[Res] = []
         unknown: list[Res] = []
         outside = False
         for m in self._meds(rule.ingredients, ctx):
-            dose = m.pred_eq_mg if m.pred_eq_mg is not None else m.daily_dose_mg
+            dose = self._dose(m)
             ev = self._med_evidence(m, dose)
+            last = m.last_use()
+            ongoing = m.ongoing(ctx.as_of)
+            if not ongoing and last is None:
+                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: dates of use not recorded"]))
+                continue
+            if not ongoing and since is not None and last < since:  # type: ignore[operator]
+                outside = True  # the window first: a course stopped years ago needs no dose
+                continue
             if rule.dose_op is not None:
                 if dose is None:
-                    unknown.append(
-                        Res(Truth.UNKNOWN, evidence=[ev], missing=[f"daily dose of {m.display} ({m.resource})"])
-                    )
+                    unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[self._dose_missing(m)]))
                     continue
                 if not _CMP[rule.dose_op](dose, rule.dose_value):
                     outside = True
                     continue
-            if m.ongoing(ctx.as_of):
-                if rule.if_ongoing == "review":
-                    note = (
-                        rule.ongoing_note.format(drug=m.display)
-                        if rule.ongoing_note
-                        else f"currently taking {m.display}; must stop {rule.within} before enrolment"
-                    )
-                    review.append(Res(Truth.REVIEW, evidence=[ev], notes=[note]))
-                else:
-                    hits.append(Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} ongoing"]))
-                continue
-            last = m.last_use()
-            if last is None:
-                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: dates of use not recorded"]))
-                continue
-            if last > ctx.as_of:
-                last = ctx.as_of
-            if since is None:
-                hits.append(Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} on record"]))
-            elif last >= since:
-                until = rule.within.end_after(last) + timedelta(days=1)  # type: ignore[union-attr]
-                note = "" if m.end else " (end date not recorded: the earliest possible date)"
-                hits.append(
-                    Res(
-                        Truth.TRUE,
-                        until=until,
-                        evidence=[ev],
-                        why=[
-                            f"{m.display} last used {last.isoformat()}, within {rule.within}; "
-                            f"clear from {until.isoformat()}{note}"
-                        ],
-                    )
-                )
-            else:
-                outside = True
+            hit = self._medication_hit(rule, m, ev, ongoing, since, ctx)
+            (review if hit.truth == Truth.REVIEW else hits).append(hit)
         if hits:
             return Res(Truth.TRUE, _max_until(hits)).merge(hits)
         if unknown:
             return Res(Truth.UNKNOWN).merge(unknown + review)
         if review:
             return Res(Truth.REVIEW).merge(review)
+        unread = self._unread_sources(rule.ingredients, ctx)
+        if unread:  # "none (within the window) on record" needs every source that could hold the drug
+            return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {' and '.join(unread)} not read"])
         if outside:
             return Res(
                 Truth.FALSE,
@@ -597,10 +678,36 @@ class Engine:
             return Res(Truth.FALSE, why=[f"no {rule.label} on record"])
         return Res(Truth.UNKNOWN, missing=[f"{rule.label}: none on record"])
 
+    def _dose_missing(self, m: MedicationFact) -> str:
+        if m.ingredient in self.m.steroid_ingredients:
+            return f"prednisone-equivalent daily dose of {m.display} ({m.resource})"
+        return f"daily dose of {m.display} ({m.resource})"
+
+    @staticmethod
+    def _medication_hit(
+        rule: MedicationRule, m: MedicationFact, ev: Evidence, ongoing: bool, since: date | None, ctx: Ctx
+    ) -> Res:
+        if rule.match_review:
+            return Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: {rule.match_review}"])
+        if ongoing:
+            if rule.if_ongoing == "review":
+                note = (
+                    rule.ongoing_note.format(drug=m.display)
+                    if rule.ongoing_note
+                    else f"currently taking {m.display}; must stop {rule.within} before enrolment"
+                )
+                return Res(Truth.REVIEW, evidence=[ev], notes=[note])
+            return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} ongoing"])
+        last = min(m.last_use(), ctx.as_of)  # type: ignore[type-var]
+        if since is None:
+            return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} on record"])
+        until = rule.within.end_after(last) + timedelta(days=1)  # type: ignore[union-attr]
+        note = "" if m.end else " (end date not recorded: the earliest possible date)"
+        why = f"{m.display} last used {last.isoformat()}, within {rule.within}; clear from {until.isoformat()}{note}"
+        return Res(Truth.TRUE, until=until, evidence=[ev], why=[why])
+
     def _treated(self, rule: Treated, ctx: Ctx) -> Res:
-        if "Medication" not in ctx.facts.gathered:
-            return Res(Truth.UNKNOWN, missing=[f"medication history not available to check {rule.label}"])
-        days: dict[str, int] = {}
+        courses: dict[str, list[tuple[date, date]]] = {}
         evidence: dict[str, list[Evidence]] = {}
         undated = False
         for m in self._meds(rule.ingredients, ctx):
@@ -608,45 +715,43 @@ class Engine:
                 undated = True
                 continue
             end = min(m.end or ctx.as_of, ctx.as_of) if (m.end or m.ongoing(ctx.as_of)) else m.start
-            span = max((end - m.start).days, 0)
-            days[m.ingredient] = days.get(m.ingredient, 0) + span
-            evidence.setdefault(m.ingredient, []).append(self._med_evidence(m))
+            drug = self.m.medications.ingredients[m.ingredient].drug  # mofetil and mycophenolic acid: one drug
+            courses.setdefault(drug, []).append((m.start, max(end, m.start)))
+            evidence.setdefault(drug, []).append(self._med_evidence(m))
         need = (rule.min_duration.end_after(ctx.as_of) - ctx.as_of).days if rule.min_duration else 0
-        enough = [i for i, d in days.items() if d >= need]
+        enough = [d for d, spans in courses.items() if _longest_course(spans) >= need]
         if len(enough) >= rule.min_distinct:
-            ev = [e for i in enough for e in evidence[i]]
-            return Res(
-                Truth.TRUE,
-                evidence=ev,
-                why=[
-                    f"{len(enough)} of {rule.label}"
-                    + (f" for {rule.min_duration} or longer" if rule.min_duration else "")
-                ],
-            )
+            ev = [e for d in enough for e in evidence[d]]
+            span = f" for {rule.min_duration} or longer" if rule.min_duration else ""
+            return Res(Truth.TRUE, evidence=ev, why=[f"{len(enough)} of {rule.label}{span}"])
         ev = [e for es in evidence.values() for e in es]
         what = (f"{rule.min_distinct} different {rule.label}" if rule.min_distinct > 1 else rule.label) + (
             f" for at least {rule.min_duration}" if rule.min_duration else ""
         )
-        if ctx.absent == Truth.FALSE and not undated:
+        unread = self._unread_sources(rule.ingredients, ctx)
+        if ctx.absent == Truth.FALSE and not undated and not unread:
             return Res(Truth.FALSE, evidence=ev, why=[f"record shows {len(enough)} of {what}"])
         # Medication history is often incomplete (outside prescriptions): never a definite fail here.
-        return Res(Truth.UNKNOWN, evidence=ev, missing=[f"treatment history: record shows {len(enough)} of {what}"])
+        not_read = f" ({' and '.join(unread)} not read)" if unread else ""
+        return Res(
+            Truth.UNKNOWN, evidence=ev, missing=[f"treatment history: record shows {len(enough)} of {what}{not_read}"]
+        )
 
     def _current_dose(self, rule: CurrentDose, ctx: Ctx) -> Res:
-        if "Medication" not in ctx.facts.gathered:
-            return Res(Truth.UNKNOWN, missing=[f"medication history not available to check {rule.label} dose"])
+        per_drug: dict[str, list[MedicationFact]] = {}
+        for m in self._meds(rule.ingredients, ctx):
+            if m.ongoing(ctx.as_of):
+                per_drug.setdefault(m.ingredient, []).append(m)
         total = 0.0
         ev: list[Evidence] = []
-        for m in self._meds(rule.ingredients, ctx):
-            if not m.ongoing(ctx.as_of):
-                continue
-            dose = m.pred_eq_mg if m.pred_eq_mg is not None else None
-            if dose is None:
-                return Res(
-                    Truth.UNKNOWN,
-                    evidence=[self._med_evidence(m)],
-                    missing=[f"daily dose (prednisone-equivalent) of {m.display} ({m.resource})"],
-                )
+        for records in per_drug.values():
+            # One therapy, one count: a statement and the order behind it (or repeated orders) are one
+            # ongoing course, so its dose is the highest recorded, never the sum of the records.
+            doses = [(d, m) for m in records if (d := self._dose(m)) is not None]
+            if not doses:
+                m = records[0]
+                return Res(Truth.UNKNOWN, evidence=[self._med_evidence(m)], missing=[self._dose_missing(m)])
+            dose, m = max(doses, key=lambda t: t[0])
             total += dose
             ev.append(self._med_evidence(m, dose))
         ok = _CMP[rule.op](total, rule.value)
@@ -654,6 +759,12 @@ class Engine:
             f"current {rule.label} {total:g} mg/d prednisone-equivalent {rule.op} {rule.value:g}: "
             f"{'yes' if ok else 'no'}"
         ]
+        # A dose on record already above a ">=" bar, or over a "<=" bar, decides whatever else is unread.
+        if (ok and rule.op in (">=", ">")) or (not ok and rule.op in ("<=", "<")):
+            return Res(Truth.TRUE if ok else Truth.FALSE, evidence=ev, why=why)
+        unread = self._unread_sources(rule.ingredients, ctx)
+        if unread:
+            return Res(Truth.UNKNOWN, evidence=ev, missing=[f"current {rule.label}: {' and '.join(unread)} not read"])
         if ok:
             return Res(Truth.TRUE, evidence=ev, why=why)
         if not ev and ctx.absent != Truth.FALSE:
@@ -661,8 +772,33 @@ class Engine:
         return Res(Truth.FALSE, evidence=ev, why=why)
 
 
-def _condition_note(active: bool | None, confirmed: bool, abatement: date | None) -> str:
+def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
+    """Days of the longest continuous course. Records of one drug less than `gap_days` apart (repeat
+    prescriptions without a supply duration, a statement and its orders) are one course."""
+    best = 0
+    start: date | None = None
+    end: date | None = None
+    for s, e in sorted(spans):
+        if start is None or end is None or (s - end).days > gap_days:
+            start, end = s, e
+        else:
+            end = max(end, e)
+        best = max(best, (end - start).days)
+    return best
+
+
+@dataclass(slots=True)
+class _ConditionFindings:
+    definite: list[Res] = field(default_factory=list)
+    review: list[Res] = field(default_factory=list)
+    too_recent: list[Res] = field(default_factory=list)
+    out_of_window: bool = False
+
+
+def _condition_note(active: bool | None, confirmed: bool, abatement: date | None, history: bool = False) -> str:
     parts = [{True: "active", False: "inactive", None: "status not recorded"}[active]]
+    if history:
+        parts.append("history code")
     if abatement:
         parts.append(f"abated {abatement.isoformat()}")
     if not confirmed:

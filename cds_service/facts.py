@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+# The resource types read as separate sources. Absence ("none on record") may be inferred only from
+# sources read completely; what any source shows counts whatever the others.
+SOURCES = frozenset(
+    {"Observation", "Condition", "MedicationStatement", "MedicationRequest", "Immunization", "Procedure"}
+)
+MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest")
+
 
 @dataclass(frozen=True, slots=True)
 class LabResult:
@@ -42,6 +49,16 @@ class ConditionFact:
     onset: date | None
     abatement: date | None
     recorded: date | None
+    history: bool = False  # coded as a past condition ("history of", Z85/Z86/Z87, old MI)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFact:
+    groups: frozenset[str]
+    resource: str
+    display: str
+    status: str  # completed | in-progress | ...
+    when: date | None  # performed (end of the period when one is given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +91,10 @@ class PatientFacts:
     labs: dict[str, list[LabResult]] = field(default_factory=dict)
     conditions: list[ConditionFact] = field(default_factory=list)
     medications: list[MedicationFact] = field(default_factory=list)
-    # resource types whose absence means "none on record" rather than "not looked at"
+    procedures: list[ProcedureFact] = field(default_factory=list)
+    deceased: bool = False
+    deceased_date: date | None = None
+    # resource types read completely, so that their absence means "none on record" rather than "not looked at"
     gathered: set[str] = field(default_factory=set)
     # resources skipped (failed validation, unusable); reported, never fatal
     skipped: list[str] = field(default_factory=list)

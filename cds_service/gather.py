@@ -28,28 +28,25 @@ from .urls import AllowList, Origin, UnsafeUrl
 
 log = logging.getLogger("trial_matcher")
 
-# Prefetch key -> (template, resource type, kind it completes)
-QUERIES: dict[str, tuple[str, str, str]] = {
-    "patient": ("Patient/{{context.patientId}}", "Patient", "Patient"),
-    "conditions": ("Condition?patient={{context.patientId}}&_count=100", "Condition", "Condition"),
-    "observations": ("Observation?patient={{context.patientId}}&_count=100", "Observation", "Observation"),
-    "medications": (
-        "MedicationStatement?patient={{context.patientId}}&_count=100",
-        "MedicationStatement",
-        "Medication",
-    ),
-    "medicationRequests": (
-        "MedicationRequest?patient={{context.patientId}}&_count=100",
-        "MedicationRequest",
-        "Medication",
-    ),
-    "immunizations": ("Immunization?patient={{context.patientId}}&_count=100", "Immunization", "Medication"),
+# Prefetch key -> (template, resource type). Each resource type is its own source: what one source
+# shows counts whatever another could not be read; "none on record" needs every source that could hold it.
+QUERIES: dict[str, tuple[str, str]] = {
+    "patient": ("Patient/{{context.patientId}}", "Patient"),
+    "conditions": ("Condition?patient={{context.patientId}}&_count=100", "Condition"),
+    "observations": ("Observation?patient={{context.patientId}}&_count=100", "Observation"),
+    "medications": ("MedicationStatement?patient={{context.patientId}}&_count=100", "MedicationStatement"),
+    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=100", "MedicationRequest"),
+    "immunizations": ("Immunization?patient={{context.patientId}}&_count=100", "Immunization"),
+    "procedures": ("Procedure?patient={{context.patientId}}&_count=100", "Procedure"),
 }
-KIND_LABEL = {
+SOURCE_LABEL = {
     "Patient": "demographics (Patient)",
     "Condition": "problem list (Condition)",
     "Observation": "results (Observation)",
-    "Medication": "medication history",
+    "MedicationStatement": "medication statements (MedicationStatement)",
+    "MedicationRequest": "medication orders (MedicationRequest)",
+    "Immunization": "immunizations (Immunization)",
+    "Procedure": "procedures (Procedure)",
 }
 
 
@@ -64,7 +61,7 @@ class FetchError(Exception):
 @dataclass
 class Gathered:
     resources: list[dict] = field(default_factory=list)
-    complete: set[str] = field(default_factory=set)  # kinds whose absence means "none on record"
+    complete: set[str] = field(default_factory=set)  # resource types read completely: absence = "none on record"
     gaps: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # prefetch key -> prefetch | fetched | unavailable
     server_refused: bool = False  # fhirServer not on the allow-list
@@ -163,17 +160,17 @@ class Gatherer:
         base = self._base(fhir_server, out)
         prefetch = prefetch or {}
         raw: list[dict] = []
-        kind_ok: dict[str, bool] = {}
+        kind_ok: dict[str, bool] = {}  # resource type -> read completely
         to_fetch: list[tuple[str, str | None]] = []  # (key, checked URL to continue from, or None = from start)
-        for key, (_template, rtype, kind) in QUERIES.items():
+        for key, (_template, kind) in QUERIES.items():
             if key in prefetch:
-                ok, cont = _read_prefetch(prefetch[key], rtype, raw)
+                ok, cont = _read_prefetch(prefetch[key], kind, raw)
                 start = _continuation(cont, base)
                 if start:
                     to_fetch.append((key, start))
                     continue
                 if cont:
-                    out.gaps.append(f"prefetched {KIND_LABEL[kind]} was only the first page")
+                    out.gaps.append(f"prefetched {SOURCE_LABEL[kind]} was only the first page")
                     ok = False
                 kind_ok[kind] = kind_ok.get(kind, True) and ok
                 out.sources[key] = "prefetch"
@@ -185,14 +182,14 @@ class Gatherer:
         if to_fetch and base is not None:
             results = await self._fetch_many(to_fetch, patient_id, base, token)
             for (key, _), (resources, error) in zip(to_fetch, results, strict=True):
-                kind = QUERIES[key][2]
+                kind = QUERIES[key][1]
                 raw.extend(resources)
                 kind_ok[kind] = kind_ok.get(kind, True) and error is None
                 out.sources[key] = "fetched" if error is None else "unavailable"
                 if error is not None:
                     # the reason (status, exception, timeout) is for the operator's log, never for the caller
-                    log.warning("FHIR read failed", extra={"kind": kind, "error_type": error})
-                    out.gaps.append(f"{KIND_LABEL[kind]} could not be read from the FHIR server")
+                    log.warning("FHIR read failed", extra={"resource_type": kind, "error_type": error})
+                    out.gaps.append(f"{SOURCE_LABEL[kind]} could not be read from the FHIR server")
         out.resources, aside = scope_to_patient(raw, patient_id, base)
         if aside:
             out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
@@ -218,7 +215,7 @@ class Gatherer:
             headers["Authorization"] = f"Bearer {token}"
 
         async def one(key: str, start: str | None) -> tuple[list[dict], str | None]:
-            template, rtype, _ = QUERIES[key]
+            template, rtype = QUERIES[key]
             url = start or f"{base.url}/{template.replace('{{context.patientId}}', patient_id)}"
             try:
                 async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic())):

@@ -25,6 +25,7 @@ ALLOWED_FIELDS = (
     "cards",
     "stored",
     "error_type",
+    "resource_type",
 )
 
 

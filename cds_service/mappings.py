@@ -44,6 +44,9 @@ class Variable(BaseModel):
     derived: str | None = None
     codes: list[Coding]
     answers: dict[str, str] = Field(default_factory=dict)
+    positive_persists_days: int | None = None
+    also_from: list[str] = Field(default_factory=list)
+    units_elsewhere: dict[str, str] = Field(default_factory=dict)
 
     def factor(self, unit: str | None) -> float | None:
         """Factor taking a value in `unit` to the canonical unit, or None if not accepted."""
@@ -85,6 +88,9 @@ class ObservationMappings(BaseModel):
                 raise ValueError(f"variable {key}: a {var.kind} needs a canonical unit")
             if var.unit and var.units and var.factor(var.unit) != 1:
                 raise ValueError(f"variable {key}: canonical unit {var.unit} must have factor 1")
+            for other in [*var.also_from, *var.units_elsewhere.values()]:
+                if other not in self.variables:
+                    raise ValueError(f"variable {key}: refers to unknown variable {other}")
         return self
 
 
@@ -115,11 +121,36 @@ class ConditionGroup(BaseModel):
         return any(lo <= cat <= hi for lo, hi in self._ranges)
 
 
+class HistoryCodes(BaseModel):
+    """Codes that record a past condition ("history of", "old MI")."""
+
+    icd10cm: list[str] = Field(default_factory=list)
+    snomed: list[str] = Field(default_factory=list)
+
+
 class ConditionMappings(BaseModel):
+    history: HistoryCodes = Field(default_factory=HistoryCodes)
     groups: dict[str, ConditionGroup]
 
     @model_validator(mode="after")
     def _keys(self) -> ConditionMappings:
+        for key, g in self.groups.items():
+            g.key = key
+        return self
+
+
+class ProcedureGroup(BaseModel):
+    key: str = ""
+    label: str
+    snomed: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+
+
+class ProcedureMappings(BaseModel):
+    groups: dict[str, ProcedureGroup] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys(self) -> ProcedureMappings:
         for key, g in self.groups.items():
             g.key = key
         return self
@@ -133,6 +164,12 @@ class Ingredient(BaseModel):
     names: list[str] = Field(default_factory=list)
     pred_eq: float | None = None
     systemic_only: bool = False
+    same_drug: str | None = None
+
+    @property
+    def drug(self) -> str:
+        """The drug this ingredient counts as in "N different drugs"."""
+        return self.same_drug or self.key
 
 
 class MedicationClass(BaseModel):
@@ -179,10 +216,21 @@ class Mappings:
         observations: ObservationMappings,
         conditions: ConditionMappings,
         medications: MedicationMappings,
+        procedures: ProcedureMappings | None = None,
     ) -> None:
         self.observations = observations
         self.conditions = conditions
         self.medications = medications
+        self.procedures = procedures or ProcedureMappings()
+        self.procedure_snomed: dict[str, set[str]] = {}
+        for key, g in self.procedures.groups.items():
+            for code in g.snomed:
+                self.procedure_snomed.setdefault(code, set()).add(key)
+        self._procedure_words = [
+            (re.compile(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])"), key)
+            for key, g in self.procedures.groups.items()
+            for w in g.words
+        ]
         self.variables = observations.variables
 
         # (system, code) -> variable key
@@ -231,6 +279,9 @@ class Mappings:
         for cname, cls in meds.classes.items():
             for m in cls.members:
                 self.ingredient_classes.setdefault(m, set()).add(cname)
+        # criteria compare glucocorticoid doses as prednisone-equivalent mg/day
+        steroids = meds.classes.get("glucocorticoids")
+        self.steroid_ingredients = frozenset(steroids.members if steroids else ())
         self.non_systemic_snomed = set(meds.non_systemic_routes.snomed)
         self.non_systemic_words = [w.lower() for w in meds.non_systemic_routes.words]
 
@@ -246,6 +297,12 @@ class Mappings:
                 self._icd_cache[code] = hit
             return hit
         return frozenset()
+
+    def is_history_code(self, system: str, code: str) -> bool:
+        h = self.conditions.history
+        if system == SNOMED:
+            return code in h.snomed
+        return system == ICD10CM and any(code.upper().startswith(p) for p in h.icd10cm)
 
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
         t = text.lower()
@@ -269,6 +326,14 @@ class Mappings:
         m = self.name_pattern.search(text.lower())
         return self._name_to_key[m.group(1)] if m else None
 
+    def procedure_groups(self, codings: list[tuple[str, str]], text: str) -> frozenset[str]:
+        """Groups of a procedure: by SNOMED CT code, else by words in its text and displays."""
+        hits = {g for system, code in codings if system == SNOMED for g in self.procedure_snomed.get(code, ())}
+        if not hits and text:
+            t = text.lower()
+            hits = {key for pattern, key in self._procedure_words if pattern.search(t)}
+        return frozenset(hits)
+
     def class_members(self, cls: str) -> set[str]:
         return set(self.medications.classes[cls].members)
 
@@ -279,10 +344,12 @@ def _read(path: Path) -> dict:
 
 
 def load_mappings(folder: str | Path) -> Mappings:
-    """Read and validate `observations.yaml`, `conditions.yaml`, `medications.yaml`."""
+    """Read and validate `observations.yaml`, `conditions.yaml`, `medications.yaml`, `procedures.yaml`."""
     folder = Path(folder)
+    procedures = folder / "procedures.yaml"
     return Mappings(
         ObservationMappings.model_validate(_read(folder / "observations.yaml")),
         ConditionMappings.model_validate(_read(folder / "conditions.yaml")),
         MedicationMappings.model_validate(_read(folder / "medications.yaml")),
+        ProcedureMappings.model_validate(_read(procedures)) if procedures.exists() else None,
     )

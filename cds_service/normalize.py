@@ -18,6 +18,7 @@ not entered-in-error, not-taken or merely intended.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -30,10 +31,12 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
 from pydantic import ValidationError
 
+from .answers import coded_answer
 from .codes import UCUM
-from .facts import ConditionFact, LabResult, MedicationFact, PatientFacts
+from .facts import ConditionFact, LabResult, MedicationFact, PatientFacts, ProcedureFact
 from .mappings import Mappings, Variable
 
 COUNTING_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected"})
@@ -49,6 +52,7 @@ _MODELS = {
     "MedicationRequest": MedicationRequest,
     "Immunization": Immunization,
     "Medication": Medication,
+    "Procedure": Procedure,
 }
 
 
@@ -219,8 +223,14 @@ class Normalizer:
                     self._medication(res, rtype, facts, meds_by_ref)
                 elif rtype == "Immunization":
                     self._immunization(res, facts)
+                elif rtype == "Procedure":
+                    self._procedure(res, facts)
             except Invalid:
                 facts.skipped.append(f"{rtype}/{res.get('id', '?')} failed FHIR R4 validation")
+        for key, var in self.m.variables.items():
+            for other in var.also_from:
+                for r in facts.labs.get(other, ()):
+                    facts.add_lab(dataclasses.replace(r, variable=key))
         facts.sort()
         return facts
 
@@ -246,6 +256,9 @@ class Normalizer:
             return
         facts.patient = f"Patient/{rid}"
         facts.birth_date, facts.gender = birth, gender
+        died = _d(res.get("deceasedDateTime"))
+        facts.deceased = died is not None or _b(res.get("deceasedBoolean")) is True
+        facts.deceased_date = died
 
     # --- Observation ---------------------------------------------------------------------------
 
@@ -276,6 +289,9 @@ class Normalizer:
         )
         ref = f"Observation/{_s(obs.get('id'))}"
         ranges = _l(obs.get("referenceRange"))
+        if var is not None and var.units_elsewhere:
+            routed = var.units_elsewhere.get(_unit(_o(obs.get("valueQuantity"))) or "")
+            var = self.m.variables[routed] if routed else var
         if var is not None:
             facts.add_lab(self._reading(var, obs, when, ref, ranges))
         for cvar, comp in comps:
@@ -300,7 +316,7 @@ class Normalizer:
             comparator = _s(q.get("comparator"))
             if comparator in ("<", "<="):
                 positive = False  # "<20 IU/mL": below the reporting limit, i.e. not detected
-            if var.kind == "titer" and orig_unit in (None, "", "{titer}", "titer"):
+            if var.kind == "titer" and (orig_unit in (None, "") or var.factor(orig_unit) == 1):
                 value = raw
             else:
                 factor = var.factor(orig_unit)
@@ -331,7 +347,8 @@ class Normalizer:
             if m and var.kind == "titer":
                 value = float(m.group(1))
             elif var.kind in ("grade", "coded"):
-                answer = var.answers.get(s, s.upper() if var.kind == "grade" else s)
+                answer = coded_answer(var, s)
+                problem = None if answer is not None else f"answer '{s[:60]}' is not one this service can read"
             else:
                 positive = self._word_reading(s)
         elif src.get("valueCodeableConcept") is not None:
@@ -339,11 +356,8 @@ class Normalizer:
             orig_value = _cc_text(cc) or None
             for system, code, _ in _codings(cc):
                 if var.kind in ("grade", "coded"):
-                    if code in var.answers:
-                        answer = var.answers[code]
-                        break
-                    if var.kind == "grade" and len(code) == 1 and code.upper() in "ABCDE":
-                        answer = code.upper()
+                    answer = coded_answer(var, code)
+                    if answer is not None:
                         break
                 if (system, code) in self.m.positive_codes:
                     positive = True
@@ -352,11 +366,12 @@ class Normalizer:
                     positive = False
                     break
             text = _s(cc.get("text"))
-            if answer is None and positive is None and text:
-                if var.kind == "grade" and text.strip().upper() in ("A", "B", "C", "D", "E"):
-                    answer = text.strip().upper()
-                else:
-                    positive = self._word_reading(text)
+            if var.kind in ("grade", "coded"):
+                answer = answer or (coded_answer(var, text) if text else None)
+                if answer is None:
+                    problem = f"answer '{(orig_value or '?')[:60]}' is not one this service can read"
+            elif positive is None and text:
+                positive = self._word_reading(text)
         elif src.get("valueBoolean") is not None:
             flag = _b(src["valueBoolean"])
             orig_value = str(flag).lower()
@@ -436,8 +451,11 @@ class Normalizer:
     def _condition(self, cond: dict, facts: PatientFacts) -> None:
         code = _o(cond.get("code"))
         groups: set[str] = set()
+        history = False
         for system, c, _ in _codings(code):
-            groups |= self.m.condition_groups(system, c)
+            hits = self.m.condition_groups(system, c)
+            groups |= hits
+            history = history or bool(hits and self.m.is_history_code(system, c))
         text = _s(code.get("text"))
         if not groups and text:
             groups |= self.m.condition_groups_from_text(text)
@@ -468,6 +486,7 @@ class Normalizer:
                 onset=_d(cond.get("onsetDateTime")) or _d(on_period.get("start")),
                 abatement=abatement,
                 recorded=_d(cond.get("recordedDate")),
+                history=history,
             )
         )
 
@@ -555,6 +574,27 @@ class Normalizer:
                 end=end,
                 daily_dose_mg=daily,
                 pred_eq_mg=pred,
+            )
+        )
+
+    def _procedure(self, proc: dict, facts: PatientFacts) -> None:
+        status = _s(proc.get("status")) or "unknown"
+        if status in ("entered-in-error", "not-done", "preparation"):
+            return
+        code = _o(proc.get("code"))
+        codings = [(system, c) for system, c, _ in _codings(code)]
+        groups = self.m.procedure_groups(codings, _cc_all_text(code))
+        if not groups or not self._valid(proc, facts):
+            return
+        period = _o(proc.get("performedPeriod"))
+        when = _d(proc.get("performedDateTime")) or _d(period.get("end")) or _d(period.get("start"))
+        facts.procedures.append(
+            ProcedureFact(
+                groups=groups,
+                resource=f"Procedure/{_s(proc.get('id'))}",
+                display=_cc_text(code) or "procedure",
+                status=status,
+                when=when,
             )
         )
 

@@ -43,7 +43,9 @@ class Impact:
 
     @property
     def permanent(self) -> bool:
-        return self.status_after == "ineligible"
+        """A bar with no end date. A long washout (2 years after an mRNA product) is not permanent: the
+        card names the date, though the trial counts the patient ineligible beyond the horizon."""
+        return any(c.until is None for c in self.criteria)
 
     @property
     def resumes(self) -> date | None:

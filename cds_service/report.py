@@ -46,6 +46,7 @@ class TrialResult(BaseModel):
     eligible_from: dt.date | None = None
     url: str | None = None
     criteria: list[CriterionResult]
+    notes: list[str] = Field(default_factory=list)  # trial-level: deceased patient, source caveats
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for c in self.criteria if c.outcome == outcome)

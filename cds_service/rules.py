@@ -14,7 +14,8 @@ Leaves (see README "Rule vocabulary" for examples):
   grade_count:  {vars, grades, min, within}        e.g. BILAG A in >= 1 organ
   answer:       {var, in, within}                  coded answer (NYHA class, ISN/RPS class)
   condition:    {groups, within, dated_by, except, except_review, active_only, match_review, onset_before}
-  medication:   {classes|ingredients, within, dose, if_ongoing, ongoing_note}
+  medication:   {classes|ingredients, within, dose, if_ongoing, ongoing_note, match_review}
+  procedure:    {groups, within, match_review}           a Procedure on record (plasmapheresis, surgery)
   treated:      {classes, min_duration, min_distinct}
   current_dose: {classes, op, value}               current prednisone-equivalent mg/day
   review:       "reason"                           a part of the text only a person can decide
@@ -184,6 +185,14 @@ class MedicationRule(Rule):
     dose_value: float | None
     if_ongoing: Literal["match", "review"]
     ongoing_note: str | None
+    match_review: str | None = None  # a match needs a person (e.g. a vaccine of unrecorded type)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureRule(Rule):
+    groups: frozenset[str]
+    within: Window | None
+    match_review: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +397,11 @@ class RuleParser:
         return frozenset(out), " or ".join(labels)
 
     def _p_medication(self, arg: dict) -> Rule:
-        _keys(arg, {"classes", "ingredients", "within", "dose", "if_ongoing", "ongoing_note"}, "medication")
+        _keys(
+            arg,
+            {"classes", "ingredients", "within", "dose", "if_ongoing", "ongoing_note", "match_review"},
+            "medication",
+        )
         ings, label = self._ingredients(arg, "medication")
         dose = arg.get("dose") or {}
         if dose and (dose.get("op") not in OPS or "value" not in dose):
@@ -405,7 +418,18 @@ class RuleParser:
             float(dose["value"]) if dose else None,
             if_ongoing,
             arg.get("ongoing_note"),
+            arg.get("match_review"),
         )
+
+    def _p_procedure(self, arg: dict) -> Rule:
+        _keys(arg, {"groups", "within", "match_review"}, "procedure")
+        groups = set()
+        for g in _list(arg["groups"], "procedure.groups"):
+            if g not in self.mappings.procedures.groups:
+                raise RuleError(f"unknown procedure group {g!r} (add it to mappings/procedures.yaml)")
+            groups.add(g)
+            self.variables_used.add(f"procedure:{g}")
+        return ProcedureRule("procedure", frozenset(groups), Window.parse(arg.get("within")), arg.get("match_review"))
 
     def _p_treated(self, arg: dict) -> Rule:
         _keys(arg, {"classes", "ingredients", "min_duration", "min_distinct"}, "treated")

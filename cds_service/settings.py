@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin endpoints; unset disables them")
     as_of: date | None = Field(None, description="Fixed evaluation date (demos, tests); default: today")
+    temporary_horizon_days: int = Field(
+        365,
+        ge=0,
+        description="A bar that lifts further away than this (a 12-year-old, a 2-year washout) is a fail today, "
+        "with its date in the reason; nearer ones make the patient possibly eligible from that date",
+    )
     log_level: str = Field("INFO", description="Python log level")
     strict_validation: bool = Field(
         False,

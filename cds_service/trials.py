@@ -70,6 +70,7 @@ class Trial(BaseModel):
     max_age: int | None = None
     sex: Literal["all", "female", "male"] = "all"
     source: str
+    notes: list[str] = Field(default_factory=list)  # caveats a reviewer must see on every card (source gaps)
     criteria: list[Criterion]
     _variables: set[str] = PrivateAttr(default_factory=set)
     _plan: list[tuple[Criterion, Rule | None]] = PrivateAttr(default_factory=list)

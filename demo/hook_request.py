@@ -24,7 +24,7 @@ PARTIAL_KEYS = ("patient", "conditions")
 def prefetch_for(res: list[dict], patient_id: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     """What an EHR would send for our prefetch templates: the Patient, and a searchset Bundle (or null) per search."""
     out: dict[str, Any] = {}
-    for key, (_template, rtype, _kind) in QUERIES.items():
+    for key, (_template, rtype) in QUERIES.items():
         if keys is not None and key not in keys:
             continue
         if rtype == "Patient":

@@ -91,9 +91,15 @@ def test_a_permanent_fail_beats_a_temporary_one(catalog, eligible):
 T1 = "NCT06902844"
 
 
-def test_t1_age_under_18_is_temporary(catalog, eligible):
-    c = criterion(catalog, set_patient(eligible, birthDate="2010-03-01"), T1, "inc-1", AS_OF)
-    assert c.outcome == "fail" and c.until == date(2028, 3, 1)
+def test_t1_age_under_18_is_temporary_only_inside_the_horizon(catalog, eligible):
+    soon = criterion(catalog, set_patient(eligible, birthDate="2008-12-01"), T1, "inc-1", AS_OF)
+    assert soon.outcome == "fail" and soon.until == date(2026, 12, 1)
+    # 16 years old: 18 in 2028, beyond the 365-day horizon, is a fail today that names the date
+    young = set_patient(eligible, birthDate="2010-03-01")
+    later = criterion(catalog, young, T1, "inc-1", AS_OF)
+    assert later.outcome == "fail" and "eligible again only from 2028-03-01" in (later.explanation or "")
+    result = evaluate(catalog, young, T1, AS_OF)
+    assert result.status == "ineligible" and result.eligible_from is None
     assert criterion(catalog, set_patient(eligible, birthDate=None), T1, "inc-1", AS_OF).outcome == "unknown"
 
 
@@ -118,7 +124,8 @@ def test_t1_lupus_nephritis_subgroup(catalog, eligible):
     assert criterion(catalog, eligible, T1, "inc-2.2", AS_OF).outcome == "pass"  # no LN: not applicable
     assert criterion(catalog, [*eligible, ln], T1, "inc-2.2", AS_OF).outcome == "unknown"
     assert criterion(catalog, [*eligible, ln, klass("IV+V")], T1, "inc-2.2", AS_OF).outcome == "pass"
-    assert criterion(catalog, [*eligible, ln, klass("II")], T1, "inc-2.2", AS_OF).outcome == "fail"
+    # class II: not the LN cohort, but the patient may still enter the non-LN cohort (H6): a person decides
+    assert criterion(catalog, [*eligible, ln, klass("II")], T1, "inc-2.2", AS_OF).outcome == "review"
 
 
 def test_t1_treatment_history_missing_is_unknown_never_fail(catalog, eligible):
@@ -310,8 +317,11 @@ def test_t2_coagulation(catalog, eligible):
 
 
 def test_t2_pregnancy_test_needed_for_women_only(catalog, eligible):
+    # the negative serum hCG within 7 days is a screening step (W3): no test yet is review, not unknown
     c = criterion(catalog, drop(eligible, "2118-8"), T2, "inc-6", AS_OF)
-    assert c.outcome == "unknown" and any("hCG" in m for m in c.missing)
+    assert c.outcome == "review" and any("hCG" in r for r in c.review)
+    urine = syn.qualitative("p1", "2106-3", True, d(2), display="hCG urine")
+    assert criterion(catalog, [*drop(eligible, "2118-8"), urine], T2, "inc-6", AS_OF).outcome == "fail"
     male = syn.eligible_patient(AS_OF, gender="male")
     assert criterion(catalog, male, T2, "inc-6", AS_OF).outcome == "review"  # passes; contraception review
 
@@ -397,7 +407,13 @@ def test_t4_serology_or_hypocomplementemia(catalog, eligible):
 
 def test_t4_sledai_clinical_part(catalog, eligible):
     weak = replace(eligible, "sledai-2k-clinical", syn.score("p1", "sledai-2k-clinical", 2, d(7)))
+    weak = replace(weak, "sledai-2k-total", syn.score("p1", "sledai-2k-total", 6, d(7)))
     assert criterion(catalog, weak, T4, "inc-6", AS_OF).outcome == "fail"
+    # a total of 8 or more holds at least 4 clinical points (serology scores 4 at most): W1
+    total_8 = replace(
+        drop(eligible, "sledai-2k-clinical"), "sledai-2k-total", syn.score("p1", "sledai-2k-total", 8, d(7))
+    )
+    assert criterion(catalog, total_8, T4, "inc-6", AS_OF).outcome == "pass"
     no_serology_points = replace(weak, "sledai-2k-serology", syn.score("p1", "sledai-2k-serology", 0, d(7)))
     assert criterion(catalog, no_serology_points, T4, "inc-6", AS_OF).outcome == "pass"
 
@@ -432,7 +448,8 @@ def test_t5_lupus_nephritis_subgroup(catalog, eligible):
     upcr_ok = syn.quantity("p1", "2890-2", 150, "mg/mmol", d(10))  # 1.33 g/g
     upcr_low = syn.quantity("p1", "2890-2", 500, "mg/g", d(10))  # 0.5 g/g
     assert criterion(catalog, [*eligible, ln, *biopsy, upcr_ok], T5, "inc-3", AS_OF).outcome == "review"
-    assert criterion(catalog, [*eligible, ln, *biopsy, upcr_low], T5, "inc-3", AS_OF).outcome == "fail"
+    # below the LN-subgroup bar: the patient may still enter the SLE cohort, so a person decides (H6)
+    assert criterion(catalog, [*eligible, ln, *biopsy, upcr_low], T5, "inc-3", AS_OF).outcome == "review"
     assert criterion(catalog, [*eligible, ln, *biopsy], T5, "inc-3", AS_OF).outcome == "unknown"
 
 
@@ -457,6 +474,7 @@ def test_t1_malignancy_window_counts_from_diagnosis(catalog, eligible):
     )
     c = criterion(catalog, [*eligible, treated], T1, "exc-20", AS_OF)
     assert c.outcome == "fail" and c.until == d(900).replace(year=d(900).year + 5)
+    # diagnosed 7 years ago and still recorded active: not "diagnosed within 5 years", but a person looks
     active_old = syn.condition("p1", icd="C50.911", display="Breast cancer", onset=d(2500))
     c = criterion(catalog, [*eligible, active_old], T1, "exc-20", AS_OF)
-    assert c.outcome == "fail" and c.until is None
+    assert c.outcome == "review" and any("still recorded active" in n for n in c.review)

@@ -25,6 +25,7 @@ def searchset(resources, next_url=None):
     return b
 
 
+MEDS = ("MedicationStatement", "MedicationRequest", "Immunization")
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1980-01-01"}
 
 
@@ -74,7 +75,7 @@ def test_paging_follows_next_and_skips_operation_outcomes():
             page2,
         )
     )
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
         json=searchset([])
     )
 
@@ -84,7 +85,7 @@ def test_paging_follows_next_and_skips_operation_outcomes():
 
     got = run(go())
     assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
-    assert got.complete == {"Observation", "Condition", "Medication"} and got.gaps == []
+    assert got.complete == {"Observation", "Condition", *MEDS, "Procedure"} and got.gaps == []
     assert respx.calls[0].request.headers["Authorization"] == "Bearer tok"
 
 
@@ -106,7 +107,7 @@ def test_faults_become_gaps_never_exceptions(fault, expected, caplog):
         route.mock(side_effect=fault)
     else:
         route.mock(return_value=fault)
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
         json=searchset([])
     )
 
@@ -116,7 +117,7 @@ def test_faults_become_gaps_never_exceptions(fault, expected, caplog):
 
     with caplog.at_level("WARNING", logger="trial_matcher"):
         got = run(go())
-    assert "Observation" not in got.complete and {"Condition", "Medication"} <= got.complete
+    assert "Observation" not in got.complete and {"Condition", *MEDS} <= got.complete
     # the caller learns what could not be read; why (status, exception) goes to the operator's log only
     assert any("results (Observation) could not be read" in g for g in got.gaps)
     assert not any(expected in g for g in got.gaps)
@@ -132,7 +133,7 @@ def test_slow_server_is_cut_at_the_budget():
 
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
     respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization)\?.*").respond(
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
         json=searchset([])
     )
 
@@ -155,7 +156,9 @@ def test_page_cap_and_foreign_next_links(caplog):
         json=searchset([], f"{BASE}/Observation?patient=p1&again=1")
     )
     respx.get(url__startswith=f"{BASE}/Condition").respond(json=searchset([], "http://elsewhere.example/fhir/x"))
-    respx.get(url__regex=r".*/(MedicationStatement|MedicationRequest|Immunization)\?.*").respond(json=searchset([]))
+    respx.get(url__regex=r".*/(MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
+        json=searchset([])
+    )
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -166,7 +169,7 @@ def test_page_cap_and_foreign_next_links(caplog):
     reasons = [getattr(r, "error_type", "") for r in caplog.records]
     assert any("more than 3 pages" in r for r in reasons)
     assert any("outside the FHIR server" in r for r in reasons)
-    assert got.complete == {"Medication"}
+    assert got.complete == {*MEDS, "Procedure"}
     assert not any(str(c.request.url).startswith("http://elsewhere.example") for c in respx.calls)
 
 
@@ -184,6 +187,7 @@ def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped(
                     "medications": None,
                     "medicationRequests": None,
                     "immunizations": None,
+                    "procedures": None,
                 },
                 None,
                 None,
@@ -191,7 +195,7 @@ def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped(
 
     got = run(go())
     assert [r["id"] for r in got.resources] == ["p1"]
-    assert got.complete == {"Condition", "Observation", "Medication"}
+    assert got.complete == {"Condition", "Observation", *MEDS, "Procedure"}
     assert any("1 resource(s) not clearly about this patient were set aside" in g for g in got.gaps)
 
 

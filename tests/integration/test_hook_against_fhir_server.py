@@ -31,12 +31,8 @@ EXPECTED = {
     "demo-eli": {
         t: "possibly-eligible" for t in ["NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"]
     },
-    "demo-fiona": {
-        "NCT06902844": "possibly-eligible",
-        "NCT07274059": "possibly-eligible",
-        "NCT06010472": "likely-eligible",
-        "NCT06676631": "likely-eligible",
-    },
+    # breast cancer diagnosed 2 years ago: the 5-year bars lift in 2029, beyond the one-year horizon
+    "demo-fiona": {"NCT06010472": "likely-eligible", "NCT06676631": "likely-eligible"},
 }
 
 
@@ -258,3 +254,43 @@ def test_order_sign_against_the_fhir_server_and_through_prefetch(service, fhir_s
     for c in fetched.json()["cards"]:
         assert c["indicator"] == "warning" and c["suggestions"] and c["overrideReasons"]
         _assert_no_empty(c)
+
+
+def test_procedures_are_read_from_the_fhir_server(service, fhir_server):
+    """Procedure is a source of its own: fetched with the token when not prefetched, and it decides criteria."""
+    from datetime import date, timedelta
+
+    from cds_service import synthetic as syn
+
+    today = date.today()
+    pid = "proc-patient"
+    res = syn.eligible_patient(today, pid=pid)
+    res.append(
+        {
+            "resourceType": "Procedure",
+            "id": f"{pid}-apheresis",
+            "status": "completed",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "127788007", "display": "Apheresis"}]},
+            "subject": {"reference": f"Patient/{pid}"},
+            "performedDateTime": str(today - timedelta(days=3)),
+        }
+    )
+    headers = {"Authorization": f"Bearer {fhir_server.token}"} if fhir_server.token else {}
+    r = httpx.post(fhir_server.base, json=syn.bundle(res, "transaction"), headers=headers, timeout=60)
+    assert r.status_code < 300, r.text[:300]
+    fetched = _call(service, hook_request_for(pid, fhir_server))
+    assert fetched.status_code == 200 and "procedures (Procedure) could not be read" not in fetched.text
+    report = service.post("/match", params={"patient": pid}).json()
+    plasma = [
+        c
+        for t in report["trials"]
+        for c in t["criteria"]
+        if any(e["resource"] == f"Procedure/{pid}-apheresis" for e in c.get("evidence", []))
+    ]
+    assert plasma and all(c["outcome"] == "fail" for c in plasma)  # plasmapheresis within a week excludes
+
+
+def hook_request_for(pid: str, fhir_server) -> dict:
+    req = hook_request("demo-amara", "none", fhir_server.base, fhir_server.token)
+    req["context"]["patientId"] = pid
+    return req
