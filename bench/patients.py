@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from cds_service import synthetic as s
+from demo import synthetic as s
 
 MAPPED_LABS = [
     ("751-8", "10*3/uL", 2.0, 6.0),

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .catalog import Catalog, MixedPatients
-from .coverage import catalog_entry, coverage, render_text
-from .report import Report, TrialResult
-from .settings import get_settings
+from cds_service.eligibility.catalog import Catalog, MixedPatients
+from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
+from cds_service.eligibility.report import Report, TrialResult
+from cds_service.settings import get_settings
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
 STATUS_STYLE = {"likely-eligible": "bold green", "possibly-eligible": "bold yellow", "ineligible": "bold red"}
@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     s = get_settings()
     uvicorn.run(
-        "cds_service.app:create_app",
+        "cds_service.api.app:create_app",
         factory=True,
         host=args.host or s.host,
         port=args.port or s.port,

@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .auth import TrustedIssuer
-from .urls import AllowList
+from cds_service.api.auth import TrustedIssuer
+from cds_service.fhir.urls import AllowList
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .hooks import FeedbackItem
+from cds_service.api.models import FeedbackItem
 
 _COLUMNS = (
     "id",

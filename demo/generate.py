@@ -15,7 +15,7 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from cds_service import synthetic as s
+from demo import synthetic as s
 
 REFERENCE_DATE = date(2026, 11, 23)
 OUT = Path(__file__).parent / "patients"

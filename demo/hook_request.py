@@ -14,7 +14,7 @@ import uuid
 from datetime import date
 from typing import Any
 
-from cds_service.gather import QUERIES
+from cds_service.fhir.gather import QUERIES
 
 from .load import demo_bundles, resources
 

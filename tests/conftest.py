@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service import synthetic as syn
-from cds_service.catalog import Catalog
+from cds_service.eligibility.catalog import Catalog
+from demo import synthetic as syn
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date(2026, 11, 23)

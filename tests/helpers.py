@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from cds_service.catalog import Catalog
-from cds_service.report import CriterionResult, TrialResult
+from cds_service.eligibility.catalog import Catalog
+from cds_service.eligibility.report import CriterionResult, TrialResult
 
 
 def codes_of(res: dict) -> set[str]:

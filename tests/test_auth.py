@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.settings import Settings
 from demo.hook_request import hook_request
 

@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.settings import Settings
+from cds_service.views import checklists
 from demo.hook_request import hook_request
 
 
@@ -98,7 +99,7 @@ def test_expired_token_gets_410(client):
     path = urlsplit(checklist_url(card)).path
     assert client.get(path).status_code == 200
     store = client.app.state.store
-    digest = __import__("cds_service.checklists", fromlist=["x"]).token_hash(path.rsplit("/", 1)[1])
+    digest = checklists.token_hash(path.rsplit("/", 1)[1])
     store._conn.execute("UPDATE checklist SET expires_at = ? WHERE token_hash = ?", (time.time() - 1, digest))
     r = client.get(path)
     assert r.status_code == 410 and "expired" in r.text

@@ -9,8 +9,8 @@ from datetime import date
 
 import pytest
 
-from cds_service import synthetic as syn
 from cds_service.cli import main
+from demo import synthetic as syn
 from demo.load import demo_bundles
 
 AS_OF = date(2026, 11, 23)

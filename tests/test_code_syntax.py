@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cds_service.codes import (
+from cds_service.fhir.codes import (
     ICD10CM,
     LOINC,
     SNOMED,

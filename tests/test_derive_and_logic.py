@@ -6,9 +6,9 @@ from datetime import date
 
 import pytest
 
-from cds_service.derive import age_on, ckd_epi_2021, cockcroft_gault
-from cds_service.evaluate import Engine, Res, Truth
-from cds_service.rules import Window
+from cds_service.eligibility.engine import Engine, Res, Truth
+from cds_service.eligibility.rules import Window
+from cds_service.fhir.derive import age_on, ckd_epi_2021, cockcroft_gault
 
 T, F, U, R = Truth.TRUE, Truth.FALSE, Truth.UNKNOWN, Truth.REVIEW
 

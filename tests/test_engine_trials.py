@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from helpers import criterion, drop, evaluate, replace, set_patient
 
-from cds_service import synthetic as syn
+from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
 TRIALS = ["NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"]

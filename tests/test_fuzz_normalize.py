@@ -7,7 +7,7 @@ from datetime import date
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import synthetic as syn
+from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
 TYPES = [

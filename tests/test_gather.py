@@ -8,8 +8,8 @@ import httpx
 import pytest
 import respx
 
-from cds_service.gather import Gatherer
-from cds_service.urls import AllowList
+from cds_service.fhir.gather import Gatherer
+from cds_service.fhir.urls import AllowList
 
 BASE = "http://127.0.0.1:9999/fhir"
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.logs import JsonFormatter
 from cds_service.settings import Settings
 from demo.hook_request import hook_request
@@ -309,7 +309,7 @@ def test_match_with_extreme_as_of_is_400(tmp_path, as_of):
 def test_unexpected_errors_answer_500_without_a_traceback_or_the_input(tmp_path, caplog, monkeypatch):
     """Nothing of an unexpected exception but its class reaches the caller or the log (the server's own
     traceback printer included: TestClient re-raises whatever would have reached it)."""
-    from cds_service.matcher import Matcher
+    from cds_service.pipeline import Matcher
 
     async def boom(*_a, **_k):
         raise ValueError("Jane Doe, MRN 12345")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from cds_service import synthetic as syn
+from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
 D = AS_OF - timedelta(days=3)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import synthetic as syn
-from cds_service.normalize import Normalizer
+from cds_service.fhir.normalize import Normalizer
+from demo import synthetic as syn
 from demo.load import demo_bundles, resources
 
 KINDS = {"Observation", "Condition", "Medication"}

@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import synthetic as syn
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.settings import Settings
+from demo import synthetic as syn
 from demo.hook_request import prefetch_for
 
 AS_OF = date(2026, 11, 23)

@@ -14,8 +14,8 @@ from datetime import date, timedelta
 import pytest
 from helpers import criterion, drop, evaluate
 
-from cds_service import synthetic as syn
-from cds_service.codes import LOINC, SNOMED
+from cds_service.fhir.codes import LOINC, SNOMED
+from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
 T1, T2, T3, T4, T5 = "NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"

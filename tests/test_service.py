@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.researchstudy import ResearchStudy
 
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.settings import Settings
 from demo.hook_request import hook_request
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cds_service.hooks import FeedbackItem
+from cds_service.api.models import FeedbackItem
 from cds_service.store import open_store
 
 ITEMS = [

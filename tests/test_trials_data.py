@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.mappings import load_mappings
-from cds_service.rules import RuleError
-from cds_service.trials import Trial, load_trials
+from cds_service.eligibility.rules import RuleError
+from cds_service.eligibility.trials import Trial, load_trials
+from cds_service.fhir.mappings import load_mappings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT.parent / "shared" / "seeds"

@@ -9,7 +9,7 @@ from helpers import criterion, drop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import synthetic as syn
+from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
 D5 = AS_OF - timedelta(days=5)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
+from cds_service.api.app import create_app
 from cds_service.settings import Settings
 from demo.load import load
 

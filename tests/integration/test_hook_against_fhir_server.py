@@ -260,7 +260,7 @@ def test_procedures_are_read_from_the_fhir_server(service, fhir_server):
     """Procedure is a source of its own: fetched with the token when not prefetched, and it decides criteria."""
     from datetime import date, timedelta
 
-    from cds_service import synthetic as syn
+    from demo import synthetic as syn
 
     today = date.today()
     pid = "proc-patient"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
-from .cards import _md_escape, _short
-from .hooks import Action, Card, Coding, Link, Source, Suggestion
-from .orders import Impact
-from .trials import Trial
+from cds_service.api.models import Action, Card, Coding, Link, Source, Suggestion
+from cds_service.eligibility.orders import Impact
+from cds_service.eligibility.trials import Trial
+from cds_service.views.cards import _md_escape, _short
 
 LOCAL = "https://trial-matcher.org/fhir/CodeSystem/order-check"
 OVERRIDE_REASONS = [

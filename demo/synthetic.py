@@ -13,7 +13,7 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
-from .codes import ICD10CM, LOINC, RXNORM, SNOMED, UCUM
+from cds_service.fhir.codes import ICD10CM, LOINC, RXNORM, SNOMED, UCUM
 
 LOCAL = "https://trial-matcher.org/fhir/CodeSystem/sle-assessments"
 V3_INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"

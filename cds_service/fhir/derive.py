@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from .facts import LabResult, PatientFacts
+from cds_service.fhir.facts import LabResult, PatientFacts
 
 
 def age_on(birth: date, on: date) -> int:

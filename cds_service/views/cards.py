@@ -8,9 +8,9 @@ review, and any temporary bar with the date it lifts.
 
 from __future__ import annotations
 
-from .hooks import Card, Link, Source
-from .report import CriterionResult, TrialResult
-from .trials import Trial
+from cds_service.api.models import Card, Link, Source
+from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.eligibility.trials import Trial
 
 STATUS_WORDS = {"likely-eligible": "likely eligible", "possibly-eligible": "possibly eligible"}
 _ORDER = {"likely-eligible": 0, "possibly-eligible": 1}

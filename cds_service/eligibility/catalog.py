@@ -11,12 +11,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .evaluate import Engine
-from .facts import SOURCES, PatientFacts
-from .mappings import Mappings, load_mappings
-from .normalize import Normalizer, iter_resources
-from .report import Report
-from .trials import Trial, load_trials
+from cds_service.eligibility.engine import Engine
+from cds_service.eligibility.report import Report
+from cds_service.eligibility.trials import Trial, load_trials
+from cds_service.fhir.facts import SOURCES, PatientFacts
+from cds_service.fhir.mappings import Mappings, load_mappings
+from cds_service.fhir.normalize import Normalizer, iter_resources
 
 
 class MixedPatients(ValueError):

@@ -25,12 +25,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, checklists
-from .auth import Authenticator, JwksCache
-from .catalog import Catalog, MixedPatients
-from .coverage import catalog_entry
-from .gather import Gatherer, prefetch_templates
-from .hooks import (
+from cds_service import __version__
+from cds_service.api.auth import Authenticator, JwksCache
+from cds_service.api.middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
+from cds_service.api.models import (
     CardsResponse,
     Discovery,
     FeedbackRequest,
@@ -42,13 +40,16 @@ from .hooks import (
     PatientViewRequest,
     ServiceDescription,
 )
-from .logs import setup_logging
-from .matcher import ChecklistLinks, Matcher, PreconditionFailed
-from .middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
-from .report import Report
-from .research_study import research_study
-from .settings import Settings, get_settings
-from .store import open_store
+from cds_service.eligibility.catalog import Catalog, MixedPatients
+from cds_service.eligibility.coverage import catalog_entry
+from cds_service.eligibility.report import Report
+from cds_service.fhir.gather import Gatherer, prefetch_templates
+from cds_service.logs import setup_logging
+from cds_service.pipeline import ChecklistLinks, Matcher, PreconditionFailed
+from cds_service.settings import Settings, get_settings
+from cds_service.store import open_store
+from cds_service.views import checklists
+from cds_service.views.research_study import research_study
 
 log = logging.getLogger("trial_matcher")
 SERVICE_ID = "trial-matcher"

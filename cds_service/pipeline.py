@@ -10,15 +10,15 @@ from typing import Any
 
 import orjson
 
-from . import checklists
-from .cards import cards_for, shown
-from .catalog import Catalog
-from .gather import Gathered, Gatherer
-from .hooks import CardsResponse, Link
-from .order_cards import order_cards
-from .orders import draft_orders, impacts
-from .report import Report
-from .store import Store
+from cds_service.api.models import CardsResponse, Link
+from cds_service.eligibility.catalog import Catalog
+from cds_service.eligibility.orders import draft_orders, impacts
+from cds_service.eligibility.report import Report
+from cds_service.fhir.gather import Gathered, Gatherer
+from cds_service.store import Store
+from cds_service.views import checklists
+from cds_service.views.cards import cards_for, shown
+from cds_service.views.order_cards import order_cards
 
 log = logging.getLogger("trial_matcher")
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from .catalog import Catalog
-from .facts import MedicationFact, PatientFacts
-from .normalize import Invalid, _d, _daily_dose, _l, _o, _s
-from .report import CriterionResult, TrialResult
+from cds_service.eligibility.catalog import Catalog
+from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.fhir.facts import MedicationFact, PatientFacts
+from cds_service.fhir.normalize import Invalid, _d, _daily_dose, _l, _o, _s
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "Immunization", "MedicationStatement")
 

@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .mappings import Mappings
-from .rules import Rule, RuleError, RuleParser
+from cds_service.eligibility.rules import Rule, RuleError, RuleParser
+from cds_service.fhir.mappings import Mappings
 
 
 class Site(BaseModel):

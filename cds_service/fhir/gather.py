@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .urls import AllowList, Origin, UnsafeUrl
+from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
 log = logging.getLogger("trial_matcher")
 

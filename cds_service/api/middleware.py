@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from .auth import Authenticator, AuthError
+from cds_service.api.auth import Authenticator, AuthError
 
 log = logging.getLogger("trial_matcher")
 Scope = dict[str, Any]

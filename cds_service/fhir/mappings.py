@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .codes import ATC, CVX, ICD10CM, RXNORM, SNOMED
+from cds_service.fhir.codes import ATC, CVX, ICD10CM, RXNORM, SNOMED
 
 VariableKind = Literal["quantity", "qualitative", "titer", "grade", "coded"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .trials import Trial
+from cds_service.eligibility.trials import Trial
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import Enum
 
-from .derive import age_on, derived_result
-from .facts import MEDICATION_SOURCES, ConditionFact, LabResult, MedicationFact, PatientFacts
-from .mappings import Mappings
-from .report import CriterionResult, Evidence, TrialResult
-from .rules import (
+from cds_service.eligibility.report import CriterionResult, Evidence, TrialResult
+from cds_service.eligibility.rules import (
     Age,
     All,
     Answer,
@@ -49,7 +46,10 @@ from .rules import (
     Treated,
     Window,
 )
-from .trials import Criterion, Trial
+from cds_service.eligibility.trials import Criterion, Trial
+from cds_service.fhir.derive import age_on, derived_result
+from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, LabResult, MedicationFact, PatientFacts
+from cds_service.fhir.mappings import Mappings
 
 SOURCE_NAMES = {
     "MedicationStatement": "medication statements (MedicationStatement)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .trials import Trial
+from cds_service.eligibility.trials import Trial
 
 STATUS = {
     "recruiting": "active",

@@ -34,10 +34,10 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from pydantic import ValidationError
 
-from .answers import coded_answer
-from .codes import UCUM
-from .facts import ConditionFact, LabResult, MedicationFact, PatientFacts, ProcedureFact
-from .mappings import Mappings, Variable
+from cds_service.fhir.answers import coded_answer
+from cds_service.fhir.codes import UCUM
+from cds_service.fhir.facts import ConditionFact, LabResult, MedicationFact, PatientFacts, ProcedureFact
+from cds_service.fhir.mappings import Mappings, Variable
 
 COUNTING_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected"})
 _TITER = re.compile(r"^\s*1\s*:\s*(\d+(?:\.\d+)?)\s*$")

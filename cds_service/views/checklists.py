@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from .report import TrialResult
-from .trials import Trial
+from cds_service.eligibility.report import TrialResult
+from cds_service.eligibility.trials import Trial
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from .mappings import Mappings
+from cds_service.fhir.mappings import Mappings
 
 OPS = {">=", ">", "<=", "<", "=="}
 _WINDOW = re.compile(r"^\s*(\d+)\s*(day|week|month|year)s?\s*$")

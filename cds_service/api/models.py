@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .urls import Origin, UnsafeUrl
+from cds_service.fhir.urls import Origin, UnsafeUrl
 
 
 class FhirAuthorization(BaseModel):
