@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from cds_service.eligibility.engine import Engine, Res, Truth
+from cds_service.eligibility.logic import Res, Truth, all_of, any_of
 from cds_service.eligibility.rules import Window
 from cds_service.fhir.derive import age_on, ckd_epi_2021, cockcroft_gault
 
@@ -64,14 +64,14 @@ def _res(t: Truth, until=None) -> Res:
     ],
 )
 def test_kleene_combination(truths, all_, any_):
-    assert Engine._all([_res(t) for t in truths]).truth == all_
-    assert Engine._any([_res(t) for t in truths]).truth == any_
+    assert all_of([_res(t) for t in truths]).truth == all_
+    assert any_of([_res(t) for t in truths]).truth == any_
 
 
 def test_until_combination():
     a, b = date(2027, 1, 1), date(2027, 3, 1)
     # any: true while any member is true -> lifts at the latest; a permanent member keeps it permanent
-    assert Engine._any([_res(T, a), _res(T, b)]).until == b
-    assert Engine._any([_res(T, a), _res(T, None)]).until is None
+    assert any_of([_res(T, a), _res(T, b)]).until == b
+    assert any_of([_res(T, a), _res(T, None)]).until is None
     # all: true while every member is true -> lifts at the earliest
-    assert Engine._all([_res(T, a), _res(T, b)]).until == a
+    assert all_of([_res(T, a), _res(T, b)]).until == a

@@ -1,0 +1,174 @@
+"""Rule family: diagnoses on the problem list (condition).
+
+Events ("MI within 12 months", `dated_by: diagnosis`) count from their onset whatever their clinical
+status; "present within" counts an active condition as present. History codes are never recent, and
+a condition with no onset, or only a recordedDate, goes to a person. "None on record" needs the
+problem list to have been read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from cds_service.eligibility.logic import Ctx, Res, Truth, max_until, min_until
+from cds_service.eligibility.report import Evidence
+from cds_service.eligibility.rules import Rule, RuleError, RuleParser, Window, check_keys, register
+from cds_service.fhir.facts import ConditionFact
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionRule(Rule):
+    groups: frozenset[str]
+    within: Window | None
+    except_groups: frozenset[str]
+    except_review: str | None
+    active_only: bool  # only a current (active) diagnosis counts, e.g. pregnancy
+    match_review: str | None  # a match needs a person (severity, scope), never a definite TRUE
+    onset_before: Window | None  # diagnosed at least this long ago
+    by_diagnosis: bool  # `within` counts from the diagnosis date, not from the last day the condition was present
+
+
+def parse_condition(p: RuleParser, arg: Any) -> Rule:
+    check_keys(
+        arg,
+        {"groups", "within", "dated_by", "except", "except_review", "active_only", "match_review", "onset_before"},
+        "condition",
+    )
+    if arg.get("dated_by", "presence") not in ("presence", "diagnosis"):
+        raise RuleError("condition.dated_by is 'presence' (default: present within the window) or 'diagnosis'")
+    exc = p.condition_groups(arg["except"]) if "except" in arg else frozenset()
+    if exc and not arg.get("except_review"):
+        raise RuleError("condition: 'except' needs 'except_review' saying what a person must confirm")
+    return ConditionRule(
+        "condition",
+        p.condition_groups(arg["groups"]),
+        Window.parse(arg.get("within")),
+        exc,
+        arg.get("except_review"),
+        bool(arg.get("active_only", False)),
+        arg.get("match_review"),
+        Window.parse(arg.get("onset_before")),
+        arg.get("dated_by") == "diagnosis",
+    )
+
+
+def evaluate_condition(rule: ConditionRule, ctx: Ctx) -> Res:
+    labels = ", ".join(ctx.m.conditions.groups[g].label for g in sorted(rule.groups))
+    found = _ConditionFindings()
+    for c in ctx.facts.conditions:
+        if c.groups & rule.groups:
+            _one_condition(rule, c, ctx, found)
+    if found.definite:
+        return Res(Truth.TRUE, max_until(found.definite)).merge(found.definite)
+    if found.review:
+        return Res(Truth.REVIEW).merge(found.review)
+    if found.too_recent:
+        return Res(Truth.FALSE, min_until(found.too_recent)).merge(found.too_recent)
+    # From here on the answer rests on what is NOT on record: the problem list must have been read.
+    if "Condition" not in ctx.facts.gathered:
+        return Res(Truth.UNKNOWN, missing=[f"problem list (Condition) not read, so {labels} cannot be ruled out"])
+    if found.out_of_window:
+        return Res(
+            Truth.FALSE, why=[f"{labels}: none within {rule.within}" if rule.within else f"{labels}: not current"]
+        )
+    if ctx.absent == Truth.FALSE:
+        return Res(Truth.FALSE, why=[f"no {labels} on record"])
+    return Res(Truth.UNKNOWN, missing=[f"{labels}: no diagnosis on record"])
+
+
+def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _ConditionFindings) -> None:
+    ev = Evidence(
+        resource=c.resource,
+        label=c.display,
+        date=c.onset or c.recorded,
+        note=_condition_note(c.active, c.confirmed, c.abatement, c.history),
+    )
+
+    def review(note: str) -> None:
+        found.review.append(Res(Truth.REVIEW, evidence=[ev], notes=[note]))
+
+    if rule.active_only and (c.history or c.active is not True):
+        if c.history or c.active is None:
+            review(f"{c.display}: {'a history code' if c.history else 'status not recorded'}; is it current?")
+        else:
+            found.out_of_window = True
+        return
+    if rule.onset_before is not None:
+        if c.onset is None:  # a recordedDate is when it was entered (migration, new clinic), not diagnosed
+            review(f"{c.display}: date of diagnosis not recorded; diagnosed {rule.onset_before} ago or more?")
+            return
+        if c.onset > ctx.since(rule.onset_before):
+            until = rule.onset_before.end_after(c.onset)
+            why = f"{c.display} diagnosed {c.onset.isoformat()}, less than {rule.onset_before} ago"
+            found.too_recent.append(Res(Truth.FALSE, until=until, evidence=[ev], why=[why]))
+            return
+    until: date | None = None
+    if rule.within is not None:
+        dated = _condition_in_window(rule, c, ctx)
+        if dated is None:
+            found.out_of_window = True
+            return
+        if isinstance(dated, str):
+            review(dated)
+            return
+        until = dated if dated != date.max else None
+    if c.groups & rule.except_groups:
+        review(f"{c.display}: {rule.except_review}")
+    elif rule.match_review:
+        review(f"{c.display}: {rule.match_review}")
+    elif not c.confirmed:
+        review(f"{c.display} is recorded as unconfirmed")
+    else:
+        found.definite.append(Res(Truth.TRUE, until=until, evidence=[ev], why=[f"{c.display} on record"]))
+
+
+def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> date | str | None:
+    """Inside `rule.within`: the date it stops counting (date.max: still present); a review note; or
+    None when outside. Events ("MI within 12 months") are dated by onset whatever their clinical status;
+    presence ("active within") by the status, then abatement. History codes are never recent."""
+    window = rule.within
+    assert window is not None
+    since = ctx.since(window)
+    if c.history:
+        if c.onset is not None and c.onset >= since:
+            return f"{c.display}: a history code dated {c.onset.isoformat()}; was the event within {window}?"
+        return None
+    if rule.by_diagnosis:
+        ref = c.onset
+        if ref is not None and ref < since and c.active is True:
+            return f"{c.display}: diagnosed {ref.isoformat()}, before the last {window}, and still recorded active"
+    elif c.active is True:
+        return date.max  # present now, so present within the window
+    else:
+        ref = c.abatement or c.onset
+    if ref is None:
+        what = "date of onset" if rule.by_diagnosis else "date"
+        recorded = f" (only entered on {c.recorded.isoformat()})" if c.recorded else ""
+        return f"{c.display}: {what} not recorded{recorded}; was it within {window}?"
+    if ref < since:
+        return None
+    return window.end_after(ref)
+
+
+@dataclass(slots=True)
+class _ConditionFindings:
+    definite: list[Res] = field(default_factory=list)
+    review: list[Res] = field(default_factory=list)
+    too_recent: list[Res] = field(default_factory=list)
+    out_of_window: bool = False
+
+
+def _condition_note(active: bool | None, confirmed: bool, abatement: date | None, history: bool = False) -> str:
+    parts = [{True: "active", False: "inactive", None: "status not recorded"}[active]]
+    if history:
+        parts.append("history code")
+    if abatement:
+        parts.append(f"abated {abatement.isoformat()}")
+    if not confirmed:
+        parts.append("unconfirmed")
+    return ", ".join(parts)
+
+
+register("condition", parse_condition, evaluate_condition)

@@ -1,0 +1,325 @@
+"""Rule family: observations. Thresholds in canonical units and x ULN/LLN (lab), qualitative results
+(positive), BILAG grades (grade_count) and coded answers (answer).
+
+Every reading is the newest one inside the variable's recency window; a value missing, too old or in a
+unit that cannot be converted is UNKNOWN with the reason, never a fail. Positive findings outlast
+negatives: a positive older than its window is kept (pregnancy) or goes to a person, never "absent".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cds_service.eligibility.logic import CMP, Ctx, Res, Truth
+from cds_service.eligibility.report import Evidence
+from cds_service.eligibility.rules import OPS, Rule, RuleError, RuleParser, Window, as_list, check_keys, register
+from cds_service.fhir.derive import derived_result
+from cds_service.fhir.facts import LabResult
+
+_DERIVED_INPUTS = {
+    "cockcroft_gault": ("creatinine", "weight", "age", "sex"),
+    "ckd_epi_2021": ("creatinine", "age", "sex"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Lab(Rule):
+    var: str
+    op: str
+    value: float | None  # canonical unit
+    uln: float | None  # multiple of the upper limit of normal
+    lln: float | None  # multiple of the lower limit of normal
+    within: Window | None
+    text: str  # threshold as written, for explanations
+
+
+@dataclass(frozen=True, slots=True)
+class Positive(Rule):
+    var: str
+    within: Window | None
+    missing_is_absent: bool  # a screening test whose absence reads like an absent diagnosis
+
+
+@dataclass(frozen=True, slots=True)
+class GradeCount(Rule):
+    vars: tuple[str, ...]
+    grades: frozenset[str]
+    min: int
+    within: Window | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Rule):
+    var: str
+    values: frozenset[str]
+    within: Window | None
+
+
+def parse_lab(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"var", "op", "value", "unit", "uln", "lln", "within"}, "lab")
+    var = p.mappings.variables[p.var(arg["var"])]
+    op = arg.get("op")
+    if op not in OPS:
+        raise RuleError(f"lab {var.key}: op must be one of {sorted(OPS)}")
+    if var.derived:
+        p.variables_used.update(_DERIVED_INPUTS[var.derived])
+    for limit in ("uln", "lln"):
+        if limit in arg:
+            if "value" in arg or len({"uln", "lln"} & set(arg)) > 1:
+                raise RuleError(f"lab {var.key}: give one of value+unit, uln or lln")
+            mult = float(arg[limit])
+            return Lab(
+                "lab",
+                var.key,
+                op,
+                None,
+                mult if limit == "uln" else None,
+                mult if limit == "lln" else None,
+                Window.parse(arg.get("within")),
+                f"{op} {arg[limit]} x {limit.upper()}",
+            )
+    if "value" not in arg or "unit" not in arg:
+        raise RuleError(f"lab {var.key}: a threshold needs value and unit")
+    factor = var.factor(arg["unit"])
+    if factor is None:
+        raise RuleError(f"lab {var.key}: unit {arg['unit']!r} is not convertible to {var.unit}")
+    return Lab(
+        "lab",
+        var.key,
+        op,
+        float(arg["value"]) * factor,
+        None,
+        None,
+        Window.parse(arg.get("within")),
+        f"{op} {arg['value']} {arg['unit']}",
+    )
+
+
+def parse_positive(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"var", "within", "if_missing"}, "positive")
+    if arg.get("if_missing", "unknown") not in ("unknown", "absent"):
+        raise RuleError("positive.if_missing is 'unknown' (default) or 'absent'")
+    return Positive("positive", p.var(arg["var"]), Window.parse(arg.get("within")), arg.get("if_missing") == "absent")
+
+
+def parse_grade_count(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"vars", "grades", "min", "within"}, "grade_count")
+    names: list[str] = []
+    for pattern in as_list(arg["vars"], "grade_count.vars"):
+        if pattern.endswith("*"):
+            hits = sorted(k for k in p.mappings.variables if k.startswith(pattern[:-1]))
+            if not hits:
+                raise RuleError(f"grade_count: {pattern!r} matches no variable")
+            names.extend(hits)
+        else:
+            names.append(pattern)
+    return GradeCount(
+        "grade_count",
+        tuple(p.var(n) for n in names),
+        frozenset(str(g) for g in as_list(arg["grades"], "grades")),
+        int(arg.get("min", 1)),
+        Window.parse(arg.get("within")),
+    )
+
+
+def parse_answer(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"var", "in", "within"}, "answer")
+    return Answer(
+        "answer",
+        p.var(arg["var"]),
+        frozenset(str(v) for v in as_list(arg["in"], "in")),
+        Window.parse(arg.get("within")),
+    )
+
+
+def current(var: str, within: Window | None, ctx: Ctx, usable: Any) -> tuple[LabResult | None, str | None]:
+    """Newest result of `var` dated within the recency window that `usable` accepts.
+
+    Returns (result, None) or (None, why-missing)."""
+    v = ctx.m.variables[var]
+    window = within or Window(v.current_days, "day")
+    since = ctx.since(window)
+    seen_problem = None
+    older: LabResult | None = None
+    for r in ctx.facts.labs.get(var, ()):
+        if r.when is None or r.when > ctx.as_of:
+            continue
+        if r.when < since:
+            older = older or r
+            continue
+        if usable(r):
+            return r, None
+        seen_problem = seen_problem or r.problem
+    if v.derived:
+        weight_since = ctx.since(Window(ctx.m.variables["weight"].current_days, "day"))
+        d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of, weight_since)
+        if d is not None:
+            return d, None
+        if missing_inputs:
+            derived_note = f"not reported, and cannot be calculated: missing {', '.join(missing_inputs)}"
+            return None, f"{v.label} ({v.derived.replace('_', '-')}): {derived_note}"
+    code = v.primary
+    if seen_problem:
+        return (
+            None,
+            f"{v.label} (LOINC {code.code}): {seen_problem}"
+            if "loinc" in code.system
+            else f"{v.label}: {seen_problem}",
+        )
+    where = f"LOINC {code.code}" if "loinc" in code.system else f"{code.system}|{code.code}"
+    if older is not None and older.when is not None:
+        return None, f"{v.label} ({where}): last result {older.when.isoformat()} is older than {window}"
+    return None, f"{v.label} ({where}): no result in the last {window}"
+
+
+def evidence(ctx: Ctx, r: LabResult, note: str | None = None) -> Evidence:
+    label = ctx.m.variables[r.variable].label
+    extra = []
+    if r.derived_from:
+        extra.append("calculated from " + ", ".join(r.derived_from))
+    if note:
+        extra.append(note)
+    value: float | str | None = r.value
+    if value is None:
+        value = r.answer or (
+            {True: "positive", False: "negative"}.get(r.positive) if r.positive is not None else r.original_value
+        )
+    return Evidence(
+        resource=r.resource,
+        label=label,
+        value=value,
+        unit=r.unit if r.value is not None else None,
+        original_value=r.original_value,
+        original_unit=r.original_unit,
+        date=r.when,
+        note="; ".join(extra) or None,
+    )
+
+
+def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.value is not None)
+    if r is None:
+        return Res(Truth.UNKNOWN, missing=[why or rule.var])
+    assert r.value is not None
+    label = ctx.m.variables[rule.var].label
+    note = None
+    if rule.uln is not None or rule.lln is not None:
+        limit, source, mult, name = (
+            (r.uln, r.uln_source, rule.uln, "upper")
+            if rule.uln is not None
+            else (r.lln, r.lln_source, rule.lln, "lower")
+        )
+        if limit is None or not limit:
+            return Res(Truth.UNKNOWN, missing=[f"{label}: {name} limit of normal (no reference range, no default)"])
+        threshold = mult * limit  # type: ignore[operator]
+        abbr = f"{name[0].upper()}LN"
+        note = f"{abbr} {limit:g} {r.unit} ({source}); value is {r.value / limit:.2f} x {abbr}"
+    else:
+        threshold = rule.value  # type: ignore[assignment]
+    if r.comparator in ("<", "<="):
+        # "<X": the true value is below X. Decide only what that bound decides.
+        if rule.op in (">=", ">") and r.value <= threshold:
+            ok = False
+        elif rule.op in ("<=", "<") and r.value <= threshold:
+            ok = True
+        else:
+            return Res(
+                Truth.UNKNOWN,
+                evidence=[evidence(ctx, r, note)],
+                missing=[f"{label}: result '<{r.original_value}' cannot be compared with {rule.text}"],
+            )
+    elif r.comparator in (">", ">="):
+        if rule.op in (">=", ">") and r.value >= threshold:
+            ok = True
+        elif rule.op in ("<=", "<") and r.value >= threshold:
+            ok = False
+        else:
+            return Res(
+                Truth.UNKNOWN,
+                evidence=[evidence(ctx, r, note)],
+                missing=[f"{label}: result '>{r.original_value}' cannot be compared with {rule.text}"],
+            )
+    else:
+        ok = CMP[rule.op](r.value, threshold)
+    return Res(
+        Truth.TRUE if ok else Truth.FALSE,
+        evidence=[evidence(ctx, r, note)],
+        why=[f"{label} {r.value:g} {r.unit} {'meets' if ok else 'does not meet'} {rule.text}"],
+    )
+
+
+def evaluate_positive(rule: Positive, ctx: Ctx) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.positive is not None)
+    label = ctx.m.variables[rule.var].label
+    if r is not None:
+        return Res(
+            Truth.TRUE if r.positive else Truth.FALSE,
+            evidence=[evidence(ctx, r)],
+            why=[f"{label} {'positive' if r.positive else 'negative'}"],
+        )
+    older = older_positive(rule.var, ctx)
+    if older is not None:
+        return older
+    if rule.missing_is_absent and ctx.absent == Truth.FALSE and "Observation" in ctx.facts.gathered:
+        return Res(Truth.FALSE, why=[f"no positive {label} on record"])
+    return Res(Truth.UNKNOWN, missing=[why or rule.var])
+
+
+def older_positive(var_key: str, ctx: Ctx) -> Res | None:
+    """Positive findings outlast negatives: a positive older than the recency window, with no later
+    negative, is never read as "absent". It counts for `positive_persists_days` (a pregnancy test:
+    about ten months), and otherwise goes to a person."""
+    var = ctx.m.variables[var_key]
+    newest = next(
+        (x for x in ctx.facts.labs.get(var_key, ()) if x.positive is not None and x.when and x.when <= ctx.as_of),
+        None,
+    )
+    if newest is None or not newest.positive:
+        return None
+    assert newest.when is not None
+    ev = [evidence(ctx, newest)]
+    if var.positive_persists_days:
+        until = newest.when + timedelta(days=var.positive_persists_days)
+        if until > ctx.as_of:
+            why = f"{var.label} positive on {newest.when.isoformat()}, no later negative on record"
+            return Res(Truth.TRUE, until=until, evidence=ev, why=[why])
+        return None
+    note = f"{var.label} positive on {newest.when.isoformat()}, older than the screening window: still positive?"
+    return Res(Truth.REVIEW, evidence=ev, notes=[note])
+
+
+def evaluate_grade_count(rule: GradeCount, ctx: Ctx) -> Res:
+    hits: list[LabResult] = []
+    missing: list[str] = []
+    for var in rule.vars:
+        r, why = current(var, rule.within, ctx, lambda x: x.answer is not None)
+        if r is None:
+            missing.append(why or var)
+        elif r.answer in rule.grades:
+            hits.append(r)
+    grades = "/".join(sorted(rule.grades))
+    ev = [evidence(ctx, r) for r in hits]
+    if len(hits) >= rule.min:
+        return Res(Truth.TRUE, evidence=ev, why=[f"{len(hits)} domain(s) graded {grades}"])
+    if len(hits) + len(missing) >= rule.min and missing:
+        if len(missing) == len(rule.vars):
+            missing = [f"BILAG-2004 organ domain grades (none recorded in the last {rule.within or '60 days'})"]
+        return Res(Truth.UNKNOWN, evidence=ev, missing=missing)
+    return Res(Truth.FALSE, evidence=ev, why=[f"{len(hits)} domain(s) graded {grades}, need {rule.min}"])
+
+
+def evaluate_answer(rule: Answer, ctx: Ctx) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.answer is not None)
+    if r is None:
+        return Res(Truth.UNKNOWN, missing=[why or rule.var])
+    ok = r.answer in rule.values
+    label = ctx.m.variables[rule.var].label
+    return Res(Truth.TRUE if ok else Truth.FALSE, evidence=[evidence(ctx, r)], why=[f"{label} {r.answer}"])
+
+
+register("lab", parse_lab, evaluate_lab)
+register("positive", parse_positive, evaluate_positive)
+register("grade_count", parse_grade_count, evaluate_grade_count)
+register("answer", parse_answer, evaluate_answer)

@@ -1,0 +1,117 @@
+"""Four-valued logic the rules are evaluated in, and the context one criterion is evaluated with.
+
+TRUE / FALSE / UNKNOWN (data missing) / REVIEW (a person decides), combined in Kleene logic. A result
+carries `until`, the date its truth value is expected to flip (a washout ending, a birthday), so a
+trial whose fails are all temporary can say when the patient becomes eligible.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from datetime import date
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from cds_service.eligibility.report import Evidence
+from cds_service.fhir.facts import PatientFacts
+from cds_service.fhir.mappings import Mappings
+
+if TYPE_CHECKING:
+    from cds_service.eligibility.rules import Window
+
+CMP = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+
+
+class Truth(Enum):
+    TRUE = "true"
+    FALSE = "false"
+    UNKNOWN = "unknown"
+    REVIEW = "review"
+
+
+@dataclass(slots=True)
+class Res:
+    truth: Truth
+    until: date | None = None  # the date this truth value is expected to flip; None = not expected to
+    evidence: list[Evidence] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    why: list[str] = field(default_factory=list)
+
+    def merge(self, others: list[Res]) -> Res:
+        for o in others:
+            self.evidence.extend(o.evidence)
+            self.missing.extend(o.missing)
+            self.notes.extend(o.notes)
+            self.why.extend(o.why)
+        return self
+
+
+def max_until(results: list[Res]) -> date | None:
+    """Latest flip date; a permanent member (None) makes the whole permanent."""
+    dates = [r.until for r in results]
+    return None if any(d is None for d in dates) else max(dates)  # type: ignore[type-var]
+
+
+def min_until(results: list[Res]) -> date | None:
+    dates = [r.until for r in results if r.until is not None]
+    return min(dates) if dates else None
+
+
+def all_of(rs: list[Res]) -> Res:
+    false = [r for r in rs if r.truth == Truth.FALSE]
+    if false:
+        return Res(Truth.FALSE, max_until(false)).merge(false)
+    for t in (Truth.UNKNOWN, Truth.REVIEW):
+        if any(r.truth == t for r in rs):
+            return Res(t).merge([r for r in rs if r.truth != Truth.TRUE])
+    return Res(Truth.TRUE, min_until(rs)).merge(rs)
+
+
+def any_of(rs: list[Res]) -> Res:
+    true = [r for r in rs if r.truth == Truth.TRUE]
+    if true:
+        return Res(Truth.TRUE, max_until(true)).merge(true)
+    for t in (Truth.UNKNOWN, Truth.REVIEW):
+        if any(r.truth == t for r in rs):
+            return Res(t).merge([r for r in rs if r.truth != Truth.FALSE])
+    return Res(Truth.FALSE, min_until(rs)).merge(rs)
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One criterion's evaluation: the facts, the date, the maps, and which way absence cuts."""
+
+    facts: PatientFacts
+    as_of: date
+    m: Mappings
+    exclusion: bool
+    negated: bool = False
+    starts: dict[Window, date] = field(default_factory=dict)  # window -> its first day, per evaluation
+
+    def since(self, window: Window) -> date:
+        day = self.starts.get(window)
+        if day is None:
+            day = self.starts[window] = window.start(self.as_of)
+        return day
+
+    @property
+    def absent(self) -> Truth:
+        """What "none on record" means here: FALSE only where FALSE cannot fail the criterion, so an
+        incomplete record can never hide a trial."""
+        return Truth.FALSE if self.exclusion != self.negated else Truth.UNKNOWN
+
+    def flipped(self) -> Ctx:
+        return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated, self.starts)
+
+
+def dedupe_evidence(ev: list[Evidence]) -> list[Evidence]:
+    seen: set[tuple] = set()
+    out = []
+    for e in ev:
+        key = (e.resource, e.label, e.value, e.date)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out

@@ -1,0 +1,284 @@
+"""Rule family: medication history. Washouts and current use (medication), treatment history
+(treated) and the current prednisone-equivalent dose (current_dose).
+
+MedicationStatement, MedicationRequest and Immunization are separate sources: what any of them shows
+decides; "none (within the window) on record" needs every one that could hold the drug. One therapy
+recorded twice (a statement and the order behind it, repeated orders) counts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from cds_service.eligibility.logic import CMP, Ctx, Res, Truth, max_until
+from cds_service.eligibility.report import Evidence
+from cds_service.eligibility.rules import OPS, Rule, RuleError, RuleParser, Window, check_keys, register
+from cds_service.fhir.facts import MEDICATION_SOURCES, MedicationFact
+
+SOURCE_NAMES = {
+    "MedicationStatement": "medication statements (MedicationStatement)",
+    "MedicationRequest": "medication orders (MedicationRequest)",
+    "Immunization": "immunizations (Immunization)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MedicationRule(Rule):
+    ingredients: frozenset[str]
+    label: str
+    within: Window | None
+    dose_op: str | None
+    dose_value: float | None
+    if_ongoing: Literal["match", "review"]
+    ongoing_note: str | None
+    match_review: str | None = None  # a match needs a person (e.g. a vaccine of unrecorded type)
+
+
+@dataclass(frozen=True, slots=True)
+class Treated(Rule):
+    ingredients: frozenset[str]
+    label: str
+    min_duration: Window | None
+    min_distinct: int
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentDose(Rule):
+    ingredients: frozenset[str]
+    label: str
+    op: str
+    value: float
+
+
+def parse_medication(p: RuleParser, arg: Any) -> Rule:
+    check_keys(
+        arg,
+        {"classes", "ingredients", "within", "dose", "if_ongoing", "ongoing_note", "match_review"},
+        "medication",
+    )
+    ings, label = p.ingredients(arg, "medication")
+    dose = arg.get("dose") or {}
+    if dose and (dose.get("op") not in OPS or "value" not in dose):
+        raise RuleError("medication.dose needs op and value (mg/day, prednisone-equivalent for glucocorticoids)")
+    if_ongoing = arg.get("if_ongoing", "match")
+    if if_ongoing not in ("match", "review"):
+        raise RuleError("medication.if_ongoing is 'match' or 'review'")
+    return MedicationRule(
+        "medication",
+        ings,
+        label,
+        Window.parse(arg.get("within")),
+        dose.get("op"),
+        float(dose["value"]) if dose else None,
+        if_ongoing,
+        arg.get("ongoing_note"),
+        arg.get("match_review"),
+    )
+
+
+def parse_treated(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"classes", "ingredients", "min_duration", "min_distinct"}, "treated")
+    ings, label = p.ingredients(arg, "treated")
+    return Treated("treated", ings, label, Window.parse(arg.get("min_duration")), int(arg.get("min_distinct", 1)))
+
+
+def parse_current_dose(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"classes", "ingredients", "op", "value"}, "current_dose")
+    ings, label = p.ingredients(arg, "current_dose")
+    if arg.get("op") not in OPS:
+        raise RuleError("current_dose needs op")
+    return CurrentDose("current_dose", ings, label, arg["op"], float(arg["value"]))
+
+
+def _meds(ings: frozenset[str], ctx: Ctx) -> list[MedicationFact]:
+    return [m for m in ctx.facts.medications if m.ingredient in ings]
+
+
+def med_evidence(m: MedicationFact, dose: float | None = None) -> Evidence:
+    span = f"{m.start.isoformat() if m.start else '?'} to {m.end.isoformat() if m.end else 'ongoing'}"
+    return Evidence(
+        resource=m.resource,
+        label=m.display,
+        value=dose,
+        unit="mg/d" if dose is not None else None,
+        date=m.last_use() or m.start,
+        note=f"{m.status}, {span}",
+    )
+
+
+def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
+    """The sources that could hold these drugs but were not read completely."""
+    needed = list(MEDICATION_SOURCES)
+    if any(ctx.m.medications.ingredients[i].cvx for i in ingredients):
+        needed.append("Immunization")
+    return [SOURCE_NAMES[s] for s in needed if s not in ctx.facts.gathered]
+
+
+def _dose(ctx: Ctx, m: MedicationFact) -> float | None:
+    """mg/day as criteria compare it: prednisone-equivalent for glucocorticoids (None without a verified
+    factor: deflazacort 24 mg is not 24 mg of prednisone), the plain daily dose for anything else."""
+    if m.ingredient in ctx.m.steroid_ingredients:
+        return m.pred_eq_mg
+    return m.daily_dose_mg
+
+
+def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
+    since = ctx.since(rule.within) if rule.within else None
+    hits: list[Res] = []
+    review: list[Res] = []
+    unknown: list[Res] = []
+    outside = False
+    for m in _meds(rule.ingredients, ctx):
+        dose = _dose(ctx, m)
+        ev = med_evidence(m, dose)
+        last = m.last_use()
+        ongoing = m.ongoing(ctx.as_of)
+        if not ongoing and last is None:
+            review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: dates of use not recorded"]))
+            continue
+        if not ongoing and since is not None and last < since:  # type: ignore[operator]
+            outside = True  # the window first: a course stopped years ago needs no dose
+            continue
+        if rule.dose_op is not None:
+            if dose is None:
+                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[_dose_missing(ctx, m)]))
+                continue
+            if not CMP[rule.dose_op](dose, rule.dose_value):
+                outside = True
+                continue
+        hit = _medication_hit(rule, m, ev, ongoing, since, ctx)
+        (review if hit.truth == Truth.REVIEW else hits).append(hit)
+    if hits:
+        return Res(Truth.TRUE, max_until(hits)).merge(hits)
+    if unknown:
+        return Res(Truth.UNKNOWN).merge(unknown + review)
+    if review:
+        return Res(Truth.REVIEW).merge(review)
+    unread = _unread_sources(rule.ingredients, ctx)
+    if unread:  # "none (within the window) on record" needs every source that could hold the drug
+        return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {' and '.join(unread)} not read"])
+    if outside:
+        return Res(
+            Truth.FALSE,
+            why=[f"no {rule.label} within {rule.within}" if rule.within else f"no qualifying {rule.label}"],
+        )
+    if ctx.absent == Truth.FALSE:
+        return Res(Truth.FALSE, why=[f"no {rule.label} on record"])
+    return Res(Truth.UNKNOWN, missing=[f"{rule.label}: none on record"])
+
+
+def _dose_missing(ctx: Ctx, m: MedicationFact) -> str:
+    if m.ingredient in ctx.m.steroid_ingredients:
+        return f"prednisone-equivalent daily dose of {m.display} ({m.resource})"
+    return f"daily dose of {m.display} ({m.resource})"
+
+
+def _medication_hit(
+    rule: MedicationRule, m: MedicationFact, ev: Evidence, ongoing: bool, since: date | None, ctx: Ctx
+) -> Res:
+    if rule.match_review:
+        return Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: {rule.match_review}"])
+    if ongoing:
+        if rule.if_ongoing == "review":
+            note = (
+                rule.ongoing_note.format(drug=m.display)
+                if rule.ongoing_note
+                else f"currently taking {m.display}; must stop {rule.within} before enrolment"
+            )
+            return Res(Truth.REVIEW, evidence=[ev], notes=[note])
+        return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} ongoing"])
+    last = min(m.last_use(), ctx.as_of)  # type: ignore[type-var]
+    if since is None:
+        return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} on record"])
+    until = rule.within.end_after(last) + timedelta(days=1)  # type: ignore[union-attr]
+    note = "" if m.end else " (end date not recorded: the earliest possible date)"
+    why = f"{m.display} last used {last.isoformat()}, within {rule.within}; clear from {until.isoformat()}{note}"
+    return Res(Truth.TRUE, until=until, evidence=[ev], why=[why])
+
+
+def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
+    courses: dict[str, list[tuple[date, date]]] = {}
+    evidence: dict[str, list[Evidence]] = {}
+    undated = False
+    for m in _meds(rule.ingredients, ctx):
+        if m.start is None:
+            undated = True
+            continue
+        end = min(m.end or ctx.as_of, ctx.as_of) if (m.end or m.ongoing(ctx.as_of)) else m.start
+        drug = ctx.m.medications.ingredients[m.ingredient].drug  # mofetil and mycophenolic acid: one drug
+        courses.setdefault(drug, []).append((m.start, max(end, m.start)))
+        evidence.setdefault(drug, []).append(med_evidence(m))
+    need = (rule.min_duration.end_after(ctx.as_of) - ctx.as_of).days if rule.min_duration else 0
+    enough = [d for d, spans in courses.items() if _longest_course(spans) >= need]
+    if len(enough) >= rule.min_distinct:
+        ev = [e for d in enough for e in evidence[d]]
+        span = f" for {rule.min_duration} or longer" if rule.min_duration else ""
+        return Res(Truth.TRUE, evidence=ev, why=[f"{len(enough)} of {rule.label}{span}"])
+    ev = [e for es in evidence.values() for e in es]
+    what = (f"{rule.min_distinct} different {rule.label}" if rule.min_distinct > 1 else rule.label) + (
+        f" for at least {rule.min_duration}" if rule.min_duration else ""
+    )
+    unread = _unread_sources(rule.ingredients, ctx)
+    if ctx.absent == Truth.FALSE and not undated and not unread:
+        return Res(Truth.FALSE, evidence=ev, why=[f"record shows {len(enough)} of {what}"])
+    # Medication history is often incomplete (outside prescriptions): never a definite fail here.
+    not_read = f" ({' and '.join(unread)} not read)" if unread else ""
+    return Res(
+        Truth.UNKNOWN, evidence=ev, missing=[f"treatment history: record shows {len(enough)} of {what}{not_read}"]
+    )
+
+
+def evaluate_current_dose(rule: CurrentDose, ctx: Ctx) -> Res:
+    per_drug: dict[str, list[MedicationFact]] = {}
+    for m in _meds(rule.ingredients, ctx):
+        if m.ongoing(ctx.as_of):
+            per_drug.setdefault(m.ingredient, []).append(m)
+    total = 0.0
+    ev: list[Evidence] = []
+    for records in per_drug.values():
+        # One therapy, one count: a statement and the order behind it (or repeated orders) are one
+        # ongoing course, so its dose is the highest recorded, never the sum of the records.
+        doses = [(d, m) for m in records if (d := _dose(ctx, m)) is not None]
+        if not doses:
+            m = records[0]
+            return Res(Truth.UNKNOWN, evidence=[med_evidence(m)], missing=[_dose_missing(ctx, m)])
+        dose, m = max(doses, key=lambda t: t[0])
+        total += dose
+        ev.append(med_evidence(m, dose))
+    ok = CMP[rule.op](total, rule.value)
+    why = [
+        f"current {rule.label} {total:g} mg/d prednisone-equivalent {rule.op} {rule.value:g}: {'yes' if ok else 'no'}"
+    ]
+    # A dose on record already above a ">=" bar, or over a "<=" bar, decides whatever else is unread.
+    if (ok and rule.op in (">=", ">")) or (not ok and rule.op in ("<=", "<")):
+        return Res(Truth.TRUE if ok else Truth.FALSE, evidence=ev, why=why)
+    unread = _unread_sources(rule.ingredients, ctx)
+    if unread:
+        return Res(Truth.UNKNOWN, evidence=ev, missing=[f"current {rule.label}: {' and '.join(unread)} not read"])
+    if ok:
+        return Res(Truth.TRUE, evidence=ev, why=why)
+    if not ev and ctx.absent != Truth.FALSE:
+        return Res(Truth.UNKNOWN, missing=[f"current {rule.label}: none on record"])
+    return Res(Truth.FALSE, evidence=ev, why=why)
+
+
+def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
+    """Days of the longest continuous course. Records of one drug less than `gap_days` apart (repeat
+    prescriptions without a supply duration, a statement and its orders) are one course."""
+    best = 0
+    start: date | None = None
+    end: date | None = None
+    for s, e in sorted(spans):
+        if start is None or end is None or (s - end).days > gap_days:
+            start, end = s, e
+        else:
+            end = max(end, e)
+        best = max(best, (end - start).days)
+    return best
+
+
+register("medication", parse_medication, evaluate_medication)
+register("treated", parse_treated, evaluate_treated)
+register("current_dose", parse_current_dose, evaluate_current_dose)
