@@ -1,0 +1,28 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from cds_service.api.responses import get_catalog, get_store
+from cds_service.eligibility.catalog import Catalog
+from cds_service.store import Store
+
+router = APIRouter(tags=["Health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(
+    catalog: Annotated[Catalog, Depends(get_catalog)], store: Annotated[Store, Depends(get_store)]
+) -> dict[str, Any]:
+    """Readiness: trials loaded and the feedback store reachable."""
+    await store.count()
+    return {"status": "ready", "trials": len(catalog.trials)}
