@@ -18,7 +18,8 @@ from typing import Any
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import CriterionResult, TrialResult
 from cds_service.fhir.facts import MedicationFact, PatientFacts
-from cds_service.fhir.normalize import Invalid, _d, _daily_dose, _l, _o, _s
+from cds_service.fhir.medications import _daily_dose
+from cds_service.fhir.read import Invalid, _d, _l, _o, _s
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "Immunization", "MedicationStatement")
 

@@ -1,0 +1,169 @@
+"""Reading medication history: MedicationStatement, MedicationRequest and Immunization as ingredient
+facts with dates and, when amount and frequency are both explicit, a daily dose in mg (never assumed:
+an assumed "once daily" could turn 20 mg every other day into a failed criterion)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from cds_service.fhir.facts import MedicationFact, PatientFacts
+from cds_service.fhir.mappings import Mappings
+from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _i, _l, _n, _o, _ref_key, _s
+
+
+class MedicationReader(Reader):
+    def _ingredient(self, cc: Any) -> tuple[str | None, float | None]:
+        """Ingredient key for a medication concept, with strength (mg per unit) when known."""
+        for system, code, _ in _codings(cc):
+            key = self.m.ingredient_for_code(system, code)
+            if key:
+                prod = self.m.products.get(code)
+                return key, (prod.strength_mg if prod and prod.ingredient == key else None)
+        text = _cc_all_text(cc)
+        return (self.m.ingredient_for_text(text), None) if text else (None, None)
+
+    def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: dict[str, dict]) -> None:
+        status = _s(res.get("status")) or "unknown"
+        if status in ("entered-in-error", "not-taken", "intended", "cancelled", "draft"):
+            return
+        if rtype == "MedicationRequest" and status == "unknown":
+            return
+        cc = res.get("medicationCodeableConcept")
+        display_fallback = None
+        if cc is None:
+            mref = _o(res.get("medicationReference"))
+            ref = _s(mref.get("reference"))
+            if ref:
+                if ref.startswith("#"):
+                    med = next((c for c in _l(res.get("contained")) if _o(c).get("id") == ref[1:]), None)
+                else:
+                    med = meds.get(_ref_key(ref))
+                cc = _o(med).get("code") if med is not None else None
+            display_fallback = _s(mref.get("display"))
+        key, strength = self._ingredient(cc) if cc is not None else (None, None)
+        display = _cc_text(cc) if cc is not None else ""
+        if key is None and display_fallback:
+            key, display = self.m.ingredient_for_text(display_fallback), display_fallback
+        if key is None or not self._valid(res, facts):
+            return
+        self._add_med(facts, res, rtype, key, display, strength, status)
+
+    def _add_med(
+        self, facts: PatientFacts, res: dict, rtype: str, key: str, display: str, strength: float | None, status: str
+    ) -> None:
+        ing = self.m.medications.ingredients[key]
+        if rtype == "MedicationStatement":
+            period = _o(res.get("effectivePeriod"))
+            point = _d(res.get("effectiveDateTime"))
+            start = point or _d(period.get("start")) or _d(res.get("dateAsserted"))
+            end = _d(period.get("end"))
+            if point is not None and status != "active":
+                end = start
+            dosages = _l(res.get("dosage"))
+        else:
+            start = _d(res.get("authoredOn"))
+            end = None
+            dr = _o(res.get("dispenseRequest"))
+            validity = _o(dr.get("validityPeriod"))
+            if validity:
+                start = start or _d(validity.get("start"))
+                end = _d(validity.get("end"))
+            supply = _o(dr.get("expectedSupplyDuration"))
+            if end is None and supply and start is not None:
+                days = _duration_days(supply)
+                if days is not None:
+                    end = start + timedelta(days=days)
+            dosages = _l(res.get("dosageInstruction"))
+            for d in dosages:
+                bounds = _o(_o(_o(_o(d).get("timing")).get("repeat")).get("boundsPeriod"))
+                if bounds:
+                    start = start or _d(bounds.get("start"))
+                    end = end or _d(bounds.get("end"))
+        daily, systemic = _daily_dose(dosages, strength, self.m)
+        if ing.systemic_only and not systemic:
+            return
+        pred = daily * ing.pred_eq if (daily is not None and ing.pred_eq is not None) else None
+        facts.medications.append(
+            MedicationFact(
+                ingredient=key,
+                classes=frozenset(self.m.ingredient_classes.get(key, ())),
+                resource=f"{rtype}/{_s(res.get('id'))}",
+                display=display or key,
+                status=status,
+                start=start,
+                end=end,
+                daily_dose_mg=daily,
+                pred_eq_mg=pred,
+            )
+        )
+
+    def _immunization(self, imm: dict, facts: PatientFacts) -> None:
+        if _s(imm.get("status")) != "completed":
+            return
+        key, _ = self._ingredient(imm.get("vaccineCode"))
+        if key is None or not self._valid(imm, facts):
+            return
+        when = _d(imm.get("occurrenceDateTime")) or _d(imm.get("recorded"))
+        facts.medications.append(
+            MedicationFact(
+                ingredient=key,
+                classes=frozenset(self.m.ingredient_classes.get(key, ())),
+                resource=f"Immunization/{_s(imm.get('id'))}",
+                display=_cc_text(imm.get("vaccineCode")) or key,
+                status="completed",
+                start=when,
+                end=when,
+            )
+        )
+
+
+_PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
+_MASS_MG = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "[mg]": 1.0}
+_UNIT_DOSE = {"tab", "tablet", "{tbl}", "{tablet}", "cap", "capsule", "{capsule}", "{cap}", "1"}
+_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30, "a": 365, "h": 1 / 24}
+
+
+def _duration_days(d: dict) -> float | None:
+    value = _n(d.get("value"))
+    per = _DAYS.get(_s(d.get("code")) or _s(d.get("unit")) or "")
+    return value * per if value is not None and per is not None else None
+
+
+def _daily_dose(dosages: list, strength: float | None, m: Mappings) -> tuple[float | None, bool]:
+    """Sum of mg/day over the dosage lines, and whether the route is systemic.
+
+    A dose is only computed when amount and frequency are both explicit: an
+    assumed "once daily" could turn 20 mg every other day into a failed
+    criterion.
+    """
+    total: float | None = None
+    systemic = True
+    for d in dosages:
+        d = _o(d)
+        route = d.get("route")
+        if route is not None:
+            if any(code in m.non_systemic_snomed for _, code, _ in _codings(route)):
+                systemic = False
+            text = _cc_text(route).lower()
+            if any(w in text for w in m.non_systemic_words):
+                systemic = False
+        dose_mg = None
+        for dr in _l(d.get("doseAndRate")):
+            q = _o(_o(dr).get("doseQuantity"))
+            value = _n(q.get("value"))
+            if value is None:
+                continue
+            unit = (_s(q.get("code")) or _s(q.get("unit")) or "").lower()
+            if unit in _MASS_MG:
+                dose_mg = value * _MASS_MG[unit]
+            elif unit in _UNIT_DOSE and strength is not None:
+                dose_mg = value * strength
+        rep = _o(_o(d.get("timing")).get("repeat"))
+        period, unit = _n(rep.get("period")), _s(rep.get("periodUnit"))
+        per_day = None
+        if unit in _PER_DAY and period:
+            per_day = (_i(rep.get("frequency")) or 1) * _PER_DAY[unit] / period
+        if dose_mg is not None and per_day is not None:
+            total = (total or 0.0) + dose_mg * per_day
+    return total, systemic
