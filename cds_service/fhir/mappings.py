@@ -222,17 +222,12 @@ class Mappings:
         self.conditions = conditions
         self.medications = medications
         self.procedures = procedures or ProcedureMappings()
-        self.procedure_snomed: dict[str, set[str]] = {}
-        for key, g in self.procedures.groups.items():
-            for code in g.snomed:
-                self.procedure_snomed.setdefault(code, set()).add(key)
-        self._procedure_words = [
-            (re.compile(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])"), key)
-            for key, g in self.procedures.groups.items()
-            for w in g.words
-        ]
         self.variables = observations.variables
+        self._index_observations(observations)
+        self._index_conditions_and_procedures()
+        self._index_medications(medications)
 
+    def _index_observations(self, observations: ObservationMappings) -> None:
         # (system, code) -> variable key
         self.obs_index: dict[tuple[str, str], str] = {}
         for key, var in self.variables.items():
@@ -240,22 +235,31 @@ class Mappings:
                 prior = self.obs_index.setdefault((c.system, c.code), key)
                 if prior != key:
                     raise ValueError(f"code {c.system}|{c.code} maps to both {prior} and {key}")
-
         q = observations.qualitative
         self.positive_codes = {(c.system, c.code) for c in q.positive_codes}
         self.negative_codes = {(c.system, c.code) for c in q.negative_codes}
         self.positive_words = {w.lower() for w in q.positive_words}
         self.negative_words = {w.lower() for w in q.negative_words}
 
+    def _index_conditions_and_procedures(self) -> None:
         # SNOMED concept -> groups; ICD-10-CM is matched by prefix/range per group (cached per code)
         self.snomed_groups: dict[str, set[str]] = {}
-        for key, g in conditions.groups.items():
+        for key, g in self.conditions.groups.items():
             for code in g.snomed:
                 self.snomed_groups.setdefault(code, set()).add(key)
         self._icd_cache: dict[str, frozenset[str]] = {}
+        self.procedure_snomed: dict[str, set[str]] = {}
+        for key, pg in self.procedures.groups.items():
+            for code in pg.snomed:
+                self.procedure_snomed.setdefault(code, set()).add(key)
+        self._procedure_words = [
+            (re.compile(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])"), key)
+            for key, pg in self.procedures.groups.items()
+            for w in pg.words
+        ]
 
+    def _index_medications(self, meds: MedicationMappings) -> None:
         # Medication codes -> ingredient keys
-        meds = medications
         self.med_code_index: dict[tuple[str, str], str] = {}
         for key, ing in meds.ingredients.items():
             for code in ing.rxnorm:

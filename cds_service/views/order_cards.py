@@ -18,6 +18,9 @@ OVERRIDE_REASONS = [
 ]
 
 
+REFERRAL_DISPLAY = "Referral to clinical trial research coordinator"
+
+
 def _when(impacts: list[Impact]) -> str:
     if any(i.permanent for i in impacts):
         return "permanently"
@@ -26,97 +29,96 @@ def _when(impacts: list[Impact]) -> str:
 
 
 def order_cards(trials: dict[str, Trial], impacts: list[Impact], patient: str) -> list[Card]:
+    """One warning card per trial an order would close, naming the orders and the criteria."""
     by_trial: dict[str, list[Impact]] = defaultdict(list)
     for i in impacts:
         by_trial[i.trial].append(i)
-    cards = []
-    for trial_id, items in sorted(by_trial.items()):
-        trial = trials[trial_id]
-        names = ", ".join(dict.fromkeys(i.order.display for i in items))
-        when = _when(items)
-        head = f"Order would close trial {trial.id} {when}: "
-        summary = head + _short(names, 139 - len(head))
-        lines = [
-            f"The patient may be eligible for **{_md_escape(trial.title)}** ({trial.id}, "
-            f"{items[0].status_before.replace('-', ' ')}).",
-            "",
-            f"Signing {_md_escape(names)} would close it **{when}**"
-            + (
-                " (the bar lifts a fixed time after the last dose; a longer course moves the date)."
-                if when.startswith("until")
-                else "."
-            ),
-            "",
-            "**Criteria the order would fail:**",
-        ]
-        alternatives = []
-        for i in items:
-            for c in i.criteria:
-                crit = next(x for x in trial.criteria if x.id == c.id)
-                until = f"eligible again {c.until.isoformat()}" if c.until else "permanent"
-                lines.append(f"- **{c.type.capitalize()} {c.id}** ({until}): “{_md_escape(_short(crit.text, 300))}”")
-                if crit.alternatives:
-                    alternatives.append(crit.alternatives)
-        if alternatives:
-            lines += ["", "**The trial's own text allows:** " + _md_escape(" ".join(dict.fromkeys(alternatives)))]
-        lines += ["", "Consider talking to the trial's research coordinator before signing."]
-        referral = {
-            "resourceType": "ServiceRequest",
-            "status": "draft",
-            "intent": "proposal",
-            "code": {
-                "coding": [
-                    {
-                        "system": LOCAL,
-                        "code": "trial-referral",
-                        "display": "Referral to clinical trial research coordinator",
-                    }
-                ],
-                "text": f"Referral to the research coordinator of {trial.id}",
-            },
-            "subject": {"reference": patient},
-            "reasonCode": [{"text": f"Possible candidate for {trial.id}; a pending order may close the trial"}],
-        }
-        suggestions = [
-            Suggestion(
-                label=f"Refer to the {trial.id} research coordinator",
-                uuid=str(uuid.uuid4()),
-                isRecommended=True,
-                actions=[
-                    Action(type="create", description=f"Referral to the {trial.id} research team", resource=referral)
-                ],
-            ),
-            Suggestion(
-                label=f"Remove {_short(names, 60)} from this order",
-                uuid=str(uuid.uuid4()),
-                actions=[
-                    Action(
-                        type="delete",
-                        description="Remove the draft order",
-                        resourceId=sorted({i.order.reference for i in items}),
-                    )
-                ],
-            ),
-        ]
-        extension = {
-            "trialId": trial.id,
-            "status": items[0].status_before,
-            "orderImpact": "permanent" if when == "permanently" else "temporary",
-        }
-        resume = max((i.resumes for i in items if i.resumes), default=None)
-        if resume and when != "permanently":
-            extension["eligibleFrom"] = resume.isoformat()
-        cards.append(
-            Card(
-                summary=summary,
-                detail="\n".join(lines),
-                indicator="warning",
-                source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
-                suggestions=suggestions,
-                selectionBehavior="at-most-one",
-                overrideReasons=OVERRIDE_REASONS,
-                links=[Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
-                extension=extension,
-            )
-        )
-    return cards
+    return [_card(trials[trial_id], items, patient) for trial_id, items in sorted(by_trial.items())]
+
+
+def _card(trial: Trial, items: list[Impact], patient: str) -> Card:
+    names = ", ".join(dict.fromkeys(i.order.display for i in items))
+    when = _when(items)
+    head = f"Order would close trial {trial.id} {when}: "
+    extension = {
+        "trialId": trial.id,
+        "status": items[0].status_before,
+        "orderImpact": "permanent" if when == "permanently" else "temporary",
+    }
+    resume = max((i.resumes for i in items if i.resumes), default=None)
+    if resume and when != "permanently":
+        extension["eligibleFrom"] = resume.isoformat()
+    return Card(
+        summary=head + _short(names, 139 - len(head)),
+        detail=_detail(trial, items, names, when),
+        indicator="warning",
+        source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
+        suggestions=_suggestions(trial, items, names, patient),
+        selectionBehavior="at-most-one",
+        overrideReasons=OVERRIDE_REASONS,
+        links=[Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
+        extension=extension,
+    )
+
+
+def _detail(trial: Trial, items: list[Impact], names: str, when: str) -> str:
+    lifts = " (the bar lifts a fixed time after the last dose; a longer course moves the date)."
+    lines = [
+        f"The patient may be eligible for **{_md_escape(trial.title)}** ({trial.id}, "
+        f"{items[0].status_before.replace('-', ' ')}).",
+        "",
+        f"Signing {_md_escape(names)} would close it **{when}**" + (lifts if when.startswith("until") else "."),
+        "",
+        "**Criteria the order would fail:**",
+    ]
+    alternatives = []
+    for i in items:
+        for c in i.criteria:
+            crit = next(x for x in trial.criteria if x.id == c.id)
+            until = f"eligible again {c.until.isoformat()}" if c.until else "permanent"
+            lines.append(f"- **{c.type.capitalize()} {c.id}** ({until}): “{_md_escape(_short(crit.text, 300))}”")
+            if crit.alternatives:
+                alternatives.append(crit.alternatives)
+    if alternatives:
+        lines += ["", "**The trial's own text allows:** " + _md_escape(" ".join(dict.fromkeys(alternatives)))]
+    lines += ["", "Consider talking to the trial's research coordinator before signing."]
+    return "\n".join(lines)
+
+
+def _suggestions(trial: Trial, items: list[Impact], names: str, patient: str) -> list[Suggestion]:
+    referral = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "code": {
+            "coding": [
+                {
+                    "system": LOCAL,
+                    "code": "trial-referral",
+                    "display": "Referral to clinical trial research coordinator",
+                }
+            ],
+            "text": f"Referral to the research coordinator of {trial.id}",
+        },
+        "subject": {"reference": patient},
+        "reasonCode": [{"text": f"Possible candidate for {trial.id}; a pending order may close the trial"}],
+    }
+    return [
+        Suggestion(
+            label=f"Refer to the {trial.id} research coordinator",
+            uuid=str(uuid.uuid4()),
+            isRecommended=True,
+            actions=[Action(type="create", description=f"Referral to the {trial.id} research team", resource=referral)],
+        ),
+        Suggestion(
+            label=f"Remove {_short(names, 60)} from this order",
+            uuid=str(uuid.uuid4()),
+            actions=[
+                Action(
+                    type="delete",
+                    description="Remove the draft order",
+                    resourceId=sorted({i.order.reference for i in items}),
+                )
+            ],
+        ),
+    ]
