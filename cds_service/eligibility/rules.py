@@ -172,21 +172,18 @@ class RuleParser:
         return name
 
     def condition_groups(self, names: Any) -> frozenset[str]:
-        out = set()
-        for g in as_list(names, "groups"):
-            if g not in self.mappings.conditions.groups:
-                raise RuleError(f"unknown condition group {g!r} (add it to mappings/conditions.yaml)")
-            out.add(g)
-            self.variables_used.add(f"condition:{g}")
-        return frozenset(out)
+        return self._groups(names, self.mappings.conditions.groups, "condition", "conditions.yaml")
 
     def procedure_groups(self, names: Any) -> frozenset[str]:
+        return self._groups(names, self.mappings.procedures.groups, "procedure", "procedures.yaml")
+
+    def _groups(self, names: Any, known: dict, kind: str, file: str) -> frozenset[str]:
         out = set()
-        for g in as_list(names, "procedure.groups"):
-            if g not in self.mappings.procedures.groups:
-                raise RuleError(f"unknown procedure group {g!r} (add it to mappings/procedures.yaml)")
+        for g in as_list(names, f"{kind}.groups"):
+            if g not in known:
+                raise RuleError(f"unknown {kind} group {g!r} (add it to mappings/{file})")
             out.add(g)
-            self.variables_used.add(f"procedure:{g}")
+            self.variables_used.add(f"{kind}:{g}")
         return frozenset(out)
 
     def ingredients(self, arg: dict, where: str) -> tuple[frozenset[str], str]:
