@@ -40,3 +40,19 @@ def evaluate(catalog: Catalog, resources: list[dict], trial_id: str, as_of: date
 def criterion(catalog: Catalog, resources: list[dict], trial_id: str, cid: str, as_of: date) -> CriterionResult:
     result = evaluate(catalog, resources, trial_id, as_of)
     return next(c for c in result.criteria if c.id == cid)
+
+
+# The five seed trials. Tests that pin down verdicts the demo patients were built to show name them;
+# every other expectation is derived from the catalogue, so adding a trial file keeps the suite green.
+SEED_TRIALS = frozenset({"NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"})
+
+
+def seed_only(ids) -> set[str]:
+    """The seed trials among `ids` (trial ids, or a dict keyed by them)."""
+    return {t for t in ids if t in SEED_TRIALS}
+
+
+def rules_mention(catalog: Catalog, trial_id: str, name: str) -> bool:
+    """Whether a trial's rules name this map entry (a class, group or variable)."""
+    trial = catalog.trials[trial_id]
+    return any(name in str(c.rule) for c in trial.criteria if c.rule is not None)

@@ -71,9 +71,9 @@ def test_no_patient_is_an_error(bundle_file, capsys):
     assert main(["evaluate", bundle_file({"resourceType": "Bundle", "type": "collection"})]) == 2
 
 
-def test_trials_and_coverage(capsys):
+def test_trials_and_coverage(capsys, catalog):
     assert main(["trials", "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 5
+    assert len(json.loads(capsys.readouterr().out)) == len(catalog.trials)
     assert main(["coverage", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert all(r["total"] == r["computable"] + r["review"] for r in rows)

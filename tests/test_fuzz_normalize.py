@@ -111,7 +111,7 @@ RESOURCE = st.builds(
 def test_junk_resources_never_crash(catalog_session, resources):
     facts = catalog_session.facts([syn.patient("p1"), *resources], "p1")
     report = catalog_session.report(facts, AS_OF)
-    assert len(report.trials) == 5
+    assert len(report.trials) == len(catalog_session.trials)
 
 
 @settings(max_examples=200, deadline=None)

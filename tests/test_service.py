@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +12,8 @@ from fhir.resources.R4B.researchstudy import ResearchStudy
 from cds_service.api.app import create_app
 from cds_service.settings import Settings
 from demo.hook_request import hook_request
+
+TRIAL_FILES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "trials").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +117,14 @@ def test_match_rejects_non_bundles(client):
 
 def test_trials_endpoints(client):
     trials = client.get("/trials").json()
-    assert len(trials) == 5 and all(t["criteria"] == t["computable"] + t["review"] for t in trials)
+    assert len(trials) == len(client.app.state.catalog.trials) and all(
+        t["criteria"] == t["computable"] + t["review"] for t in trials
+    )
     one = client.get("/trials/NCT06801119").json()
     assert one["criteria"][0]["text"] and client.get("/trials/NCT0").status_code == 404
 
 
-@pytest.mark.parametrize("trial_id", ["NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"])
+@pytest.mark.parametrize("trial_id", TRIAL_FILES)
 def test_research_study_is_valid_fhir_r4(client, trial_id):
     r = client.get(f"/trials/{trial_id}/ResearchStudy")
     assert r.headers["content-type"].startswith("application/fhir+json")
@@ -143,4 +148,4 @@ def test_admin_disabled_without_token(client):
 
 def test_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json()["trials"] == 5
+    assert client.get("/readyz").json()["trials"] == len(TRIAL_FILES)

@@ -54,10 +54,11 @@ def test_checklist_in_a_real_browser(tmp_path):
         )
         assert run.returncode == 0, run.stderr[-2000:]
         seen = json.loads(run.stdout.strip().splitlines()[-1])
+        bruno = httpx.post(f"{main.url}/cds-services/trial-matcher", json=hook_request("demo-bruno"))
     finally:
         main.stop()
         short.stop()
-    assert seen["hookStatus"] == 200 and seen["cards"] == 5
+    assert seen["hookStatus"] == 200 and seen["cards"] == len(bruno.json()["cards"]) > 0
     assert seen["status"] == 200 and seen["cacheControl"] == "no-store"
     assert "Equecabtagene" in seen["h1"]
     assert seen["statusHeading"].startswith("Possibly eligible from")
