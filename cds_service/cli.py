@@ -1,4 +1,4 @@
-"""Command line: `trial-matcher evaluate|trials|coverage|serve` (also `python -m cds_service ...`).
+"""Command line: `trial-matcher evaluate|trials|coverage|serve|lint|import|diff` (also `python -m cds_service`).
 
 `evaluate` exits 0 when at least one trial is likely or possibly eligible, 1 when none is,
 and 2 on a usage or input error, so scripts can branch on it.
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cds_service.authoring.commands import add_commands
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
@@ -71,6 +72,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         err.print(f"[red]cannot read {args.bundle}: {type(e).__name__}[/red]")
         return EXIT_ERROR
     cat = _catalog()
+    if cat.problems:  # a trial file that does not pass lint: say what to fix, not a traceback
+        for problem in cat.problems:
+            err.print(str(problem), markup=False)
+        return EXIT_ERROR
     unknown = [t for t in args.trial or [] if t not in cat.trials]
     if unknown:
         err.print(f"[red]unknown trial(s): {', '.join(unknown)}[/red]; see `trial-matcher trials`")
@@ -187,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="port (default TRIAL_MATCHER_PORT or 8000)")
     sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core pays)")
     sv.set_defaults(func=cmd_serve)
+    add_commands(sub)
     return p
 
 

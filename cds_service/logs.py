@@ -26,6 +26,7 @@ ALLOWED_FIELDS = (
     "stored",
     "error_type",
     "resource_type",
+    "problem",  # a trial file's lint message: file, line, criterion and fix; never patient data
 )
 
 

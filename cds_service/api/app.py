@@ -62,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     catalog = Catalog.load(
         settings.mappings_dir, settings.trials_dir, settings.strict_validation, settings.temporary_horizon_days
     )
+    for problem in catalog.problems:  # one bad trial file must not keep the others from being served
+        log.error("trial file left out", extra={"problem": str(problem)})
     if settings.auth_required and (not settings.public_url or not settings.issuers):
         raise RuntimeError(
             "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL and TRIAL_MATCHER_TRUSTED_ISSUERS "

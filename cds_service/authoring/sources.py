@@ -27,7 +27,17 @@ def record_text(record: dict[str, Any]) -> str:
     p = record.get("protocolSection") or {}
     ident = p.get("identificationModule") or {}
     elig = p.get("eligibilityModule") or {}
-    parts = [ident.get("briefTitle", ""), ident.get("officialTitle", ""), elig.get("eligibilityCriteria", "")]
+    structured = [
+        f"{label}: {elig[key]}"
+        for key, label in (("sex", "Sex"), ("minimumAge", "Minimum age"), ("maximumAge", "Maximum age"))
+        if elig.get(key)
+    ]
+    parts = [
+        ident.get("briefTitle", ""),
+        ident.get("officialTitle", ""),
+        *structured,
+        elig.get("eligibilityCriteria", ""),
+    ]
     return "\n".join(str(x) for x in parts if x)
 
 

@@ -11,9 +11,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cds_service.authoring.lint import Problem, load_checked
 from cds_service.eligibility.engine import Engine
 from cds_service.eligibility.report import Report
-from cds_service.eligibility.trials import Trial, load_trials
+from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
 from cds_service.fhir.normalize import Normalizer, iter_resources
@@ -29,6 +30,7 @@ class Catalog:
     trials: dict[str, Trial]
     engine: Engine
     normalizer: Normalizer
+    problems: tuple[Problem, ...] = ()  # trial files left out, with what to fix (see `trial-matcher lint`)
 
     @classmethod
     def load(
@@ -36,7 +38,8 @@ class Catalog:
     ) -> Catalog:
         mappings = load_mappings(mappings_dir)
         engine = Engine(mappings, horizon_days)
-        return cls(mappings, load_trials(trials_dir, mappings), engine, Normalizer(mappings, strict))
+        trials, problems = load_checked(Path(trials_dir), mappings)
+        return cls(mappings, trials, engine, Normalizer(mappings, strict), tuple(problems))
 
     def facts(self, data: Any, patient_id: str | None = None, gathered: set[str] | None = None) -> PatientFacts:
         """Facts from a resource, a Bundle, or a list of them.

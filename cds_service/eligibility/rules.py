@@ -21,6 +21,7 @@ Adding a rule kind touches one of those modules (or a new one imported by the pa
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,22 @@ _WINDOW = re.compile(r"^\s*(\d+)\s*(day|week|month|year)s?\s*$")
 
 class RuleError(ValueError):
     """A trial file says something the vocabulary or the mappings do not support."""
+
+
+def suggest(name: Any, choices: Any) -> str:
+    """ "did you mean 'x'?", or the valid choices when there are few, for a name that is not known."""
+    choices = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if len(choices) <= 8:
+        return "choose one of " + ", ".join(choices)
+    return ""
+
+
+def _unknown(what: str, name: Any, choices: Any, fix: str = "") -> RuleError:
+    hint = suggest(name, choices)
+    return RuleError(f"unknown {what} {name!r}" + (f"; {hint}" if hint else "") + (f" ({fix})" if fix else ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +177,16 @@ class RuleParser:
             return combinator(self, arg)
         leaf = LEAVES.get(kind)
         if leaf is None:
-            raise RuleError(f"unknown rule kind {kind!r}")
+            raise _unknown("rule kind", kind, [*LEAVES, *_COMBINATORS, "if"])
         return leaf.parse(self, arg)
 
     # --- names a leaf refers to, checked against the maps ---------------------------------------
 
     def var(self, name: str) -> str:
         if name not in self.mappings.variables:
-            raise RuleError(f"unknown variable {name!r} (add it to mappings/observations.yaml)")
+            raise _unknown(
+                "variable", name, self.mappings.variables, "a new variable goes in mappings/observations.yaml"
+            )
         self.variables_used.add(name)
         return name
 
@@ -181,7 +200,7 @@ class RuleParser:
         out = set()
         for g in as_list(names, f"{kind}.groups"):
             if g not in known:
-                raise RuleError(f"unknown {kind} group {g!r} (add it to mappings/{file})")
+                raise _unknown(f"{kind} group", g, known, f"a new group goes in mappings/{file}")
             out.add(g)
             self.variables_used.add(f"{kind}:{g}")
         return frozenset(out)
@@ -192,13 +211,13 @@ class RuleParser:
         labels = []
         for c in as_list(arg.get("classes", []), "classes"):
             if c not in meds.classes:
-                raise RuleError(f"{where}: unknown medication class {c!r}")
+                raise _unknown(f"medication class in {where}:", c, meds.classes)
             out |= set(meds.classes[c].members)
             labels.append(meds.classes[c].label.lower())
             self.variables_used.add(f"medication:{c}")
         for i in as_list(arg.get("ingredients", []), "ingredients"):
             if i not in meds.ingredients:
-                raise RuleError(f"{where}: unknown ingredient {i!r}")
+                raise _unknown(f"ingredient in {where}:", i, meds.ingredients)
             out.add(i)
             labels.append(i.replace("_", " "))
             self.variables_used.add(f"medication:{i}")
@@ -235,6 +254,7 @@ def as_list(v: Any, where: str) -> list:
 def check_keys(arg: Any, allowed: set[str], where: str) -> None:
     if not isinstance(arg, dict):
         raise RuleError(f"{where}: expected a mapping")
-    extra = set(arg) - allowed
+    extra = sorted(set(arg) - allowed)
     if extra:
-        raise RuleError(f"{where}: unknown keys {sorted(extra)}; allowed {sorted(allowed)}")
+        hints = "; ".join(f"'{k}': {suggest(k, allowed)}" for k in extra)
+        raise RuleError(f"{where}: unknown key(s) {', '.join(map(repr, extra))}; {hints}")

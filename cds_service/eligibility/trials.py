@@ -34,6 +34,8 @@ class Criterion(BaseModel):
     review: str | None = None
     also_review: str | None = None
     alternatives: str | None = None  # the criterion's own text naming what stays allowed (order warnings quote it)
+    # a rule proposed on import, for a person to check and promote to `rule`; never evaluated
+    suggested_rule: dict | None = None
     _compiled: Rule | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -25,4 +25,7 @@ async def readyz(
 ) -> dict[str, Any]:
     """Readiness: trials loaded and the feedback store reachable."""
     await store.count()
-    return {"status": "ready", "trials": len(catalog.trials)}
+    ready: dict[str, Any] = {"status": "ready", "trials": len(catalog.trials)}
+    if catalog.problems:
+        ready["trial_file_problems"] = [str(p) for p in catalog.problems]
+    return ready

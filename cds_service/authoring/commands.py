@@ -1,0 +1,108 @@
+"""Authoring commands: `trial-matcher lint`, `import` and `diff`.
+
+Exit status: 0 clean, 1 problems found, 2 a usage error (a path that does not exist, a record that is
+not a ClinicalTrials.gov v2 study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from cds_service.authoring.ctgov import import_record
+from cds_service.authoring.lint import lint_file, lint_paths
+from cds_service.authoring.sources import record_text, source_text, unquoted
+from cds_service.fhir.mappings import load_mappings
+from cds_service.settings import get_settings
+
+EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    s = get_settings()
+    paths = [Path(p) for p in args.paths] or [s.trials_dir]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"lint: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
+        return EXIT_USAGE
+    problems = lint_paths(paths, load_mappings(s.mappings_dir))
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s)" if problems else "lint: clean", file=sys.stderr)
+    return EXIT_PROBLEMS if problems else EXIT_CLEAN
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    s = get_settings()
+    try:
+        record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+        data = import_record(record, load_mappings(s.mappings_dir))
+    except (OSError, ValueError) as e:
+        print(f"import: cannot import {args.record}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out) if args.out else s.trials_dir / f"{data['id']}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "sources").mkdir(exist_ok=True)
+    shutil.copyfile(args.record, out.parent / "sources" / f"{data['id']}.json")  # the quotes' source, kept beside
+    header = f"# Imported from the ClinicalTrials.gov record {data['id']}: encode each criterion, then lint.\n"
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    print(f"import: wrote {out} ({len(data['criteria'])} criteria) and its source", file=sys.stderr)
+    return cmd_lint(argparse.Namespace(paths=[str(out)]))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Criteria whose quoted text is no longer in a newer registry record (or page) of the trial."""
+    s = get_settings()
+    path = s.trials_dir / f"{args.trial}.yaml"
+    if not path.is_file():
+        print(f"diff: no trial file {path}", file=sys.stderr)
+        return EXIT_USAGE
+    trial, problems = lint_file(path, load_mappings(s.mappings_dir), check_source=False)
+    if trial is None:
+        for p in problems:
+            print(p)
+        return EXIT_PROBLEMS
+    newer = Path(args.against) if args.against else None
+    if newer is not None and not newer.is_file():
+        print(f"diff: no such file {newer}", file=sys.stderr)
+        return EXIT_USAGE
+    text = _text(newer) if newer else source_text(s.trials_dir, trial.id)
+    changed = unquoted(trial, text or "")
+    for cid, fragment in changed:
+        print(f"{trial.id} criterion {cid}: no longer in the registry text: {fragment[:100]!r}")
+    return EXIT_PROBLEMS if changed else EXIT_CLEAN
+
+
+def _text(path: Path) -> str:
+    raw = path.read_text(encoding="utf-8")
+    return record_text(json.loads(raw)) if path.suffix == ".json" else raw
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    lint = sub.add_parser(
+        "lint",
+        help="check trial files: FILE:LINE: TRIAL criterion ID: message, with the fix",
+        description="Exit status: 0 clean, 1 problems, 2 usage error.",
+    )
+    lint.add_argument("paths", nargs="*", help="trial files or folders (default: the configured trials folder)")
+    lint.set_defaults(func=cmd_lint)
+    imp = sub.add_parser(
+        "import",
+        help="make a trial file from a ClinicalTrials.gov API v2 study record (JSON)",
+        description="Writes the trial YAML (every criterion quoted, marked review) and keeps the record in "
+        "trials/sources/ beside it; then lints the result.",
+    )
+    imp.add_argument("record", help="path to the study record JSON")
+    imp.add_argument("--out", help="where to write the YAML (default: TRIALS_DIR/NCT....yaml)")
+    imp.set_defaults(func=cmd_import)
+    diff = sub.add_parser("diff", help="list criteria whose registry text changed since they were encoded")
+    diff.add_argument("trial", help="NCT id of a trial in the trials folder")
+    diff.add_argument(
+        "--against", help="a newer registry record (.json, API v2) or page (.txt); default: the kept source"
+    )
+    diff.set_defaults(func=cmd_diff)

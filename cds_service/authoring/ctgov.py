@@ -1,0 +1,220 @@
+"""`trial-matcher import`: a ClinicalTrials.gov API v2 study record becomes a trial file to encode.
+
+Structured fields are filled (sponsor, phase, status, sites, conditions); age and sex become computable
+criteria from the record's structured eligibility fields; every bullet of the eligibility text becomes a
+criterion quoting it verbatim (nested bullets as sub-criteria), marked `review: imported, not yet
+encoded`. Where the wording is clear (a lab threshold with its unit, an x ULN limit, an age range) the
+criterion gets a `suggested_rule`, which never decides a verdict until a person promotes it to `rule`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cds_service.eligibility.rules import RuleError, RuleParser
+from cds_service.fhir.mappings import Mappings
+
+IMPORTED = "imported, not yet encoded"
+_BULLET = re.compile(r"^(\s*)(?:[*\-•·]|\d{1,2}[.)]|[a-z][.)]|\(\d{1,2}\)|[ivx]{1,4}[.)])\s+(.*)$")
+_SECTION = re.compile(r"^\s*(inclusion|exclusion)\s+criteria\s*:?\s*$", re.IGNORECASE)
+_AGE = re.compile(r"^(\d+)\s*(year|month|week|day)s?$", re.IGNORECASE)
+_PHASES = {"EARLY_PHASE1": "Early Phase 1", "PHASE1": "Phase 1", "PHASE2": "Phase 2", "PHASE3": "Phase 3",
+           "PHASE4": "Phase 4", "NA": "Not Applicable"}  # fmt: skip
+
+
+def structured_lines(record: dict[str, Any]) -> list[str]:
+    """The structured eligibility fields as the lines an age/sex criterion quotes (kept in the source text)."""
+    elig = _module(record, "eligibilityModule")
+    lines = []
+    for key, label in (("sex", "Sex"), ("minimumAge", "Minimum age"), ("maximumAge", "Maximum age")):
+        if elig.get(key):
+            lines.append(f"{label}: {elig[key]}")
+    return lines
+
+
+def import_record(record: dict[str, Any], mappings: Mappings) -> dict[str, Any]:
+    """The trial file (as data) for one v2 study record."""
+    ident = _module(record, "identificationModule")
+    nct = str(ident.get("nctId", ""))
+    if not re.fullmatch(r"NCT\d{8}", nct):
+        raise ValueError("the record has no identificationModule.nctId of the form NCT12345678")
+    elig = _module(record, "eligibilityModule")
+    trial: dict[str, Any] = {
+        "id": nct,
+        "title": ident.get("officialTitle") or ident.get("briefTitle") or nct,
+        "short_title": ident.get("briefTitle"),
+        "sponsor": (_module(record, "sponsorCollaboratorsModule").get("leadSponsor") or {}).get("name") or "unknown",
+        "phase": ", ".join(_PHASES.get(p, p) for p in _module(record, "designModule").get("phases") or []) or "unknown",
+        "status": str(_module(record, "statusModule").get("overallStatus", "unknown")).replace("_", " ").capitalize(),
+        "url": f"https://clinicaltrials.gov/study/{nct}",
+        "conditions": list(_module(record, "conditionsModule").get("conditions") or []),
+        "intervention": "; ".join(
+            i["name"] for i in _module(record, "armsInterventionsModule").get("interventions") or [] if i.get("name")
+        )
+        or None,
+        "sites": _sites(record),
+        "min_age": _years(elig.get("minimumAge")),
+        "max_age": _years(elig.get("maximumAge")),
+        "sex": {"FEMALE": "female", "MALE": "male"}.get(str(elig.get("sex", "")).upper(), "all"),
+        "source": f"trials/sources/{nct}.json",
+        "notes": ["imported from ClinicalTrials.gov; its criteria are not yet encoded, so the study team reviews each"],
+        "criteria": _structured_criteria(record) + criteria_from_text(elig.get("eligibilityCriteria") or "", mappings),
+    }
+    return {k: v for k, v in trial.items() if v is not None}
+
+
+def _module(record: dict[str, Any], name: str) -> dict[str, Any]:
+    section = (record.get("protocolSection") or {}).get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def _sites(record: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    for loc in _module(record, "contactsLocationsModule").get("locations") or []:
+        if isinstance(loc, dict) and loc.get("facility"):
+            site = {
+                "name": loc["facility"],
+                "city": loc.get("city"),
+                "region": loc.get("state"),
+                "country": loc.get("country"),
+            }
+            out.append({k: v for k, v in site.items() if v})
+    return out
+
+
+def _years(value: Any) -> int | None:
+    m = _AGE.match(str(value or "").strip())
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2).lower()
+    return n if unit == "year" else n // {"month": 12, "week": 52, "day": 365}[unit]
+
+
+def _structured_criteria(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Age and sex are structured in the record: computable as imported."""
+    elig = _module(record, "eligibilityModule")
+    lo, hi = _years(elig.get("minimumAge")), _years(elig.get("maximumAge"))
+    out: list[dict[str, Any]] = []
+    if lo is not None or hi is not None:
+        age = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+        quoted = " ... ".join(x for x in structured_lines(record) if "age" in x.lower())
+        out.append({"id": "age", "type": "inclusion", "text": quoted, "rule": {"age": age}})
+    sex = {"FEMALE": "female", "MALE": "male"}.get(str(elig.get("sex", "")).upper())
+    if sex:
+        out.append({"id": "sex", "type": "inclusion", "text": f"Sex: {elig['sex']}", "rule": {"sex": sex}})
+    return out
+
+
+def criteria_from_text(text: str, mappings: Mappings) -> list[dict[str, Any]]:
+    """One criterion per bullet (nested bullets as sub-criteria), in the sections the text names."""
+    roots: list[dict[str, Any]] = []
+    stack: list[tuple[int, dict[str, Any]]] = []
+    section = "inclusion"
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        if m := _SECTION.match(raw.replace("Key ", "").replace("key ", "")):
+            section, stack = m.group(1).lower(), []
+            continue
+        bullet = _BULLET.match(raw)
+        if bullet is None and stack:
+            stack[-1][1]["text"] += " " + raw.strip()  # a wrapped line continues its bullet
+            continue
+        indent = len(bullet.group(1).expandtabs(4)) if bullet else -1
+        item = {"type": section, "text": (bullet.group(2) if bullet else raw).strip(), "children": []}
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        (stack[-1][1]["children"] if stack else roots).append(item)
+        stack.append((indent, item))
+    out: list[dict[str, Any]] = []
+    counters = {"inclusion": 0, "exclusion": 0}
+    for item in roots:
+        counters[item["type"]] += 1
+        _flatten(item, f"{item['type'][:3]}-{counters[item['type']]}", mappings, out)
+    return out
+
+
+def _flatten(item: dict[str, Any], cid: str, mappings: Mappings, out: list[dict[str, Any]]) -> None:
+    criterion: dict[str, Any] = {"id": cid, "type": item["type"], "text": item["text"], "review": IMPORTED}
+    suggestion = suggest_rule(item["text"], mappings)
+    if suggestion is not None:
+        criterion["suggested_rule"] = suggestion
+    out.append(criterion)
+    for k, child in enumerate(item["children"], start=1):
+        _flatten({**child, "type": item["type"]}, f"{cid}.{k}", mappings, out)
+
+
+# --- suggested rules: only where the wording is unambiguous ----------------------------------------------
+
+_OPS = {"≥": ">=", ">=": ">=", "≤": "<=", "<=": "<=", ">": ">", "<": "<", "at least": ">=", "no more than": "<="}
+_OP = r"(≥|>=|≤|<=|>|<|at least|no more than)"
+_NUM = r"(\d+(?:\.\d+)?)"
+_LAB_WORDS = {
+    "anc": r"absolute neutrophil count|neutrophils?|anc",
+    "alc": r"absolute lymphocyte count|lymphocytes?(?: count)?|alc",
+    "wbc": r"white blood cells?|leukocytes?|wbc",
+    "platelets": r"platelets?(?: count)?|plt",
+    "hemoglobin": r"ha?emoglobin|hgb|hb",
+    "egfr": r"egfr|estimated glomerular filtration rate",
+    "crcl_cg": r"creatinine clearance|crcl",
+    "lvef": r"left ventricular ejection fraction|lvef|ejection fraction",
+    "spo2": r"oxygen saturation|spo2",
+}
+_ULN_WORDS = {"alt": r"alt|alanine aminotransferase", "ast": r"ast|aspartate aminotransferase",
+              "bilirubin_total": r"total bilirubin|bilirubin|tbil"}  # fmt: skip
+_UNITS = {
+    "×10^9/l": "10*9/L", "x10^9/l": "10*9/L", "*10^9/l": "10*9/L", "10^9/l": "10*9/L", "x10e9/l": "10*9/L",
+    "×109/l": "10*9/L", "g/dl": "g/dL", "g/l": "g/L", "mg/dl": "mg/dL", "ml/min": "mL/min", "%": "%",
+    "ml/min/1.73m2": "mL/min/{1.73_m2}", "ml/min/1.73m²": "mL/min/{1.73_m2}", "/ul": "/uL", "/μl": "/uL",
+    "/mm3": "/mm3",
+}  # fmt: skip
+_UNIT = (
+    r"([×x*]?\s*10\s*(?:\^|e)?\s*9\s*/\s*l|g\s*/\s*dl|g\s*/\s*l|mg\s*/\s*dl"
+    r"|ml\s*/\s*min(?:\s*/\s*1\.73\s*m[2²])?|%|/\s*[uμ]l|/\s*mm3)"
+)
+
+
+def suggest_rule(text: str, mappings: Mappings) -> dict[str, Any] | None:
+    """A rule for text whose pattern is clear, checked against the maps; None otherwise."""
+    t = text.lower()
+    for candidate in (_uln(t), _lab(t), _age(t)):
+        if candidate is None:
+            continue
+        try:
+            RuleParser(mappings).parse(candidate)
+        except RuleError:
+            continue
+        return candidate
+    return None
+
+
+def _uln(t: str) -> dict[str, Any] | None:
+    for var, words in _ULN_WORDS.items():
+        m = re.search(
+            rf"\b(?:{words})\b[^.;]*?{_OP}\s*{_NUM}\s*(?:×|x|\*|times)\s*(?:the\s+)?(?:uln|upper limit of normal)", t
+        )
+        if m:
+            return {"lab": {"var": var, "op": _OPS[m.group(1)], "uln": float(m.group(2))}}
+    return None
+
+
+def _lab(t: str) -> dict[str, Any] | None:
+    for var, words in _LAB_WORDS.items():
+        m = re.search(rf"\b(?:{words})\b[^.;]*?{_OP}\s*{_NUM}\s*{_UNIT}", t)
+        if m:
+            unit = _UNITS.get(re.sub(r"\s+", "", m.group(3)))
+            if unit:
+                return {"lab": {"var": var, "op": _OPS[m.group(1)], "value": float(m.group(2)), "unit": unit}}
+    return None
+
+
+def _age(t: str) -> dict[str, Any] | None:
+    m = re.search(rf"\bage[ds]?\b[^.;]*?{_NUM}\s*(?:to|-|–)\s*{_NUM}\s*years", t)
+    if m:
+        return {"age": {"min": int(float(m.group(1))), "max": int(float(m.group(2)))}}
+    m = re.search(rf"\bage[ds]?\b[^.;]*?{_OP}\s*{_NUM}\s*years", t)
+    if m:
+        op, n = _OPS[m.group(1)], int(float(m.group(2)))
+        return {"age": {"min": n} if op in (">=", ">") else {"max": n}}
+    return None
