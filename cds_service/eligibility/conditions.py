@@ -99,7 +99,8 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
         if c.onset is None:  # a recordedDate is when it was entered (migration, new clinic), not diagnosed
             review(f"{c.display}: date of diagnosis not recorded; diagnosed {rule.onset_before} ago or more?")
             return
-        if c.onset > ctx.since(rule.onset_before):
+        since = ctx.since(rule.onset_before)
+        if c.onset > since or (rule.onset_before.strict and c.onset == since):
             until = rule.onset_before.end_after(c.onset)
             why = f"{c.display} diagnosed {c.onset.isoformat()}, less than {rule.onset_before} ago"
             found.too_recent.append(Res(Truth.FALSE, until=until, evidence=[ev], why=[why]))

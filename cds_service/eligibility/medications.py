@@ -34,6 +34,7 @@ class MedicationRule(Rule):
     if_ongoing: Literal["match", "review"]
     ongoing_note: str | None
     match_review: str | None = None  # a match needs a person (e.g. a vaccine of unrecorded type)
+    dose_per_kg: bool = False  # dose in mg/kg/day, with body weight from the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +61,13 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
     )
     ings, label = p.ingredients(arg, "medication")
     dose = arg.get("dose") or {}
-    if dose and (dose.get("op") not in OPS or "value" not in dose):
-        raise RuleError("medication.dose needs op and value (mg/day, prednisone-equivalent for glucocorticoids)")
+    if dose and (dose.get("op") not in OPS or "value" not in dose or set(dose) - {"op", "value", "per_kg"}):
+        raise RuleError(
+            "medication.dose takes op, value and optionally per_kg: true (mg/day, prednisone-equivalent for "
+            "glucocorticoids; mg/kg/day with per_kg)"
+        )
+    if dose.get("per_kg"):
+        p.variables_used.add("weight")
     if_ongoing = arg.get("if_ongoing", "match")
     if if_ongoing not in ("match", "review"):
         raise RuleError("medication.if_ongoing is 'match' or 'review'")
@@ -75,6 +81,7 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
         if_ongoing,
         arg.get("ongoing_note"),
         arg.get("match_review"),
+        bool(dose.get("per_kg")),
     )
 
 
@@ -124,6 +131,19 @@ def _dose(ctx: Ctx, m: MedicationFact) -> float | None:
     return m.daily_dose_mg
 
 
+def _weight_kg(ctx: Ctx) -> float | None:
+    """The newest body weight inside its recency window, in kg (the maps convert lb and g)."""
+    since = ctx.as_of - timedelta(days=ctx.m.variables["weight"].current_days)
+    return next(
+        (
+            r.value
+            for r in ctx.facts.labs.get("weight", ())
+            if r.value and r.when is not None and since <= r.when <= ctx.as_of
+        ),
+        None,
+    )
+
+
 def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
     since = ctx.since(rule.within) if rule.within else None
     hits: list[Res] = []
@@ -133,6 +153,12 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
     for m in _meds(rule.ingredients, ctx):
         dose = _dose(ctx, m)
         ev = med_evidence(m, dose)
+        if rule.dose_per_kg and dose is not None:
+            weight = _weight_kg(ctx)
+            if weight is None:
+                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=["body weight, for a dose in mg/kg/day"]))
+                continue
+            dose = dose / weight
         last = m.last_use()
         ongoing = m.ongoing(ctx.as_of)
         if not ongoing and last is None:
@@ -211,7 +237,8 @@ def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
         courses.setdefault(drug, []).append((m.start, max(end, m.start)))
         evidence.setdefault(drug, []).append(med_evidence(m))
     need = (rule.min_duration.end_after(ctx.as_of) - ctx.as_of).days if rule.min_duration else 0
-    enough = [d for d, spans in courses.items() if _longest_course(spans) >= need]
+    strict = rule.min_duration is not None and rule.min_duration.strict
+    enough = [d for d, spans in courses.items() if _longest_course(spans) > need - (0 if strict else 1)]
     if len(enough) >= rule.min_distinct:
         ev = [e for d in enough for e in evidence[d]]
         span = f" for {rule.min_duration} or longer" if rule.min_duration else ""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from cds_service.eligibility.logic import Ctx, Res
 
 OPS = {">=", ">", "<=", "<", "=="}
-_WINDOW = re.compile(r"^\s*(\d+)\s*(day|week|month|year)s?\s*$")
+_WINDOW = re.compile(r"^\s*(more than\s+)?(\d+)\s*(day|week|month|year)s?\s*$")
 
 
 class RuleError(ValueError):
@@ -59,10 +59,12 @@ def _unknown(what: str, name: Any, choices: Any, fix: str = "") -> RuleError:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A lookback such as "4 weeks" or "2 months", anchored on the evaluation date."""
+    """A lookback such as "4 weeks" or "2 months", anchored on the evaluation date. "more than 6 months"
+    is strict: exactly 6 months does not meet it (durations such as "a history of more than 6 months")."""
 
     amount: int
     unit: Literal["day", "week", "month", "year"]
+    strict: bool = False
 
     @classmethod
     def parse(cls, v: Any) -> Window | None:
@@ -72,8 +74,10 @@ class Window:
             return cls(v, "day")
         m = _WINDOW.match(str(v))
         if not m:
-            raise RuleError(f"cannot read window {v!r}: write e.g. '30 days', '1 week', '2 months', '5 years'")
-        return cls(int(m.group(1)), m.group(2))  # type: ignore[arg-type]
+            raise RuleError(
+                f"cannot read window {v!r}: write e.g. '30 days', '1 week', '2 months', '5 years', 'more than 6 months'"
+            )
+        return cls(int(m.group(2)), m.group(3), bool(m.group(1)))  # type: ignore[arg-type]
 
     def shift(self, d: date, sign: int) -> date:
         if self.unit == "day":
@@ -97,7 +101,7 @@ class Window:
         return self.shift(d, +1)
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.unit}{'' if self.amount == 1 else 's'}"
+        return f"{'more than ' if self.strict else ''}{self.amount} {self.unit}{'' if self.amount == 1 else 's'}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,15 @@ class ProcedureMappings(BaseModel):
         return self
 
 
+class Predicate(BaseModel):
+    label: str
+    rule: dict
+
+
+class PredicateMappings(BaseModel):
+    predicates: dict[str, Predicate] = Field(default_factory=dict)
+
+
 class Ingredient(BaseModel):
     key: str = ""
     rxnorm: list[str] = Field(default_factory=list)
@@ -217,7 +226,9 @@ class Mappings:
         conditions: ConditionMappings,
         medications: MedicationMappings,
         procedures: ProcedureMappings | None = None,
+        predicates: PredicateMappings | None = None,
     ) -> None:
+        self.predicates = (predicates or PredicateMappings()).predicates
         self.observations = observations
         self.conditions = conditions
         self.medications = medications
@@ -348,12 +359,14 @@ def _read(path: Path) -> dict:
 
 
 def load_mappings(folder: str | Path) -> Mappings:
-    """Read and validate `observations.yaml`, `conditions.yaml`, `medications.yaml`, `procedures.yaml`."""
+    """Read and validate the maps: observations, conditions, medications, procedures, predicates (YAML)."""
     folder = Path(folder)
     procedures = folder / "procedures.yaml"
+    predicates = folder / "predicates.yaml"
     return Mappings(
         ObservationMappings.model_validate(_read(folder / "observations.yaml")),
         ConditionMappings.model_validate(_read(folder / "conditions.yaml")),
         MedicationMappings.model_validate(_read(folder / "medications.yaml")),
         ProcedureMappings.model_validate(_read(procedures)) if procedures.exists() else None,
+        PredicateMappings.model_validate(_read(predicates)) if predicates.exists() else None,
     )
