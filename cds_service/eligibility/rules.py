@@ -44,7 +44,10 @@ class RuleError(ValueError):
 def suggest(name: Any, choices: Any) -> str:
     """ "did you mean 'x'?", or the valid choices when there are few, for a name that is not known."""
     choices = sorted(str(c) for c in choices)
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    name = str(name)
+    # a misspelling, or the name with a word added or dropped ("anc_count" for "anc")
+    affix = [c for c in choices if len(c) >= 3 and (name.startswith(c) or c.startswith(name))]
+    close = list(dict.fromkeys(affix + difflib.get_close_matches(name, choices, n=3, cutoff=0.6)))[:3]
     if close:
         return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
     if len(choices) <= 8:
@@ -188,9 +191,7 @@ class RuleParser:
 
     def var(self, name: str) -> str:
         if name not in self.mappings.variables:
-            raise _unknown(
-                "variable", name, self.mappings.variables, "a new variable goes in mappings/observations.yaml"
-            )
+            raise _unknown("variable", name, self.mappings.variables, "new variables go in mappings/observations.yaml")
         self.variables_used.add(name)
         return name
 
