@@ -106,8 +106,12 @@ def _rule(data, cid, rule):
             "unknown field 'also_reveiw'; did you mean 'also_review'?",
         ),
         (lambda d: d["criteria"][0].pop("type"), "missing field 'type'"),
+        (
+            lambda d: _rule(d, "inc-7.1", {"lab": {"var": "anc_count", "op": ">=", "value": 1.5, "unit": "10*9/L"}}),
+            "unknown variable 'anc_count'; did you mean 'anc'?",
+        ),
     ],
-    ids=["variable", "class", "group", "rule-keyword", "rule-field", "criterion-field", "missing-field"],
+    ids=["variable", "class", "group", "rule-keyword", "rule-field", "criterion-field", "missing-field", "affix"],
 )
 def test_lint_names_file_line_criterion_and_fix(tmp_path, mutate, expected):
     problems = _lint_one(tmp_path, mutate)
