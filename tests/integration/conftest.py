@@ -1,7 +1,10 @@
 """A real FHIR server for the integration tests, started here, loaded with the demo patients.
 
-By default: sekmet-fhir 0.1.1 from .venv-sekmet (scripts/fhir-servers.sh installs it), in-memory
-database, simulator off, static bearer token required (so the tests prove the hook's token is used).
+Two real servers, each integration test parametrized over both (ids `sekmet` and `hapi`):
+- sekmet-fhir 0.1.1 from .venv-sekmet (scripts/fhir-servers.sh installs it), in-memory database, simulator
+  off, static bearer token required (so the tests prove the hook's token is used);
+- HAPI FHIR JPA 8.8.0, our Spring Boot build of HAPI's JPA libraries (tools/hapi-fhir, scripts/hapi-fhir.sh),
+  H2 in memory, no authentication; its next links point at the base (`/fhir?_getpages=...`).
 `FHIR_BASE_URL=<url>` (and `FHIR_TOKEN=<token>` if it needs one) runs the suite against any server.
 """
 
@@ -57,15 +60,41 @@ def _wait(url: str, token: str | None, proc: subprocess.Popen | None, seconds: f
     raise RuntimeError(f"FHIR server at {url} did not answer within {seconds}s")
 
 
+# Every integration test runs against each real server: `pytest -k hapi` selects the HAPI runs.
+SERVERS = ["external"] if os.environ.get("FHIR_BASE_URL") else ["sekmet", "hapi"]
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def fhir_server(request: pytest.FixtureRequest) -> FhirServer:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
 @pytest.fixture(scope="session")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    external = os.environ.get("FHIR_BASE_URL")
-    if external:
-        server = FhirServer(external.rstrip("/"), os.environ.get("FHIR_TOKEN"), "external")
-        _wait(server.base, server.token, None, 120)
-        load(server.base, token=server.token)
-        yield server
-        return
+def external_server() -> FhirServer:
+    server = FhirServer(os.environ["FHIR_BASE_URL"].rstrip("/"), os.environ.get("FHIR_TOKEN"), "external")
+    _wait(server.base, server.token, None, 120)
+    load(server.base, token=server.token)
+    return server
+
+
+@pytest.fixture(scope="session")
+def hapi_server() -> Iterator[FhirServer]:
+    """HAPI FHIR JPA 8.8.0 (tools/hapi-fhir, built by scripts/fhir-servers.sh), started once per session."""
+    if not (shutil.which("java") and shutil.which("mvn")):
+        pytest.skip("HAPI FHIR SKIPPED: Java 17+ and Maven are needed to build and run tools/hapi-fhir")
+    port = _free_port()
+    script = ROOT / "scripts" / "hapi-fhir.sh"
+    subprocess.run([str(script), "start", str(port)], check=True, cwd=ROOT, timeout=900)
+    try:
+        base = f"http://127.0.0.1:{port}/fhir"
+        load(base)
+        yield FhirServer(base, None, "HAPI FHIR JPA 8.8.0")
+    finally:
+        subprocess.run([str(script), "stop", str(port)], cwd=ROOT, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def sekmet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
     if not SEKMET.exists():
         pytest.fail("sekmet is not installed: run scripts/test.sh (it runs scripts/fhir-servers.sh)")
     work = tmp_path_factory.mktemp("sekmet")

@@ -135,9 +135,10 @@ def test_unknown_patient_and_no_prefetch_is_412(service, fhir_server):
 
 
 def test_wrong_token_is_412_not_500(service, fhir_server):
-    if not fhir_server.token:
-        pytest.skip("the external server needs no token")
     r = _call(service, hook_request("demo-eli", "none", fhir_server.base, "not-the-token"))
+    if not fhir_server.token:  # a server without authentication ignores the token: the hook still answers
+        assert r.status_code == 200 and r.json()["cards"]
+        return
     assert r.status_code == 412
     reasons = r.json()["reasons"]
     assert any("could not be read" in reason for reason in reasons)
