@@ -57,15 +57,14 @@ async def client_loop(url: str, bodies: list[bytes], stop_at: float, max_request
             stats["hook_ms"].append((time.perf_counter() - t0) * 1000)
             stats["errors"] += 0 if ok else 1
             if i % 2 == 0:
-                fb = {
-                    "feedback": [
-                        {
-                            "card": str(uuid.uuid4()),
-                            "outcome": rng.choice(["accepted", "overridden"]),
-                            "outcomeTimestamp": "2026-11-23T10:00:00Z",
-                        }
-                    ]
+                item = {
+                    "card": str(uuid.uuid4()),
+                    "outcome": rng.choice(["accepted", "overridden"]),
+                    "outcomeTimestamp": "2026-11-23T10:00:00Z",
                 }
+                if item["outcome"] == "accepted":  # CDS Hooks: an accepted card names the suggestions taken
+                    item["acceptedSuggestions"] = [{"id": str(uuid.uuid4())}]
+                fb = {"feedback": [item]}
                 t0 = time.perf_counter()
                 try:
                     r = await c.post(f"{url}/cds-services/trial-matcher/feedback", json=fb)

@@ -56,3 +56,8 @@ def rules_mention(catalog: Catalog, trial_id: str, name: str) -> bool:
     """Whether a trial's rules name this map entry (a class, group or variable)."""
     trial = catalog.trials[trial_id]
     return any(name in str(c.rule) for c in trial.criteria if c.rule is not None)
+
+
+def ext(card: dict) -> dict:
+    """Our card extension (namespaced, as CDS Hooks asks): trialId, status, eligibleFrom, orderImpact."""
+    return card["extension"]["org.trialmatcher"]

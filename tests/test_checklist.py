@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import ext
 
 from cds_service.api.app import create_app
 from cds_service.settings import Settings
@@ -52,7 +53,7 @@ def test_every_card_links_to_its_checklist_without_patient_data_in_the_url(clien
 
 
 def test_checklist_page_shows_trial_criteria_evidence_missing_and_review(client):
-    card = next(c for c in cards(client, "demo-bruno") if c["extension"]["trialId"] == "NCT06902844")
+    card = next(c for c in cards(client, "demo-bruno") if ext(c)["trialId"] == "NCT06902844")
     r = client.get(urlsplit(checklist_url(card)).path)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
@@ -83,7 +84,7 @@ def test_checklist_page_shows_trial_criteria_evidence_missing_and_review(client)
 
 
 def test_possibly_eligible_checklist_lists_the_missing_data(client):
-    card = next(c for c in cards(client, "demo-eli") if c["extension"]["trialId"] == "NCT06010472")
+    card = next(c for c in cards(client, "demo-eli") if ext(c)["trialId"] == "NCT06010472")
     html = client.get(urlsplit(checklist_url(card)).path).text
     assert "Left ventricular ejection fraction" in html and "no result in the last" in html
 

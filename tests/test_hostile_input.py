@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import ext
 
 from cds_service.api.app import create_app
 from cds_service.logs import JsonFormatter
@@ -217,7 +218,7 @@ def _restamp(res: dict, subject) -> dict:
 
 
 def _trials(r) -> list[str]:
-    return sorted(c["extension"]["trialId"] for c in r.json()["cards"])
+    return sorted(ext(c)["trialId"] for c in r.json()["cards"])
 
 
 def test_resources_not_about_the_context_patient_are_set_aside(tmp_path):

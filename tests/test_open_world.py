@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import ext
 
 from cds_service.api.app import create_app
 from cds_service.settings import Settings
@@ -73,7 +74,7 @@ def patient_with_drugs() -> list[dict]:
 def test_medication_statements_decide_with_the_four_classic_keys(client):
     res = patient_with_drugs()
     report = match(client, sent(res, "p1", CLASSIC_KEYS))
-    cards = {c["extension"]["trialId"]: c for c in hook(client, res, "p1", CLASSIC_KEYS)}
+    cards = {ext(c)["trialId"]: c for c in hook(client, res, "p1", CLASSIC_KEYS)}
     decided = [
         c
         for t in report["trials"]
@@ -84,7 +85,7 @@ def test_medication_statements_decide_with_the_four_classic_keys(client):
     assert not any("not read" in m and c["outcome"] == "unknown" for c in decided for m in c.get("missing", []))
     # rituximab 3 weeks ago is a temporary bar in every trial that has a biologic washout: dated cards
     barred = [t for t in report["trials"] if t["status"] == "possibly-eligible" and t.get("eligible_from")]
-    assert barred and all(cards[t["id"]]["extension"]["eligibleFrom"] == t["eligible_from"] for t in barred)
+    assert barred and all(ext(cards[t["id"]])["eligibleFrom"] == t["eligible_from"] for t in barred)
 
 
 def test_none_on_record_names_the_source_not_read(client):
@@ -105,16 +106,16 @@ SUBSETS = [
 @pytest.mark.parametrize("keys", SUBSETS, ids=["+".join(k[4:]) or "classic" for k in SUBSETS])
 def test_cards_agree_with_match_for_any_subset_of_keys(client, patient, keys):
     res = resources(demo_bundles(AS_OF)[patient])
-    cards = {c["extension"]["trialId"]: c["extension"] for c in hook(client, res, patient, keys)}
-    carded = {t: ext["status"] for t, ext in cards.items()}
+    cards = {ext(c)["trialId"]: ext(c) for c in hook(client, res, patient, keys)}
+    carded = {t: e["status"] for t, e in cards.items()}
     report = match(client, sent(res, patient, keys))
     shown = {t["id"]: t for t in report["trials"] if t["status"] != "ineligible"}
     assert set(carded) == set(shown)
-    for tid, ext in cards.items():
+    for tid, e in cards.items():
         # a temporary bar comes from what is on record, which both see: the same date
-        assert ext.get("eligibleFrom") == shown[tid].get("eligible_from"), tid
+        assert e.get("eligibleFrom") == shown[tid].get("eligible_from"), tid
         # /match reads a Bundle as the whole record, so it can only be surer than a partial prefetch
-        assert not (ext["status"] == "likely-eligible" and shown[tid]["status"] != "likely-eligible"), tid
+        assert not (e["status"] == "likely-eligible" and shown[tid]["status"] != "likely-eligible"), tid
     if set(keys) == {*CLASSIC_KEYS, *OPTIONAL_KEYS}:  # everything sent: the statuses agree too
         assert carded == {t["id"]: t["status"] for t in report["trials"] if t["status"] != "ineligible"}
 
@@ -185,7 +186,7 @@ def test_horizon_is_configurable(tmp_path):
 
 def test_trial_notes_are_on_the_card(client):
     """A trial whose source lacks part of its criteria says so on every card (audit TEXT-1)."""
-    cards = {c["extension"]["trialId"]: c for c in hook(client, syn.eligible_patient(AS_OF), "p1", CLASSIC_KEYS)}
+    cards = {ext(c)["trialId"]: c for c in hook(client, syn.eligible_patient(AS_OF), "p1", CLASSIC_KEYS)}
     trials = client.get("/trials").json()
     noted = [t["id"] for t in trials if client.get(f"/trials/{t['id']}").json().get("notes")]
     assert noted, "a seed trial carries a source note"

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import rules_mention, seed_only
+from helpers import ext, rules_mention, seed_only
 
 from cds_service.api.app import create_app
 from cds_service.settings import Settings
@@ -76,15 +76,15 @@ def call(client, hook: str, orders: list[dict], patient: list[dict] | None = Non
 
 
 def by_trial(cards):
-    return {c["extension"]["trialId"]: c for c in cards}
+    return {ext(c)["trialId"]: c for c in cards}
 
 
 def test_rituximab_closes_three_trials_until_their_washouts_end(client):
     cards = by_trial(call(client, "order-sign", [med_order(RXNORM, "121191", "riTUXimab 10 MG/ML Injectable")]))
     assert seed_only(cards) == {"NCT06902844", "NCT07274059", "NCT06010472"}
-    assert cards["NCT06902844"]["extension"]["eligibleFrom"] == "2027-01-24"  # 2 months + the day it clears
-    assert cards["NCT07274059"]["extension"]["eligibleFrom"] == str(AS_OF + timedelta(weeks=4, days=1))
-    assert cards["NCT06010472"]["extension"]["eligibleFrom"] == "2026-12-24"
+    assert ext(cards["NCT06902844"])["eligibleFrom"] == "2027-01-24"  # 2 months + the day it clears
+    assert ext(cards["NCT07274059"])["eligibleFrom"] == str(AS_OF + timedelta(weeks=4, days=1))
+    assert ext(cards["NCT06010472"])["eligibleFrom"] == "2026-12-24"
     c = cards["NCT06902844"]
     assert c["indicator"] == "warning" and "until 2027-01-24" in c["summary"] and len(c["summary"]) < 140
     assert "exc-7.3" in c["detail"] and "biologic therapies" in c["detail"]
@@ -96,7 +96,7 @@ def test_rituximab_closes_three_trials_until_their_washouts_end(client):
     assert delete["actions"][0] == {
         "type": "delete",
         "description": "Remove the draft order",
-        "resourceId": ["MedicationRequest/draft-1"],
+        "resourceId": "MedicationRequest/draft-1",
     }
 
 
@@ -109,7 +109,7 @@ def test_mrna_vaccine_closes_the_in_vivo_car_t_trial_for_two_years(client):
     cards = by_trial(call(client, "order-sign", [med_order(CVX, "208", "COVID-19 mRNA vaccine")]))
     assert seed_only(cards) == {"NCT06801119"}
     assert all(rules_mention(client.app.state.catalog, t, "mrna_lnp") for t in cards)
-    assert cards["NCT06801119"]["extension"]["eligibleFrom"] == "2028-11-24"
+    assert ext(cards["NCT06801119"])["eligibleFrom"] == "2028-11-24"
 
 
 def test_live_vaccine_as_immunization_style_order(client):
@@ -122,7 +122,7 @@ def test_live_vaccine_as_immunization_style_order(client):
         "occurrenceDateTime": str(AS_OF),
     }
     cards = by_trial(call(client, "order-sign", [imm]))
-    assert seed_only(cards) == {"NCT06801119"} and cards["NCT06801119"]["extension"]["eligibleFrom"] == "2026-12-24"
+    assert seed_only(cards) == {"NCT06801119"} and ext(cards["NCT06801119"])["eligibleFrom"] == "2026-12-24"
     assert all(rules_mention(client.app.state.catalog, t, "live_vaccines") for t in cards)
 
 
@@ -141,8 +141,8 @@ def test_patient_already_ineligible_gets_no_card(client):
 def test_cell_therapy_is_a_permanent_bar(client):
     cards = by_trial(call(client, "order-sign", [med_order(RXNORM, "0", "tisagenlecleucel suspension")]))
     c = cards["NCT06902844"]
-    assert "permanently" in c["summary"] and c["extension"]["orderImpact"] == "permanent"
-    assert "eligibleFrom" not in c["extension"]
+    assert "permanently" in c["summary"] and ext(c)["orderImpact"] == "permanent"
+    assert "eligibleFrom" not in ext(c)
 
 
 def test_steroid_dose_above_the_bar_quotes_the_trials_alternatives(client):

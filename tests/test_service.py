@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.researchstudy import ResearchStudy
+from helpers import ext
 
 from cds_service.api.app import create_app
 from cds_service.settings import Settings
@@ -77,7 +78,7 @@ def test_no_prefetch_and_no_server_is_412(client):
 def test_full_prefetch_without_server(client):
     r = client.post("/cds-services/trial-matcher", json=hook_request("demo-dana"))
     assert r.status_code == 200
-    assert {c["extension"]["trialId"] for c in r.json()["cards"]} == {"NCT06010472", "NCT06676631"}
+    assert {ext(c)["trialId"] for c in r.json()["cards"]} == {"NCT06010472", "NCT06676631"}
 
 
 def test_nothing_fits_gives_empty_cards(client):

@@ -170,7 +170,7 @@ class Action(BaseModel):
     type: Literal["create", "update", "delete"]
     description: str
     resource: dict[str, Any] | None = None
-    resourceId: list[str] | None = None
+    resourceId: str | None = None  # CDS Hooks 2.0: a relative reference ("MedicationRequest/draft-1")
 
 
 class Suggestion(BaseModel):
@@ -249,6 +249,12 @@ class FeedbackItem(BaseModel):
     acceptedSuggestions: list[AcceptedSuggestion] | None = Field(None, max_length=20)
     overrideReason: OverrideReason | None = None
     outcomeTimestamp: str = Field(min_length=4, max_length=64)
+
+    @model_validator(mode="after")
+    def _accepted_names_suggestions(self) -> FeedbackItem:
+        if self.outcome == "accepted" and not self.acceptedSuggestions:
+            raise ValueError("outcome 'accepted' needs acceptedSuggestions (CDS Hooks 2.0 feedback)")
+        return self
 
 
 class FeedbackRequest(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,7 @@ class Gatherer:
         out = Gathered()
         base = self._base(fhir_server, out)
         prefetch = prefetch or {}
+        _note_unasked_keys(prefetch, out)
         raw: list[dict] = []
         kind_ok: dict[str, bool] = {}  # resource type -> read completely
         to_fetch: list[tuple[str, str | None]] = []  # (key, checked URL to continue from, or None = from start)
@@ -179,6 +181,8 @@ class Gatherer:
             else:
                 kind_ok[kind] = False
                 out.sources[key] = "unavailable"
+                if not fhir_server:  # with a refused server, the allow-list gap already says why
+                    out.gaps.append(f"{SOURCE_LABEL[kind]} was not prefetched, and no FHIR server was given to read it")
         if to_fetch and base is not None:
             results = await self._fetch_many(to_fetch, patient_id, base, token)
             for (key, _), (resources, error) in zip(to_fetch, results, strict=True):
@@ -261,6 +265,18 @@ class Gatherer:
             else:
                 raise FetchError("unexpected resource type in response")
         return out
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def _note_unasked_keys(prefetch: dict[str, Any], out: Gathered) -> None:
+    """Prefetch keys discovery does not name are ignored, and the card says so (names only when plain)."""
+    extra = sorted(k for k in prefetch if k not in QUERIES)
+    if extra:
+        shown = [k for k in extra if _KEY_NAME.match(k)]
+        names = f": {', '.join(shown[:10])}" if len(shown) == len(extra) and len(extra) <= 10 else ""
+        out.gaps.append(f"{len(extra)} prefetch key(s) this service does not ask for were ignored{names}")
 
 
 def _read_prefetch(value: Any, rtype: str, into: list[dict]) -> tuple[bool, str | None]:

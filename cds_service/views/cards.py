@@ -92,6 +92,10 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
     return "\n".join(lines)
 
 
+# CDS Hooks asks extension keys to be namespaced (reverse domain name); ours sit under one key.
+EXTENSION_KEY = "org.trialmatcher"
+
+
 def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Link] | None = None) -> Card:
     ext: dict[str, str] = {"trialId": trial.id, "status": result.status}
     if result.eligible_from:
@@ -102,7 +106,7 @@ def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Lin
         indicator="info",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
         links=[*(links or []), Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
-        extension=ext,
+        extension={EXTENSION_KEY: ext},
     )
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from cds_service.api.models import Action, Card, Coding, Link, Source, Suggestion
 from cds_service.eligibility.orders import Impact
 from cds_service.eligibility.trials import Trial
-from cds_service.views.cards import _md_escape, _short
+from cds_service.views.cards import EXTENSION_KEY, _md_escape, _short
 
 LOCAL = "https://trial-matcher.org/fhir/CodeSystem/order-check"
 OVERRIDE_REASONS = [
@@ -57,7 +57,7 @@ def _card(trial: Trial, items: list[Impact], patient: str) -> Card:
         selectionBehavior="at-most-one",
         overrideReasons=OVERRIDE_REASONS,
         links=[Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
-        extension=extension,
+        extension={EXTENSION_KEY: extension},
     )
 
 
@@ -113,12 +113,9 @@ def _suggestions(trial: Trial, items: list[Impact], names: str, patient: str) ->
         Suggestion(
             label=f"Remove {_short(names, 60)} from this order",
             uuid=str(uuid.uuid4()),
-            actions=[
-                Action(
-                    type="delete",
-                    description="Remove the draft order",
-                    resourceId=sorted({i.order.reference for i in items}),
-                )
+            actions=[  # one delete action per order: resourceId is a single relative reference
+                Action(type="delete", description="Remove the draft order", resourceId=ref)
+                for ref in sorted({i.order.reference for i in items})
             ],
         ),
     ]

@@ -14,7 +14,7 @@ const hook = await fetch(`${serviceUrl}/cds-services/trial-matcher`, {
   body: readFileSync(requestPath, "utf8"),
 });
 const { cards } = await hook.json();
-const card = cards.find((c) => c.extension.trialId === "NCT06902844") ?? cards[0];
+const card = cards.find((c) => c.extension["org.trialmatcher"].trialId === "NCT06902844") ?? cards[0];
 const link = card.links.find((l) => /checklist/i.test(l.label));
 
 const browser = await chromium.launch({

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import ext
 
 from bench.service import ServiceProcess
 from demo.hook_request import fhir_authorization
@@ -82,7 +83,7 @@ def test_misbehaving_fhir_server_never_500_never_hangs(service, fhir, mode, stat
     if r.status_code == 200 and mode != "ok":
         cards = r.json()["cards"]
         assert cards and all("Not all data could be read" in c["detail"] for c in cards)
-        assert {c["extension"]["status"] for c in cards} == {"possibly-eligible"}
+        assert {ext(c)["status"] for c in cards} == {"possibly-eligible"}
 
 
 def test_fhir_searches_run_concurrently(service, fhir):
@@ -196,7 +197,12 @@ def test_graceful_shutdown_loses_no_feedback(tmp_path):
             while not stop.is_set():
                 body = {
                     "feedback": [
-                        {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
+                        {
+                            "card": str(uuid.uuid4()),
+                            "outcome": "accepted",
+                            "acceptedSuggestions": [{"id": str(uuid.uuid4())}],
+                            "outcomeTimestamp": "2026-11-23T10:00:00Z",
+                        }
                     ]
                 }
                 try:

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from helpers import SEED_TRIALS, seed_only
+from helpers import SEED_TRIALS, ext, seed_only
 
 from demo.hook_request import hook_request
 from demo.load import demo_bundles
@@ -46,9 +46,9 @@ def _essence(cards: list[dict]) -> list[tuple]:
     """Cards without their random uuid."""
     return [
         (
-            c["extension"]["trialId"],
-            c["extension"]["status"],
-            c["extension"].get("eligibleFrom"),
+            ext(c)["trialId"],
+            ext(c)["status"],
+            ext(c).get("eligibleFrom"),
             c["summary"],
             c["detail"],
         )
@@ -75,7 +75,7 @@ def test_no_partial_and_full_prefetch_give_the_same_cards(service, fhir_server, 
     assert full.status_code == fetched.status_code == partial.status_code == 200, fetched.text[:300]
     assert _essence(fetched.json()["cards"]) == _essence(full.json()["cards"])
     assert _essence(partial.json()["cards"]) == _essence(full.json()["cards"])
-    got = {c["extension"]["trialId"]: c["extension"]["status"] for c in fetched.json()["cards"]}
+    got = {ext(c)["trialId"]: ext(c)["status"] for c in fetched.json()["cards"]}
     assert {t: s for t, s in got.items() if t in SEED_TRIALS} == EXPECTED[patient]
     report = service.post("/match", params={"patient": patient}).json()
     assert got == {t["id"]: t["status"] for t in report["trials"] if t["status"] != "ineligible"}
@@ -83,16 +83,16 @@ def test_no_partial_and_full_prefetch_give_the_same_cards(service, fhir_server, 
 
 def test_cards_follow_the_spec(service, fhir_server):
     cards = _call(service, hook_request("demo-bruno", "none", fhir_server.base, fhir_server.token)).json()["cards"]
-    statuses = [c["extension"]["status"] for c in cards]
+    statuses = [ext(c)["status"] for c in cards]
     assert statuses == sorted(statuses, key=lambda s: s != "likely-eligible")  # likely first
     for c in cards:
         assert len(c["summary"]) < 140 and c["indicator"] == "info"
         assert c["source"]["url"].startswith("https://clinicaltrials.gov/study/NCT")
         assert c["links"][0]["type"] == "absolute" and uuid.UUID(c["uuid"])
-        assert c["extension"]["trialId"] in c["summary"]
+        assert ext(c)["trialId"] in c["summary"]
         _assert_no_empty(c)
-    temporary = next(c for c in cards if c["extension"]["trialId"] == "NCT06902844")
-    assert temporary["extension"]["eligibleFrom"] and "Not yet" in temporary["detail"]
+    temporary = next(c for c in cards if ext(c)["trialId"] == "NCT06902844")
+    assert ext(temporary)["eligibleFrom"] and "Not yet" in temporary["detail"]
     assert "riTUXimab" in temporary["detail"]
 
 
@@ -152,7 +152,7 @@ def test_server_not_on_allow_list_is_never_contacted(service, fhir_server):
     detail = r.json()["cards"][0]["detail"]
     assert "not on this service's allow-list" in detail
     # Conditions came by prefetch; results and medications could not be read: nothing is "failed" for it
-    assert {c["extension"]["status"] for c in r.json()["cards"]} == {"possibly-eligible"}
+    assert {ext(c)["status"] for c in r.json()["cards"]} == {"possibly-eligible"}
 
 
 def test_prefetch_cut_after_the_first_page_is_completed_from_the_server(service, fhir_server):
@@ -243,7 +243,15 @@ def _order_request(patient: str, order: str, prefetch: str, fhir_server, token) 
 
 
 def _order_essence(cards: list[dict]) -> list[tuple]:
-    return [(c["extension"]["trialId"], c["extension"].get("eligibleFrom"), c["summary"], c["detail"]) for c in cards]
+    return [
+        (
+            ext(c)["trialId"],
+            ext(c).get("eligibleFrom"),
+            c["summary"],
+            c["detail"],
+        )
+        for c in cards
+    ]
 
 
 @pytest.mark.parametrize(("patient", "order"), sorted(ORDER_EXPECTED))
@@ -255,7 +263,7 @@ def test_order_sign_against_the_fhir_server_and_through_prefetch(service, fhir_s
     prefetched = service.post("/cds-services/trial-order-sign", json=_order_request(patient, order, "full", None, None))
     assert fetched.status_code == prefetched.status_code == 200
     assert _order_essence(fetched.json()["cards"]) == _order_essence(prefetched.json()["cards"])
-    assert seed_only(c["extension"]["trialId"] for c in fetched.json()["cards"]) == ORDER_EXPECTED[(patient, order)]
+    assert seed_only(ext(c)["trialId"] for c in fetched.json()["cards"]) == ORDER_EXPECTED[(patient, order)]
     for c in fetched.json()["cards"]:
         assert c["indicator"] == "warning" and c["suggestions"] and c["overrideReasons"]
         _assert_no_empty(c)
