@@ -22,6 +22,7 @@ from cds_service.authoring.commands import add_commands
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
+from cds_service.screening.command import add_command as add_screen
 from cds_service.settings import get_settings
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core pays)")
     sv.set_defaults(func=cmd_serve)
     add_commands(sub)
+    add_screen(sub)
     return p
 
 

@@ -70,3 +70,35 @@ def test_checklist_in_a_real_browser(tmp_path):
     assert seen["expiredStatus"] == 410 and "expired" in seen["expiredText"]
     for shot in ("checklist-desktop.png", "checklist-phone.png", "checklist-forged.png", "checklist-expired.png"):
         assert (ARTIFACTS / shot).stat().st_size > 5000
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+def test_funnel_page_renders_in_chromium(tmp_path):
+    """The screening funnel page, opened from disk in headless Chromium: every chart and table is there."""
+    import csv
+    from datetime import date
+
+    import orjson
+
+    from cds_service.cli import main
+    from demo.load import demo_bundles, resources
+
+    export = tmp_path / "export"
+    export.mkdir()
+    for bundle in demo_bundles(date(2026, 11, 23)).values():
+        for r in resources(bundle):
+            with (export / f"{r['resourceType']}.ndjson").open("ab") as f:
+                f.write(orjson.dumps(r) + b"\n")
+    out = tmp_path / "out"
+    assert main(["screen", str(export), "--out", str(out), "--as-of", "2026-11-23", "--workers", "1"]) == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    page = (out / "funnel.html").as_uri()
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    trials = {row["trial"] for row in csv.DictReader((out / "funnel.csv").open())}
+    assert dom.count("<svg") == len(trials) and dom.count("<rect") > len(trials)
+    assert all(t in dom for t in trials)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "funnel.png"
+    subprocess.run(["chromium", *flags, "--window-size=1000,1400", f"--screenshot={shot}", page], timeout=120)
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,93 @@
+"""`trial-matcher screen INPUT --out OUT_DIR`: a Bulk Data export against every trial, with a funnel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cds_service.eligibility.catalog import Catalog
+from cds_service.screening.bulk import export_files
+from cds_service.screening.output import write_all
+from cds_service.screening.run import screen
+from cds_service.settings import get_settings
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    if args.engine != "embedded" or args.fhir_server:
+        what = "--engine spark" if args.engine != "embedded" else "--fhir-server ($export)"
+        err.print(f"screen: {what} is not available in this version; screen an exported NDJSON folder instead")
+        return 2
+    folder = Path(args.input)
+    if not folder.is_dir() or not export_files(folder):
+        err.print(f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
+        return 2
+    s = get_settings()
+    catalog = Catalog.load(s.mappings_dir, s.trials_dir, horizon_days=s.temporary_horizon_days)
+    unknown = [t for t in args.trial or [] if t not in catalog.trials]
+    if unknown:
+        err.print(f"screen: unknown trial(s): {', '.join(unknown)}")
+        return 2
+    as_of = args.as_of or s.as_of or date.today()
+    columns = (TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("patients", total=None, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            elapsed = bar.tasks[0].elapsed or 1e-9
+            bar.update(task, rate=f"{bar.tasks[0].completed / elapsed:.0f} patients/s")
+
+        result = screen(folder, (s.mappings_dir, s.trials_dir, s.temporary_horizon_days), as_of, args.trial,
+                        args.workers, advance)  # fmt: skip
+    paths = write_all(result, catalog, Path(args.out))
+    _summary(err, result, paths)
+    if not result.stats.patients:
+        err.print("screen: the export holds no Patient resources: nothing to screen")
+        return 1
+    return 0
+
+
+def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title="Feasibility", title_justify="left")
+    for col in ("trial", "likely", "possibly", "ineligible"):
+        table.add_column(col, justify="right" if col != "trial" else "left")
+    counts: dict[str, dict[str, int]] = {}
+    for r in result.rows:
+        counts.setdefault(r["trial"], {}).setdefault(r["status"], 0)
+        counts[r["trial"]][r["status"]] += 1
+    for trial, c in sorted(counts.items()):
+        table.add_row(trial, *(str(c.get(k, 0)) for k in ("likely-eligible", "possibly-eligible", "ineligible")))
+    err.print(table)
+    st = result.stats
+    n = len(st.patients)
+    err.print(
+        f"{n} patients, {st.resources} resources in {result.seconds:.1f} s ({n / max(result.seconds, 1e-9):.0f} "
+        f"patients/s); peak RSS {result.peak_rss_mb:.0f} MiB; set aside: {st.malformed} malformed lines, "
+        f"{st.no_patient} resources naming no patient, {st.other_types} of other types"
+    )
+    err.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser(
+        "screen",
+        help="screen every patient of a Bulk Data export against the trials, with a feasibility funnel",
+        description="INPUT is a folder of FHIR Bulk Data NDJSON (Patient.ndjson, Observation.000.ndjson, "
+        ".ndjson.gz, ...). Writes patients.csv/.parquet, funnel.csv and funnel.html to OUT_DIR. Exit status: "
+        "0 done, 1 no patients in the export, 2 usage error.",
+    )
+    sc.add_argument("input", help="folder of NDJSON files")
+    sc.add_argument("--out", required=True, help="output folder")
+    sc.add_argument("--as-of", type=date.fromisoformat, help="evaluation date (default today)")
+    sc.add_argument("--trial", action="append", metavar="NCT", help="only this trial (repeatable)")
+    sc.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="processes (default: cores)")
+    sc.add_argument("--engine", choices=["embedded", "spark"], default="embedded")
+    sc.add_argument("--fhir-server", help="run a Bulk Data $export first (not in this version)")
+    sc.set_defaults(func=cmd_screen)

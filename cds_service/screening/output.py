@@ -1,0 +1,122 @@
+"""Screening results on disk: patients.csv and patients.parquet (one row per patient and trial),
+funnel.csv (cohort attrition per trial and criterion, as OHDSI ATLAS shows it) and funnel.html (one
+page, an attrition chart per trial as inline SVG and the table: readable offline, no script)."""
+
+from __future__ import annotations
+
+import csv
+import html
+from pathlib import Path
+from typing import Any
+
+from cds_service.eligibility.catalog import Catalog
+from cds_service.screening.run import ROW_FIELDS, Funnel, Screening
+
+FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
+
+
+def funnel_rows(funnel: Funnel, catalog: Catalog) -> list[dict[str, Any]]:
+    out = []
+    for trial_id in sorted(funnel.order):
+        remaining = funnel.screened.get(trial_id, 0)
+        types = {c.id: c.type for c in catalog.trials[trial_id].criteria} if trial_id in catalog.trials else {}
+        for step, cid in enumerate(funnel.order[trial_id], start=1):
+            failed = funnel.failed.get(trial_id, {}).get(cid, 0)
+            out.append(
+                {
+                    "trial": trial_id,
+                    "step": step,
+                    "criterion": cid,
+                    "type": types.get(cid, ""),
+                    "remaining_before": remaining,
+                    "failed_here": failed,
+                    "unknown_here": funnel.unknown.get(trial_id, {}).get(cid, 0),
+                    "remaining": remaining - failed,
+                }
+            )
+            remaining -= failed
+    return out
+
+
+def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("patients.csv", "patients.parquet", "funnel.csv", "funnel.html")}
+    _csv(paths["patients.csv"], ROW_FIELDS, result.rows)
+    _parquet(paths["patients.csv"], paths["patients.parquet"])
+    frows = funnel_rows(result.funnel, catalog)
+    _csv(paths["funnel.csv"], FUNNEL_FIELDS, frows)
+    paths["funnel.html"].write_text(render_html(frows, catalog, result), encoding="utf-8")
+    return paths
+
+
+def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _parquet(csv_path: Path, parquet_path: Path) -> None:
+    """DuckDB converts the CSV (typed columns, compressed) without holding it in Python."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "COPY (SELECT * FROM read_csv(?, header=true, all_varchar=false)) TO ? (FORMAT PARQUET)",
+            [str(csv_path), str(parquet_path)],
+        )
+    finally:
+        con.close()
+
+
+def render_html(frows: list[dict[str, Any]], catalog: Catalog, result: Screening) -> str:
+    trials = sorted({r["trial"] for r in frows})
+    sections = [_trial_section(t, [r for r in frows if r["trial"] == t], catalog) for t in trials]
+    stats = result.stats
+    head = (
+        f"<p>{len(stats.patients)} patients screened against {len(trials)} trials; {stats.malformed} malformed "
+        f"lines, {stats.no_patient} resources naming no patient and {stats.other_types} of types no criterion "
+        f"reads were set aside.</p>"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Feasibility funnel</title>"
+        "<style>body{font-family:sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}td:first-child,th:first-child"
+        "{text-align:left}svg text{font-size:11px}</style></head><body><h1>Feasibility funnel</h1>"
+        + head
+        + "".join(sections)
+        + "</body></html>"
+    )
+
+
+def _trial_section(trial_id: str, rows: list[dict[str, Any]], catalog: Catalog) -> str:
+    title = catalog.trials[trial_id].label if trial_id in catalog.trials else trial_id
+    start = rows[0]["remaining_before"] if rows else 0
+    width, bar_h, label_w = 700, 16, 110
+    scale = (width - label_w - 60) / max(start, 1)
+    bars = []
+    steps = [{"criterion": "screened", "remaining": start}, *rows]
+    for i, r in enumerate(steps):
+        y = i * (bar_h + 4)
+        w = r["remaining"] * scale
+        bars.append(
+            f"<text x='0' y='{y + 12}'>{html.escape(r['criterion'])}</text>"
+            f"<rect x='{label_w}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='#4a7ebb'>"
+            f"<title>{r['remaining']} remaining after {html.escape(r['criterion'])}</title></rect>"
+            f"<text x='{label_w + w + 4:.1f}' y='{y + 12}'>{r['remaining']}</text>"
+        )
+    svg = (
+        f"<svg role='img' aria-label='Attrition for {html.escape(trial_id)}' width='{width}' "
+        f"height='{len(steps) * (bar_h + 4) + 4}' xmlns='http://www.w3.org/2000/svg'>{''.join(bars)}</svg>"
+    )
+    cells = "".join(
+        f"<tr><td>{html.escape(r['criterion'])} ({r['type']})</td><td>{r['remaining_before']}</td>"
+        f"<td>{r['failed_here']}</td><td>{r['unknown_here']}</td><td>{r['remaining']}</td></tr>"
+        for r in rows
+    )
+    table = (
+        "<table><thead><tr><th>criterion</th><th>remaining before</th><th>failed here</th><th>unknown here</th>"
+        f"<th>remaining</th></tr></thead><tbody>{cells}</tbody></table>"
+    )
+    return f"<section><h2>{html.escape(trial_id)}: {html.escape(title)}</h2>{svg}{table}</section>"
