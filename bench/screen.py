@@ -1,0 +1,111 @@
+"""Population screening throughput, as ratios measured side by side in one run.
+
+    .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2]
+
+Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
+files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
+with each worker count. Prints patients/s, patients/s per core, the ratio to the floor and peak RSS,
+and draws the comparison as an SVG bar chart next to the export (bench-screen.svg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+from bench.patients import make_patient
+from cds_service.screening.bulk import export_files
+from cds_service.settings import REPO_ROOT
+
+AS_OF = date(2026, 11, 23)
+
+
+def write_export(folder: Path, patients: int, size: int) -> int:
+    handles: dict[str, object] = {}
+    total = 0
+    try:
+        for i in range(patients):
+            for r in make_patient(size, pid=f"p{i}", as_of=AS_OF):
+                f = handles.get(r["resourceType"])
+                if f is None:
+                    f = handles[r["resourceType"]] = (folder / f"{r['resourceType']}.ndjson").open("wb")
+                f.write(orjson.dumps(r) + b"\n")  # type: ignore[attr-defined]
+                total += 1
+    finally:
+        for f in handles.values():
+            f.close()  # type: ignore[attr-defined]
+    return total
+
+
+def floor(folder: Path) -> float:
+    start = time.perf_counter()
+    for _, path in export_files(folder):
+        with path.open("rb") as f:
+            for line in f:
+                orjson.loads(line)
+    return time.perf_counter() - start
+
+
+def run_screen(folder: Path, out: Path, workers: int) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB, largest process) of `trial-matcher screen` in its own process."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "cds_service", "screen", str(folder), "--out", str(out), "--as-of",
+           AS_OF.isoformat(), "--workers", str(workers)]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return time.perf_counter() - start, peak
+
+
+def chart(rows: list[tuple[str, float]], path: Path) -> None:
+    width, bar_h, label_w = 640, 22, 220
+    top = max(v for _, v in rows) or 1
+    scale = (width - label_w - 80) / top
+    bars = "".join(
+        f"<text x='0' y='{i * 30 + 16}'>{name}</text>"
+        f"<rect x='{label_w}' y='{i * 30}' width='{v * scale:.1f}' height='{bar_h}' fill='#4a7ebb'/>"
+        f"<text x='{label_w + v * scale + 4:.1f}' y='{i * 30 + 16}'>{v:.0f}/s</text>"
+        for i, (name, v) in enumerate(rows)
+    )
+    path.write_text(
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{len(rows) * 30}' font-family='sans-serif' "
+        f"font-size='12'>{bars}</svg>",
+        encoding="utf-8",
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patients", type=int, default=1000)
+    p.add_argument("--resources", type=int, default=200)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
+        export = Path(tmp) / "export"
+        export.mkdir()
+        total = write_export(export, args.patients, args.resources)
+        base = floor(export)
+        print(f"{args.patients} patients, {total} resources; floor (orjson, 1 process): "
+              f"{args.patients / base:.0f} patients/s")  # fmt: skip
+        rows = [("floor: orjson parse, 1 core", args.patients / base)]
+        print("| workers | seconds | patients/s | per core | time / floor | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        for w in args.workers:
+            secs, peak = run_screen(export, Path(tmp) / f"out{w}", w)
+            rate = args.patients / secs
+            print(f"| {w} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {secs / base:.1f} | {peak:.0f} |")
+            rows.append((f"screen, {w} worker(s)", rate))
+        chart(rows, REPO_ROOT / "bench-screen.svg")
+        print("chart: bench-screen.svg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
