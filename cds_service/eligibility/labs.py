@@ -198,6 +198,28 @@ def evidence(ctx: Ctx, r: LabResult, note: str | None = None) -> Evidence:
     )
 
 
+_CENSORED = ("<", "<=", ">", ">=")
+
+
+def _censored_decides(op: str, comparator: str, value: float, threshold: float) -> bool | None:
+    """What a censored result ("<5", ">100") says of `op threshold`, or None when its bound cannot say.
+
+    "<X" means the true value is below X, so it decides only when X is at or under the threshold;
+    ">X" mirrors that. Equality and anything else stays undecided.
+    """
+    if comparator in ("<", "<=") and value <= threshold:
+        below = True
+    elif comparator in (">", ">=") and value >= threshold:
+        below = False
+    else:
+        return None
+    if op in ("<=", "<"):
+        return below
+    if op in (">=", ">"):
+        return not below
+    return None
+
+
 def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
     r, why = current(rule.var, rule.within, ctx, lambda x: x.value is not None)
     if r is None:
@@ -218,28 +240,13 @@ def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
         note = f"{abbr} {limit:g} {r.unit} ({source}); value is {r.value / limit:.2f} x {abbr}"
     else:
         threshold = rule.value  # type: ignore[assignment]
-    if r.comparator in ("<", "<="):
-        # "<X": the true value is below X. Decide only what that bound decides.
-        if rule.op in (">=", ">") and r.value <= threshold:
-            ok = False
-        elif rule.op in ("<=", "<") and r.value <= threshold:
-            ok = True
-        else:
+    if r.comparator in _CENSORED:
+        ok = _censored_decides(rule.op, r.comparator, r.value, threshold)
+        if ok is None:
             return Res(
                 Truth.UNKNOWN,
                 evidence=[evidence(ctx, r, note)],
-                missing=[f"{label}: result '<{r.original_value}' cannot be compared with {rule.text}"],
-            )
-    elif r.comparator in (">", ">="):
-        if rule.op in (">=", ">") and r.value >= threshold:
-            ok = True
-        elif rule.op in ("<=", "<") and r.value >= threshold:
-            ok = False
-        else:
-            return Res(
-                Truth.UNKNOWN,
-                evidence=[evidence(ctx, r, note)],
-                missing=[f"{label}: result '>{r.original_value}' cannot be compared with {rule.text}"],
+                missing=[f"{label}: result '{r.comparator[0]}{r.original_value}' cannot be compared with {rule.text}"],
             )
     else:
         ok = CMP[rule.op](r.value, threshold)
