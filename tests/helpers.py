@@ -1,11 +1,28 @@
-"""Small helpers to mutate synthetic patients in tests."""
+"""Small helpers for tests: mutating synthetic patients, reading cards, an open service client."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from cds_service.api.app import create_app
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.settings import Settings
+
+
+@contextmanager
+def open_service(folder: Path, name: str = "db", **settings) -> Iterator[TestClient]:
+    """The service with auth off on its own SQLite store in `folder`, as a test client."""
+    s = Settings(
+        database_url=f"sqlite:///{folder / name}.sqlite3", auth_required=False, log_level="WARNING", **settings
+    )
+    with TestClient(create_app(s)) as c:
+        yield c
 
 
 def codes_of(res: dict) -> set[str]:

@@ -6,18 +6,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
-from helpers import ext
+from helpers import ext, open_service
 
-from cds_service.api.app import create_app
-from cds_service.settings import Settings
 from demo.hook_request import hook_request
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("conf") / "db.sqlite3"
-    with TestClient(create_app(Settings(database_url=f"sqlite:///{db}", auth_required=False))) as c:
+    with open_service(tmp_path_factory.mktemp("conf")) as c:
         yield c
 
 

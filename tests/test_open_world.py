@@ -12,11 +12,8 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
-from helpers import ext
+from helpers import ext, open_service
 
-from cds_service.api.app import create_app
-from cds_service.settings import Settings
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
 from demo.load import demo_bundles, resources
@@ -28,9 +25,7 @@ OPTIONAL_KEYS = ("medicationRequests", "immunizations", "procedures")
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("ow") / "db.sqlite3"
-    settings = Settings(database_url=f"sqlite:///{db}", auth_required=False, log_level="WARNING", as_of=AS_OF)
-    with TestClient(create_app(settings)) as c:
+    with open_service(tmp_path_factory.mktemp("ow"), as_of=AS_OF) as c:
         yield c
 
 
@@ -170,14 +165,7 @@ def test_horizon_is_configurable(tmp_path):
     ]
     statuses = {}
     for days in (365, 3650):
-        settings = Settings(
-            database_url=f"sqlite:///{tmp_path}/h{days}.sqlite3",
-            auth_required=False,
-            log_level="WARNING",
-            as_of=AS_OF,
-            temporary_horizon_days=days,
-        )
-        with TestClient(create_app(settings)) as c:
+        with open_service(tmp_path, f"h{days}", as_of=AS_OF, temporary_horizon_days=days) as c:
             statuses[days] = {t["id"]: t["status"] for t in match(c, teen)["trials"]}
     changed = {t for t in statuses[365] if statuses[365][t] != statuses[3650][t]}
     assert changed  # the seed trials all start at 18

@@ -5,11 +5,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from fastapi.testclient import TestClient
-from helpers import ext, rules_mention, seed_only
+from helpers import ext, open_service, rules_mention, seed_only
 
-from cds_service.api.app import create_app
-from cds_service.settings import Settings
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
 
@@ -20,9 +17,7 @@ CVX = "http://hl7.org/fhir/sid/cvx"
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("orders") / "db.sqlite3"
-    settings = Settings(database_url=f"sqlite:///{db}", auth_required=False, log_level="WARNING", as_of=AS_OF)
-    with TestClient(create_app(settings)) as c:
+    with open_service(tmp_path_factory.mktemp("orders"), as_of=AS_OF) as c:
         yield c
 
 
