@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import httpx
 import pytest
@@ -206,3 +207,98 @@ def test_missing_keys_without_server_are_not_complete():
 
     got = run(go())
     assert got.patient_found and got.complete == set()
+
+
+# --- reading a long chart: only the codes the criteria read, newest first -----------------------------
+
+CODES = frozenset({("http://loinc.org", f"{n}-0") for n in range(1000, 1070)})  # 70 codes: 3 searches
+
+
+def coded_gatherer(client, **kw) -> Gatherer:
+    return Gatherer(client, AllowList.parse(BASE), kw.get("page_cap", 5), kw.get("budget", 1.0), CODES)
+
+
+def obs(i: int, code: str = "1000-0") -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+    }
+
+
+def others_empty():
+    respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
+    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
+        json=searchset([])
+    )
+
+
+def fetch(page_cap: int = 5):
+    async def go():
+        async with httpx.AsyncClient() as c:
+            return await coded_gatherer(c, page_cap=page_cap).gather("p1", None, BASE, None)
+
+    return run(go())
+
+
+@respx.mock
+def test_observations_are_asked_by_the_codes_criteria_read_newest_first_and_counted_once():
+    others_empty()
+    route = respx.get(url__startswith=f"{BASE}/Observation").respond(json=searchset([obs(1), obs(2)]))
+    got = fetch()
+    asked = [c.request.url.params for c in route.calls]
+    assert len(asked) == 3  # 70 codes, 30 per search
+    assert all(p["_sort"] == "-date" and p["patient"] == "p1" for p in asked)
+    codes = [c for p in asked for c in p["combo-code"].split(",")]
+    assert sorted(codes) == sorted(f"{s}|{c}" for s, c in CODES)
+    assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
+    assert "Observation" in got.complete and got.gaps == []
+
+
+@respx.mock
+def test_a_server_refusing_the_refined_search_is_asked_the_plain_one():
+    others_empty()
+
+    def answer(request):
+        if "combo-code" in request.url.params:
+            return httpx.Response(400, json={"resourceType": "OperationOutcome"})
+        return httpx.Response(200, json=searchset([obs(7)]))
+
+    route = respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=answer)
+    got = fetch()
+    assert [r["id"] for r in got.resources if r["resourceType"] == "Observation"] == ["o7"]
+    assert "Observation" in got.complete and got.gaps == []
+    assert sum("combo-code" not in c.request.url.params for c in route.calls) == 1  # the plain search, once
+
+
+@respx.mock
+def test_a_newest_first_read_cut_at_the_page_cap_keeps_the_newest_and_claims_no_absence():
+    others_empty()
+    pages = itertools.count()
+
+    def answer(request):
+        n = next(pages)
+        return httpx.Response(200, json=searchset([obs(n)], f"{BASE}/Observation?patient=p1&page={n + 1}"))
+
+    respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=answer)
+    got = fetch(page_cap=2)
+    assert len([r for r in got.resources if r["resourceType"] == "Observation"]) == 6  # 3 searches x 2 pages
+    assert "Observation" not in got.complete
+    assert any("only the newest results were read" in g for g in got.gaps)
+
+
+@respx.mock
+def test_a_newest_first_read_failing_on_a_later_page_keeps_the_pages_it_read():
+    others_empty()
+
+    def answer(request):
+        if "page" in request.url.params:
+            return httpx.Response(500)
+        return httpx.Response(200, json=searchset([obs(1)], f"{BASE}/Observation?patient=p1&page=2"))
+
+    respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=answer)
+    got = fetch()
+    assert [r["id"] for r in got.resources if r["resourceType"] == "Observation"] == ["o1"]
+    assert "Observation" not in got.complete and got.sources["observations"] == "fetched"
+    assert any("could be read only in part" in g for g in got.gaps)

@@ -99,7 +99,13 @@ def _lifespan(settings: Settings, catalog: Catalog, jwt_client: httpx.AsyncClien
             trust_env=False,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
-        gatherer = Gatherer(client, allow_list, settings.fhir_page_cap, settings.hook_budget_seconds)
+        gatherer = Gatherer(
+            client,
+            allow_list,
+            settings.fhir_page_cap,
+            settings.hook_budget_seconds,
+            observation_codes=frozenset(catalog.mappings.obs_index),  # ask the server only for what criteria read
+        )
         app.state.store = open_store(settings.database_url)
         links = ChecklistLinks(
             app.state.store, settings.checklist_ttl_seconds, settings.checklist_link_type, settings.smart_launch_url

@@ -18,41 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
+from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
+__all__ = ["QUERIES", "Gathered", "Gatherer", "prefetch_templates", "scope_to_patient"]
+
 log = logging.getLogger("trial_matcher")
-
-# Prefetch key -> (template, resource type). Each resource type is its own source: what one source
-# shows counts whatever another could not be read; "none on record" needs every source that could hold it.
-QUERIES: dict[str, tuple[str, str]] = {
-    "patient": ("Patient/{{context.patientId}}", "Patient"),
-    "conditions": ("Condition?patient={{context.patientId}}&_count=100", "Condition"),
-    "observations": ("Observation?patient={{context.patientId}}&_count=100", "Observation"),
-    "medications": ("MedicationStatement?patient={{context.patientId}}&_count=100", "MedicationStatement"),
-    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=100", "MedicationRequest"),
-    "immunizations": ("Immunization?patient={{context.patientId}}&_count=100", "Immunization"),
-    "procedures": ("Procedure?patient={{context.patientId}}&_count=100", "Procedure"),
-}
-SOURCE_LABEL = {
-    "Patient": "demographics (Patient)",
-    "Condition": "problem list (Condition)",
-    "Observation": "results (Observation)",
-    "MedicationStatement": "medication statements (MedicationStatement)",
-    "MedicationRequest": "medication orders (MedicationRequest)",
-    "Immunization": "immunizations (Immunization)",
-    "Procedure": "procedures (Procedure)",
-}
-
-
-def prefetch_templates() -> dict[str, str]:
-    return {k: v[0] for k, v in QUERIES.items()}
 
 
 class FetchError(Exception):
@@ -144,11 +121,21 @@ def _next_link(bundle: dict) -> str | None:
 
 
 @dataclass
+class Read:
+    """What one source (prefetch key) gave when fetched: its resources, and how completely."""
+
+    resources: list[dict] = field(default_factory=list)
+    error: str | None = None  # why it could not be read (for the log only)
+    cut: bool = False  # newest-first searches stopped at the page cap: the newest are here, not all
+
+
+@dataclass
 class Gatherer:
     client: httpx.AsyncClient
     allow: AllowList
     page_cap: int = 20
     budget_seconds: float = 3.5
+    observation_codes: frozenset[tuple[str, str]] = frozenset()  # what the criteria read (queries.py)
 
     async def gather(
         self,
@@ -184,16 +171,13 @@ class Gatherer:
                 if not fhir_server:  # with a refused server, the allow-list gap already says why
                     out.gaps.append(f"{SOURCE_LABEL[kind]} was not prefetched, and no FHIR server was given to read it")
         if to_fetch and base is not None:
-            results = await self._fetch_many(to_fetch, patient_id, base, token)
-            for (key, _), (resources, error) in zip(to_fetch, results, strict=True):
+            reads = await self._fetch_many(to_fetch, patient_id, base, token)
+            for (key, _), read in zip(to_fetch, reads, strict=True):
                 kind = QUERIES[key][1]
-                raw.extend(resources)
-                kind_ok[kind] = kind_ok.get(kind, True) and error is None
-                out.sources[key] = "fetched" if error is None else "unavailable"
-                if error is not None:
-                    # the reason (status, exception, timeout) is for the operator's log, never for the caller
-                    log.warning("FHIR read failed", extra={"resource_type": kind, "error_type": error})
-                    out.gaps.append(f"{SOURCE_LABEL[kind]} could not be read from the FHIR server")
+                raw.extend(read.resources)
+                kind_ok[kind] = kind_ok.get(kind, True) and read.error is None and not read.cut
+                out.sources[key] = "unavailable" if read.error is not None and not read.resources else "fetched"
+                _note_read(read, kind, self.page_cap, out)
         out.resources, aside = scope_to_patient(raw, patient_id, base)
         if aside:
             out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
@@ -212,33 +196,54 @@ class Gatherer:
 
     async def _fetch_many(
         self, jobs: list[tuple[str, str | None]], patient_id: str, base: Origin, token: str | None
-    ) -> list[tuple[list[dict], str | None]]:
-        deadline = time.monotonic() + self.budget_seconds
+    ) -> list[Read]:
+        """Every source's searches at once, within one deadline for the whole hook."""
+        deadline = asyncio.get_running_loop().time() + self.budget_seconds
         headers = {"Accept": "application/fhir+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
 
-        async def one(key: str, start: str | None) -> tuple[list[dict], str | None]:
-            template, rtype = QUERIES[key]
-            url = start or f"{base.url}/{template.replace('{{context.patientId}}', patient_id)}"
-            try:
-                async with asyncio.timeout_at(asyncio.get_running_loop().time() + (deadline - time.monotonic())):
-                    return await self._fetch_pages(url, rtype, base, headers), None
-            except TimeoutError:
-                return [], "timed out"
-            except FetchError as e:
-                return [], str(e)
-            except httpx.HTTPError as e:
-                return [], type(e).__name__
+        async def source(key: str, start: str | None) -> Read:
+            rtype = QUERIES[key][1]
+            found = [Search(key, start)] if start else searches(key, patient_id, self.observation_codes)
+            plan = [(s.path if start else f"{base.url}/{s.path}", s.newest_first) for s in found]
+            reads = await asyncio.gather(*(self._read(u, rtype, nf, base, headers, deadline) for u, nf in plan))
+            if found[0].plain and any(r.error == "HTTP 400" for r in reads):
+                # a strict server refuses a parameter it does not support: ask the plain search instead
+                log.info("refined FHIR search refused; reading the plain search", extra={"resource_type": rtype})
+                reads = [await self._read(f"{base.url}/{found[0].plain}", rtype, False, base, headers, deadline)]
+            return _merge(reads)
 
-        return list(await asyncio.gather(*(one(k, s) for k, s in jobs)))
+        return list(await asyncio.gather(*(source(k, s) for k, s in jobs)))
 
-    async def _fetch_pages(self, url: str, rtype: str, base: Origin, headers: dict[str, str]) -> list[dict]:
-        out: list[dict] = []
+    async def _read(
+        self, url: str, rtype: str, newest_first: bool, base: Origin, headers: dict[str, str], deadline: float
+    ) -> Read:
+        """One search, all its pages. A newest-first search keeps what it read when cut short."""
+        read = Read()
+        try:
+            async with asyncio.timeout_at(deadline):
+                read.cut = await self._fetch_pages(url, rtype, base, headers, read.resources, newest_first)
+        except TimeoutError:
+            read.error = "timed out"
+        except FetchError as e:
+            read.error = str(e)
+        except httpx.HTTPError as e:
+            read.error = type(e).__name__
+        if read.error is not None and not newest_first:
+            read.resources = []  # an unsorted part of a search could hide a newer contrary record
+        return read
+
+    async def _fetch_pages(
+        self, url: str, rtype: str, base: Origin, headers: dict[str, str], out: list[dict], newest_first: bool
+    ) -> bool:
+        """Follow next links from `url`, appending resources to `out`; True when cut at the page cap."""
         pages = 0
         next_url: str | None = url
         while next_url:
             if pages >= self.page_cap:
+                if newest_first:
+                    return True
                 raise FetchError(f"more than {self.page_cap} pages; stopped")
             resp = await self.client.get(next_url, headers=headers)
             pages += 1
@@ -264,7 +269,35 @@ class Gatherer:
                 next_url = None
             else:
                 raise FetchError("unexpected resource type in response")
-        return out
+        return False
+
+
+def _merge(reads: list[Read]) -> Read:
+    """One source's searches as one read; a resource matched by two searches counts once."""
+    if len(reads) == 1:
+        return reads[0]
+    seen: set[tuple[Any, Any]] = set()
+    merged = Read(error=next((r.error for r in reads if r.error is not None), None), cut=any(r.cut for r in reads))
+    for read in reads:
+        for res in read.resources:
+            rid = (res.get("resourceType"), res.get("id"))
+            if rid[1] is None or rid not in seen:
+                seen.add(rid)
+                merged.resources.append(res)
+    return merged
+
+
+def _note_read(read: Read, kind: str, page_cap: int, out: Gathered) -> None:
+    """Say on the card what a fetch could not read (never why: the reason goes to the operator's log)."""
+    label = SOURCE_LABEL[kind]
+    if read.error is not None:
+        log.warning("FHIR read failed", extra={"resource_type": kind, "error_type": read.error})
+        if read.resources:
+            out.gaps.append(f"{label} could be read only in part from the FHIR server (the newest results were)")
+        else:
+            out.gaps.append(f"{label} could not be read from the FHIR server")
+    elif read.cut:
+        out.gaps.append(f"{label}: only the newest results were read ({page_cap} pages per search)")
 
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")

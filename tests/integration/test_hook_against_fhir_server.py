@@ -307,3 +307,28 @@ def hook_request_for(pid: str, fhir_server) -> dict:
     req = hook_request("demo-amara", "none", fhir_server.base, fhir_server.token)
     req["context"]["patientId"] = pid
     return req
+
+
+def test_a_long_chart_still_gives_its_labs_without_prefetch(service, fhir_server):
+    """3,000 vital signs (more pages than the cap of an unfiltered search): the labs are still read.
+
+    The service asks only for the codes the criteria read, newest first, so the vitals never come."""
+    from datetime import date, timedelta
+
+    from demo import synthetic as syn
+
+    today = date.today()
+    pid = "long-chart"
+    res = syn.eligible_patient(today, pid=pid)
+    for i in range(3000):  # heart rate (LOINC 8867-4): no criterion reads it
+        res.append(syn.quantity(pid, "8867-4", 60 + i % 40, "/min", today - timedelta(days=i // 3)))
+    headers = {"Authorization": f"Bearer {fhir_server.token}"} if fhir_server.token else {}
+    r = httpx.post(fhir_server.base, json=syn.bundle(res, "transaction"), headers=headers, timeout=300)
+    assert r.status_code < 300, r.text[:300]
+    fetched = _call(service, hook_request_for(pid, fhir_server))
+    assert fetched.status_code == 200
+    assert "results (Observation)" not in fetched.text  # read completely: no gap names them
+    by_bundle = service.post("/match", json=syn.bundle(syn.eligible_patient(today, pid=pid))).json()
+    cards = {ext(c)["trialId"]: ext(c)["status"] for c in fetched.json()["cards"]}
+    expected = {t["id"]: t["status"] for t in by_bundle["trials"] if t["status"] != "ineligible"}
+    assert cards == expected and "likely-eligible" in cards.values()

@@ -1,0 +1,96 @@
+"""What the service asks of a FHIR server, and why each search looks the way it does.
+
+The prefetch templates (discovery) stay plain: the EHR runs them, and every EHR can. When the service
+reads `fhirServer` itself it asks only for what the criteria read. Observations are the bulk of a
+real chart (vitals, social history, every panel of every visit: thousands for a long-followed
+patient), and the criteria read only the codes in `mappings/observations.yaml`; so the Observation
+search names those codes (`combo-code`, which matches `Observation.code` and `component.code`,
+chunked to keep URLs short), sorted newest first, with the largest page servers commonly grant.
+Sorted newest first, a read cut by the page cap still holds the newest results, which are the ones
+the recency windows need; the source then counts as not read completely, so nothing is ever
+concluded from what the cut left out. A server that refuses the refined search (HTTP 400: strict
+servers refuse parameters they do not support) is asked the plain search instead.
+
+No date floor is put on the search: positive findings outlast their windows (an old positive ANA or
+hCG still says something) and some criteria read results of any age (a biopsy's ISN/RPS class), so
+the look-back is unbounded for most variables; sorting keeps the newest instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+# Prefetch key -> (template, resource type). Each resource type is its own source: what one source
+# shows counts whatever another could not be read; "none on record" needs every source that could hold it.
+QUERIES: dict[str, tuple[str, str]] = {
+    "patient": ("Patient/{{context.patientId}}", "Patient"),
+    "conditions": ("Condition?patient={{context.patientId}}&_count=100", "Condition"),
+    "observations": ("Observation?patient={{context.patientId}}&_count=100", "Observation"),
+    "medications": ("MedicationStatement?patient={{context.patientId}}&_count=100", "MedicationStatement"),
+    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=100", "MedicationRequest"),
+    "immunizations": ("Immunization?patient={{context.patientId}}&_count=100", "Immunization"),
+    "procedures": ("Procedure?patient={{context.patientId}}&_count=100", "Procedure"),
+}
+SOURCE_LABEL = {
+    "Patient": "demographics (Patient)",
+    "Condition": "problem list (Condition)",
+    "Observation": "results (Observation)",
+    "MedicationStatement": "medication statements (MedicationStatement)",
+    "MedicationRequest": "medication orders (MedicationRequest)",
+    "Immunization": "immunizations (Immunization)",
+    "Procedure": "procedures (Procedure)",
+}
+CODES_PER_SEARCH = 30  # ~1-2 kB of URL per search: under every common server's and proxy's limit
+PAGE_SIZE = 500  # HAPI's default maximum page size; a server that grants less pages on
+
+
+def prefetch_templates() -> dict[str, str]:
+    return {k: v[0] for k, v in QUERIES.items()}
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search, relative to the FHIR base, standing in for (part of) one prefetch key."""
+
+    key: str
+    path: str
+    newest_first: bool = False  # sorted by -date: a read cut by the page cap keeps the newest
+    plain: str | None = None  # the unrefined search to ask instead if the server refuses this one
+
+
+def plain_search(key: str, patient_id: str) -> str:
+    return QUERIES[key][0].replace("{{context.patientId}}", patient_id)
+
+
+def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, str]] = ()) -> list[Search]:
+    """The searches that read prefetch key `key` for one patient (several for coded Observations)."""
+    plain = plain_search(key, patient_id)
+    codes = sorted(set(observation_codes))
+    if key != "observations" or not codes:
+        return [Search(key, plain)]
+    return [
+        Search(
+            key,
+            "Observation?"
+            + urlencode(
+                {
+                    "patient": patient_id,
+                    "combo-code": ",".join(f"{_token(s)}|{_token(c)}" for s, c in chunk),
+                    "_sort": "-date",
+                    "_count": PAGE_SIZE,
+                }
+            ),
+            newest_first=True,
+            plain=plain,
+        )
+        for chunk in (codes[i : i + CODES_PER_SEARCH] for i in range(0, len(codes), CODES_PER_SEARCH))
+    ]
+
+
+def _token(value: str) -> str:
+    """Escape the characters FHIR search gives meaning to inside a token ("\\", ",", "|", "$")."""
+    for ch in ("\\", ",", "|", "$"):
+        value = value.replace(ch, "\\" + ch)
+    return value
