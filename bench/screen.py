@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.chart import bar_chart
 from bench.patients import make_patient
 from cds_service.screening.bulk import export_files
 from cds_service.settings import REPO_ROOT
@@ -64,23 +65,6 @@ def run_screen(folder: Path, out: Path, workers: int) -> tuple[float, float]:
     return time.perf_counter() - start, peak
 
 
-def chart(rows: list[tuple[str, float]], path: Path) -> None:
-    width, bar_h, label_w = 640, 22, 220
-    top = max(v for _, v in rows) or 1
-    scale = (width - label_w - 80) / top
-    bars = "".join(
-        f"<text x='0' y='{i * 30 + 16}'>{name}</text>"
-        f"<rect x='{label_w}' y='{i * 30}' width='{v * scale:.1f}' height='{bar_h}' fill='#4a7ebb'/>"
-        f"<text x='{label_w + v * scale + 4:.1f}' y='{i * 30 + 16}'>{v:.0f}/s</text>"
-        for i, (name, v) in enumerate(rows)
-    )
-    path.write_text(
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{len(rows) * 30}' font-family='sans-serif' "
-        f"font-size='12'>{bars}</svg>",
-        encoding="utf-8",
-    )
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patients", type=int, default=1000)
@@ -102,7 +86,7 @@ def main() -> int:
             rate = args.patients / secs
             print(f"| {w} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {secs / base:.1f} | {peak:.0f} |")
             rows.append((f"screen, {w} worker(s)", rate))
-        chart(rows, REPO_ROOT / "bench-screen.svg")
+        bar_chart(rows, REPO_ROOT / "bench-screen.svg", "{:.0f}/s", "Screening throughput, patients/s")
         print("chart: bench-screen.svg")
     return 0
 

@@ -208,8 +208,8 @@ class Gatherer:
             found = [Search(key, start)] if start else searches(key, patient_id, self.observation_codes)
             plan = [(s.path if start else f"{base.url}/{s.path}", s.newest_first) for s in found]
             reads = await asyncio.gather(*(self._read(u, rtype, nf, base, headers, deadline) for u, nf in plan))
-            if found[0].plain and any(r.error == "HTTP 400" for r in reads):
-                # a strict server refuses a parameter it does not support: ask the plain search instead
+            if found[0].plain and any(r.error in ("HTTP 400", "HTTP 414") for r in reads):
+                # a strict server refuses a parameter it does not support (or a long URL): ask the plain search
                 log.info("refined FHIR search refused; reading the plain search", extra={"resource_type": rtype})
                 reads = [await self._read(f"{base.url}/{found[0].plain}", rtype, False, base, headers, deadline)]
             return _merge(reads)

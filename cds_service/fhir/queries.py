@@ -4,8 +4,9 @@ The prefetch templates (discovery) stay plain: the EHR runs them, and every EHR 
 reads `fhirServer` itself it asks only for what the criteria read. Observations are the bulk of a
 real chart (vitals, social history, every panel of every visit: thousands for a long-followed
 patient), and the criteria read only the codes in `mappings/observations.yaml`; so the Observation
-search names those codes (`combo-code`, which matches `Observation.code` and `component.code`,
-chunked to keep URLs short), sorted newest first, with the largest page servers commonly grant.
+search names those codes (`combo-code`, which matches `Observation.code` and `component.code`;
+packed into searches whose query stays under 2 kB, IIS's default limit), sorted newest first, with
+the largest page servers commonly grant.
 Sorted newest first, a read cut by the page cap still holds the newest results, which are the ones
 the recency windows need; the source then counts as not read completely, so nothing is ever
 concluded from what the cut left out. A server that refuses the refined search (HTTP 400: strict
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 # Prefetch key -> (template, resource type). Each resource type is its own source: what one source
 # shows counts whatever another could not be read; "none on record" needs every source that could hold it.
@@ -42,7 +43,7 @@ SOURCE_LABEL = {
     "Immunization": "immunizations (Immunization)",
     "Procedure": "procedures (Procedure)",
 }
-CODES_PER_SEARCH = 30  # ~1-2 kB of URL per search: under every common server's and proxy's limit
+MAX_CODES_CHARS = 1500  # the codes of one search, URL-encoded: its query stays under IIS's default 2,048
 PAGE_SIZE = 500  # HAPI's default maximum page size; a server that grants less pages on
 
 
@@ -74,19 +75,30 @@ def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, s
         Search(
             key,
             "Observation?"
-            + urlencode(
-                {
-                    "patient": patient_id,
-                    "combo-code": ",".join(f"{_token(s)}|{_token(c)}" for s, c in chunk),
-                    "_sort": "-date",
-                    "_count": PAGE_SIZE,
-                }
-            ),
+            + urlencode({"patient": patient_id, "combo-code": value, "_sort": "-date", "_count": PAGE_SIZE}),
             newest_first=True,
             plain=plain,
         )
-        for chunk in (codes[i : i + CODES_PER_SEARCH] for i in range(0, len(codes), CODES_PER_SEARCH))
+        for value in _packed(codes)
     ]
+
+
+def _packed(codes: list[tuple[str, str]]) -> list[str]:
+    """`system|code` tokens joined by commas, as few values as keep each under MAX_CODES_CHARS encoded."""
+    values: list[str] = []
+    current: list[str] = []
+    size = 0
+    for system, code in codes:
+        token = f"{_token(system)}|{_token(code)}"
+        cost = len(quote(token, safe="")) + 3  # and its encoded comma
+        if current and size + cost > MAX_CODES_CHARS:
+            values.append(",".join(current))
+            current, size = [], 0
+        current.append(token)
+        size += cost
+    if current:
+        values.append(",".join(current))
+    return values
 
 
 def _token(value: str) -> str:
