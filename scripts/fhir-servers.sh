@@ -14,7 +14,11 @@ fi
 # built once here (cached); the integration tests start it. Without Java and Maven the HAPI runs are skipped, loudly.
 if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
   scripts/hapi-fhir.sh build
+  # Synthea 3.3.0 and its libraries (tools/synthea/pom.xml; ~200 MB once), for the Synthea-through-HAPI tests
+  if [ ! -f tools/synthea/target/lib/synthea-3.3.0.jar ]; then
+    mvn -q -B -f tools/synthea/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/tools/synthea/target/lib"
+  fi
 else
-  echo "fhir-servers: HAPI FHIR SKIPPED: Java 17+ and Maven are needed to build tools/hapi-fhir; the integration"
+  echo "fhir-servers: HAPI FHIR and SYNTHEA SKIPPED: Java 17+ and Maven are needed to build tools/hapi-fhir; the integration"
   echo "fhir-servers: tests run against sekmet-fhir only on this machine."
 fi
