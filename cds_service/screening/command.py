@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from datetime import date
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import export_files
+from cds_service.screening.export import BulkExport, ExportError
 from cds_service.screening.output import write_all
 from cds_service.screening.run import screen
 from cds_service.settings import get_settings
@@ -20,11 +23,15 @@ from cds_service.settings import get_settings
 
 def cmd_screen(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
-    if args.engine != "embedded" or args.fhir_server:
-        what = "--engine spark" if args.engine != "embedded" else "--fhir-server ($export)"
-        err.print(f"screen: {what} is not available in this version; screen an exported NDJSON folder instead")
+    if args.engine != "embedded":
+        err.print("screen: --engine spark is not available in this version; use the embedded engine")
         return 2
-    folder = Path(args.input)
+    if bool(args.input) == bool(args.fhir_server):
+        err.print("screen: give either an NDJSON folder or --fhir-server URL")
+        return 2
+    folder = _exported(args, err) if args.fhir_server else Path(args.input)
+    if folder is None:
+        return 2
     if not folder.is_dir() or not export_files(folder):
         err.print(f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
@@ -52,6 +59,21 @@ def cmd_screen(args: argparse.Namespace) -> int:
         err.print("screen: the export holds no Patient resources: nothing to screen")
         return 1
     return 0
+
+
+def _exported(args: argparse.Namespace, err: Console) -> Path | None:
+    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export; None (said why) when it fails."""
+    token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN")
+    target = Path(args.out) / "export"
+    try:
+        export = BulkExport(args.fhir_server, token, args.max_poll_seconds)
+        with err.status("Bulk Data $export: kick-off") as status:
+            files = asyncio.run(export.run(target, lambda msg: status.update(f"Bulk Data $export: {msg}")))
+    except (ExportError, httpx.HTTPError) as e:
+        err.print(f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
+        return None
+    err.print(f"$export: {len(files)} file(s) into {target}")
+    return target
 
 
 def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-def]
@@ -83,11 +105,15 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         ".ndjson.gz, ...). Writes patients.csv/.parquet, funnel.csv and funnel.html to OUT_DIR. Exit status: "
         "0 done, 1 no patients in the export, 2 usage error.",
     )
-    sc.add_argument("input", help="folder of NDJSON files")
+    sc.add_argument("input", nargs="?", help="folder of NDJSON files (or --fhir-server)")
     sc.add_argument("--out", required=True, help="output folder")
     sc.add_argument("--as-of", type=date.fromisoformat, help="evaluation date (default today)")
     sc.add_argument("--trial", action="append", metavar="NCT", help="only this trial (repeatable)")
     sc.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="processes (default: cores)")
     sc.add_argument("--engine", choices=["embedded", "spark"], default="embedded")
-    sc.add_argument("--fhir-server", help="run a Bulk Data $export first (not in this version)")
+    sc.add_argument("--fhir-server", metavar="URL", help="run a Bulk Data $export of this server (into OUT/export)")
+    sc.add_argument("--token", help="bearer token for --fhir-server (default: $TRIAL_MATCHER_EXPORT_TOKEN)")
+    sc.add_argument(
+        "--max-poll-seconds", type=float, default=120, help="longest wait between status polls (caps Retry-After)"
+    )
     sc.set_defaults(func=cmd_screen)

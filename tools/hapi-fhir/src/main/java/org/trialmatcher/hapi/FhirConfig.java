@@ -58,6 +58,8 @@ public class FhirConfig {
 		JpaStorageSettings settings = new JpaStorageSettings();
 		settings.setAllowExternalReferences(true);
 		settings.setEnableTaskBulkExportJobExecution(true);
+		settings.setJobFastTrackingEnabled(true); // small jobs ($export) run their next step at once, not at the next minute's maintenance
+		settings.setEnableBulkExportJobReuse(false); // every $export reads the data as it is now
 		return settings;
 	}
 
