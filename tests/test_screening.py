@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -87,4 +88,22 @@ def test_bad_input_and_empty_exports(tmp_path, capsys):
     )
     assert main(["screen", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "1"]) == 1
     assert "no Patient resources" in capsys.readouterr().err
-    assert main(["screen", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "spark"]) == 2
+    assert main(["screen", str(tmp_path), "--out", str(tmp_path / "o"), "--fhir-server", "http://x.example"]) == 2
+    assert "either an NDJSON folder or --fhir-server" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("java"), reason="SPARK SKIPPED: the Spark engine needs Java 17+")
+def test_spark_engine_gives_the_embedded_rows_funnel_and_counts(export, tmp_path, capsys):
+    dirs = (ROOT / "mappings", ROOT / "trials", 365)
+    embedded = screen(export, dirs, AS_OF, workers=1)
+    from cds_service.screening.spark import screen_spark
+
+    spark = screen_spark(export, dirs, AS_OF, master="local[2]")
+    assert spark.rows == embedded.rows and spark.rows  # row for row, in the same order
+    assert vars(spark.funnel) == vars(embedded.funnel)
+    assert vars(spark.stats) == vars(embedded.stats)
+    out = tmp_path / "o"
+    argv = ["screen", str(export), "--out", str(out), "--as-of", AS_OF.isoformat(), "--engine", "spark"]
+    assert main([*argv, "--spark-master", "local[1]"]) == 0
+    with (out / "patients.csv").open(newline="", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == len(embedded.rows)

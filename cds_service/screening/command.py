@@ -17,15 +17,12 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import export_files
 from cds_service.screening.export import BulkExport, ExportError
 from cds_service.screening.output import write_all
-from cds_service.screening.run import screen
+from cds_service.screening.run import Screening, screen
 from cds_service.settings import get_settings
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
-    if args.engine != "embedded":
-        err.print("screen: --engine spark is not available in this version; use the embedded engine")
-        return 2
     if bool(args.input) == bool(args.fhir_server):
         err.print("screen: give either an NDJSON folder or --fhir-server URL")
         return 2
@@ -42,6 +39,22 @@ def cmd_screen(args: argparse.Namespace) -> int:
         err.print(f"screen: unknown trial(s): {', '.join(unknown)}")
         return 2
     as_of = args.as_of or s.as_of or date.today()
+    dirs = (s.mappings_dir, s.trials_dir, s.temporary_horizon_days)
+    if args.engine == "spark":
+        result = _on_spark(folder, dirs, as_of, args, err)
+        if result is None:
+            return 2
+    else:
+        result = _embedded(folder, dirs, as_of, args, err)
+    paths = write_all(result, catalog, Path(args.out))
+    _summary(err, result, paths)
+    if not result.stats.patients:
+        err.print("screen: the export holds no Patient resources: nothing to screen")
+        return 1
+    return 0
+
+
+def _embedded(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening:
     columns = (TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as bar:
         task = bar.add_task("patients", total=None, rate="")
@@ -51,14 +64,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, rate=f"{bar.tasks[0].completed / elapsed:.0f} patients/s")
 
-        result = screen(folder, (s.mappings_dir, s.trials_dir, s.temporary_horizon_days), as_of, args.trial,
-                        args.workers, advance)  # fmt: skip
-    paths = write_all(result, catalog, Path(args.out))
-    _summary(err, result, paths)
-    if not result.stats.patients:
-        err.print("screen: the export holds no Patient resources: nothing to screen")
-        return 1
-    return 0
+        return screen(folder, dirs, as_of, args.trial, args.workers, advance)
+
+
+def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening | None:
+    try:
+        from cds_service.screening.spark import screen_spark
+    except ImportError:
+        err.print("screen: the Spark engine needs PySpark 4.0 (pip install '.[spark]') and Java 17+")
+        return None
+    with err.status(f"screening on Spark ({args.spark_master})"):
+        return screen_spark(folder, dirs, as_of, args.trial, args.spark_master)
 
 
 def _exported(args: argparse.Namespace, err: Console) -> Path | None:
@@ -110,7 +126,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--as-of", type=date.fromisoformat, help="evaluation date (default today)")
     sc.add_argument("--trial", action="append", metavar="NCT", help="only this trial (repeatable)")
     sc.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="processes (default: cores)")
-    sc.add_argument("--engine", choices=["embedded", "spark"], default="embedded")
+    sc.add_argument("--engine", choices=["embedded", "spark"], default="embedded", help="embedded (default) or spark")
+    sc.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark (default local[*])")
     sc.add_argument("--fhir-server", metavar="URL", help="run a Bulk Data $export of this server (into OUT/export)")
     sc.add_argument("--token", help="bearer token for --fhir-server (default: $TRIAL_MATCHER_EXPORT_TOKEN)")
     sc.add_argument(

@@ -122,7 +122,12 @@ def screen(
                 if progress:
                     progress(len({r["patient"] for r in part_rows}))
     rows.sort(key=lambda r: (r["patient"], r["trial"]))
+    return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set of this process or any finished child (workers), in MiB."""
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )
-    return Screening(rows, funnel, stats, time.perf_counter() - start, peak / 1024)
+    return peak / 1024

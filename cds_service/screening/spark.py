@@ -1,0 +1,120 @@
+"""The Spark engine: the embedded engine's per-patient evaluation, on Apache Spark.
+
+How a health system with millions of patients runs `screen`: the export's lines are read by Spark
+(`textFile` reads `.ndjson` and `.ndjson.gz` alike), tagged by the same rules as bulk.py (malformed,
+other type, no patient, Medication, or a patient's), grouped by patient with a shuffle instead of
+partition files on disk, and each group is evaluated by run.py's code in the Python workers, one
+catalogue per worker. Medication resources, which belong to no patient, are broadcast to every
+patient as the embedded engine copies them into every partition, so both engines see the same record
+and give the same rows. `local[*]` by default; `--spark-master` names a cluster (whose workers need
+this package installed). PySpark is an optional dependency (`pip install .[spark]`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cds_service.screening import run
+from cds_service.screening.bulk import READ_TYPES, ReadStats, export_files, patient_of
+
+PATIENT, RECORD, MEDICATION = "patient", "record", "medication"  # tags of usable lines
+
+
+def tag(line: str) -> tuple[str, str | None, str]:
+    """(tag, patient id, line) by bulk.py's rules: the same lines are set aside for the same reasons."""
+    if not line.strip():
+        return "blank", None, line
+    try:
+        res = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "malformed", None, line
+    if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+        return "malformed", None, line
+    if res["resourceType"] not in READ_TYPES:
+        return "other_types", None, line
+    if res["resourceType"] == "Medication":
+        return MEDICATION, None, line
+    pid = patient_of(res)
+    if pid is None:
+        return "no_patient", None, line
+    return (PATIENT if res["resourceType"] == "Patient" else RECORD), pid, line
+
+
+def evaluate(groups: Iterable[tuple[str, Iterable[str]]], init: tuple, as_of: date, trial_ids: list[str] | None,
+             shared: list[str]) -> Iterator[tuple[str, Any]]:  # fmt: skip
+    """One Spark partition of patients: ("row", row) for each patient and trial, then ("funnel", its counts)."""
+    if run._CATALOG is None:
+        run._init(*init)
+    catalog = run._CATALOG
+    assert catalog is not None
+    medications = [orjson.loads(m) for m in shared]
+    funnel = run.Funnel()
+    for pid, lines in groups:
+        resources = [orjson.loads(line) for line in lines]
+        if not any(r.get("resourceType") == "Patient" for r in resources):
+            continue  # as the embedded engine: a record without its Patient is not screened
+        facts = catalog.facts(resources + medications, pid)
+        for r in catalog.report(facts, as_of, trial_ids).trials:
+            funnel.add(r)
+            yield "row", run.row(pid, r)
+    yield "funnel", funnel
+
+
+def screen_spark(
+    folder: Path,
+    catalog_dirs: tuple[Path, Path, int],
+    as_of: date,
+    trial_ids: list[str] | None = None,
+    master: str = "local[*]",
+) -> run.Screening:
+    """Screen an export on Spark; the result has the embedded engine's shape (rows sorted the same way)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this interpreter, with this package
+    from pyspark.sql import SparkSession  # optional dependency: imported only when asked for
+
+    start = time.perf_counter()
+    spark = (
+        SparkSession.builder.master(master)
+        .appName("trial-matcher screen")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
+    try:
+        sc = spark.sparkContext
+        sc.setLogLevel("ERROR")
+        tagged = sc.textFile(",".join(str(p) for _, p in export_files(folder))).map(tag).cache()
+        stats = _stats(tagged)
+        shared = tagged.filter(lambda t: t[0] == MEDICATION).map(lambda t: t[2]).collect()
+        mappings_dir, trials_dir, horizon = catalog_dirs
+        init = (str(mappings_dir), str(trials_dir), horizon)
+        by_patient = tagged.filter(lambda t: t[0] in (PATIENT, RECORD)).map(lambda t: (t[1], t[2])).groupByKey()
+        out = by_patient.mapPartitions(lambda groups: evaluate(groups, init, as_of, trial_ids, shared)).collect()
+    finally:
+        spark.stop()
+    rows = sorted((v for k, v in out if k == "row"), key=lambda r: (r["patient"], r["trial"]))
+    funnel = run.Funnel()
+    for k, v in out:
+        if k == "funnel":
+            funnel.merge(v)
+    return run.Screening(rows, funnel, stats, time.perf_counter() - start, run.peak_rss_mb())
+
+
+def _stats(tagged: Any) -> ReadStats:
+    counts = tagged.map(lambda t: t[0]).countByValue()
+    stats = ReadStats(
+        lines=sum(n for k, n in counts.items() if k != "blank"),
+        resources=sum(counts.get(k, 0) for k in (PATIENT, RECORD, MEDICATION, "no_patient")),
+        malformed=counts.get("malformed", 0),
+        no_patient=counts.get("no_patient", 0),
+        other_types=counts.get("other_types", 0),
+    )
+    stats.patients = set(tagged.filter(lambda t: t[0] == PATIENT).map(lambda t: t[1]).distinct().collect())
+    return stats
