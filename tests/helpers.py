@@ -78,3 +78,31 @@ def rules_mention(catalog: Catalog, trial_id: str, name: str) -> bool:
 def ext(card: dict) -> dict:
     """Our card extension (namespaced, as CDS Hooks asks): trialId, status, eligibleFrom, orderImpact."""
     return card["extension"]["org.trialmatcher"]
+
+
+def draft_order(text: str, patient: str = "p1", oid: str = "draft-1") -> dict:
+    """A draft MedicationRequest named by text only, as order hooks receive them in draftOrders."""
+    return {
+        "resourceType": "MedicationRequest",
+        "id": oid,
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient}"},
+        "medicationCodeableConcept": {"text": text},
+    }
+
+
+def reading_settings(base: str, db: Path, token: str | None = None, **overrides) -> Settings:
+    """Settings of a service that reads one real FHIR server (auth off, generous budget for a test machine)."""
+    values = {
+        "database_url": f"sqlite:///{db}",
+        "auth_required": False,
+        "allowed_fhir_servers": base,
+        "fhir_base_url": base,
+        "fhir_token": token,
+        "log_level": "WARNING",
+        "hook_budget_seconds": 20,
+        "fhir_timeout_seconds": 15,
+        **overrides,
+    }
+    return Settings(**values)

@@ -12,7 +12,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from helpers import ext, open_service
+from helpers import draft_order, ext, open_service
 
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
@@ -126,14 +126,7 @@ def test_order_hooks_warn_on_medication_statement_only_data(client):
                 "type": "collection",
                 "entry": [
                     {
-                        "resource": {
-                            "resourceType": "MedicationRequest",
-                            "id": "draft-1",
-                            "status": "draft",
-                            "intent": "order",
-                            "subject": {"reference": "Patient/p1"},
-                            "medicationCodeableConcept": {"text": "riTUXimab 10 MG/ML Injectable"},
-                        }
+                        "resource": draft_order("riTUXimab 10 MG/ML Injectable"),
                     }
                 ],
             },

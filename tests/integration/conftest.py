@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers import reading_settings
 
 from cds_service.api.app import create_app
-from cds_service.settings import Settings
 from demo.load import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,16 +128,6 @@ def sekmet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServ
 def service(fhir_server: FhirServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The service in-process; it talks to the FHIR server over real HTTP."""
     db = tmp_path_factory.mktemp("service") / "feedback.sqlite3"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        auth_required=False,
-        allowed_fhir_servers=fhir_server.base,
-        fhir_base_url=fhir_server.base,
-        fhir_token=fhir_server.token,
-        admin_token="admin-secret-for-tests",
-        log_level="WARNING",
-        hook_budget_seconds=20,
-        fhir_timeout_seconds=15,
-    )
+    settings = reading_settings(fhir_server.base, db, fhir_server.token, admin_token="admin-secret-for-tests")
     with TestClient(create_app(settings)) as client:
         yield client

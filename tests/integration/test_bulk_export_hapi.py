@@ -8,10 +8,11 @@ import sys
 from datetime import date
 
 import pytest
+from helpers import reading_settings
 from starlette.testclient import TestClient
 
 from cds_service.api.app import create_app
-from cds_service.settings import REPO_ROOT, Settings
+from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles
 
 pytestmark = pytest.mark.integration
@@ -28,11 +29,9 @@ def test_screen_a_hapi_bulk_export_gives_the_hooks_verdicts(hapi_server, tmp_pat
     assert exported >= {"Condition", "Observation", "Patient"}
     with (out / "patients.csv").open(newline="", encoding="utf-8") as f:
         screened = {(r["patient"], r["trial"]): r["status"] for r in csv.DictReader(f)}
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", auth_required=False, log_level="WARNING",
-        allowed_fhir_servers=hapi_server.base, fhir_base_url=hapi_server.base, as_of=as_of,
-        hook_budget_seconds=30, fhir_timeout_seconds=20,
-    )  # fmt: skip
+    settings = reading_settings(
+        hapi_server.base, tmp_path / "db.sqlite3", as_of=as_of, hook_budget_seconds=30, fhir_timeout_seconds=20
+    )
     with TestClient(create_app(settings)) as service:
         for pid in demo_bundles():  # loaded into every test server (conftest)
             report = service.post("/match", params={"patient": pid}).json()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cds_spec import discovery_problems, response_problems
-from helpers import ext
+from helpers import draft_order, ext
 
 from bench.service import ServiceProcess
 from demo.hook_request import hook_request
@@ -62,14 +62,7 @@ def _cases() -> list[dict]:
     for pid in demo_bundles():
         req = hook_request(pid, "full")
         cases.append({"name": pid, "service": "trial-matcher", "hook": "patient-view", **_parts(req)})
-    draft = {
-        "resourceType": "MedicationRequest",
-        "id": "draft-1",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/demo-amara"},
-        "medicationCodeableConcept": {"text": "riTUXimab 10 MG/ML Injection"},
-    }
+    draft = draft_order("riTUXimab 10 MG/ML Injection", "demo-amara")
     for hook, service in (("order-select", "trial-order-select"), ("order-sign", "trial-order-sign")):
         req = hook_request("demo-amara", "full")
         req["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}

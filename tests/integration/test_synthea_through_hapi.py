@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ext
+from helpers import ext, reading_settings
 from starlette.testclient import TestClient
 
 from cds_service.api.app import create_app
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.queries import QUERIES
-from cds_service.settings import REPO_ROOT, Settings
+from cds_service.settings import REPO_ROOT
 from demo import synthea
 
 pytestmark = pytest.mark.integration
@@ -56,16 +56,7 @@ def synthea_ids(hapi_server, synthea_export) -> list[str]:
 @pytest.fixture(scope="module")
 def hapi_service(hapi_server, tmp_path_factory):
     db = tmp_path_factory.mktemp("synthea-service") / "db.sqlite3"
-    settings = Settings(
-        database_url=f"sqlite:///{db}",
-        auth_required=False,
-        allowed_fhir_servers=hapi_server.base,
-        fhir_base_url=hapi_server.base,
-        as_of=REFERENCE,
-        log_level="WARNING",
-        hook_budget_seconds=30,
-        fhir_timeout_seconds=20,
-    )
+    settings = reading_settings(hapi_server.base, db, as_of=REFERENCE, hook_budget_seconds=30, fhir_timeout_seconds=20)
     with TestClient(create_app(settings)) as client:
         yield client
 
