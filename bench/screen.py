@@ -1,11 +1,11 @@
 """Population screening throughput, as ratios measured side by side in one run.
 
-    .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2]
+    .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark]
 
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
-with each worker count. Prints patients/s, patients/s per core, the ratio to the floor and peak RSS,
-and draws the comparison as an SVG bar chart next to the export (bench-screen.svg).
+with each worker count (and on Spark with --spark). Prints patients/s, patients/s per core, the ratio
+to the floor and peak RSS, and draws the comparison as an SVG bar chart (bench-screen.svg).
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ def floor(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_screen(folder: Path, out: Path, workers: int) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB, largest process) of `trial-matcher screen` in its own process."""
+def run_screen(folder: Path, out: Path, workers: int, spark: bool = False) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB, largest process so far) of `trial-matcher screen` in its own process."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "cds_service", "screen", str(folder), "--out", str(out), "--as-of",
            AS_OF.isoformat(), "--workers", str(workers)]  # fmt: skip
+    if spark:
+        cmd += ["--engine", "spark", "--spark-master", f"local[{workers}]"]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return time.perf_counter() - start, peak
@@ -70,6 +72,7 @@ def main() -> int:
     p.add_argument("--patients", type=int, default=1000)
     p.add_argument("--resources", type=int, default=200)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--spark", action="store_true", help="also the Spark engine, local[W] for the largest W")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
         export = Path(tmp) / "export"
@@ -81,11 +84,13 @@ def main() -> int:
         rows = [("floor: orjson parse, 1 core", args.patients / base)]
         print("| workers | seconds | patients/s | per core | time / floor | peak RSS MiB |")
         print("|---|---|---|---|---|---|")
-        for w in args.workers:
-            secs, peak = run_screen(export, Path(tmp) / f"out{w}", w)
+        runs = [(w, False) for w in args.workers] + ([(max(args.workers), True)] if args.spark else [])
+        for w, spark in runs:
+            secs, peak = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark)
             rate = args.patients / secs
-            print(f"| {w} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {secs / base:.1f} | {peak:.0f} |")
-            rows.append((f"screen, {w} worker(s)", rate))
+            label = f"spark local[{w}]" if spark else str(w)
+            print(f"| {label} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {secs / base:.1f} | {peak:.0f} |")
+            rows.append((f"screen, {'spark ' if spark else ''}{w} worker(s)", rate))
         bar_chart(rows, REPO_ROOT / "bench-screen.svg", "{:.0f}/s", "Screening throughput, patients/s")
         print("chart: bench-screen.svg")
     return 0
