@@ -107,3 +107,14 @@ def test_spark_engine_gives_the_embedded_rows_funnel_and_counts(export, tmp_path
     assert main([*argv, "--spark-master", "local[1]"]) == 0
     with (out / "patients.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == len(embedded.rows)
+
+
+def test_partitions_grow_with_the_export_so_a_worker_holds_a_bounded_share(tmp_path):
+    from cds_service.screening.run import PART_BYTES, partitions_for
+
+    with (tmp_path / "Observation.ndjson").open("wb") as f:
+        f.truncate(32 * PART_BYTES)  # sparse: no disk used
+    assert partitions_for(tmp_path, 1) == 32 and partitions_for(tmp_path, 16) == 64
+    with (tmp_path / "Condition.ndjson.gz").open("wb") as f:
+        f.truncate(4 * PART_BYTES)  # compressed: counted at its expanded size
+    assert partitions_for(tmp_path, 1) == 64

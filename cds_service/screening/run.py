@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import TrialResult
-from cds_service.screening.bulk import ReadStats, partition, patients_in
+from cds_service.screening.bulk import ReadStats, export_files, partition, patients_in
 
 ROW_FIELDS = (
     "patient", "trial", "status", "eligible_from", "pass", "fail", "unknown", "review", "failed", "unknowns",
@@ -89,6 +89,17 @@ def screen_partition(job: tuple[Path, date, list[str] | None]) -> tuple[list[dic
     return rows, funnel
 
 
+PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time
+GZIP_RATIO = 8  # NDJSON of FHIR compresses about this much
+
+
+def partitions_for(folder: Path, workers: int) -> int:
+    """Enough partitions that each holds about PART_BYTES of NDJSON, so a worker's memory stays bounded
+    whatever the export's size; at least four per worker, so the cores stay busy to the end."""
+    size = sum(p.stat().st_size * (GZIP_RATIO if p.suffix == ".gz" else 1) for _, p in export_files(folder))
+    return max(4 * workers, 8, -(-size // PART_BYTES))
+
+
 @dataclass
 class Screening:
     rows: list[dict[str, Any]]
@@ -109,7 +120,7 @@ def screen(
     """Partition the export on disk, then evaluate the partitions across `workers` processes."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="screen-") as tmp:
-        parts, stats = partition(folder, Path(tmp), max(4 * workers, 8))
+        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers))
         jobs = [(p, as_of, trial_ids) for p in parts]
         rows: list[dict[str, Any]] = []
         funnel = Funnel()
