@@ -75,30 +75,47 @@ def partition(folder: Path, work: Path, parts: int) -> tuple[list[Path], ReadSta
     return [work / f"part-{i:04d}.ndjson" for i in range(parts)], stats
 
 
-def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadStats, parts: int) -> None:
+def classify(line: bytes | str) -> tuple[str, str | None]:
+    """What one NDJSON line is, and whose: ("blank" | "malformed" | "other_types" | "medication" |
+    "no_patient" | "patient" | "record", patient id). Both engines set lines aside by these rules."""
     if not line.strip():
-        return
-    stats.lines += 1
+        return "blank", None
     try:
         res = orjson.loads(line)
     except orjson.JSONDecodeError:
-        stats.malformed += 1
-        return
+        return "malformed", None
     if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+        return "malformed", None
+    if res["resourceType"] not in READ_TYPES:
+        return "other_types", None
+    if res["resourceType"] == "Medication":
+        return "medication", None
+    pid = patient_of(res)
+    if pid is None:
+        return "no_patient", None
+    return ("patient" if res["resourceType"] == "Patient" else "record"), pid
+
+
+def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadStats, parts: int) -> None:
+    kind, pid = classify(line)
+    if kind == "blank":
+        return
+    stats.lines += 1
+    if kind == "malformed":
         stats.malformed += 1
         return
-    if res["resourceType"] not in READ_TYPES:
+    if kind == "other_types":
         stats.other_types += 1
         return
     stats.resources += 1
-    if res["resourceType"] == "Medication":
-        medications.append(line.rstrip(b"\n") + b"\n")
-        return
-    pid = patient_of(res)
-    if pid is None:
+    if kind == "no_patient":
         stats.no_patient += 1
         return
-    if res["resourceType"] == "Patient":
+    if kind == "medication":
+        medications.append(line.rstrip(b"\n") + b"\n")
+        return
+    assert pid is not None
+    if kind == "patient":
         stats.patients.add(pid)
     digest = hashlib.blake2b(pid.encode(), digest_size=4).digest()
     files[int.from_bytes(digest, "big") % parts].write(line.rstrip(b"\n") + b"\n")

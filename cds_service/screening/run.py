@@ -8,7 +8,7 @@ import multiprocessing as mp
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -76,17 +76,25 @@ def _init(mappings_dir: str, trials_dir: str, horizon_days: int) -> None:
     _CATALOG = Catalog.load(mappings_dir, trials_dir, horizon_days=horizon_days)
 
 
-def screen_partition(job: tuple[Path, date, list[str] | None]) -> tuple[list[dict[str, Any]], Funnel]:
-    part, as_of, trial_ids = job
+def evaluate_patients(
+    patients: Iterable[tuple[str, list[dict]]], as_of: date, trial_ids: list[str] | None
+) -> tuple[list[dict[str, Any]], Funnel]:
+    """Rows and funnel counts of whole patient records (an export is the whole record: every source
+    complete), with this worker's catalogue. Both engines evaluate through here."""
     assert _CATALOG is not None
     rows: list[dict[str, Any]] = []
     funnel = Funnel()
-    for pid, resources in patients_in(part):
-        facts = _CATALOG.facts(resources, pid)  # an export is the whole record: every source complete
+    for pid, resources in patients:
+        facts = _CATALOG.facts(resources, pid)
         for r in _CATALOG.report(facts, as_of, trial_ids).trials:
             rows.append(row(pid, r))
             funnel.add(r)
     return rows, funnel
+
+
+def screen_partition(job: tuple[Path, date, list[str] | None]) -> tuple[list[dict[str, Any]], Funnel]:
+    part, as_of, trial_ids = job
+    return evaluate_patients(patients_in(part), as_of, trial_ids)
 
 
 PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time

@@ -23,29 +23,13 @@ from typing import Any
 import orjson
 
 from cds_service.screening import run
-from cds_service.screening.bulk import READ_TYPES, ReadStats, export_files, patient_of
-
-PATIENT, RECORD, MEDICATION = "patient", "record", "medication"  # tags of usable lines
+from cds_service.screening.bulk import ReadStats, classify, export_files
 
 
 def tag(line: str) -> tuple[str, str | None, str]:
-    """(tag, patient id, line) by bulk.py's rules: the same lines are set aside for the same reasons."""
-    if not line.strip():
-        return "blank", None, line
-    try:
-        res = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "malformed", None, line
-    if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-        return "malformed", None, line
-    if res["resourceType"] not in READ_TYPES:
-        return "other_types", None, line
-    if res["resourceType"] == "Medication":
-        return MEDICATION, None, line
-    pid = patient_of(res)
-    if pid is None:
-        return "no_patient", None, line
-    return (PATIENT if res["resourceType"] == "Patient" else RECORD), pid, line
+    """(kind, patient id, line): bulk.py's rules, so both engines set the same lines aside."""
+    kind, pid = classify(line)
+    return kind, pid, line
 
 
 def evaluate(groups: Iterable[tuple[str, Iterable[str]]], init: tuple, as_of: date, trial_ids: list[str] | None,
@@ -53,18 +37,12 @@ def evaluate(groups: Iterable[tuple[str, Iterable[str]]], init: tuple, as_of: da
     """One Spark partition of patients: ("row", row) for each patient and trial, then ("funnel", its counts)."""
     if run._CATALOG is None:
         run._init(*init)
-    catalog = run._CATALOG
-    assert catalog is not None
     medications = [orjson.loads(m) for m in shared]
-    funnel = run.Funnel()
-    for pid, lines in groups:
-        resources = [orjson.loads(line) for line in lines]
-        if not any(r.get("resourceType") == "Patient" for r in resources):
-            continue  # as the embedded engine: a record without its Patient is not screened
-        facts = catalog.facts(resources + medications, pid)
-        for r in catalog.report(facts, as_of, trial_ids).trials:
-            funnel.add(r)
-            yield "row", run.row(pid, r)
+    records = ((pid, [orjson.loads(line) for line in lines]) for pid, lines in groups)
+    # as the embedded engine's patients_in: a record without its Patient is not screened
+    whole = ((pid, res + medications) for pid, res in records if any(r["resourceType"] == "Patient" for r in res))
+    rows, funnel = run.evaluate_patients(whole, as_of, trial_ids)
+    yield from (("row", r) for r in rows)
     yield "funnel", funnel
 
 
@@ -92,10 +70,10 @@ def screen_spark(
         sc.setLogLevel("ERROR")
         tagged = sc.textFile(",".join(str(p) for _, p in export_files(folder))).map(tag).cache()
         stats = _stats(tagged)
-        shared = tagged.filter(lambda t: t[0] == MEDICATION).map(lambda t: t[2]).collect()
+        shared = tagged.filter(lambda t: t[0] == "medication").map(lambda t: t[2]).collect()
         mappings_dir, trials_dir, horizon = catalog_dirs
         init = (str(mappings_dir), str(trials_dir), horizon)
-        by_patient = tagged.filter(lambda t: t[0] in (PATIENT, RECORD)).map(lambda t: (t[1], t[2])).groupByKey()
+        by_patient = tagged.filter(lambda t: t[0] in ("patient", "record")).map(lambda t: (t[1], t[2])).groupByKey()
         out = by_patient.mapPartitions(lambda groups: evaluate(groups, init, as_of, trial_ids, shared)).collect()
     finally:
         spark.stop()
@@ -111,10 +89,10 @@ def _stats(tagged: Any) -> ReadStats:
     counts = tagged.map(lambda t: t[0]).countByValue()
     stats = ReadStats(
         lines=sum(n for k, n in counts.items() if k != "blank"),
-        resources=sum(counts.get(k, 0) for k in (PATIENT, RECORD, MEDICATION, "no_patient")),
+        resources=sum(counts.get(k, 0) for k in ("patient", "record", "medication", "no_patient")),
         malformed=counts.get("malformed", 0),
         no_patient=counts.get("no_patient", 0),
         other_types=counts.get("other_types", 0),
     )
-    stats.patients = set(tagged.filter(lambda t: t[0] == PATIENT).map(lambda t: t[1]).distinct().collect())
+    stats.patients = set(tagged.filter(lambda t: t[0] == "patient").map(lambda t: t[1]).distinct().collect())
     return stats
