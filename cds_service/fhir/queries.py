@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, urlencode
 
 # Prefetch key -> (template, resource type). Each resource type is its own source: what one source
@@ -68,8 +69,8 @@ def plain_search(key: str, patient_id: str) -> str:
 def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, str]] = ()) -> list[Search]:
     """The searches that read prefetch key `key` for one patient (several for coded Observations)."""
     plain = plain_search(key, patient_id)
-    codes = sorted(set(observation_codes))
-    if key != "observations" or not codes:
+    packed = _packed(frozenset(observation_codes))
+    if key != "observations" or not packed:
         return [Search(key, plain)]
     return [
         Search(
@@ -79,16 +80,19 @@ def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, s
             newest_first=True,
             plain=plain,
         )
-        for value in _packed(codes)
+        for value in packed
     ]
 
 
-def _packed(codes: list[tuple[str, str]]) -> list[str]:
-    """`system|code` tokens joined by commas, as few values as keep each under MAX_CODES_CHARS encoded."""
+@lru_cache(maxsize=8)
+def _packed(codes: frozenset[tuple[str, str]]) -> tuple[str, ...]:
+    """`system|code` tokens joined by commas, as few values as keep each under MAX_CODES_CHARS encoded.
+
+    The same for every hook of a catalogue, so computed once (the service passes one frozenset)."""
     values: list[str] = []
     current: list[str] = []
     size = 0
-    for system, code in codes:
+    for system, code in sorted(codes):
         token = f"{_token(system)}|{_token(code)}"
         cost = len(quote(token, safe="")) + 3  # and its encoded comma
         if current and size + cost > MAX_CODES_CHARS:
@@ -98,7 +102,7 @@ def _packed(codes: list[tuple[str, str]]) -> list[str]:
         size += cost
     if current:
         values.append(",".join(current))
-    return values
+    return tuple(values)
 
 
 def _token(value: str) -> str:
