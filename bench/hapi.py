@@ -32,7 +32,7 @@ import httpx
 
 from bench.chart import bar_chart
 from bench.patients import make_patient
-from bench.run import hook_body, pct
+from bench.run import hook_body, pct, read_all
 from bench.service import ServiceProcess, free_port
 from cds_service.fhir.mappings import load_mappings
 from cds_service.fhir.queries import QUERIES, plain_search, searches
@@ -61,18 +61,11 @@ def load(base: str, patients: list[list[dict]]) -> None:
             r.raise_for_status()
 
 
-async def _read_all(c: httpx.AsyncClient, url: str | None) -> None:
-    while url:
-        r = await c.get(url, headers={"Accept": "application/fhir+json"})
-        r.raise_for_status()
-        url = next((ln["url"] for ln in r.json().get("link", []) if ln.get("relation") == "next"), None)
-
-
 async def timed(c: httpx.AsyncClient, url: str, repeat: int) -> float:
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        await _read_all(c, url)
+        await read_all(c, url)
         runs.append((time.perf_counter() - t0) * 1000)
     return statistics.median(runs)
 
@@ -86,7 +79,7 @@ async def slowest_searches(base: str, pid: str, codes: frozenset, repeat: int) -
         together = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            await asyncio.gather(*(_read_all(c, u) for u in issued))
+            await asyncio.gather(*(read_all(c, u) for u in issued))
             together.append((time.perf_counter() - t0) * 1000)
         plain = await timed(c, f"{base}/{plain_search('observations', pid)}", repeat)
     return slowest, statistics.median(together), plain
@@ -100,7 +93,7 @@ async def server_floor(base: str, pids: list[str], codes: frozenset, total: int,
         while queue:
             pid = pids[queue.pop() % len(pids)]
             urls = [f"{base}/{s.path}" for key in QUERIES for s in searches(key, pid, codes)]
-            await asyncio.gather(*(_read_all(c, u) for u in urls))
+            await asyncio.gather(*(read_all(c, u) for u in urls))
 
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as c:
         t0 = time.perf_counter()

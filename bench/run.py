@@ -171,10 +171,12 @@ class Sekmet:
         self.proc.wait(20)
 
 
-async def _read_all(c: httpx.AsyncClient, url: str | None) -> None:
+async def read_all(c: httpx.AsyncClient, url: str | None) -> None:
+    """Every page of one search, as a plain client reads it (an error answer is an error, never timed)."""
     while url:
-        data = (await c.get(url, headers={"Accept": "application/fhir+json"})).json()
-        url = next((ln["url"] for ln in data.get("link", []) if ln.get("relation") == "next"), None)
+        r = await c.get(url, headers={"Accept": "application/fhir+json"})
+        r.raise_for_status()
+        url = next((ln["url"] for ln in r.json().get("link", []) if ln.get("relation") == "next"), None)
 
 
 async def searches(base: str, pid: str, repeat: int) -> tuple[str, float, float]:
@@ -190,12 +192,12 @@ async def searches(base: str, pid: str, repeat: int) -> tuple[str, float, float]
             runs = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                await _read_all(c, url)
+                await read_all(c, url)
                 runs.append((time.perf_counter() - t0) * 1000)
             alone[key] = statistics.median(runs)
         for _ in range(repeat):
             t0 = time.perf_counter()
-            await asyncio.gather(*(_read_all(c, u) for u in urls.values()))
+            await asyncio.gather(*(read_all(c, u) for u in urls.values()))
             together.append((time.perf_counter() - t0) * 1000)
     key = max(alone, key=lambda k: alone[k])
     return key, alone[key], statistics.median(together)

@@ -64,13 +64,11 @@ def hapi_service(hapi_server, tmp_path_factory):
 def _read_all(base: str, path: str) -> dict:
     """A prefetch value as an EHR builds it: the template's search, every page, in one Bundle."""
     url: str | None = f"{base}/{path}"
-    first = None
     entries: list[dict] = []
     while url:
         page = httpx.get(url, timeout=120).json()
         if page.get("resourceType") != "Bundle":
             return page
-        first = first or page
         entries += page.get("entry", [])
         url = next((ln["url"] for ln in page.get("link", []) if ln["relation"] == "next"), None)
     return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
