@@ -7,11 +7,11 @@ parsed into scheme, host, port and path, dot segments are resolved before any co
 URL that is fetched is rebuilt from the parts that were checked (never the raw string).
 
 - `Origin.parse` reads a FHIR base URL (fhirServer, an allow-list entry): http(s), a host, no
-  userinfo, query, fragment or dot segments.
+  userinfo, query, fragment, dot segments or `;` path parameters (`/fhir/..;/x` is `/x` to Tomcat).
 - `AllowList` holds the configured entries; a base is allowed when scheme, host and port are equal
   to an entry's and its path is the entry's path or under it.
 - `Origin.follow` checks a continuation (`Bundle.link[next]`) against the server being read: same
-  scheme, host and port, path at or under the base path.
+  scheme, host and port, path at or under the base path, no `;` path parameters.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from urllib.parse import urlsplit
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")  # whitespace, control characters, backslash
 _ENCODED_SEPARATORS = re.compile(r"%(2f|5c|2e)", re.IGNORECASE)  # encoded '/', '\' and '.'
+# Servlet containers (Tomcat, under HAPI) drop `;params` from each segment before resolving dot segments,
+# so `/fhir/..;/admin` is `/admin` to them while it looks like a segment named `..;` to RFC 3986.
+_PATH_PARAMETERS = re.compile(r";|%3b", re.IGNORECASE)
+_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
 
 
 class UnsafeUrl(ValueError):
@@ -49,18 +53,34 @@ def _split(url: str) -> tuple[str, str, int, str, str, str]:
     return scheme, host, port or DEFAULT_PORTS[scheme], parts.path, parts.query, parts.fragment
 
 
+def _dot(segment: str) -> str | None:
+    """ "." or ".." when a server could take `segment` for a dot segment (%2e, `..;x`), else None.
+
+    Any server's reading counts: a percent-decoded dot, and the part before `;` (Tomcat's path
+    parameters), so a check here never sees a plain name where the server sees a step up."""
+    name = _ENCODED_DOT.sub(".", segment).split(";", 1)[0]
+    return name if name in (".", "..") else None
+
+
+def _refuse_path_parameters(path: str) -> None:
+    """No `;` (nor %3b) in a FHIR URL's path: FHIR paths have none, and servlet containers strip them."""
+    if _PATH_PARAMETERS.search(path):
+        raise UnsafeUrl("a FHIR URL has no ';' path parameters")
+
+
 def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4: what a server makes of `a/./b/../c`."""
+    """RFC 3986 section 5.2.4: what a server makes of `a/./b/../c` (any spelling of a dot segment)."""
     out: list[str] = []
     segments = path.split("/")
     for i, seg in enumerate(segments):
         last = i == len(segments) - 1
-        if seg == "..":
+        dot = _dot(seg)
+        if dot == "..":
             if len(out) > 1:
                 out.pop()
             if last:
                 out.append("")
-        elif seg == ".":
+        elif dot == ".":
             if last:
                 out.append("")
         else:
@@ -82,7 +102,8 @@ class Origin:
         scheme, host, port, path, query, fragment = _split(url)
         if query or fragment or "?" in url or "#" in url:
             raise UnsafeUrl("a FHIR base URL has no query or fragment")
-        if _ENCODED_SEPARATORS.search(path) or any(seg in (".", "..") for seg in path.split("/")):
+        _refuse_path_parameters(path)
+        if _ENCODED_SEPARATORS.search(path) or any(_dot(seg) for seg in path.split("/")):
             raise UnsafeUrl("a FHIR base URL has no dot segments or encoded separators")
         return cls(scheme, host, port, path.rstrip("/"))
 
@@ -103,6 +124,7 @@ class Origin:
         scheme, host, port, path, query, _fragment = _split(url)
         if (scheme, host, port) != (self.scheme, self.host, self.port):
             raise UnsafeUrl("the link points to another server")
+        _refuse_path_parameters(path)
         if _ENCODED_SEPARATORS.search(path):
             raise UnsafeUrl("the link's path has encoded separators")
         path = _remove_dot_segments(path)
