@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(
         60, ge=0, description="Shortest interval between two fetches of one JWKS source (unknown kids wait for it)"
     )
+    jwks_failure_backoff_seconds: float = Field(
+        5,
+        ge=0,
+        description="After a failed JWKS fetch the source is not asked again for this long, doubling with each "
+        "failure in a row up to 300 s; meanwhile the last good keys serve, or calls answer 503 at once",
+    )
+    jwks_max_wait_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Longest a request waits for a JWKS fetch (its own or another's); then 503. Keep it under "
+        "the hook budget",
+    )
     max_token_bytes: int = Field(16 * 1024, gt=0, description="Longest client JWT accepted (401 above, not decoded)")
     checklist_ttl_seconds: int = Field(3600, gt=0, description="Lifetime of a card's checklist link")
     checklist_link_type: str = Field(

@@ -7,12 +7,21 @@ Servers that must never be reached, or whose requests are counted, are real loop
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 import respx
+from fastapi.testclient import TestClient
 
+from cds_service.api.app import create_app
+from cds_service.api.auth import JwksCache
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.export import BulkExport, ExportError
+from tests import test_auth as auth_tests
 from tests.test_hostile_input import TOKEN, HostileFhir, hook, make_client
 
 # --- 1. `;` path parameters and dot segments a servlet container resolves -------------------------------
@@ -96,3 +105,108 @@ def test_export_file_urls_with_path_parameters_are_never_contacted(tmp_path, pat
     with pytest.raises(ExportError, match="not contacted"):
         asyncio.run(BulkExport(EXPORT_BASE, "tok").run(tmp_path))
     assert not elsewhere.called
+
+
+# --- 4. JWKS failures are cached, and a slow JWKS holds no request past a bound -------------------------
+
+
+class FlakyJwks:
+    """A real loopback JWKS that counts requests and answers `mode`: ok, 500, or drip (one byte every
+    0.2 s for 10 s: each byte resets an HTTP client's read timeout, so only a total bound stops it)."""
+
+    def __init__(self, jwks: dict, mode: str = "ok") -> None:
+        self.jwks, self.mode, self.requests, self.closed = jwks, mode, 0, threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.requests += 1
+                body = json.dumps(outer.jwks).encode() if outer.mode != "500" else b"{}"
+                self.send_response(500 if outer.mode == "500" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body) if outer.mode != "drip" else 50))
+                self.end_headers()
+                if outer.mode == "drip":
+                    for _ in range(50):
+                        if outer.closed.wait(0.2):
+                            return
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/jwks.json"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _auth_client(tmp_path, jwks_url: str) -> TestClient:
+    issuers = [{"iss": auth_tests.ISS, "jwks_url": jwks_url}]
+    return TestClient(create_app(auth_tests._settings(tmp_path, issuers)))
+
+
+def _good_jwks() -> dict:
+    key, alg = auth_tests.KEYS["ec384"]
+    return {"keys": [auth_tests.jwk("ec384", alg, key)]}
+
+
+def test_a_failing_jwks_is_asked_once_per_backoff_and_calls_get_503_not_401(tmp_path):
+    server = FlakyJwks(_good_jwks(), mode="500")
+    try:
+        with _auth_client(tmp_path, server.url) as c:
+            answers = [auth_tests.get(c, auth_tests.token()) for _ in range(20)]
+        assert server.requests == 1  # the other 19 calls did not hammer the failing JWKS
+        assert {r.status_code for r in answers} == {503}
+        assert all(int(r.headers["retry-after"]) >= 1 and r.json() == {"error": "authentication unavailable"}
+                   for r in answers)  # fmt: skip
+    finally:
+        server.close()
+
+
+def test_a_dripping_jwks_holds_no_request_past_the_bound(tmp_path):
+    server = FlakyJwks(_good_jwks(), mode="drip")
+    try:
+        with _auth_client(tmp_path, server.url) as c:
+            started = time.monotonic()
+            first = auth_tests.get(c, auth_tests.token())
+            first_took = time.monotonic() - started
+            started = time.monotonic()
+            second = auth_tests.get(c, auth_tests.token())
+            second_took = time.monotonic() - started
+        assert first_took < 3.0 and first.status_code == 503  # the default hook budget; the bound is 2 s
+        assert second_took < 0.5 and second.status_code == 503  # the failure is cached: no second wait
+        assert server.requests == 1
+    finally:
+        server.close()
+
+
+def test_jwks_backoff_doubles_and_the_last_good_keys_serve_through_an_outage():
+    async def scenario(server: FlakyJwks) -> tuple[list[int], dict]:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            cache = JwksCache(client, ttl=0.0, min_refresh=0.0, failure_backoff=0.4, max_wait=1.0)
+            keys = await cache.keys(server.url)  # fetched: good keys
+            server.mode = "500"
+            counts = []
+            for _ in range(8):  # 0.84 s of calls: fetches at 0 and after 0.4 s, then not before 0.8 s more
+                served = await cache.keys(server.url)
+                assert served == keys  # the outage does not refuse tokens the last good keys verify
+                counts.append(server.requests)
+                await asyncio.sleep(0.12)
+            return counts, keys
+
+    server = FlakyJwks(_good_jwks())
+    try:
+        counts, keys = asyncio.run(scenario(server))
+    finally:
+        server.close()
+    assert "ec384" in keys
+    assert counts[0] == 2 and counts[-1] == 3  # one good fetch, then two failed ones, not eight

@@ -9,10 +9,12 @@ public URL, never from the request's Host header), `exp`, `iat`, a short
 lifetime, and `jti` never seen before by any worker or instance sharing the
 store (store.py keeps (iss, jti, exp) under a unique key). Tokens over a size
 cap are refused before decoding; JWKS sources are refetched at most once per
-interval, so random `kid`s cannot amplify into fetches.
+interval, so random `kid`s cannot amplify into fetches, and a failing JWKS is
+asked again only after a backoff, never making a caller wait past a bound.
 
-Failures raise `AuthError`; the HTTP layer answers 401 with no detail. The
-reason is logged as a fixed category, never with token content.
+Failures raise `AuthError`; the HTTP layer answers 401 with no detail (503 when
+the issuer's keys cannot be read). The reason is logged as a fixed category,
+never with token content.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class ReplayCache:
         return True
 
 
+class KeysUnavailable(AuthError):
+    """The issuer's keys could not be read (its JWKS is down or slow): the service's problem, not the
+    caller's token, so the HTTP layer answers 503 with `Retry-After`, not 401."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
 @dataclass
 class JwksCache:
     """Keys per source, refetched at most once per `min_refresh` seconds whatever tokens ask for.
@@ -71,25 +82,73 @@ class JwksCache:
     An unsigned token with a trusted `iss` and a random `kid` costs nothing after the first
     refetch: the unknown kid waits for the interval, so no caller can make the service hammer
     the issuer's JWKS endpoint. Each source has its own lock, so a slow issuer holds up only itself.
+
+    Failures are cached too: after a failed fetch (error, non-200, not JSON, slower than `max_wait`)
+    the source is not asked again for `failure_backoff` seconds, doubling with each failure in a row
+    up to `ttl`; meanwhile the last good keys are used (up to `stale_grace` past their lifetime), or
+    the call fails at once. No caller waits
+    longer than `max_wait` (kept under the hook's time budget) for the lock and the fetch together.
     """
 
     client: httpx.AsyncClient
     ttl: float = 300.0
     min_refresh: float = 60.0
+    failure_backoff: float = 5.0  # TRIAL_MATCHER_JWKS_FAILURE_BACKOFF_SECONDS
+    max_wait: float = 2.0  # TRIAL_MATCHER_JWKS_MAX_WAIT_SECONDS
+    stale_grace: float = 3600.0  # how long past `ttl` the last good keys serve while the JWKS fails
     entries: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    failures: dict[str, tuple[float, int]] = field(default_factory=dict)  # source -> (retry at, failures in a row)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def keys(self, source: str, refresh: bool = False) -> dict[str, Any]:
         hit = self.entries.get(source)
         if hit and not self._due(hit[0], refresh):
             return hit[1]
-        async with self.locks.setdefault(source, asyncio.Lock()):
+        if self._backing_off(source):
+            return self._fallback(source)
+        lock = self.locks.setdefault(source, asyncio.Lock())
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        try:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()  # the only await here: a timeout means another caller's fetch is slow
+        except TimeoutError:
+            return self._fallback(source)
+        try:
             hit = self.entries.get(source)  # another caller may have fetched while this one waited
             if hit and not self._due(hit[0], refresh):
                 return hit[1]
-            keys = await self._fetch(source)
-            self.entries[source] = (time.monotonic(), keys)
-            return keys
+            if self._backing_off(source):
+                return self._fallback(source)
+            return await self._refetch(source, deadline)
+        finally:
+            lock.release()
+
+    async def _refetch(self, source: str, deadline: float) -> dict[str, Any]:
+        """Fetch under the caller's deadline; a failure of any kind starts (or lengthens) the backoff."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                keys = await self._fetch(source)
+        except (AuthError, TimeoutError, OSError, ValueError):
+            _, streak = self.failures.get(source, (0.0, 0))
+            wait = min(max(self.ttl, self.failure_backoff), self.failure_backoff * 2**streak)
+            self.failures[source] = (time.monotonic() + wait, streak + 1)
+            return self._fallback(source)
+        self.entries[source] = (time.monotonic(), keys)
+        self.failures.pop(source, None)
+        return keys
+
+    def _backing_off(self, source: str) -> bool:
+        failed = self.failures.get(source)
+        return failed is not None and time.monotonic() < failed[0]
+
+    def _fallback(self, source: str) -> dict[str, Any]:
+        """The last good keys of `source` (a JWKS outage does not refuse tokens it signed), else 503."""
+        hit = self.entries.get(source)
+        if hit and time.monotonic() - hit[0] < self.ttl + self.stale_grace:
+            return hit[1]
+        failed = self.failures.get(source)
+        retry = max(1.0, failed[0] - time.monotonic()) if failed else self.max_wait
+        raise KeysUnavailable("jwks unavailable", retry)
 
     def _due(self, fetched_at: float, refresh: bool) -> bool:
         age = time.monotonic() - fetched_at

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from cds_service.api.auth import Authenticator, AuthError
+from cds_service.api.auth import Authenticator, AuthError, KeysUnavailable
 
 log = logging.getLogger("trial_matcher")
 Scope = dict[str, Any]
@@ -119,7 +119,8 @@ class BodySizeLimit:
 
 
 class RequireClientJwt:
-    """401 with no detail unless the request carries a valid CDS Hooks client JWT.
+    """401 with no detail unless the request carries a valid CDS Hooks client JWT (503 with Retry-After
+    when the issuer's keys cannot be read: the EHR's token may be fine, so it must not look refused).
 
     Protects the CDS Hooks endpoints (discovery included) and /match; CORS
     preflights (OPTIONS), health, the trial catalogue and admin (own token) pass.
@@ -143,6 +144,10 @@ class RequireClientJwt:
             if not token:
                 raise AuthError("no bearer token")
             await self.auth.verify(token, scope["path"])
+        except KeysUnavailable as e:  # the issuer's JWKS is down or slow: not the caller's fault, so not 401
+            log.warning("client authentication unavailable", extra={"error_type": str(e)})
+            retry = str(max(1, round(e.retry_after))).encode()
+            return await _send_json(send, 503, {"error": "authentication unavailable"}, [(b"retry-after", retry)])
         except Exception as e:  # noqa: BLE001 - a token that breaks the checks is refused, never a 500
             reason = str(e) if isinstance(e, AuthError) else f"unexpected {type(e).__name__}"
             log.warning("client authentication failed", extra={"path": _template(scope["path"]), "error_type": reason})
