@@ -36,6 +36,18 @@ class Settings(BaseSettings):
     fhir_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one FHIR HTTP request")
     hook_budget_seconds: float = Field(3.0, gt=0, description="Time allowed to gather data for one hook call")
     fhir_page_cap: int = Field(20, ge=1, description="Most Bundle pages followed per FHIR search")
+    fhir_max_response_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description="Most decoded (decompressed) bytes read from one FHIR response; a larger one is cut and its "
+        "source counted as not read",
+    )
+    fhir_max_hook_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="Most decoded bytes read from the FHIR server for one hook call, all responses together; "
+        "sources past it are counted as not read",
+    )
     database_url: str = Field(
         "sqlite:///./var/feedback.sqlite3",
         description="Feedback store: sqlite:///PATH or postgresql://USER:PASS@HOST/DB",

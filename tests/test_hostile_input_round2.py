@@ -7,9 +7,11 @@ Servers that must never be reached, or whose requests are counted, are real loop
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
+import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -19,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.api.app import create_app
 from cds_service.api.auth import JwksCache
+from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.export import BulkExport, ExportError
 from tests import test_auth as auth_tests
@@ -210,3 +213,91 @@ def test_jwks_backoff_doubles_and_the_last_good_keys_serve_through_an_outage():
         server.close()
     assert "ec384" in keys
     assert counts[0] == 2 and counts[-1] == 3  # one good fetch, then two failed ones, not eight
+
+
+# --- 6. hook FHIR reads are capped in decoded bytes, per response and per hook ---------------------------
+
+
+def _padded_bundle(decoded_bytes: int) -> bytes:
+    """A valid empty searchset Bundle padded with whitespace to `decoded_bytes`."""
+    head, tail = b'{"resourceType":"Bundle","type":"searchset","entry":[]', b"}"
+    return head + b" " * (decoded_bytes - len(head) - len(tail)) + tail
+
+
+class GzipFhir:
+    """A real loopback FHIR server: Patient p1, and every search a Bundle of `search_bytes` decoded bytes,
+    sent gzip-encoded (so `observation_bytes` of Observation costs the wire a few kB: a gzip bomb)."""
+
+    def __init__(self, search_bytes: int, observation_bytes: int | None = None) -> None:
+        pages = {"search": gzip.compress(_padded_bundle(search_bytes), 9)}
+        pages["obs"] = gzip.compress(_padded_bundle(observation_bytes or search_bytes), 9)
+        patient = json.dumps({"resourceType": "Patient", "id": "p1", "gender": "female"}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path.startswith("/fhir/Patient/"):
+                    body, encoded = patient, False
+                else:
+                    body, encoded = pages["obs" if self.path.startswith("/fhir/Observation") else "search"], True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                if encoded:
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_port}/fhir"
+        self.wire = {k: len(v) for k, v in pages.items()}
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _gather(server: GzipFhir) -> tuple[Gathered, int]:
+    """Gather p1 from `server` with the default caps (8 MiB a response, 32 MiB a hook); also the peak
+    of Python memory allocated meanwhile (tracemalloc)."""
+
+    async def go() -> Gathered:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False, trust_env=False) as client:
+            gatherer = Gatherer(client, AllowList.parse(server.base), 20, 20.0)
+            return await gatherer.gather("p1", None, server.base, "tok")
+
+    tracemalloc.start()
+    try:
+        got = asyncio.run(go())
+        return got, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_gzip_bomb_from_the_fhir_server_is_cut_and_counted_as_not_read():
+    bomb = 96 * 1024 * 1024
+    server = GzipFhir(search_bytes=200, observation_bytes=bomb)
+    try:
+        got, peak = _gather(server)
+    finally:
+        server.close()
+    assert server.wire["obs"] < 200 * 1024  # what the bomb cost the wire
+    assert peak < 24 * 1024 * 1024  # never inflated: 96 MiB decoded would need at least that much
+    assert "Observation" not in got.complete  # never "none on record"
+    assert "results (Observation) could not be read from the FHIR server" in got.gaps
+    assert {"Condition", "Immunization"} <= got.complete  # the small sources were read
+
+
+def test_the_hook_byte_budget_cuts_sources_past_it_as_gaps():
+    server = GzipFhir(search_bytes=6 * 1024 * 1024)  # each search under the 8 MiB cap; the six are not
+    try:
+        got, _ = _gather(server)
+    finally:
+        server.close()
+    unread = [g for g in got.gaps if "could not be read from the FHIR server" in g]
+    assert unread and len(got.complete) <= 5  # 32 MiB holds five 6 MiB searches at most
+    assert len(unread) + len(got.complete) == 6  # every source but Patient: read whole, or a gap

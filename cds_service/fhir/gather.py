@@ -6,7 +6,9 @@ Bundle; null means "no data"). Keys that did not arrive are fetched from
 
 What the service may contact is decided here: only FHIR base URLs on the
 allow-list, no redirects, `next` links only to the same scheme, host and port
-under the same base path (urls.py parses and checks each one). Resources that do
+under the same base path (urls.py parses and checks each one). Responses are
+streamed and their decoded bytes counted, per response and per hook, so a huge
+page or a gzip bomb is cut (and said to be unreadable) before it is held. Resources that do
 not refer to the context patient are set aside, whatever their source. Failures
 never raise to the caller; they become `gaps` (short, data-free sentences that
 say what could not be read, never why: the why goes to the log) and the kind of
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +38,70 @@ log = logging.getLogger("trial_matcher")
 
 class FetchError(Exception):
     """A FHIR request that gave nothing usable. The message carries no patient data."""
+
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # settings.fhir_max_response_bytes
+MAX_HOOK_BYTES = 32 * 1024 * 1024  # settings.fhir_max_hook_bytes: no more than a prefetch body may hold
+ACCEPT_ENCODING = "gzip, deflate"  # only what Inflater undoes (httpx would add br/zstd when installed)
+
+
+class Inflater:
+    """Undoes a response's Content-Encoding here, never more than `step` bytes of output per piece.
+
+    httpx inflates each network chunk in one call, so 64 kB of a gzip bomb could become 64 MB before
+    a single byte was counted; fed through `pieces`, the reader counts and stops after one small piece.
+    """
+
+    def __init__(self, encoding: str | None, step: int = 1 << 16) -> None:
+        encoding = (encoding or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise FetchError("unsupported content encoding")
+        self.step = step
+        self._z = None if encoding == "identity" else zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib
+
+    def pieces(self, raw: bytes) -> Iterator[bytes]:
+        if self._z is None:
+            yield raw
+            return
+        data = raw
+        try:
+            while True:
+                out = self._z.decompress(data, self.step)
+                if out:
+                    yield out
+                data = self._z.unconsumed_tail
+                if not data and len(out) < self.step:
+                    return
+        except zlib.error as e:
+            raise FetchError("response could not be decoded") from e
+
+
+@dataclass
+class ByteBudget:
+    """Decoded bytes one hook may still read, shared by its concurrent searches."""
+
+    left: int
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise FetchError("the hook's byte budget was spent; not read")
+
+
+async def read_capped(resp: httpx.Response, limit: int, budget: ByteBudget | None = None) -> bytes:
+    """A streamed response's decoded body, counted as it arrives; FetchError past `limit` or `budget`."""
+    inflater = Inflater(resp.headers.get("content-encoding"))
+    parts: list[bytes] = []
+    size = 0
+    async for raw in resp.aiter_raw():
+        for piece in inflater.pieces(raw):
+            size += len(piece)
+            if size > limit:
+                raise FetchError("response larger than the size cap; not read")
+            if budget is not None:
+                budget.take(len(piece))
+            parts.append(piece)
+    return b"".join(parts)
 
 
 @dataclass
@@ -130,12 +198,24 @@ class Read:
 
 
 @dataclass
+class _Call:
+    """What every request of one hook shares: the server, headers, deadline and byte budget."""
+
+    base: Origin
+    headers: dict[str, str]
+    deadline: float
+    budget: ByteBudget
+
+
+@dataclass
 class Gatherer:
     client: httpx.AsyncClient
     allow: AllowList
     page_cap: int = 20
     budget_seconds: float = 3.5
     observation_codes: frozenset[tuple[str, str]] = frozenset()  # what the criteria read (queries.py)
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # decoded bytes of one response
+    max_hook_bytes: int = MAX_HOOK_BYTES  # decoded bytes of all the responses of one hook
 
     async def gather(
         self,
@@ -197,33 +277,32 @@ class Gatherer:
     async def _fetch_many(
         self, jobs: list[tuple[str, str | None]], patient_id: str, base: Origin, token: str | None
     ) -> list[Read]:
-        """Every source's searches at once, within one deadline for the whole hook."""
+        """Every source's searches at once, within one deadline and one byte budget for the whole hook."""
         deadline = asyncio.get_running_loop().time() + self.budget_seconds
-        headers = {"Accept": "application/fhir+json"}
+        headers = {"Accept": "application/fhir+json", "Accept-Encoding": ACCEPT_ENCODING}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        call = _Call(base, headers, deadline, ByteBudget(self.max_hook_bytes))
 
         async def source(key: str, start: str | None) -> Read:
             rtype = QUERIES[key][1]
             found = [Search(key, start)] if start else searches(key, patient_id, self.observation_codes)
             plan = [(s.path if start else f"{base.url}/{s.path}", s.newest_first) for s in found]
-            reads = await asyncio.gather(*(self._read(u, rtype, nf, base, headers, deadline) for u, nf in plan))
+            reads = await asyncio.gather(*(self._read(u, rtype, nf, call) for u, nf in plan))
             if found[0].plain and any(r.error in ("HTTP 400", "HTTP 414") for r in reads):
                 # a strict server refuses a parameter it does not support (or a long URL): ask the plain search
                 log.info("refined FHIR search refused; reading the plain search", extra={"resource_type": rtype})
-                reads = [await self._read(f"{base.url}/{found[0].plain}", rtype, False, base, headers, deadline)]
+                reads = [await self._read(f"{base.url}/{found[0].plain}", rtype, False, call)]
             return _merge(reads)
 
         return list(await asyncio.gather(*(source(k, s) for k, s in jobs)))
 
-    async def _read(
-        self, url: str, rtype: str, newest_first: bool, base: Origin, headers: dict[str, str], deadline: float
-    ) -> Read:
+    async def _read(self, url: str, rtype: str, newest_first: bool, call: _Call) -> Read:
         """One search, all its pages. A newest-first search keeps what it read when cut short."""
         read = Read()
         try:
-            async with asyncio.timeout_at(deadline):
-                read.cut = await self._fetch_pages(url, rtype, base, headers, read.resources, newest_first)
+            async with asyncio.timeout_at(call.deadline):
+                read.cut = await self._fetch_pages(url, rtype, call, read.resources, newest_first)
         except TimeoutError:
             read.error = "timed out"
         except FetchError as e:
@@ -234,9 +313,14 @@ class Gatherer:
             read.resources = []  # an unsorted part of a search could hide a newer contrary record
         return read
 
-    async def _fetch_pages(
-        self, url: str, rtype: str, base: Origin, headers: dict[str, str], out: list[dict], newest_first: bool
-    ) -> bool:
+    async def _get(self, url: str, call: _Call) -> tuple[int, bytes]:
+        """Status and decoded body of one GET, streamed: a body over the caps is never held whole."""
+        async with self.client.stream("GET", url, headers=call.headers) as resp:
+            if resp.status_code != 200:
+                return resp.status_code, b""
+            return 200, await read_capped(resp, self.max_response_bytes, call.budget)
+
+    async def _fetch_pages(self, url: str, rtype: str, call: _Call, out: list[dict], newest_first: bool) -> bool:
         """Follow next links from `url`, appending resources to `out`; True when cut at the page cap."""
         pages = 0
         next_url: str | None = url
@@ -245,14 +329,14 @@ class Gatherer:
                 if newest_first:
                     return True
                 raise FetchError(f"more than {self.page_cap} pages; stopped")
-            resp = await self.client.get(next_url, headers=headers)
+            status, content = await self._get(next_url, call)
             pages += 1
-            if resp.status_code in (404, 410) and rtype == "Patient":
+            if status in (404, 410) and rtype == "Patient":
                 raise FetchError("patient not found")
-            if resp.status_code != 200:
-                raise FetchError(f"HTTP {resp.status_code}")
+            if status != 200:
+                raise FetchError(f"HTTP {status}")
             try:
-                data = orjson.loads(resp.content)  # several times faster than json on large search pages
+                data = orjson.loads(content)  # several times faster than json on large search pages
             except orjson.JSONDecodeError as e:
                 raise FetchError("response was not JSON") from e
             if not isinstance(data, dict):
@@ -261,7 +345,7 @@ class Gatherer:
                 out.extend(_entries(data, rtype))
                 link = _next_link(data)
                 try:
-                    next_url = base.follow(link) if link else None
+                    next_url = call.base.follow(link) if link else None
                 except UnsafeUrl as e:
                     raise FetchError("next page link points outside the FHIR server; not followed") from e
             elif data.get("resourceType") == rtype:
