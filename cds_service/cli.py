@@ -26,7 +26,12 @@ from cds_service.screening.command import add_command as add_screen
 from cds_service.settings import get_settings
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
-STATUS_STYLE = {"likely-eligible": "bold green", "possibly-eligible": "bold yellow", "ineligible": "bold red"}
+STATUS_STYLE = {
+    "likely-eligible": "bold green",
+    "possibly-eligible": "bold yellow",
+    "ineligible": "bold red",
+    "not-assessed": "dim",
+}
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
 
@@ -50,6 +55,8 @@ def trial_table(trial: TrialResult) -> Table:
     title = Text.assemble((f"{trial.id} ", "bold"), (trial.status, STATUS_STYLE[trial.status]))
     if trial.eligible_from:
         title.append(f" from {trial.eligible_from.isoformat()}", style="bold yellow")
+    if trial.cohort is not None and trial.cohort.outcome != "in":
+        title.append(f": {trial.cohort.reason}")  # outside the cohort no criterion is read
     table = Table(title=title, title_justify="left", show_lines=True, expand=True)
     table.add_column("criterion", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
@@ -109,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out.print(summary)
         if report.skipped_resources:
             out.print(f"[yellow]skipped: {'; '.join(report.skipped_resources)}[/yellow]")
-    matched = any(t.status != "ineligible" for t in report.trials)
+    matched = any(t.status in ("likely-eligible", "possibly-eligible") for t in report.trials)
     return EXIT_MATCH if matched else EXIT_NO_MATCH
 
 

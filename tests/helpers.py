@@ -55,8 +55,16 @@ def evaluate(catalog: Catalog, resources: list[dict], trial_id: str, as_of: date
 
 
 def criterion(catalog: Catalog, resources: list[dict], trial_id: str, cid: str, as_of: date) -> CriterionResult:
+    """One criterion's outcome within the trial's evaluation; outside the cohort (no criterion is read
+    there) the criterion alone, so criterion tests also hold for records without the diagnosis."""
     result = evaluate(catalog, resources, trial_id, as_of)
-    return next(c for c in result.criteria if c.id == cid)
+    found = next((c for c in result.criteria if c.id == cid), None)
+    if found is not None:
+        return found
+    assert result.cohort is not None and result.cohort.outcome != "in"
+    trial = catalog.trials[trial_id]
+    c = next(c for c in trial.criteria if c.id == cid)
+    return catalog.engine.criterion(catalog.facts(resources, "p1"), c, as_of)
 
 
 # The five seed trials. Tests that pin down verdicts the demo patients were built to show name them;

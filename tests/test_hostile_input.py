@@ -26,6 +26,13 @@ from tests.servers import RecordingServer
 
 TOKEN = "ehr-token-5c1e0a"
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1985-04-02"}
+# the trials' disease, so the patient is in their cohort and the cards show what could not be read
+SLE = {
+    "resourceType": "Condition",
+    "id": "sle",
+    "subject": {"reference": "Patient/p1"},
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+}
 
 
 def searchset(resources: list[dict], next_url: str | None = None) -> dict:
@@ -51,6 +58,8 @@ class HostileFhir:
             if self.observation_status != 200:
                 return self.observation_status, {"resourceType": "OperationOutcome"}
             return 200, searchset([], None if "page=2" in path else self.next_link)
+        if path.startswith("/fhir/Condition"):
+            return 200, searchset([SLE])
         if path.startswith("/fhir/"):
             return 200, searchset([])
         return None

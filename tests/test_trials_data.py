@@ -79,6 +79,7 @@ def _trial_with_rule(rule: dict, criterion_type: str = "inclusion") -> dict:
         "url": "https://clinicaltrials.gov/study/NCT00000001",
         "sites": [],
         "source": "test",
+        "entry": {"groups": ["sle"], "text": "some quoted text"},
         "criteria": [{"id": "c1", "type": criterion_type, "text": "some quoted text", "rule": rule}],
     }
 

@@ -52,6 +52,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     header = f"# Imported from the ClinicalTrials.gov record {data['id']}: encode each criterion, then lint.\n"
     out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
     print(f"import: wrote {out} ({len(data['criteria'])} criteria) and its source", file=sys.stderr)
+    if "entry" in data:
+        print(f"import: cohort entry proposed: {data['entry']['groups']} (check it)", file=sys.stderr)
+    else:
+        print("import: no cohort entry found: add `entry:` naming the disease studied", file=sys.stderr)
     return cmd_lint(argparse.Namespace(paths=[str(out)]))
 
 

@@ -61,7 +61,34 @@ def import_record(record: dict[str, Any], mappings: Mappings) -> dict[str, Any]:
         "notes": ["imported from ClinicalTrials.gov; its criteria are not yet encoded, so the study team reviews each"],
         "criteria": _structured_criteria(record) + criteria_from_text(elig.get("eligibilityCriteria") or "", mappings),
     }
+    trial["entry"] = propose_entry(record, trial["criteria"], mappings)
     return {k: v for k, v in trial.items() if v is not None}
+
+
+def propose_entry(record: dict[str, Any], criteria: list[dict[str, Any]], mappings: Mappings) -> dict | None:
+    """The cohort entry, from the record's conditions, else its title, else the first inclusion bullet that
+    names a condition group: groups whose label is the text itself first, else groups whose words it holds.
+    None when nothing names a group the maps know (lint then asks for one)."""
+    ident = _module(record, "identificationModule")
+    conditions = [str(c) for c in _module(record, "conditionsModule").get("conditions") or []]
+    hits = [(c, _groups_named(c, mappings)) for c in conditions]
+    hits = [(c, g) for c, g in hits if g]
+    if hits:
+        groups = sorted({g for _, gs in hits for g in gs})
+        return {"groups": groups, "text": " ... ".join(c for c, _ in hits)}
+    inclusion = [c["text"] for c in criteria if c.get("type") == "inclusion" and "rule" not in c]
+    for text in [ident.get("briefTitle"), ident.get("officialTitle"), *inclusion]:
+        if text and (groups := _groups_named(str(text), mappings)):
+            return {"groups": sorted(groups), "text": str(text)}
+    return None
+
+
+def _groups_named(text: str, mappings: Mappings) -> frozenset[str]:
+    """Groups whose label the text names ("... in Lupus Nephritis": lupus nephritis, not SLE as well),
+    else the groups whose words it holds."""
+    wanted = " ".join(text.lower().split())
+    named = frozenset(k for k, g in mappings.conditions.groups.items() if g.label.lower() in wanted)
+    return named or mappings.condition_groups_from_text(text)
 
 
 def _module(record: dict[str, Any], name: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def lint_file(path: Path, mappings: Mappings, check_source: bool = True) -> tupl
 
 def _criterion_problems(path: Path, root: Any, data: dict, tid: str | None, mappings: Mappings) -> list[Problem]:
     """Each criterion's rule compiled on its own, so every bad criterion is reported, not only the first."""
-    out = []
+    out = _entry_problems(path, root, data, tid, mappings)
     criteria = data.get("criteria") if isinstance(data.get("criteria"), list) else []
     for i, c in enumerate(criteria):
         for key in ("rule", "suggested_rule"):  # a suggestion must parse too, so promoting it is safe
@@ -77,6 +77,19 @@ def _criterion_problems(path: Path, root: Any, data: dict, tid: str | None, mapp
     return out
 
 
+def _entry_problems(path: Path, root: Any, data: dict, tid: str | None, mappings: Mappings) -> list[Problem]:
+    """The entry's groups must be condition groups the maps define (a misspelt one would admit nobody)."""
+    entry = data.get("entry")
+    if not isinstance(entry, dict) or "groups" not in entry:
+        return []
+    try:
+        RuleParser(mappings).condition_groups(entry["groups"])
+    except RuleError as e:
+        node = _at(root, ("entry", "groups"))
+        return [Problem(str(path), _line_of_value(node, str(e)) or _line(node), tid, None, f"entry: {e}")]
+    return []
+
+
 def _validation_problem(path: Path, root: Any, tid: str | None, err: dict) -> Problem:
     loc = tuple(err.get("loc", ()))
     criterion = None
@@ -88,6 +101,12 @@ def _validation_problem(path: Path, root: Any, tid: str | None, err: dict) -> Pr
         known = Criterion.model_fields if criterion else Trial.model_fields
         hint = suggest(field, [f for f in known if not f.startswith("_")])
         msg = f"unknown field {field!r}" + (f"; {hint}" if hint else "")
+    elif err.get("type") == "missing" and loc == ("entry",):
+        msg = (
+            "missing field 'entry': name the disease the trial studies, quoting the source, e.g. "
+            '`entry: {groups: [sle], text: "...Systemic Lupus Erythematosus"}` '
+            "(groups from mappings/conditions.yaml); without it on record a patient gets no card"
+        )
     elif err.get("type") == "missing":
         msg = f"missing field {field!r}"
     else:
@@ -103,10 +122,10 @@ def _source_problems(path: Path, root: Any, trial: Trial) -> list[Problem]:
     return [
         Problem(
             str(path),
-            _line(_at(root, ("criteria", index[cid], "text"))),
+            _line(_at(root, ("entry", "text") if cid == "entry" else ("criteria", index[cid], "text"))),
             trial.id,
-            cid,
-            f"quote not found in the source text: {fragment[:80]!r}",
+            None if cid == "entry" else cid,
+            f"{'entry: ' if cid == 'entry' else ''}quote not found in the source text: {fragment[:80]!r}",
         )
         for cid, fragment in unquoted(trial, source)
     ]

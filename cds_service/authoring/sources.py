@@ -32,9 +32,11 @@ def record_text(record: dict[str, Any]) -> str:
         for key, label in (("sex", "Sex"), ("minimumAge", "Minimum age"), ("maximumAge", "Maximum age"))
         if elig.get(key)
     ]
+    conditions = (p.get("conditionsModule") or {}).get("conditions") or []
     parts = [
         ident.get("briefTitle", ""),
         ident.get("officialTitle", ""),
+        "Conditions: " + ", ".join(str(c) for c in conditions) if conditions else "",
         *structured,
         elig.get("eligibilityCriteria", ""),
     ]
@@ -58,12 +60,13 @@ def source_text(trials_dir: Path, trial_id: str) -> str | None:
 
 
 def unquoted(trial: Any, source: str) -> list[tuple[str, str]]:
-    """(criterion id, fragment) for every quoted fragment (split at '...') not found in the source."""
+    """(criterion id or "entry", fragment) for every quoted fragment (split at '...') not in the source."""
     page = normalize(source)
     out = []
-    for c in trial.criteria:
-        for fragment in c.text.split("..."):
+    quotes = [("entry", trial.entry.text), *((c.id, c.text) for c in trial.criteria)]
+    for cid, text in quotes:
+        for fragment in text.split("..."):
             frag = normalize(fragment)
             if len(frag) >= 3 and frag not in page:
-                out.append((c.id, fragment.strip()))
+                out.append((cid, fragment.strip()))
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.logic import Ctx, Res, Truth, all_of, any_of, dedupe_evidence
 from cds_service.eligibility.report import CriterionResult, TrialResult
 from cds_service.eligibility.rules import LEAVES, All, AnyAvailable, AnyOf, Implies, Not, ReviewLeaf, Rule, Window
@@ -38,6 +39,10 @@ class Engine:
         self.horizon = timedelta(days=horizon_days)
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date) -> TrialResult:
+        cohort = entry(trial, patient, self.m)
+        if cohort.outcome != "in":  # outside the population the trial studies: no criterion is read
+            status = "ineligible" if cohort.outcome == "out" else "not-assessed"
+            return TrialResult(id=trial.id, title=trial.title, status=status, url=trial.url, cohort=cohort, criteria=[])
         starts: dict[Window, date] = {}
         results = [self.criterion(patient, c, as_of, rule, starts) for c, rule in trial.plan]
         horizon = as_of + self.horizon
@@ -59,8 +64,8 @@ class Engine:
             status = "ineligible"
         elif temporary:
             status, eligible_from = "possibly-eligible", max(temporary)
-        elif any(r.outcome == "unknown" for r in results):
-            status = "possibly-eligible"
+        elif any(r.outcome == "unknown" or r.flagged for r in results):
+            status = "possibly-eligible"  # data missing, or the record points towards an exclusion
         else:
             status = "likely-eligible"
         return TrialResult(
@@ -69,6 +74,7 @@ class Engine:
             status=status,
             eligible_from=eligible_from,
             url=trial.url,
+            cohort=cohort,
             criteria=results,
             notes=notes,
         )
@@ -109,6 +115,8 @@ class Engine:
             outcome = "review"
         # review notes only from the branches that decided: a pass or a fail carries none of its own
         review = list(dict.fromkeys(r.notes)) if outcome in ("review", "unknown") else []
+        # the record itself raised this review (evidence points towards a fail), unlike a standing one
+        flagged = outcome == "review" and r.doubt
         if outcome == "pass" and c.also_review:
             outcome = "review"
             review.append(c.also_review)
@@ -124,6 +132,7 @@ class Engine:
             evidence=dedupe_evidence(r.evidence),
             missing=list(dict.fromkeys(r.missing)),
             review=review,
+            flagged=flagged,
         )
 
     def rule(self, rule: Rule, ctx: Ctx) -> Res:
@@ -139,7 +148,7 @@ class Engine:
                 return any_of(known)
             return any_of(rs)
         if isinstance(rule, ReviewLeaf):
-            return Res(Truth.REVIEW, notes=[rule.reason])
+            return Res(Truth.REVIEW, notes=[rule.reason], standing=[rule.reason])
         if isinstance(rule, Not):
             r = self.rule(rule.item, ctx.flipped())
             flip = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}

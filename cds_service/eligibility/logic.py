@@ -38,6 +38,9 @@ class Res:
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     why: list[str] = field(default_factory=list)
+    # review notes that stand whatever the record says (consent, "stop the drug before enrolment"), as
+    # opposed to a review raised because the record points towards a fail (which makes "possibly")
+    standing: list[str] = field(default_factory=list)
 
     def merge(self, others: list[Res]) -> Res:
         for o in others:
@@ -45,7 +48,13 @@ class Res:
             self.missing.extend(o.missing)
             self.notes.extend(o.notes)
             self.why.extend(o.why)
+            self.standing.extend(o.standing)
         return self
+
+    @property
+    def doubt(self) -> bool:
+        """A review the record raised: evidence on record and a note that is not a standing one."""
+        return self.truth == Truth.REVIEW and bool(self.evidence) and any(n not in self.standing for n in self.notes)
 
 
 def max_until(results: list[Res]) -> date | None:

@@ -213,7 +213,8 @@ def _medication_hit(
                 if rule.ongoing_note
                 else f"currently taking {m.display}; must stop {rule.within} before enrolment"
             )
-            return Res(Truth.REVIEW, evidence=[ev], notes=[note])
+            # stopping a current drug before enrolment is a step the study team plans, not a doubt
+            return Res(Truth.REVIEW, evidence=[ev], notes=[note], standing=[note])
         return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} ongoing"])
     last = min(m.last_use(), ctx.as_of)  # type: ignore[type-var]
     if since is None:

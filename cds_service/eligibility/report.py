@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Outcome = Literal["pass", "fail", "unknown", "review"]
-TrialStatus = Literal["likely-eligible", "possibly-eligible", "ineligible"]
+# not-assessed: the disease the trial studies could not be checked (no condition data could be read)
+TrialStatus = Literal["likely-eligible", "possibly-eligible", "ineligible", "not-assessed"]
+CohortOutcome = Literal["in", "out", "unknown"]
 
 
 class Evidence(BaseModel):
@@ -37,6 +39,16 @@ class CriterionResult(BaseModel):
     evidence: list[Evidence] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
     review: list[str] = Field(default_factory=list)
+    # a review raised because the record points towards a fail (not a standing review such as consent)
+    flagged: bool = False
+
+
+class Cohort(BaseModel):
+    """Cohort entry: whether the patient has the disease the trial studies, with the diagnosis found."""
+
+    outcome: CohortOutcome
+    reason: str
+    evidence: list[Evidence] = Field(default_factory=list)
 
 
 class TrialResult(BaseModel):
@@ -45,6 +57,7 @@ class TrialResult(BaseModel):
     status: TrialStatus
     eligible_from: dt.date | None = None
     url: str | None = None
+    cohort: Cohort | None = None
     criteria: list[CriterionResult]
     notes: list[str] = Field(default_factory=list)  # trial-level: deceased patient, source caveats
 

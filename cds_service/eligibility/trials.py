@@ -55,6 +55,16 @@ class Criterion(BaseModel):
         return self.rule is not None
 
 
+class Entry(BaseModel):
+    """Cohort entry: the disease the trial studies. Without that diagnosis on record the trial says
+    nothing about the patient (no card, `ineligible` with this reason), before any criterion is read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[str] = Field(min_length=1)  # condition groups of mappings/conditions.yaml; any one admits
+    text: str = Field(min_length=3)  # the source's words naming the population, quoted like a criterion
+
+
 class Trial(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,9 +82,11 @@ class Trial(BaseModel):
     max_age: int | None = None
     sex: Literal["all", "female", "male"] = "all"
     source: str
+    entry: Entry
     notes: list[str] = Field(default_factory=list)  # caveats a reviewer must see on every card (source gaps)
     criteria: list[Criterion]
     _variables: set[str] = PrivateAttr(default_factory=set)
+    _entry_groups: frozenset[str] = PrivateAttr(default=frozenset())
     _plan: list[tuple[Criterion, Rule | None]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
@@ -88,6 +100,10 @@ class Trial(BaseModel):
 
     def compile(self, mappings: Mappings) -> Trial:
         parser = RuleParser(mappings)
+        try:
+            self._entry_groups = parser.condition_groups(self.entry.groups)
+        except RuleError as e:
+            raise RuleError(f"{self.id} entry: {e}") from e
         for c in self.criteria:
             if c.rule is not None:
                 try:
@@ -102,6 +118,10 @@ class Trial(BaseModel):
     def plan(self) -> list[tuple[Criterion, Rule | None]]:
         """(criterion, compiled rule or None) in page order: read once per evaluation."""
         return self._plan
+
+    @property
+    def entry_groups(self) -> frozenset[str]:
+        return self._entry_groups
 
     @property
     def variables(self) -> set[str]:

@@ -50,6 +50,7 @@ class ConditionFact:
     abatement: date | None
     recorded: date | None
     history: bool = False  # coded as a past condition ("history of", Z85/Z86/Z87, old MI)
+    categories: frozenset[str] = frozenset()  # problem-list-item, encounter-diagnosis, health-concern, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ class PatientFacts:
     gathered: set[str] = field(default_factory=set)
     # resources skipped (failed validation, unusable); reported, never fatal
     skipped: list[str] = field(default_factory=list)
+    # per source, records that could hold a fact but could not be interpreted (no known code, no text):
+    # while any stands, that source cannot prove "none on record"
+    unread: dict[str, int] = field(default_factory=dict)
 
     def add_lab(self, lab: LabResult) -> None:
         self.labs.setdefault(lab.variable, []).append(lab)

@@ -16,7 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cds_service.fhir.codes import ATC, CVX, ICD10CM, RXNORM, SNOMED
+from cds_service.fhir.codes import ATC, CVX, ICD10, ICD10CM, RXNORM, SNOMED
+from cds_service.fhir.negation import find_unnegated
 
 VariableKind = Literal["quantity", "qualitative", "titer", "grade", "coded"]
 
@@ -102,6 +103,10 @@ class ConditionGroup(BaseModel):
     icd10cm_ranges: list[str] = Field(default_factory=list)
     icd10cm_exclude: list[str] = Field(default_factory=list)
     words: list[str] = Field(default_factory=list)
+    # phrases that, found in the same text, mean the words name another disease ("drug-induced lupus")
+    words_exclude: list[str] = Field(default_factory=list)
+    # a disease that does not resolve (SLE): any clinical status on record still means the patient has it
+    lifelong: bool = False
 
     @cached_property
     def _ranges(self) -> list[tuple[str, str]]:
@@ -305,7 +310,7 @@ class Mappings:
     def condition_groups(self, system: str, code: str) -> frozenset[str]:
         if system == SNOMED:
             return frozenset(self.snomed_groups.get(code, ()))
-        if system == ICD10CM:
+        if system in (ICD10CM, ICD10):  # WHO ICD-10's categories and subcategories mean what ICD-10-CM's do
             hit = self._icd_cache.get(code)
             if hit is None:
                 hit = frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
@@ -313,15 +318,26 @@ class Mappings:
             return hit
         return frozenset()
 
+    def knows_condition_system(self, system: str) -> bool:
+        """A code system the condition groups are written in: a code in it that matches no group is read
+        (it names another disease), unlike a code in a system the maps cannot read at all."""
+        return system in (SNOMED, ICD10CM, ICD10)
+
     def is_history_code(self, system: str, code: str) -> bool:
         h = self.conditions.history
         if system == SNOMED:
             return code in h.snomed
-        return system == ICD10CM and any(code.upper().startswith(p) for p in h.icd10cm)
+        return system in (ICD10CM, ICD10) and any(code.upper().startswith(p) for p in h.icd10cm)
 
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
-        t = text.lower()
-        return frozenset(k for k, g in self.conditions.groups.items() if any(w in t for w in g.words))
+        """Groups whose words stand in the text, whole words only, not negated ("no SLE", "ruled out"),
+        and not beside a phrase that names another disease ("drug-induced lupus")."""
+        t = " ".join(text.lower().split())
+        hits = set()
+        for key, g in self.conditions.groups.items():
+            if g.words and not any(x in t for x in g.words_exclude) and find_unnegated(t, g.words):
+                hits.add(key)
+        return frozenset(hits)
 
     def ingredient_for_code(self, system: str, code: str) -> str | None:
         key = self.med_code_index.get((system, code))

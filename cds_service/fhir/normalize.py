@@ -24,7 +24,19 @@ from collections.abc import Iterable
 from cds_service.fhir.facts import ConditionFact, PatientFacts, ProcedureFact
 from cds_service.fhir.medications import MedicationReader
 from cds_service.fhir.observations import ObservationReader
-from cds_service.fhir.read import MODELS, Invalid, _b, _cc_all_text, _cc_text, _codings, _d, _o, _s, iter_resources
+from cds_service.fhir.read import (
+    MODELS,
+    Invalid,
+    _b,
+    _cc_all_text,
+    _cc_text,
+    _codings,
+    _codings_all,
+    _d,
+    _o,
+    _s,
+    iter_resources,
+)
 
 __all__ = ["Invalid", "Normalizer", "iter_resources"]
 
@@ -98,14 +110,17 @@ class Normalizer(ObservationReader, MedicationReader):
         code = _o(cond.get("code"))
         groups: set[str] = set()
         history = False
-        for system, c, _ in _codings(code):
+        codings = _codings(code)
+        for system, c, _ in codings:
             hits = self.m.condition_groups(system, c)
             groups |= hits
             history = history or bool(hits and self.m.is_history_code(system, c))
-        text = _s(code.get("text"))
+        text = _cc_all_text(code)
         if not groups and text:
             groups |= self.m.condition_groups_from_text(text)
         if not groups:
+            if not text and not any(self.m.knows_condition_system(system) for system, _, _ in codings):
+                facts.unread["Condition"] = facts.unread.get("Condition", 0) + 1  # nothing here can be read
             return
         vs = {c for _, c, _ in _codings(cond.get("verificationStatus"))}
         if vs & {"refuted", "entered-in-error"} or not self._valid(cond, facts):
@@ -133,6 +148,7 @@ class Normalizer(ObservationReader, MedicationReader):
                 abatement=abatement,
                 recorded=_d(cond.get("recordedDate")),
                 history=history,
+                categories=frozenset(c for _, c, _ in _codings_all(cond.get("category"))),
             )
         )
 

@@ -1,0 +1,45 @@
+"""Negation is read before any positive word: "no SLE", "ruled out lupus", "negative for HIV".
+
+A phrase found in free text counts only when no negation cue stands before it in the same clause
+(a clause ends at `.`, `;`, `,`, `:` or a line break, as in NegEx's scope). The cues are the
+pre-negation triggers of NegEx (Chapman et al., 2001) that problem lists and lab comments use.
+Text that negates is never read as present; whether it proves absence is the caller's question.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+_CUES = (
+    "no", "not", "without", "denies", "denied", "negative for", "neg for", "free of",
+    "ruled out", "rule out", "r/o", "excluded", "absence of", "absent", "never", "unlikely",
+    "no evidence of", "no sign of", "no signs of", "not consistent with",
+)  # fmt: skip
+_CUE = re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(c) for c in sorted(_CUES, key=len, reverse=True)) + r")\b")
+_CLAUSE_END = re.compile(r"[.;,:\n]")
+
+
+@lru_cache(maxsize=256)
+def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    alts = "|".join(re.escape(w.lower()) for w in sorted(words, key=len, reverse=True))
+    return re.compile(r"(?<![a-z0-9])(" + alts + r")(?![a-z0-9])")
+
+
+def negated_at(text: str, start: int) -> bool:
+    """Is the phrase beginning at `start` of lower-case `text` negated within its clause?"""
+    ends = [m.end() for m in _CLAUSE_END.finditer(text, 0, start)]
+    clause = text[ends[-1] if ends else 0 : start]
+    return _CUE.search(clause) is not None
+
+
+def find_unnegated(text: str, words: Iterable[str]) -> str | None:
+    """The first of `words` (whole words) that stands in lower-case `text` with no negation before it."""
+    words = tuple(w for w in words if w)
+    if not words:
+        return None
+    for m in _pattern(words).finditer(text):
+        if not negated_at(text, m.start()):
+            return m.group(1)
+    return None
