@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cds_service.cli import main
-from cds_service.screening.run import screen
+from cds_service.screening.run import COHORT_STEP, screen
 from demo.load import demo_bundles, resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ def export(tmp_path_factory) -> Path:
     """The demo patients as a Bulk Data export: one file per type, one of them gzipped, plus junk lines."""
     out = tmp_path_factory.mktemp("export")
     files: dict[str, list[bytes]] = {}
-    for bundle in demo_bundles(AS_OF).values():
+    for bundle in patients().values():
         for r in resources(bundle):
             files.setdefault(r["resourceType"], []).append(orjson.dumps(r))
     for rtype, lines in files.items():
@@ -42,25 +42,44 @@ def export(tmp_path_factory) -> Path:
     return out
 
 
+def patients() -> dict[str, dict]:
+    """The demo patients, all with SLE, and a clinic patient without it (hypertension, a hemoglobin)."""
+    clinic = [
+        {"resourceType": "Patient", "id": "clinic-1", "gender": "female", "birthDate": "1982-03-01"},
+        {
+            "resourceType": "Condition",
+            "id": "clinic-1-htn",
+            "subject": {"reference": "Patient/clinic-1"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]},
+        },
+    ]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in clinic]}
+    return {**demo_bundles(AS_OF), "clinic-1": bundle}
+
+
 def test_screening_gives_the_match_verdicts(catalog, export):
     result = screen(export, (ROOT / "mappings", ROOT / "trials", 365), AS_OF, workers=2)
-    by_patient = {b: catalog.report(catalog.facts(demo_bundles(AS_OF)[b]), AS_OF) for b in demo_bundles(AS_OF)}
+    by_patient = {pid: catalog.report(catalog.facts(b), AS_OF) for pid, b in patients().items()}
     expected = {(pid, t.id): t.status for pid, rep in by_patient.items() for t in rep.trials}
     assert {(r["patient"], r["trial"]): r["status"] for r in result.rows} == expected
     st = result.stats
     assert (st.malformed, st.no_patient, st.other_types) == (2, 1, 1)
-    assert st.patients == set(demo_bundles(AS_OF))
+    assert st.patients == set(patients())
+    outside = [r for r in result.rows if r["patient"] == "clinic-1"]
+    assert outside and all(r["status"] == "ineligible" and r["failed"] == COHORT_STEP for r in outside)
 
 
-def test_funnel_is_consistent(catalog, export):
+def test_funnel_starts_at_the_cohort_and_is_consistent(catalog, export):
     result = screen(export, (ROOT / "mappings", ROOT / "trials", 365), AS_OF, workers=1)
     for trial_id, order in result.funnel.order.items():
-        assert order == [c.id for c in catalog.trials[trial_id].criteria]  # the trial's own order
+        assert order == [COHORT_STEP, *(c.id for c in catalog.trials[trial_id].criteria)]  # the door first
         screened = result.funnel.screened[trial_id]
-        removed = sum(result.funnel.failed[trial_id].values())
+        failed = result.funnel.failed[trial_id]
+        outside = sum(1 for r in result.rows if r["trial"] == trial_id and r["failed"] == COHORT_STEP)
+        assert failed[COHORT_STEP] == outside >= 1  # the clinic patient never enters
         failing_now = sum(1 for r in result.rows if r["trial"] == trial_id and r["fail"] > 0)
-        # a patient leaves the cohort at the first criterion failed today (temporary bars included)
-        assert screened == len(demo_bundles(AS_OF)) and removed == failing_now
+        # within the cohort a patient leaves at the first criterion failed today (temporary bars included)
+        assert screened == len(patients()) and sum(failed.values()) - outside == failing_now
 
 
 def test_cli_writes_every_output(export, tmp_path, capsys):
@@ -73,6 +92,7 @@ def test_cli_writes_every_output(export, tmp_path, capsys):
         rows
     )
     funnel = list(csv.DictReader((out / "funnel.csv").open()))
+    assert all(f["criterion"] == COHORT_STEP for f in funnel if f["step"] == "1")
     for f in funnel:
         assert int(f["remaining"]) == int(f["remaining_before"]) - int(f["failed_here"])
     page = (out / "funnel.html").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening.run import ROW_FIELDS, Funnel, Screening
+from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
 
@@ -19,8 +19,10 @@ def funnel_rows(funnel: Funnel, catalog: Catalog) -> list[dict[str, Any]]:
     out = []
     for trial_id in sorted(funnel.order):
         remaining = funnel.screened.get(trial_id, 0)
-        types = {c.id: c.type for c in catalog.trials[trial_id].criteria} if trial_id in catalog.trials else {}
-        for step, cid in enumerate(funnel.order[trial_id], start=1):
+        trial = catalog.trials.get(trial_id)
+        types = {COHORT_STEP: "entry", **{c.id: c.type for c in trial.criteria}} if trial else {}
+        steps = [COHORT_STEP, *(c.id for c in trial.criteria)] if trial else funnel.order[trial_id]
+        for step, cid in enumerate(steps, start=1):
             failed = funnel.failed.get(trial_id, {}).get(cid, 0)
             out.append(
                 {

@@ -22,6 +22,7 @@ ROW_FIELDS = (
     "patient", "trial", "status", "eligible_from", "pass", "fail", "unknown", "review", "failed", "unknowns",
 )  # fmt: skip
 _CATALOG: Catalog | None = None
+COHORT_STEP = "cohort entry"  # the funnel's first step: patients with the disease the trial studies
 
 
 @dataclass
@@ -35,10 +36,19 @@ class Funnel:
     screened: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: TrialResult) -> None:
+        """The cohort entry is the first step (its fails are patients without the disease, its unknowns
+        patients whose conditions could not be read); criteria are counted within the cohort only."""
         t = result.id
-        self.order.setdefault(t, [c.id for c in result.criteria])
         failed, unknown = self.failed.setdefault(t, {}), self.unknown.setdefault(t, {})
         self.screened[t] = self.screened.get(t, 0) + 1
+        self.order.setdefault(t, [COHORT_STEP])
+        entry = result.cohort.outcome if result.cohort is not None else "in"
+        if entry != "in":
+            bucket = failed if entry == "out" else unknown
+            bucket[COHORT_STEP] = bucket.get(COHORT_STEP, 0) + 1
+            return
+        if len(self.order.get(t, ())) <= 1:
+            self.order[t] = [COHORT_STEP, *(c.id for c in result.criteria)]
         for c in result.criteria:
             if c.outcome == "fail":
                 failed[c.id] = failed.get(c.id, 0) + 1
@@ -47,8 +57,9 @@ class Funnel:
                 unknown[c.id] = unknown.get(c.id, 0) + 1
 
     def merge(self, other: Funnel) -> None:
-        for t, order in other.order.items():
-            self.order.setdefault(t, order)
+        for t in other.screened:
+            if len(other.order.get(t, ())) > len(self.order.get(t, ())):
+                self.order[t] = other.order[t]
             self.screened[t] = self.screened.get(t, 0) + other.screened.get(t, 0)
             for mine, theirs in ((self.failed, other.failed), (self.unknown, other.unknown)):
                 bucket = mine.setdefault(t, {})
@@ -57,6 +68,7 @@ class Funnel:
 
 
 def row(pid: str, r: TrialResult) -> dict[str, Any]:
+    entry = r.cohort.outcome if r.cohort is not None else "in"
     return {
         "patient": pid,
         "trial": r.id,
@@ -66,8 +78,8 @@ def row(pid: str, r: TrialResult) -> dict[str, Any]:
         "fail": r.count("fail"),
         "unknown": r.count("unknown"),
         "review": r.count("review"),
-        "failed": ";".join(c.id for c in r.criteria if c.outcome == "fail"),
-        "unknowns": ";".join(c.id for c in r.criteria if c.outcome == "unknown"),
+        "failed": COHORT_STEP if entry == "out" else ";".join(c.id for c in r.criteria if c.outcome == "fail"),
+        "unknowns": COHORT_STEP if entry == "unknown" else ";".join(c.id for c in r.criteria if c.outcome == "unknown"),
     }
 
 
