@@ -192,3 +192,26 @@ def test_order_feedback_goes_to_the_same_store(client):
         ]
     }
     assert client.post("/cds-services/trial-order-sign/feedback", json=body).json() == {"stored": 1}
+
+
+def test_no_warning_when_the_bar_the_order_adds_lifts_before_the_existing_one(client):
+    """A 17-year-old whose 18th birthday is 11 months away: a washout that ends sooner changes nothing."""
+    birthday = AS_OF + timedelta(days=335)
+    minor = syn.eligible_patient(AS_OF, birth=birthday.replace(year=birthday.year - 18).isoformat())
+    ritux = [med_order(RXNORM, "121191", "riTUXimab 10 MG/ML Injectable")]
+    adult_cards = by_trial(call(client, "order-sign", ritux))
+    assert adult_cards  # the same order warns an adult
+    minor_cards = by_trial(call(client, "order-sign", ritux, minor))
+    for tid, card in adult_cards.items():
+        resumes = ext(card).get("eligibleFrom")
+        if resumes is not None and date.fromisoformat(resumes) <= birthday:
+            assert tid not in minor_cards  # the washout ends before the birthday: no warning
+    for card in minor_cards.values():  # what still warns moves the date past the birthday, or for good
+        assert ext(card).get("eligibleFrom") is None or date.fromisoformat(ext(card)["eligibleFrom"]) > birthday
+    assert set(minor_cards) < set(adult_cards)
+
+
+def test_no_warning_outside_the_cohort(client):
+    no_sle = [r for r in syn.eligible_patient(AS_OF) if r["resourceType"] != "Condition"]
+    no_sle.append(syn.condition("p1", icd="M06.9", display="Rheumatoid arthritis"))
+    assert call(client, "order-sign", [med_order(RXNORM, "121191", "riTUXimab")], no_sle) == []

@@ -120,10 +120,18 @@ def with_order(facts: PatientFacts, order: DraftOrder, catalog: Catalog) -> Pati
     return replace(facts, medications=[*facts.medications, given])
 
 
+def _later(before: TrialResult, after: TrialResult) -> bool:
+    """Does the order move the day the patient could enter later than it already is? A two-month
+    washout changes nothing for a 17-year-old whose 18th birthday is 11 months away."""
+    if after.status == "ineligible":
+        return before.status != "ineligible"
+    return (after.eligible_from or date.min) > (before.eligible_from or date.min)
+
+
 def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], today: date) -> list[Impact]:
     """Per order and trial the patient may enter today: the criteria the order would turn into fails."""
     baseline = {today: catalog.report(facts, today).trials}
-    open_today = sorted(t.id for t in baseline[today] if t.status != "ineligible")
+    open_today = sorted(t.id for t in baseline[today] if t.status in ("likely-eligible", "possibly-eligible"))
     if not open_today:
         return []
     out: list[Impact] = []
@@ -146,6 +154,6 @@ def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], tod
             t_before: TrialResult = before[t_after.id]
             was = {c.id: c.outcome for c in t_before.criteria}
             newly = [c for c in t_after.criteria if c.outcome == "fail" and was.get(c.id) != "fail"]
-            if newly:
+            if newly and _later(t_before, t_after):
                 out.append(Impact(order, t_after.id, t_before.status, t_after.status, newly))
     return out
