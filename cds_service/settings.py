@@ -111,6 +111,22 @@ class Settings(BaseSettings):
     smart_launch_url: str | None = Field(None, description="SMART app launch URL for checklist_link_type=smart")
     gc_threshold: int = Field(100_000, ge=0, description="Python gen-0 GC threshold (0 keeps Python's default)")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)")
+    export_min_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="`screen --fhir-server`: shortest wait between $export status polls, whatever Retry-After says",
+    )
+    export_timeout_seconds: float = Field(
+        6 * 3600.0, gt=0, description="`screen --fhir-server`: the whole $export, kick-off to last file"
+    )
+    export_max_file_bytes: int = Field(
+        8 * 1024**3,
+        gt=0,
+        description="`screen --fhir-server`: decoded bytes of one export file (cut above: the export fails)",
+    )
+    export_max_total_bytes: int = Field(
+        64 * 1024**3, gt=0, description="`screen --fhir-server`: decoded bytes of all the export's files together"
+    )
     host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")
     port: int = Field(8000, description="Port for `trial-matcher serve`")
 

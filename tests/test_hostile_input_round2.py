@@ -24,6 +24,7 @@ from cds_service.api.auth import JwksCache
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.export import BulkExport, ExportError
+from cds_service.settings import get_settings
 from tests import test_auth as auth_tests
 from tests.test_hostile_input import TOKEN, HostileFhir, hook, make_client
 
@@ -301,3 +302,115 @@ def test_the_hook_byte_budget_cuts_sources_past_it_as_gaps():
     unread = [g for g in got.gaps if "could not be read from the FHIR server" in g]
     assert unread and len(got.complete) <= 5  # 32 MiB holds five 6 MiB searches at most
     assert len(unread) + len(got.complete) == 6  # every source but Patient: read whole, or a gap
+
+
+# --- 5. and 8. the $export client: bounded downloads, bounded polling ------------------------------------
+
+EXPORT_STATUS = f"{EXPORT_BASE}/$export-poll-status?_jobId=1"
+
+
+@pytest.fixture
+def export_env(monkeypatch):
+    """Set TRIAL_MATCHER_EXPORT_* for one test: the CLI reads them through get_settings()."""
+
+    def setenv(**values: object) -> None:
+        for k, v in values.items():
+            monkeypatch.setenv(f"TRIAL_MATCHER_{k.upper()}", str(v))
+        get_settings.cache_clear()
+
+    yield setenv
+    get_settings.cache_clear()
+
+
+def _manifest(*files: tuple[str, str]) -> None:
+    respx.get(url__regex=r"/fhir/\$export\?_type=").respond(202, headers={"Content-Location": EXPORT_STATUS})
+    output = [{"type": t, "url": f"{EXPORT_BASE}/Binary/{name}"} for t, name in files]
+    respx.get(EXPORT_STATUS).respond(200, json={"requiresAccessToken": True, "output": output})
+    respx.delete(EXPORT_STATUS).respond(202)
+
+
+def _run_measuring_disk(export: BulkExport, out) -> tuple[BaseException | None, int]:
+    """Run the export while a thread samples the bytes on disk under `out` every millisecond; the peak."""
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            sizes = [p.stat().st_size for p in out.glob("*") if p.is_file()] if out.exists() else []
+            peak[0] = max(peak[0], sum(sizes))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    try:
+        asyncio.run(export.run(out))
+        error = None
+    except ExportError as e:
+        error = e
+    finally:
+        done.set()
+        watcher.join()
+    return error, peak[0]
+
+
+@respx.mock
+def test_a_gzip_bomb_export_file_is_cut_at_the_file_limit_with_bounded_disk(tmp_path, export_env):
+    limit = 1024 * 1024
+    export_env(export_max_file_bytes=limit)
+    _manifest(("Patient", "1"), ("Observation", "bomb"))
+    respx.get(f"{EXPORT_BASE}/Binary/1").respond(200, content=b'{"resourceType":"Patient","id":"p1"}\n')
+    bomb = gzip.compress(b'{"resourceType":"Observation"}\n' * (128 * 1024 * 1024 // 31), 9)
+    respx.get(f"{EXPORT_BASE}/Binary/bomb").respond(200, content=bomb, headers={"Content-Encoding": "gzip"})
+    export = BulkExport(EXPORT_BASE, "tok")
+    error, peak = _run_measuring_disk(export, tmp_path / "export")
+    assert len(bomb) < 1024 * 1024  # under a megabyte on the wire, 128 MiB decoded
+    assert peak <= limit + 4096  # measured: the bomb never reached the disk
+    assert error is not None and "Observation.001.ndjson over the 1048576-byte file limit" in str(error)
+    assert export.cut == ["Observation.001.ndjson over the 1048576-byte file limit"]
+    assert [p.name for p in (tmp_path / "export").iterdir()] == ["Patient.000.ndjson"]  # the cut file is gone
+
+
+@respx.mock
+def test_export_files_are_cut_at_the_total_limit_and_the_cut_is_reported(tmp_path, export_env):
+    export_env(export_max_file_bytes=1024 * 1024, export_max_total_bytes=1024 * 1024)
+    _manifest(*[("Observation", str(i)) for i in range(3)])
+    line = b'{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}\n'
+    for i in range(3):
+        respx.get(f"{EXPORT_BASE}/Binary/{i}").respond(200, content=line * (600 * 1024 // len(line)))
+    export = BulkExport(EXPORT_BASE, "tok")
+    error, peak = _run_measuring_disk(export, tmp_path / "export")
+    assert peak <= 1024 * 1024
+    assert error is not None and "total limit" in str(error) and "not screened" in str(error)
+    assert export.cut and all("over the 1048576-byte total limit" in c for c in export.cut)
+
+
+@respx.mock
+def test_retry_after_zero_is_polled_at_the_minimum_interval_until_the_deadline(tmp_path, export_env):
+    export_env()  # the defaults: polls at least 1 s apart
+    respx.get(url__regex=r"/fhir/\$export\?_type=").respond(202, headers={"Content-Location": EXPORT_STATUS})
+    polls = respx.get(EXPORT_STATUS).respond(202, headers={"Retry-After": "0"})
+    started = time.monotonic()
+    with pytest.raises(ExportError, match="did not finish within 2 s"):
+        asyncio.run(BulkExport(EXPORT_BASE, None, timeout=2.5).run(tmp_path))
+    assert polls.call_count <= 3  # at 0, 1 and 2 s: not thousands a second
+    assert time.monotonic() - started < 4.0
+
+
+@respx.mock
+def test_the_export_deadline_and_minimum_poll_interval_are_settings(tmp_path, export_env, monkeypatch):
+    export_env(export_min_poll_seconds=5, export_timeout_seconds=1)
+    respx.get(url__regex=r"/fhir/\$export\?_type=").respond(202, headers={"Content-Location": EXPORT_STATUS})
+    respx.get(EXPORT_STATUS).respond(202, headers={"Retry-After": "0"})
+    slept: list[float] = []
+
+    async def fake_sleep(s: float) -> None:
+        slept.append(s)
+        if len(slept) > 3:
+            await real_sleep(10)  # the deadline (1 s of real time) must end this, not the test
+
+    real_sleep = asyncio.sleep
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    export = BulkExport(EXPORT_BASE, None, max_poll_seconds=2)
+    assert export.timeout == 1 and export.max_poll_seconds == 5  # the floor wins over a smaller cap
+    with pytest.raises(ExportError, match="did not finish within 1 s"):
+        asyncio.run(export.run(tmp_path))
+    assert slept[:3] == [5, 5, 5]

@@ -6,21 +6,28 @@ cap, and `X-Progress`) until the manifest (200, JSON) lists the NDJSON files, wh
 with the token when the manifest says `requiresAccessToken`. Every URL the server sends back
 (status, files) is hostile until checked: it must stay on the server's scheme, host and port, under
 its base path (urls.py), or it is not contacted. Errors say what failed, never the server's body.
+
+So is what the server sends: polls are at least `min_poll_seconds` apart whatever `Retry-After`
+says, the whole export has one deadline, and the files' decoded (decompressed) bytes are capped per
+file and in total. A file cut at a cap is deleted and the export fails naming what was cut: an
+export is screened as the whole record, so a partial one would turn "not exported" into "none".
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+from cds_service.fhir.gather import ACCEPT_ENCODING, FetchError, Inflater
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.bulk import READ_TYPES
+from cds_service.settings import get_settings
 
 
 class ExportError(Exception):
@@ -40,10 +47,35 @@ def _retry_after(value: str | None, default: float) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+@dataclass(frozen=True)
+class ExportLimits:
+    """What one export may cost (settings.export_*; defaults there and in the README)."""
+
+    min_poll_seconds: float = 1.0
+    timeout_seconds: float = 6 * 3600.0  # kick-off to last file
+    max_file_bytes: int = 8 * 1024**3  # decoded bytes of one file
+    max_total_bytes: int = 64 * 1024**3  # decoded bytes of all the files
+
+    @classmethod
+    def from_settings(cls) -> ExportLimits:
+        """The limits the environment sets (TRIAL_MATCHER_EXPORT_*): the export runs from the CLI."""
+        s = get_settings()
+        return cls(
+            s.export_min_poll_seconds, s.export_timeout_seconds, s.export_max_file_bytes, s.export_max_total_bytes
+        )
+
+
 class BulkExport:
     """One export from one server into one folder."""
 
-    def __init__(self, base_url: str, token: str | None, max_poll_seconds: float = 120, timeout: float = 3600):
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        max_poll_seconds: float = 120,
+        timeout: float | None = None,
+        limits: ExportLimits | None = None,
+    ):
         try:
             origin = AllowList.parse(base_url).check(base_url)  # the server named on the command line, and only it
         except ValueError:  # UnsafeUrl: credentials, a query, a fragment, dot segments
@@ -52,8 +84,11 @@ class BulkExport:
             raise ExportError("the FHIR server URL is not a plain http(s) base URL")
         self.base: Origin = origin
         self.token = token
-        self.max_poll_seconds = max_poll_seconds
-        self.timeout = timeout
+        self.limits = limits or ExportLimits.from_settings()
+        self.max_poll_seconds = max(max_poll_seconds, self.limits.min_poll_seconds)
+        self.timeout = timeout if timeout is not None else self.limits.timeout_seconds
+        self.cut: list[str] = []  # files cut at a cap, by name and cap: reported, never screened
+        self._total = 0
 
     def _headers(self, accept: str) -> dict[str, str]:
         return {"Accept": accept, **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
@@ -65,7 +100,14 @@ class BulkExport:
             raise ExportError(f"the server's {what} URL points outside it; not contacted") from e
 
     async def run(self, out: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
-        """Export the types the criteria read into `out`; return the files written."""
+        """Export the types the criteria read into `out`; return the files written. One deadline for all."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._run(out, progress)
+        except TimeoutError as e:
+            raise ExportError(f"the export did not finish within {self.timeout:.0f} s") from e
+
+    async def _run(self, out: Path, progress: Callable[[str], None]) -> list[Path]:
         types = ",".join(sorted(READ_TYPES))
         async with httpx.AsyncClient(timeout=120, follow_redirects=False, trust_env=False) as client:
             kick = await client.get(
@@ -79,12 +121,14 @@ class BulkExport:
             manifest = await self._poll(client, status_url, progress)
             files = await self._download(client, manifest, out, progress)
             await client.delete(status_url, headers=self._headers("application/fhir+json"))  # let it clean up
+        if self.cut:
+            raise ExportError("the export was cut, so it is not screened: " + "; ".join(self.cut))
         return files
 
     async def _poll(self, client: httpx.AsyncClient, url: str, progress: Callable[[str], None]) -> dict:
-        deadline = time.monotonic() + self.timeout
+        """Poll until the manifest; `Retry-After` honoured between min_poll_seconds and max_poll_seconds."""
         wait = 1.0
-        while time.monotonic() < deadline:
+        while True:  # run()'s deadline ends it
             r = await client.get(url, headers=self._headers("application/json"))
             if r.status_code == 200:
                 try:
@@ -94,15 +138,15 @@ class BulkExport:
             if r.status_code != 202:
                 raise ExportError(f"export status answered HTTP {r.status_code}")
             progress(r.headers.get("X-Progress", "in progress")[:80])
-            wait = min(self.max_poll_seconds, _retry_after(r.headers.get("Retry-After"), min(wait * 2, 30)))
+            asked = _retry_after(r.headers.get("Retry-After"), min(wait * 2, 30))
+            wait = max(self.limits.min_poll_seconds, min(self.max_poll_seconds, asked))
             await asyncio.sleep(wait)
-        raise ExportError(f"the export did not finish within {self.timeout:.0f} s")
 
     async def _download(
         self, client: httpx.AsyncClient, manifest: dict, out: Path, progress: Callable[[str], None]
     ) -> list[Path]:
         outputs = [o for o in manifest.get("output", []) if isinstance(o, dict) and o.get("type") in READ_TYPES]
-        headers = self._headers("application/fhir+ndjson")
+        headers = {**self._headers("application/fhir+ndjson"), "Accept-Encoding": ACCEPT_ENCODING}
         if not manifest.get("requiresAccessToken"):
             headers.pop("Authorization", None)  # the files are open: the token stays home
         out.mkdir(parents=True, exist_ok=True)
@@ -111,14 +155,47 @@ class BulkExport:
         ]
         limit = asyncio.Semaphore(4)
 
-        async def one(url: str, path: Path) -> Path:
-            async with limit, client.stream("GET", url, headers=headers) as r:
-                if r.status_code != 200:
-                    raise ExportError(f"an export file answered HTTP {r.status_code}")
-                with path.open("wb") as f:
-                    async for chunk in r.aiter_bytes():
-                        f.write(chunk)
-            progress(f"downloaded {path.name}")
-            return path
+        async def one(url: str, path: Path) -> Path | None:
+            async with limit:
+                if self._total > self.limits.max_total_bytes:  # the total is spent: not even asked for
+                    self._cut(path, f"over the {self.limits.max_total_bytes}-byte total limit")
+                    return None
+                async with client.stream("GET", url, headers=headers) as r:
+                    if r.status_code != 200:
+                        raise ExportError(f"an export file answered HTTP {r.status_code}")
+                    kept = await self._save(r, path)
+            progress(f"downloaded {path.name}" if kept else f"cut {path.name}")
+            return path if kept else None
 
-        return list(await asyncio.gather(*(one(u, p) for u, p in jobs)))
+        return [p for p in await asyncio.gather(*(one(u, p) for u, p in jobs)) if p is not None]
+
+    async def _save(self, r: httpx.Response, path: Path) -> bool:
+        """Write one file's decoded bytes; False (file deleted, cut noted) past a cap, so disk stays bounded."""
+        size, why = 0, None
+        try:
+            inflater = Inflater(r.headers.get("content-encoding"))
+            with path.open("wb") as f:
+                async for raw in r.aiter_raw():
+                    for piece in inflater.pieces(raw):
+                        size += len(piece)
+                        self._total += len(piece)
+                        if size > self.limits.max_file_bytes:
+                            why = f"over the {self.limits.max_file_bytes}-byte file limit"
+                        elif self._total > self.limits.max_total_bytes:
+                            why = f"over the {self.limits.max_total_bytes}-byte total limit"
+                        if why:
+                            break
+                        f.write(piece)
+                    if why:
+                        break
+        except FetchError as e:  # an encoding it cannot undo, or a corrupt stream
+            path.unlink(missing_ok=True)
+            raise ExportError(f"an export file could not be read: {e}") from e
+        if why:
+            self._cut(path, why)
+        return why is None
+
+    def _cut(self, path: Path, why: str) -> None:
+        """Delete what was written of a cut file and note it (the name is ours: type and index, no data)."""
+        path.unlink(missing_ok=True)
+        self.cut.append(f"{path.name} {why}")
