@@ -414,3 +414,60 @@ def test_the_export_deadline_and_minimum_poll_interval_are_settings(tmp_path, ex
     with pytest.raises(ExportError, match="did not finish within 1 s"):
         asyncio.run(export.run(tmp_path))
     assert slept[:3] == [5, 5, 5]
+
+
+# --- 7. the JWT is checked before the body is read -----------------------------------------------------
+
+
+def _jwks_file_settings(tmp_path, **over):
+    (tmp_path / "jwks.json").write_text(json.dumps(_good_jwks()))
+    return auth_tests._settings(tmp_path, [{"iss": auth_tests.ISS, "jwks_file": str(tmp_path / "jwks.json")}], **over)
+
+
+def _post_chunked(app, authorization: bytes | None, chunks: int = 64, size: int = 64 * 1024) -> tuple[int, int]:
+    """POST a chunked body straight to the ASGI app; (status, body chunks the app pulled from the client)."""
+    pulled, sent = [0], []
+    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    if authorization:
+        headers.append((b"authorization", authorization))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/cds-services/trial-matcher", "raw_path": b"/cds-services/trial-matcher", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def receive() -> dict:
+        if pulled[0] >= chunks:
+            await asyncio.sleep(3600)  # a client that sends no more: only an app waiting for it gets here
+        pulled[0] += 1
+        return {"type": "http.request", "body": b" " * size, "more_body": pulled[0] < chunks}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), pulled[0]
+
+
+@pytest.mark.parametrize("authorization", [None, b"Bearer not-a-jwt", b"Basic eDp5"])
+def test_an_unauthenticated_post_is_refused_before_its_body_is_read(tmp_path, authorization):
+    app = create_app(_jwks_file_settings(tmp_path))
+    status, pulled = _post_chunked(app, authorization)
+    assert status == 401
+    assert pulled == 0  # not one chunk of the 4 MiB body was read for a caller without a valid JWT
+
+
+def test_an_authenticated_body_over_the_limit_is_still_413(tmp_path):
+    settings = _jwks_file_settings(tmp_path, max_body_bytes=256 * 1024)
+    path = "/cds-services/trial-matcher"
+
+    def chunks():
+        for _ in range(16):
+            yield b" " * (64 * 1024)
+
+    with TestClient(create_app(settings)) as c:
+        headers = {"Authorization": f"Bearer {auth_tests.token(path)}", "Content-Type": "application/json"}
+        r = c.post(path, content=chunks(), headers=headers)
+        assert r.status_code == 413 and r.json() == {"error": "request body larger than 262144 bytes"}
+        headers["Authorization"] = f"Bearer {auth_tests.token(path)}"
+        assert c.post(path, content=b"{}", headers=headers).status_code == 400  # under it: read and parsed

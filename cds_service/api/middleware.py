@@ -6,6 +6,8 @@ import json
 import logging
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from cds_service.api.auth import Authenticator, AuthError, KeysUnavailable
 
 log = logging.getLogger("trial_matcher")
@@ -77,11 +79,12 @@ class RequireJsonBody:
 
 
 class BodySizeLimit:
-    """413 for bodies over `limit` bytes, by Content-Length or while reading a chunked upload.
+    """413 for bodies over `limit` bytes, by Content-Length at once, or while the app reads a chunked upload.
 
-    The body is read (up to the limit) before the app sees it: the app parses the
-    whole JSON body anyway, and an error raised from inside its body parsing would
-    be reported as malformed JSON instead of as too large.
+    The body is counted as the endpoint reads it, not read ahead: with client authentication on, the
+    JWT is checked (by an inner middleware) before a byte of the body is read, so an unauthenticated
+    caller cannot make the service buffer 32 MiB. Past the limit the read raises HTTPException(413),
+    which FastAPI passes through its body parsing (any other error there would become a 400).
     """
 
     def __init__(self, app: Any, limit: int) -> None:
@@ -93,29 +96,18 @@ class BodySizeLimit:
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 return await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
-        chunks: list[bytes] = []
         size = 0
-        while True:
+
+        async def counted() -> dict:
+            nonlocal size
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.limit:
-                return await _send_json(send, 413, {"error": f"request body larger than {self.limit} bytes"})
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.limit:
+                    raise HTTPException(413, f"request body larger than {self.limit} bytes")
+            return message
 
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, counted, send)
 
 
 class RequireClientJwt:
