@@ -471,3 +471,15 @@ def test_an_authenticated_body_over_the_limit_is_still_413(tmp_path):
         assert r.status_code == 413 and r.json() == {"error": "request body larger than 262144 bytes"}
         headers["Authorization"] = f"Bearer {auth_tests.token(path)}"
         assert c.post(path, content=b"{}", headers=headers).status_code == 400  # under it: read and parsed
+
+
+# --- 12. /admin/feedback paging past any stored id is a 400, not a 500 ---------------------------------
+
+
+@pytest.mark.parametrize("before", ["1e23", str(10**23), str(2**63), "-1", "1.5"])
+def test_admin_feedback_before_out_of_range_is_400(tmp_path, before):
+    admin = {"Authorization": "Bearer admin-secret"}
+    with make_client(tmp_path, admin_token="admin-secret") as c:
+        r = c.get("/admin/feedback", params={"before": before}, headers=admin)
+        assert r.status_code == 400 and "before" in r.text and before not in r.text
+        assert c.get("/admin/feedback", params={"before": str(2**63 - 1)}, headers=admin).status_code == 200

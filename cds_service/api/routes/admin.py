@@ -12,15 +12,19 @@ from cds_service.settings import Settings
 from cds_service.store import Store
 
 router = APIRouter(route_class=OrjsonRoute, tags=["Admin"])
+SQL_INT_MAX = 2**63 - 1  # SQLite's and PostgreSQL's BIGINT: a larger id overflowed the driver (a 500), now a 400
 
 
-@router.get("/admin/feedback", responses=errors(401, 404))
+@router.get("/admin/feedback", responses=errors(400, 401, 404))
 async def admin_feedback(
     store: Annotated[Store, Depends(get_store)],
     settings: Annotated[Settings, Depends(get_app_settings)],
     authorization: Annotated[str | None, Header()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Page back: only feedback with an id below this")] = None,
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=SQL_INT_MAX, description="Page back: only feedback with an id below this"),
+    ] = None,
 ) -> dict[str, Any]:
     """Stored feedback, newest first, a page at a time (`next` is the `before` of the following page).
     Needs `Authorization: Bearer <TRIAL_MATCHER_ADMIN_TOKEN>`."""
