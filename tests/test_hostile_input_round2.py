@@ -18,6 +18,7 @@ import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
+from helpers import open_service
 
 from cds_service.api.app import create_app
 from cds_service.api.auth import JwksCache
@@ -26,6 +27,7 @@ from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.export import BulkExport, ExportError
 from cds_service.settings import get_settings
 from tests import test_auth as auth_tests
+from tests import test_orders as order_tests
 from tests.test_hostile_input import TOKEN, HostileFhir, hook, make_client
 
 # --- 1. `;` path parameters and dot segments a servlet container resolves -------------------------------
@@ -483,3 +485,53 @@ def test_admin_feedback_before_out_of_range_is_400(tmp_path, before):
         r = c.get("/admin/feedback", params={"before": before}, headers=admin)
         assert r.status_code == 400 and "before" in r.text and before not in r.text
         assert c.get("/admin/feedback", params={"before": str(2**63 - 1)}, headers=admin).status_code == 200
+
+
+# --- 17. draft-order ids and subjects are checked -----------------------------------------------------
+
+RITUXIMAB = ("121191", "riTUXimab 10 MG/ML Injectable")  # closes three trials for the eligible patient
+
+
+@pytest.fixture(scope="module")
+def order_client(tmp_path_factory):
+    with open_service(tmp_path_factory.mktemp("orders2"), as_of=order_tests.AS_OF) as c:
+        yield c
+
+
+def _draft(oid: str = "draft-1", subject: object = None) -> dict:
+    res = order_tests.med_order(order_tests.RXNORM, *RITUXIMAB, oid=oid)
+    if subject is not None:
+        res["subject"] = subject
+    return res
+
+
+def test_a_draft_for_the_context_patient_warns(order_client):
+    """The control: the same draft, for p1, gives warning cards naming it."""
+    cards = order_tests.call(order_client, "order-sign", [_draft()])
+    assert cards and {a["resourceId"] for c in cards for s in c["suggestions"] for a in s["actions"]
+                      if a["type"] == "delete"} == {"MedicationRequest/draft-1"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "oid", ["../../Patient/x", "a/b", "x" * 65, "draft 1", "draft%2F1", ""], ids=lambda v: v[:12] or "empty"
+)
+def test_draft_orders_with_ids_that_are_not_fhir_ids_are_ignored(order_client, oid):
+    cards = order_tests.call(order_client, "order-sign", [_draft(oid)])
+    assert cards == []  # before: cards whose delete action named MedicationRequest/../../Patient/x
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        {"reference": "Patient/someone-else"},
+        {"reference": "Patient/p1/../someone-else"},
+        {"reference": "Group/p1"},
+        {"reference": "https://other.example/fhir/Patient/p1"},
+        {"identifier": {"value": "p1"}},
+        {},
+    ],
+    ids=["other-patient", "dot-segments", "group", "absolute", "identifier-only", "empty"],
+)
+def test_a_draft_for_another_patient_gets_no_warning(order_client, subject):
+    assert order_tests.call(order_client, "order-sign", [_draft(subject=subject)]) == []
+    assert order_tests.call(order_client, "order-select", [_draft(subject=subject)]) == []

@@ -11,6 +11,7 @@ resume) or permanent.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -22,6 +23,7 @@ from cds_service.fhir.medications import _daily_dose
 from cds_service.fhir.read import Invalid, _d, _l, _o, _s
 
 ORDER_TYPES = ("MedicationRequest", "ServiceRequest", "Immunization", "MedicationStatement")
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR R4 `id`
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DraftOrder:
     start: date
     daily_dose_mg: float | None = None
     systemic: bool = True
+    subject: str = ""  # "Patient/<id>" the draft is written for; impacts() keeps only the context patient's
 
 
 @dataclass
@@ -73,6 +76,22 @@ def _start(res: dict, default: date) -> date:
     return max(occ, default) if occ else default
 
 
+def _checked_ids(res: dict) -> tuple[str, str] | None:
+    """(`Type/id` of the draft, `Patient/id` it is for), or None when either is not a plain FHIR id.
+
+    The reference goes back to the EHR as a card's delete `resourceId`, so `MedicationRequest/../../
+    Patient/x` must never be echoed; a draft without a relative subject could be anyone's order."""
+    rid = res.get("id")
+    subject = res.get("patient" if res.get("resourceType") == "Immunization" else "subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(rid, str) or not FHIR_ID.match(rid) or not isinstance(ref, str):
+        return None
+    kind, _, pid = ref.partition("/")
+    if kind != "Patient" or not FHIR_ID.match(pid):
+        return None
+    return f"{res['resourceType']}/{rid}", ref
+
+
 def draft_orders(catalog: Catalog, bundle: Any, today: date, selections: list[str] | None = None) -> list[DraftOrder]:
     """The orders in `context.draftOrders` (only the `selections`, when given) that map to an ingredient."""
     out = []
@@ -83,7 +102,10 @@ def draft_orders(catalog: Catalog, bundle: Any, today: date, selections: list[st
         rtype = res.get("resourceType")
         if rtype not in ORDER_TYPES:
             continue
-        ref = f"{rtype}/{res.get('id')}"
+        checked = _checked_ids(res)
+        if checked is None:
+            continue
+        ref, subject = checked
         if selections and ref not in selections and str(res.get("id")) not in selections:
             continue
         try:
@@ -96,7 +118,7 @@ def draft_orders(catalog: Catalog, bundle: Any, today: date, selections: list[st
                 (c.get("display") for c in _l(_o(concept).get("coding")) if isinstance(c, dict) and c.get("display")),
                 key.replace("_", " "),
             )
-            out.append(DraftOrder(ref, key, display, _start(res, today), daily, systemic))
+            out.append(DraftOrder(ref, key, display, _start(res, today), daily, systemic, subject))
         except Invalid:
             continue
     return out
@@ -129,7 +151,10 @@ def _later(before: TrialResult, after: TrialResult) -> bool:
 
 
 def impacts(catalog: Catalog, facts: PatientFacts, orders: list[DraftOrder], today: date) -> list[Impact]:
-    """Per order and trial the patient may enter today: the criteria the order would turn into fails."""
+    """Per order and trial the patient may enter today: the criteria the order would turn into fails.
+
+    Only drafts written for this patient count: a draft for another patient warns no one."""
+    orders = [o for o in orders if o.subject == facts.patient]
     baseline = {today: catalog.report(facts, today).trials}
     open_today = sorted(t.id for t in baseline[today] if t.status in ("likely-eligible", "possibly-eligible"))
     if not open_today:
