@@ -10,14 +10,15 @@ from typing import Any
 
 import orjson
 
-from cds_service.api.models import CardsResponse, Link
+from cds_service.api.models import CardsResponse, FeedbackItem, Link
+from cds_service.dismissals import Dismissals
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.orders import draft_orders, impacts
 from cds_service.eligibility.report import Report
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.store import Store
 from cds_service.views import checklists
-from cds_service.views.cards import cards_for, shown
+from cds_service.views.cards import EXTENSION_KEY, cards_for, shown
 from cds_service.views.order_cards import order_cards
 
 log = logging.getLogger("trial_matcher")
@@ -58,6 +59,7 @@ class Matcher:
     gatherer: Gatherer
     fixed_as_of: date | None = None
     checklist: ChecklistLinks | None = None
+    dismissals: Dismissals | None = None
 
     def today(self) -> date:
         return self.fixed_as_of or date.today()
@@ -75,9 +77,27 @@ class Matcher:
         facts = self.catalog.facts(got.resources, patient_id, got.complete)
         return self.catalog.report(facts, as_of, trial_ids)
 
-    def _cards(self, got: Gathered, patient_id: str, as_of: date, base_url: str | None) -> tuple[list, list]:
+    async def mark_dismissed(self, report: Report, patient_id: str) -> None:
+        """Trials whose card a clinician dismissed for this patient: still reported, marked with the date."""
+        if self.dismissals is None:
+            return
+        active = await self.dismissals.active(patient_id)
+        for r in report.trials:
+            r.dismissed = active.get(r.id)
+
+    async def feedback(self, service_id: str, items: list[FeedbackItem]) -> int:
+        if self.dismissals is not None:
+            return await self.dismissals.feedback(service_id, items)
+        assert self.checklist is not None
+        return await self.checklist.store.add(service_id, items)
+
+    def _cards(
+        self, got: Gathered, patient_id: str, as_of: date, base_url: str | None, dismissed: dict | None = None
+    ) -> tuple[list, list]:
         """Cards, and the checklist rows (token hash, expiry, snapshot) their links point to."""
         report = self.report(got, patient_id, as_of)
+        for r in report.trials:
+            r.dismissed = (dismissed or {}).get(r.id)
         gaps = got.gaps + report.skipped_resources
         links: dict[str, list[Link]] = {}
         rows: list[tuple[str, bytes]] = []
@@ -99,10 +119,13 @@ class Matcher:
         base_url: str | None = None,
     ) -> CardsResponse:
         got = await self.gather(patient_id, prefetch, fhir_server, token)
+        dismissed = await self.dismissals.active(patient_id) if self.dismissals else {}
         # CPU-bound: in a worker thread, so light requests (feedback, health) are not held behind it
-        cards, rows = await asyncio.to_thread(self._cards, got, patient_id, self.today(), base_url)
+        cards, rows = await asyncio.to_thread(self._cards, got, patient_id, self.today(), base_url, dismissed)
         if rows and self.checklist is not None:
             await self.checklist.store.put_checklists(checklists.rows_for(rows, self.checklist.ttl_seconds))
+        if self.dismissals is not None:  # so that overridden feedback can name the patient and trial
+            await self.dismissals.remember(patient_id, [(c.uuid, c.extension[EXTENSION_KEY]["trialId"]) for c in cards])
         log.info(
             "hook answered",
             extra={

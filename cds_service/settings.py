@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     )
     max_token_bytes: int = Field(16 * 1024, gt=0, description="Longest client JWT accepted (401 above, not decoded)")
     checklist_ttl_seconds: int = Field(3600, gt=0, description="Lifetime of a card's checklist link")
+    override_days: float = Field(
+        90, ge=0, description="Days an overridden card (with a reason) keeps that trial off that patient's chart"
+    )
+    card_memory_hours: float = Field(
+        72, gt=0, description="Hours a card's uuid is kept with its trial and hashed patient id, for feedback"
+    )
+    patient_id_salt: SecretStr | None = Field(
+        None, description="Key for hashing patient ids in the store; unset: a random key kept in the store"
+    )
     checklist_link_type: str = Field(
         "absolute",
         pattern="^(absolute|smart)$",

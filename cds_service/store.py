@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from cds_service import dismissals as dm
 from cds_service.api.models import FeedbackItem
+from cds_service.eligibility.report import Dismissal
 
 _COLUMNS = (
     "id",
@@ -48,6 +50,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jwt_replay (iss TEXT NOT NULL, jti TEXT NOT NULL, exp DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (iss, jti))",
     "CREATE INDEX IF NOT EXISTS jwt_replay_exp ON jwt_replay (exp)",
+    *dm.SCHEMA,  # cards issued and dismissed (cds_service/dismissals.py)
 )
 EXPIRED_GRACE_SECONDS = 86_400
 PURGE_EVERY_SECONDS = 60.0
@@ -92,7 +95,7 @@ class _PurgeClock:
 
 
 class Store(Protocol):
-    async def add(self, service_id: str, items: list[FeedbackItem]) -> int: ...
+    async def add(self, service_id: str, items: list[FeedbackItem], dismiss_seconds: float = 0) -> int: ...
     async def recent(
         self, limit: int = 100, service_id: str | None = None, before: int | None = None
     ) -> list[dict[str, Any]]: ...
@@ -100,6 +103,9 @@ class Store(Protocol):
     async def claim_jti(self, iss: str, jti: str, exp: float) -> bool: ...
     async def put_checklists(self, rows: list[tuple[str, float, str]]) -> None: ...
     async def get_checklist(self, token_hash: str) -> tuple[float, str | None] | None: ...
+    async def subject_key(self) -> str: ...
+    async def remember_cards(self, rows: list[tuple[str, str, str, float]]) -> None: ...
+    async def dismissals(self, subject: str) -> dict[str, Dismissal]: ...
     async def close(self) -> None: ...
 
 
@@ -154,6 +160,7 @@ class SqliteStore:
         self._lock = asyncio.Lock()
         self._purge = _PurgeClock()
         self._jti_purge = _PurgeClock()
+        self._key: str | None = None
 
     def _tx(self, statements: list[tuple[str, list[tuple]]]) -> None:
         cur = self._conn.cursor()
@@ -170,11 +177,28 @@ class SqliteStore:
         async with self._lock:
             return await asyncio.to_thread(fn)
 
-    async def add(self, service_id: str, items: list[FeedbackItem]) -> int:
+    async def add(self, service_id: str, items: list[FeedbackItem], dismiss_seconds: float = 0) -> int:
+        """Feedback rows and, in the same transaction, the dismissals overridden cards ask for."""
         now = datetime.now(UTC).isoformat()
         rows = [_row(service_id, i, now) for i in items]
-        await self._run(lambda: self._tx([(_INSERT_FEEDBACK.format(p="?"), rows)]))
+        dismiss = dm.dismiss_statements("?", items, dismiss_seconds) if dismiss_seconds > 0 else []
+        await self._run(lambda: self._tx([(_INSERT_FEEDBACK.format(p="?"), rows), *dismiss]))
         return len(rows)
+
+    async def subject_key(self) -> str:
+        if self._key is None:
+            (insert, first), (select, _) = dm.key_statements("?")
+            self._key = await self._run(
+                lambda: (self._conn.execute(insert, first), self._conn.execute(select).fetchone()[0])[1]
+            )
+        return self._key
+
+    async def remember_cards(self, rows: list[tuple[str, str, str, float]]) -> None:
+        await self._run(lambda: self._tx(dm.remember_statements("?", rows)))
+
+    async def dismissals(self, subject: str) -> dict[str, Dismissal]:
+        sql, args = dm.active_query("?", subject)
+        return dm.decode(await self._run(lambda: self._conn.execute(sql, args).fetchall()))
 
     async def recent(
         self, limit: int = 100, service_id: str | None = None, before: int | None = None
@@ -239,6 +263,7 @@ class PostgresStore:
         self._lock = asyncio.Lock()
         self._purge = _PurgeClock()
         self._jti_purge = _PurgeClock()
+        self._key: str | None = None
 
     async def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -269,11 +294,26 @@ class PostgresStore:
                 raise
             return out
 
-    async def add(self, service_id: str, items: list[FeedbackItem]) -> int:
+    async def add(self, service_id: str, items: list[FeedbackItem], dismiss_seconds: float = 0) -> int:
         now = datetime.now(UTC).isoformat()
         rows = [_row(service_id, i, now) for i in items]
-        await self._tx([(_INSERT_FEEDBACK.format(p="%s"), rows)])
+        dismiss = dm.dismiss_statements("%s", items, dismiss_seconds) if dismiss_seconds > 0 else []
+        await self._tx([(_INSERT_FEEDBACK.format(p="%s"), rows), *dismiss])
         return len(rows)
+
+    async def subject_key(self) -> str:
+        if self._key is None:
+            (insert, first), (select, _) = dm.key_statements("%s")
+            await self._tx([(insert, [first])])
+            self._key = str((await self._tx([(select, [()])], fetch=True))[0][0])
+        return self._key
+
+    async def remember_cards(self, rows: list[tuple[str, str, str, float]]) -> None:
+        await self._tx(dm.remember_statements("%s", rows))
+
+    async def dismissals(self, subject: str) -> dict[str, Dismissal]:
+        sql, args = dm.active_query("%s", subject)
+        return dm.decode(await self._tx([(sql, [args])], fetch=True))
 
     async def recent(
         self, limit: int = 100, service_id: str | None = None, before: int | None = None

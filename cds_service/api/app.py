@@ -22,6 +22,7 @@ from cds_service.api.auth import Authenticator, JwksCache
 from cds_service.api.middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
 from cds_service.api.responses import OrjsonRoute, error
 from cds_service.api.routes import admin, cds_hooks, checklist, health, match, trials
+from cds_service.dismissals import Dismissals
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import Gatherer
 from cds_service.logs import setup_logging
@@ -110,7 +111,9 @@ def _lifespan(settings: Settings, catalog: Catalog, jwt_client: httpx.AsyncClien
         links = ChecklistLinks(
             app.state.store, settings.checklist_ttl_seconds, settings.checklist_link_type, settings.smart_launch_url
         )
-        app.state.matcher = Matcher(catalog, gatherer, settings.as_of, links)
+        salt = settings.patient_id_salt.get_secret_value() if settings.patient_id_salt else None
+        dismissals = Dismissals(app.state.store, settings.override_days, settings.card_memory_hours, salt)
+        app.state.matcher = Matcher(catalog, gatherer, settings.as_of, links, dismissals)
         if not settings.auth_required:
             log.warning(
                 "CLIENT AUTHENTICATION IS OFF: any caller can use this service. Local use only; set "

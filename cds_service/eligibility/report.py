@@ -51,6 +51,14 @@ class Cohort(BaseModel):
     evidence: list[Evidence] = Field(default_factory=list)
 
 
+class Dismissal(BaseModel):
+    """A clinician dismissed this trial's card for this patient (overridden feedback with a reason)."""
+
+    on: dt.date
+    until: dt.date
+    reason: str | None = None
+
+
 class TrialResult(BaseModel):
     id: str
     title: str
@@ -58,6 +66,7 @@ class TrialResult(BaseModel):
     eligible_from: dt.date | None = None
     url: str | None = None
     cohort: Cohort | None = None
+    dismissed: Dismissal | None = None  # no card until `until`; /match and the checklist still show it
     criteria: list[CriterionResult]
     notes: list[str] = Field(default_factory=list)  # trial-level: deceased patient, source caveats
 

@@ -8,10 +8,19 @@ review, and any temporary bar with the date it lifts.
 
 from __future__ import annotations
 
-from cds_service.api.models import Card, Link, Source
+from cds_service.api.models import Card, Coding, Link, Source
 from cds_service.eligibility.report import CriterionResult, TrialResult
 from cds_service.eligibility.trials import Trial
 
+# CDS Hooks 2.0 overrideReasons: an overridden card with one of these keeps the trial off this patient's
+# chart for TRIAL_MATCHER_OVERRIDE_DAYS (cds_service/dismissals.py)
+DISMISS = "https://trial-matcher.org/fhir/CodeSystem/card-dismissal"
+OVERRIDE_REASONS = [
+    Coding(system=DISMISS, code="already-screened", display="Already screened for this trial"),
+    Coding(system=DISMISS, code="patient-declined", display="Patient declined the trial"),
+    Coding(system=DISMISS, code="not-appropriate-now", display="Not appropriate now"),
+    Coding(system=DISMISS, code="not-a-candidate", display="Not a trial candidate in my judgement"),
+]
 STATUS_WORDS = {"likely-eligible": "likely eligible", "possibly-eligible": "possibly eligible"}
 _ORDER = {"likely-eligible": 0, "possibly-eligible": 1}
 MAX_ITEMS = 12
@@ -105,6 +114,7 @@ def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Lin
         detail=detail(trial, result, gaps),
         indicator="info",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
+        overrideReasons=OVERRIDE_REASONS,
         links=[*(links or []), Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
         extension={EXTENSION_KEY: ext},
     )
@@ -112,7 +122,7 @@ def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Lin
 
 def shown(results: list[TrialResult]) -> list[TrialResult]:
     """The results that get a card, in card order: likely first, then fewer unknowns."""
-    out = [r for r in results if r.status in _ORDER]
+    out = [r for r in results if r.status in _ORDER and r.dismissed is None]  # dismissed: no card until it lapses
     out.sort(key=lambda r: (_ORDER[r.status], r.count("unknown"), r.id))
     return out
 

@@ -19,11 +19,10 @@ from cds_service.api.models import (
     PatientViewRequest,
     ServiceDescription,
 )
-from cds_service.api.responses import JsonBytes, OrjsonRoute, error, errors, get_app_settings, get_matcher, get_store
+from cds_service.api.responses import JsonBytes, OrjsonRoute, error, errors, get_app_settings, get_matcher
 from cds_service.fhir.gather import prefetch_templates
 from cds_service.pipeline import Matcher, PreconditionFailed
 from cds_service.settings import Settings
-from cds_service.store import Store
 
 log = logging.getLogger("trial_matcher")
 router = APIRouter(route_class=OrjsonRoute, tags=["CDS Hooks"])
@@ -139,11 +138,12 @@ for _sid, _model in HOOK_REQUESTS.items():
 
 @router.post("/cds-services/{service_id}/feedback", responses=errors(400, 401, 404, 413))
 async def feedback(
-    service_id: str, body: FeedbackRequest, store: Annotated[Store, Depends(get_store)]
+    service_id: str, body: FeedbackRequest, matcher: Annotated[Matcher, Depends(get_matcher)]
 ) -> dict[str, int]:
-    """Store what the clinician did with cards (accepted / overridden)."""
+    """Store what the clinician did with cards (accepted / overridden). An overridden patient-view card with
+    a reason dismisses that trial for that patient for `TRIAL_MATCHER_OVERRIDE_DAYS`."""
     if service_id not in SERVICE_HOOKS:
         raise HTTPException(404, f"no CDS service '{service_id[:64]}'")
-    stored = await store.add(service_id, body.feedback)
+    stored = await matcher.feedback(service_id, body.feedback)
     log.info("feedback stored", extra={"service": service_id, "stored": stored})
     return {"stored": stored}

@@ -50,7 +50,9 @@ async def match(
         return error(400, str(e))
     if facts.patient == "Patient/unknown":
         return error(400, "the Bundle holds no Patient resource")
-    return JsonBytes(catalog.report(facts, when, trial).model_dump(mode="json", exclude_none=True))
+    report = catalog.report(facts, when, trial)
+    await matcher.mark_dismissed(report, facts.patient.removeprefix("Patient/"))
+    return JsonBytes(report.model_dump(mode="json", exclude_none=True))
 
 
 async def _by_patient_id(
@@ -64,4 +66,5 @@ async def _by_patient_id(
     except PreconditionFailed as e:
         return error(412, "the patient's data could not be read", reasons=e.reasons)
     report = matcher.report(got, patient, when, trial)
+    await matcher.mark_dismissed(report, patient)
     return JsonBytes(report.model_dump(mode="json", exclude_none=True) | {"gaps": got.gaps})
