@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import json
+import re
 import threading
 import time
 import tracemalloc
@@ -19,6 +21,9 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 from helpers import open_service
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from cds_service.api.app import create_app
 from cds_service.api.auth import JwksCache
@@ -26,6 +31,7 @@ from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.export import BulkExport, ExportError
 from cds_service.settings import get_settings
+from cds_service.views.markdown import md_escape
 from tests import test_auth as auth_tests
 from tests import test_orders as order_tests
 from tests.test_hostile_input import TOKEN, HostileFhir, hook, make_client
@@ -535,3 +541,100 @@ def test_draft_orders_with_ids_that_are_not_fhir_ids_are_ignored(order_client, o
 def test_a_draft_for_another_patient_gets_no_warning(order_client, subject):
     assert order_tests.call(order_client, "order-sign", [_draft(subject=subject)]) == []
     assert order_tests.call(order_client, "order-select", [_draft(subject=subject)]) == []
+
+
+# --- 18. FHIR display text is inert Markdown ---------------------------------------------------------------
+
+HOSTILE_DISPLAYS = [
+    "https://evil.example/login",
+    "see http://x.example and HTTPS://Y.example",
+    "www.evil.example/x",
+    "_www.evil.example_ and (www.evil.example)",
+    "mail admin@evil.example",
+    "javascript:alert(1)",
+    "1. Stop all other medication",
+    "2) then this",
+    "---",
+    "***",
+    "___",
+    "=====",
+    "# Heading",
+    "###### six",
+    "> quoted",
+    "- bullet",
+    "+ plus",
+    "* star",
+    "first line\nsecond line",
+    "item\n\n1. new list\n---\n# heading",
+    "line\r\nbreak\u2028and\u2029more\x85end",
+    "    indented code",
+    "**bold** _em_ `code` ~~gone~~",
+    "[click](https://evil.example) ![img](https://evil.example/x.png)",
+    "<script>alert(1)</script> <b>b</b>",
+    "&lt;not a tag&gt; &amp; &#65;",
+    "| a | b |\n|---|---|\n| 1 | 2 |",
+    "[^1] footnote and [ref]\n\n[ref]: https://evil.example",
+    "<https://evil.example>",
+    "trailing backslash \\",
+    "```\nfence\n```",
+    "a\\*b",
+]
+
+
+def _shown(text: str) -> str:
+    """What a reader should see: the text on one line, an invisible word joiner after each `@`."""
+    return " ".join(re.sub(r"[\x00-\x1f\x7f\x85\u2028\u2029]", " ", text).split()).replace("@", "@\u2060")
+
+
+def _render(markdown: str) -> str:
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+
+
+def _one_plain_item(text: str) -> str:
+    """The text of the single bullet `- md_escape(text)` renders to; fails if it renders any other markup."""
+    rendered = _render(f"- {md_escape(text)}\n")
+    assert rendered.startswith("<ul>\n<li>") and rendered.endswith("</li>\n</ul>\n"), rendered
+    inner = rendered[len("<ul>\n<li>") : -len("</li>\n</ul>\n")]
+    assert "<" not in inner, rendered  # no element at all: no link, heading, list, rule, emphasis, code, HTML
+    return html.unescape(inner)
+
+
+@pytest.mark.parametrize("text", HOSTILE_DISPLAYS)
+def test_md_escape_renders_as_the_text_itself_in_one_item(text):
+    assert _one_plain_item(text) == _shown(text)
+
+
+@pytest.mark.parametrize("text", HOSTILE_DISPLAYS)
+def test_md_escape_is_inert_at_the_start_of_a_line_after_a_paragraph_and_inside_bold(text):
+    safe = md_escape(text)
+    for markdown, strong in ((safe, 0), (f"**Note:** {safe}.", 1), (f"Intro\n{safe}", 0)):
+        rendered = _render(markdown + "\n")
+        assert rendered.count("<p>") == 1 and rendered.count("<strong>") == strong, (text, rendered)
+        assert "<" not in re.sub(r"</?(p|strong)>", "", rendered), (text, rendered)  # one paragraph, nothing else
+
+
+def test_md_escape_breaks_every_gfm_autolink_trigger():
+    """GitHub's autolink extension links `scheme:`, `www.` and `a@b.c` in plain text; each is broken."""
+    assert md_escape("https://x.example") == "https\\://x.example"
+    assert md_escape("WWW.x.example") == "WWW\\.x.example"
+    assert md_escape("a@b.example") == "a@\u2060b.example"  # an escaped @ is still linked: see below
+    assert md_escape("javascript:alert(1)") == "javascript\\:alert\\(1\\)"
+
+
+def test_md_escape_links_nothing_in_githubs_own_renderer():
+    """cmark-gfm is GitHub's renderer (not installed by default: `pip install cmarkgfm` runs this)."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    for text in HOSTILE_DISPLAYS + ["x@y.z, www.a.b.", "a_b http://x.example/a_b"]:
+        rendered = cmarkgfm.github_flavored_markdown_to_html(f"- {md_escape(text)}\n")
+        assert re.fullmatch(r"<ul>\n<li>[^<]*</li>\n</ul>\n", rendered), (text, rendered)
+
+
+def test_md_escape_leaves_plain_text_alone():
+    assert md_escape("Hydroxychloroquine 200 mg, twice daily") == "Hydroxychloroquine 200 mg, twice daily"
+    assert md_escape("  spaced   out  ") == "spaced out"
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=400, deadline=None)
+def test_md_escape_never_renders_markup_whatever_the_text(text):
+    assert _one_plain_item(text) == _shown(text)
