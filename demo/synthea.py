@@ -2,6 +2,7 @@
 
     python -m demo.synthea --patients 10 --seed 7 --out var/synthea
     python -m demo.synthea --patients 10 --seed 7 --out var/synthea --load http://127.0.0.1:8080/fhir
+    python -m demo.synthea --patients 300 --seed 11 --out var/general --general   # no SLE module
 
 Runs Synthea 3.3.0 (Maven Central, fetched once into tools/synthea/target/lib; offline after that)
 with every one of its modules plus ours (tools/synthea/modules/sle_care.json: SLE care with labs
@@ -45,8 +46,9 @@ def ensure_synthea() -> Path:
     return LIB
 
 
-def generate(patients: int, seed: int, out: Path, reference: date | None = None) -> list[Path]:
-    """Run Synthea; return the patient Bundles (hospital and practitioner Bundles are written too)."""
+def generate(patients: int, seed: int, out: Path, reference: date | None = None, sle_care: bool = True) -> list[Path]:
+    """Run Synthea; return the patient Bundles (hospital and practitioner Bundles are written too).
+    `sle_care=False`: Synthea's own modules only, a general population (few or none with SLE)."""
     lib = ensure_synthea()
     reference = reference or date.today()
     bundles = out / "bundles"
@@ -54,7 +56,7 @@ def generate(patients: int, seed: int, out: Path, reference: date | None = None)
     bundles.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="synthea-") as tmp:
         cmd = ["java", "-Xmx2g", "-cp", f"{lib}/*", "App", "-s", str(seed), "-cs", str(seed), "-p", str(patients),
-               "-a", "25-60", "-d", str(TOOL / "modules"), "-r", reference.strftime("%Y%m%d"),
+               "-a", "25-60", *(["-d", str(TOOL / "modules")] if sle_care else []), "-r", reference.strftime("%Y%m%d"),
                f"--exporter.baseDirectory={tmp}", "--generate.only_alive_patients=true",
                "--exporter.fhir.export=true", "--exporter.fhir.transaction_bundle=true",
                "--exporter.hospital.fhir.export=true", "--exporter.practitioner.fhir.export=true",
@@ -120,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "var" / "synthea")
     p.add_argument("--reference-date", type=date.fromisoformat, help="records end on this day (default today)")
     p.add_argument("--load", metavar="FHIR_BASE", help="also load the Bundles into this FHIR server")
+    p.add_argument("--general", action="store_true", help="Synthea's own modules only: a general population")
     args = p.parse_args(argv)
-    made = generate(args.patients, args.seed, args.out, args.reference_date)
+    made = generate(args.patients, args.seed, args.out, args.reference_date, sle_care=not args.general)
     print(f"{len(made)} patients: {args.out / 'bundles'} (transaction Bundles), {args.out / 'ndjson'} (NDJSON)")
     if args.load:
         ids = load(args.load.rstrip("/"), args.out / "bundles")

@@ -1,0 +1,73 @@
+"""Cohort entry through a real FHIR server (sekmet and HAPI): the service reads the chart itself (no
+prefetch) and shows no card to patients without the disease a trial studies, while an SLE coded only in
+ICD-10-CM, or only as an encounter diagnosis, gets the cards /match gives for the same records."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+
+import httpx
+import pytest
+from helpers import ext
+from test_cohort import INSIDE, OUTSIDE
+
+from demo.hook_request import fhir_authorization
+
+pytestmark = pytest.mark.integration
+
+CASES_OUT = ["clinic patient", "rheumatoid arthritis on rituximab", "discoid lupus", "drug-induced lupus"]
+CASES_IN = ["ICD-10-CM only (M32.14)", "encounter diagnosis only"]
+
+
+def as_patient(resources: list[dict], pid: str) -> list[dict]:
+    """The same records for patient `pid`, with ids of their own (so cases do not overwrite each other)."""
+    out = []
+    for r in json.loads(json.dumps(resources).replace('"Patient/p1"', f'"Patient/{pid}"')):
+        r["id"] = pid if r["resourceType"] == "Patient" else f"{pid}-{r['id']}"[:64]
+        out.append(r)
+    return out
+
+
+def put(fhir_server, resources: list[dict]) -> None:
+    headers = {"Authorization": f"Bearer {fhir_server.token}"} if fhir_server.token else {}
+    entry = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entry}
+    r = httpx.post(fhir_server.base, json=bundle, headers=headers, timeout=120)
+    assert r.status_code < 300, r.text[:300]
+
+
+def hook(service, fhir_server, pid: str) -> list[dict]:
+    req = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": pid, "userId": "Practitioner/1"},
+        "fhirServer": fhir_server.base,
+    }
+    if fhir_server.token:
+        req["fhirAuthorization"] = fhir_authorization(fhir_server.token)
+    r = service.post("/cds-services/trial-matcher", json=req)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()["cards"]
+
+
+@pytest.mark.parametrize("case", CASES_OUT)
+def test_no_card_outside_the_cohort_when_the_service_reads_the_server(service, fhir_server, case):
+    pid = f"cohort-out-{CASES_OUT.index(case)}"
+    put(fhir_server, as_patient(OUTSIDE[case](), pid))
+    assert hook(service, fhir_server, pid) == []
+    report = service.post("/match", params={"patient": pid}).json()
+    assert report["gaps"] == [] and {t["status"] for t in report["trials"]} == {"ineligible"}
+    assert all(t["cohort"]["reason"].startswith("no diagnosis of") for t in report["trials"])
+
+
+@pytest.mark.parametrize("case", CASES_IN)
+def test_sle_coded_otherwise_gets_the_cards_match_gives(service, fhir_server, case):
+    pid = f"cohort-in-{CASES_IN.index(case)}"
+    put(fhir_server, as_patient(INSIDE[case](), pid))
+    cards = {ext(c)["trialId"]: ext(c)["status"] for c in hook(service, fhir_server, pid)}
+    report = service.post("/match", params={"patient": pid, "as_of": date.today().isoformat()}).json()
+    assert cards and cards == {
+        t["id"]: t["status"] for t in report["trials"] if t["status"] in ("likely-eligible", "possibly-eligible")
+    }
