@@ -107,7 +107,7 @@ class Matcher:
                 trial = self.catalog.trials[r.id]
                 rows.append((digest, checklists.snapshot(trial, r, report.patient, as_of, gaps)))
                 links[r.id] = [self.checklist.link(base_url, token)]
-        return cards_for(self.catalog.trials, report.trials, gaps, links), rows
+        return cards_for(self.catalog.trials, report.trials, gaps, links, report.patient), rows
 
     async def patient_view(
         self,
@@ -161,7 +161,8 @@ class Matcher:
         def work() -> list:
             facts = self.catalog.facts(got.resources, patient_id, got.complete)
             orders = draft_orders(self.catalog, draft, today, selections if not final else None)
-            return order_cards(self.catalog.trials, impacts(self.catalog, facts, orders, today), facts.patient)
+            found = impacts(self.catalog, facts, orders, today)
+            return order_cards(self.catalog.trials, found, facts.patient, signing=final)
 
         cards = await asyncio.to_thread(work)
         log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -81,6 +82,17 @@ def rules_mention(catalog: Catalog, trial_id: str, name: str) -> bool:
     """Whether a trial's rules name this map entry (a class, group or variable)."""
     trial = catalog.trials[trial_id]
     return any(name in str(c.rule) for c in trial.criteria if c.rule is not None)
+
+
+def plain(markdown: str) -> str:
+    """Card Markdown as a reader sees it: CommonMark backslash escapes and the word joiners md_escape puts
+    after `@` removed, so tests can look for the words a clinician reads."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
+def details(response) -> str:
+    """Every card's detail in a hook answer, as read (see `plain`)."""
+    return "\n".join(plain(c.get("detail", "")) for c in response.json().get("cards", []))
 
 
 def ext(card: dict) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from helpers import ext, open_service
+from helpers import ext, open_service, plain
 
 from demo.hook_request import hook_request
 
@@ -64,5 +64,5 @@ def test_prefetch_keys_not_asked_for_and_data_not_read_are_named(client):
     req = hook_request("demo-amara", "partial")
     req["prefetch"]["allergies"] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     card = client.post("/cds-services/trial-matcher", json=req).json()["cards"][0]
-    assert "prefetch key(s) this service does not ask for were ignored: allergies" in card["detail"]
-    assert "results (Observation) was not prefetched, and no FHIR server was given" in card["detail"]
+    assert "prefetch key(s) this service does not ask for were ignored: allergies" in plain(card["detail"])
+    assert "results (Observation) was not prefetched, and no FHIR server was given" in plain(card["detail"])

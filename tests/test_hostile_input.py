@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ext
+from helpers import details, ext
 
 from cds_service.api.app import create_app
 from cds_service.logs import JsonFormatter
@@ -141,7 +141,7 @@ def test_next_links_in_server_responses_never_leave_the_allowed_server(tmp_path,
             fhir.next_link = link
             r = c.post("/cds-services/trial-matcher", json=hook(fhir.base))
             assert r.status_code == 200, link
-            assert "results (Observation) could not be read" in r.text, link
+            assert "results (Observation) could not be read" in details(r), link
         # the positive control: a next link on the same server, under the base, is followed with the token
         fhir.next_link = f"{fhir.base}/Observation?page=2"
         assert c.post("/cds-services/trial-matcher", json=hook(fhir.base)).status_code == 200
@@ -155,7 +155,7 @@ def test_next_links_in_prefetch_never_leave_the_allowed_server(tmp_path, fhir, t
         for link in attack_links(fhir, targets):
             prefetch = {"patient": PATIENT, "observations": searchset([], link)}
             r = c.post("/cds-services/trial-matcher", json=hook(fhir.base, prefetch))
-            assert r.status_code == 200 and "only the first page" in r.text, link
+            assert r.status_code == 200 and "only the first page" in details(r), link
     assert all(t.requests == [] for t in targets)
     assert not any("page=2" in s.path for s in fhir.server.requests)
 
@@ -204,7 +204,7 @@ def test_failures_say_what_could_not_be_read_never_why(tmp_path, fhir, caplog):
     with make_client(tmp_path, allowed_fhir_servers=f"{fhir.base},{closed.url}") as c, service_log(caplog):
         r = c.post("/cds-services/trial-matcher", json=hook(fhir.base))
         refused = c.post("/cds-services/trial-matcher", json=hook(f"{closed.url}/fhir"))
-    assert r.status_code == 200 and "results (Observation) could not be read" in r.text
+    assert r.status_code == 200 and "results (Observation) could not be read" in details(r)
     assert refused.status_code == 412
     for text in (r.text, refused.text):
         for secret in ("500", "HTTP", "ConnectError", "timed out", str(fhir.server.port), str(closed.port)):
@@ -252,7 +252,7 @@ def test_resources_not_about_the_context_patient_are_set_aside(tmp_path):
     assert clean.status_code == dirty.status_code == 200
     assert _trials(clean) != _trials(alone), "the two patients must differ for this test to mean anything"
     assert _trials(dirty) == _trials(clean)
-    assert f"{injected} resource(s) not clearly about this patient were set aside" in dirty.text
+    assert f"{injected} resource(s) not clearly about this patient were set aside" in details(dirty)
 
 
 def test_medication_resources_count_only_when_referenced(tmp_path):
@@ -261,7 +261,7 @@ def test_medication_resources_count_only_when_referenced(tmp_path):
     req["prefetch"]["medications"]["entry"].append({"resource": stray})
     with make_client(tmp_path) as c:
         r = c.post("/cds-services/trial-matcher", json=req)
-    assert r.status_code == 200 and "1 resource(s) not clearly about this patient were set aside" in r.text
+    assert r.status_code == 200 and "1 resource(s) not clearly about this patient were set aside" in details(r)
 
 
 # --- 7. malformed input is 400 or a gap, never 500 ------------------------------------------------------

@@ -12,7 +12,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from helpers import draft_order, ext, open_service
+from helpers import draft_order, ext, open_service, plain
 
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
@@ -88,7 +88,7 @@ def test_none_on_record_names_the_source_not_read(client):
     report = match(client, sent(res, "p1", CLASSIC_KEYS))
     assert report  # /match treats a Bundle as the whole record; the hook does not:
     cards = hook(client, res, "p1", CLASSIC_KEYS)
-    assert cards and all("medication orders (MedicationRequest)" in c["detail"] for c in cards)
+    assert cards and all("medication orders (MedicationRequest)" in plain(c["detail"]) for c in cards)
 
 
 SUBSETS = [
@@ -174,4 +174,4 @@ def test_trial_notes_are_on_the_card(client):
     for tid in noted:
         if tid in cards:
             for note in client.get(f"/trials/{tid}").json()["notes"]:
-                assert note[:40] in cards[tid]["detail"]
+                assert note[:40] in plain(cards[tid]["detail"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from helpers import ext, open_service, rules_mention, seed_only
+from helpers import ext, open_service, plain, rules_mention, seed_only
 
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
@@ -82,7 +82,7 @@ def test_rituximab_closes_three_trials_until_their_washouts_end(client):
     assert ext(cards["NCT06010472"])["eligibleFrom"] == "2026-12-24"
     c = cards["NCT06902844"]
     assert c["indicator"] == "warning" and "until 2027-01-24" in c["summary"] and len(c["summary"]) < 140
-    assert "exc-7.3" in c["detail"] and "biologic therapies" in c["detail"]
+    assert "exc-7.3" in plain(c["detail"]) and "biologic therapies" in plain(c["detail"])
     assert c["selectionBehavior"] == "at-most-one" and len(c["overrideReasons"]) == 3
     create, delete = c["suggestions"]
     assert create["actions"][0]["type"] == "create"
@@ -143,7 +143,7 @@ def test_cell_therapy_is_a_permanent_bar(client):
 def test_steroid_dose_above_the_bar_quotes_the_trials_alternatives(client):
     cards = by_trial(call(client, "order-sign", [med_order(RXNORM, "6902", "methylPREDNISolone 32 MG", dose_mg=32)]))
     c = cards["NCT06902844"]
-    assert "exc-7.1" in c["detail"] and "inhaled corticosteroids are permitted" in c["detail"]
+    assert "exc-7.1" in plain(c["detail"]) and "inhaled corticosteroids are permitted" in plain(c["detail"])
     low = call(client, "order-sign", [med_order(RXNORM, "6902", "methylPREDNISolone 4 MG", dose_mg=4)])
     assert "NCT06902844" not in by_trial(low)
 
@@ -215,3 +215,12 @@ def test_no_warning_outside_the_cohort(client):
     no_sle = [r for r in syn.eligible_patient(AS_OF) if r["resourceType"] != "Condition"]
     no_sle.append(syn.condition("p1", icd="M06.9", display="Rheumatoid arthritis"))
     assert call(client, "order-sign", [med_order(RXNORM, "121191", "riTUXimab")], no_sle) == []
+
+
+def test_order_select_talks_about_ordering_and_order_sign_about_signing(client):
+    ritux = [med_order(RXNORM, "121191", "riTUXimab")]
+    selected = call(client, "order-select", ritux, selections=["MedicationRequest/draft-1"])
+    signed = call(client, "order-sign", ritux)
+    assert selected and signed
+    assert all("Ordering" in c["detail"] and "Signing" not in c["detail"] for c in selected)
+    assert all("Signing" in c["detail"] for c in signed)

@@ -1,16 +1,19 @@
 """Render trial results as CDS Hooks cards.
 
-One card per trial the patient is likely or possibly eligible for, likely
-first. The detail is Markdown for the research coordinator: what is met, what
-data is missing (so staff know what to order or record), what a person must
-review, and any temporary bar with the date it lifts.
+One card per trial the patient is likely or possibly eligible for (and has not had
+dismissed), likely first. The detail is a few lines a clinician reads at a glance:
+the trial, how many criteria are met, what to order or record, and any date a bar
+lifts. The checklist behind the card's link holds every criterion with its evidence
+and the study team's review list. A suggestion creates a referral to the research team.
 """
 
 from __future__ import annotations
 
 from cds_service.api.models import Card, Coding, Link, Source
-from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.eligibility.report import TrialResult
 from cds_service.eligibility.trials import Trial
+from cds_service.views.markdown import md_escape
+from cds_service.views.referral import referral
 
 # CDS Hooks 2.0 overrideReasons: an overridden card with one of these keeps the trial off this patient's
 # chart for TRIAL_MATCHER_OVERRIDE_DAYS (cds_service/dismissals.py)
@@ -23,19 +26,11 @@ OVERRIDE_REASONS = [
 ]
 STATUS_WORDS = {"likely-eligible": "likely eligible", "possibly-eligible": "possibly eligible"}
 _ORDER = {"likely-eligible": 0, "possibly-eligible": 1}
-MAX_ITEMS = 12
 
 
 def _short(text: str, n: int = 110) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
-
-
-def _md_escape(text: str) -> str:
-    """Criterion text is data: keep Markdown from interpreting it."""
-    for ch in ("\\", "*", "_", "`", "[", "]", "<", ">", "#", "|"):
-        text = text.replace(ch, "\\" + ch)
-    return text
 
 
 def summary(trial: Trial, result: TrialResult) -> str:
@@ -48,56 +43,48 @@ def summary(trial: Trial, result: TrialResult) -> str:
     return f"{head} – {_short(label, room)}" if room > 20 else head[:139]
 
 
-def _bullets(items: list[str]) -> list[str]:
-    shown = items[:MAX_ITEMS]
-    lines = [f"- {x}" for x in shown]
-    if len(items) > MAX_ITEMS:
-        lines.append(f"- … and {len(items) - MAX_ITEMS} more")
-    return lines
+def _short_list(items: list[str], room: int) -> str:
+    """As many items as fit in `room` characters, then "and N more" (the checklist lists them all)."""
+    out: list[str] = []
+    for i, item in enumerate(items):
+        rest = len(items) - i - 1
+        tail = f", and {rest} more" if rest else ""
+        if out and len("; ".join([*out, item])) + len(tail) > room:
+            return "; ".join(out) + f", and {len(items) - i} more"
+        out.append(item)
+    return "; ".join(out)
 
 
-def _criterion_line(c: CriterionResult, extra: str = "") -> str:
-    kind = "Inclusion" if c.type == "inclusion" else "Exclusion"
-    line = f"**{kind} {c.id}**: {_md_escape(_short(c.text))}"
-    return f"{line} — {_md_escape(extra)}" if extra else line
+def _missing_label(text: str) -> str:
+    """What to order or record, without the reasoning or the codes: "HBV DNA" of
+    "HBV DNA (IU/mL) (LOINC 42595-9): none in the last 3 months"."""
+    return _short(text.split(":", 1)[0].split(" (", 1)[0], 48)
 
 
 def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
+    """Read in five seconds between other tasks: the trial, how sure we are, what can be done now (data to
+    order or record, the date a bar lifts). Every criterion, its evidence and the study team's review list
+    are one click away, in the checklist behind the card's link."""
     crit = result.criteria
-    met = [c for c in crit if c.outcome == "pass"]
-    unknown = [c for c in crit if c.outcome == "unknown"]
-    review = [c for c in crit if c.outcome == "review"]
-    temporary = [c for c in crit if c.outcome == "fail"]
-    site = "; ".join(", ".join(x for x in (s.name, s.city, s.country) if x) for s in trial.sites) or "sites not listed"
-    lines = [
-        f"**{_md_escape(trial.title)}**",
-        "",
-        f"{_md_escape(trial.sponsor)} · {_md_escape(trial.phase)} · {_md_escape(trial.status)} · {_md_escape(site)}",
-        "",
-        f"Status: **{STATUS_WORDS[result.status]}** — {len(met)} of {len(crit)} criteria met, "
-        f"{len(unknown)} need data, {len(review)} need review"
-        + (f", {len(temporary)} temporarily not met" if temporary else "")
-        + ".",
-    ]
-    if result.notes:
-        lines += ["", "**Note:** " + _md_escape("; ".join(result.notes)) + "."]
-    if temporary:
-        lines += ["", f"**Not yet — eligible from {result.eligible_from.isoformat()}**"]  # type: ignore[union-attr]
-        lines += _bullets(
-            [_criterion_line(c, c.explanation or f"clear from {c.until.isoformat()}") for c in temporary if c.until]
-        )
-    if unknown:
-        lines += ["", "**Data missing — order or record:**"]
-        lines += _bullets([_md_escape(m) for m in result.missing])
-    if review:
-        lines += ["", "**Needs review by the study team:**"]
-        lines += _bullets([_criterion_line(c, "; ".join(c.review)) for c in review])
-    if met:
-        lines += ["", "**Met:**"]
-        lines += _bullets([_criterion_line(c, c.explanation or "") for c in met])
-    if gaps:
-        lines += ["", "**Not all data could be read:** " + _md_escape("; ".join(gaps)) + "."]
-    lines += ["", "Eligibility is a screening suggestion from the record; the study team confirms it."]
+    met = sum(1 for c in crit if c.outcome == "pass")
+    review = sum(1 for c in crit if c.outcome == "review")
+    phase = f" ({md_escape(trial.phase)})" if trial.phase.lower().startswith(("phase", "early phase")) else ""
+    lines = [f"**{md_escape(trial.label)}**{phase}", ""]
+    lines.append(
+        f"{met} of {len(crit)} criteria met" + (f"; {review} for the study team to confirm." if review else ".")
+    )
+    if result.eligible_from:
+        bars = [c for c in crit if c.outcome == "fail" and c.until]
+        why = "; ".join(_short((c.explanation or c.id).split("; clear from")[0], 80) for c in bars[:2])
+        lines += ["", f"**Not before {result.eligible_from.isoformat()}**: {md_escape(why)}."]
+    wanted = list(dict.fromkeys(_missing_label(m) for m in result.missing))
+    if wanted:
+        lines += ["", "**Order or record:** " + md_escape(_short_list(wanted, 200)) + "."]
+    if result.notes:  # caveats of the trial's source or the record a clinician must see (never cut)
+        lines += ["", "**Note:** " + md_escape("; ".join(result.notes)) + "."]
+    if gaps:  # what could not be read is treated as unknown, so the card says what it was (never cut)
+        lines += ["", "**Not all data could be read:** " + md_escape("; ".join(gaps)) + "."]
+    lines += ["", "The study team confirms eligibility; details in the checklist."]
     return "\n".join(lines)
 
 
@@ -105,15 +92,23 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
 EXTENSION_KEY = "org.trialmatcher"
 
 
-def card_for(trial: Trial, result: TrialResult, gaps: list[str], links: list[Link] | None = None) -> Card:
+def card_for(
+    trial: Trial, result: TrialResult, gaps: list[str], links: list[Link] | None = None, patient: str | None = None
+) -> Card:
     ext: dict[str, str] = {"trialId": trial.id, "status": result.status}
     if result.eligible_from:
         ext["eligibleFrom"] = result.eligible_from.isoformat()
+    checklist = next((x.url for x in links or [] if x.type == "absolute"), None)
+    words = STATUS_WORDS[result.status]
+    suggestions = (
+        [referral(trial, patient, f"Possible candidate for {trial.id} ({words})", checklist)] if patient else None
+    )
     return Card(
         summary=summary(trial, result),
         detail=detail(trial, result, gaps),
         indicator="info",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
+        suggestions=suggestions,
         overrideReasons=OVERRIDE_REASONS,
         links=[*(links or []), Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
         extension={EXTENSION_KEY: ext},
@@ -128,6 +123,11 @@ def shown(results: list[TrialResult]) -> list[TrialResult]:
 
 
 def cards_for(
-    trials: dict[str, Trial], results: list[TrialResult], gaps: list[str], links: dict[str, list[Link]] | None = None
+    trials: dict[str, Trial],
+    results: list[TrialResult],
+    gaps: list[str],
+    links: dict[str, list[Link]] | None = None,
+    patient: str | None = None,
 ) -> list[Card]:
-    return [card_for(trials[r.id], r, gaps, (links or {}).get(r.id)) for r in shown(results)]
+    """`patient` ("Patient/ID"): cards then suggest a referral the EHR can create."""
+    return [card_for(trials[r.id], r, gaps, (links or {}).get(r.id), patient) for r in shown(results)]

@@ -8,17 +8,15 @@ from collections import defaultdict
 from cds_service.api.models import Action, Card, Coding, Link, Source, Suggestion
 from cds_service.eligibility.orders import Impact
 from cds_service.eligibility.trials import Trial
-from cds_service.views.cards import EXTENSION_KEY, _md_escape, _short
+from cds_service.views.cards import EXTENSION_KEY, _short
+from cds_service.views.markdown import md_escape
+from cds_service.views.referral import LOCAL, referral
 
-LOCAL = "https://trial-matcher.org/fhir/CodeSystem/order-check"
 OVERRIDE_REASONS = [
     Coding(system=LOCAL, code="clinically-urgent", display="Clinically urgent: the order cannot wait"),
     Coding(system=LOCAL, code="patient-declined-trial", display="Patient declined the trial"),
     Coding(system=LOCAL, code="not-a-trial-candidate", display="Not a trial candidate in my judgement"),
 ]
-
-
-REFERRAL_DISPLAY = "Referral to clinical trial research coordinator"
 
 
 def _when(impacts: list[Impact]) -> str:
@@ -28,15 +26,16 @@ def _when(impacts: list[Impact]) -> str:
     return f"until {resume.isoformat()}" if resume else "for now"
 
 
-def order_cards(trials: dict[str, Trial], impacts: list[Impact], patient: str) -> list[Card]:
-    """One warning card per trial an order would close, naming the orders and the criteria."""
+def order_cards(trials: dict[str, Trial], impacts: list[Impact], patient: str, signing: bool = True) -> list[Card]:
+    """One warning card per trial an order would close, naming the orders and the criteria. `signing`:
+    order-sign's words ("Signing ... would close it"); order-select says "Ordering"."""
     by_trial: dict[str, list[Impact]] = defaultdict(list)
     for i in impacts:
         by_trial[i.trial].append(i)
-    return [_card(trials[trial_id], items, patient) for trial_id, items in sorted(by_trial.items())]
+    return [_card(trials[trial_id], items, patient, signing) for trial_id, items in sorted(by_trial.items())]
 
 
-def _card(trial: Trial, items: list[Impact], patient: str) -> Card:
+def _card(trial: Trial, items: list[Impact], patient: str, signing: bool) -> Card:
     names = ", ".join(dict.fromkeys(i.order.display for i in items))
     when = _when(items)
     head = f"Order would close trial {trial.id} {when}: "
@@ -50,7 +49,7 @@ def _card(trial: Trial, items: list[Impact], patient: str) -> Card:
         extension["eligibleFrom"] = resume.isoformat()
     return Card(
         summary=head + _short(names, 139 - len(head)),
-        detail=_detail(trial, items, names, when),
+        detail=_detail(trial, items, names, when, "signing" if signing else "ordering"),
         indicator="warning",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
         suggestions=_suggestions(trial, items, names, patient),
@@ -61,13 +60,14 @@ def _card(trial: Trial, items: list[Impact], patient: str) -> Card:
     )
 
 
-def _detail(trial: Trial, items: list[Impact], names: str, when: str) -> str:
+def _detail(trial: Trial, items: list[Impact], names: str, when: str, act: str) -> str:
     lifts = " (the bar lifts a fixed time after the last dose; a longer course moves the date)."
     lines = [
-        f"The patient may be eligible for **{_md_escape(trial.title)}** ({trial.id}, "
+        f"The patient may be eligible for **{md_escape(trial.title)}** ({trial.id}, "
         f"{items[0].status_before.replace('-', ' ')}).",
         "",
-        f"Signing {_md_escape(names)} would close it **{when}**" + (lifts if when.startswith("until") else "."),
+        f"{act.capitalize()} {md_escape(names)} would close it **{when}**"
+        + (lifts if when.startswith("until") else "."),
         "",
         "**Criteria the order would fail:**",
     ]
@@ -76,40 +76,19 @@ def _detail(trial: Trial, items: list[Impact], names: str, when: str) -> str:
         for c in i.criteria:
             crit = next(x for x in trial.criteria if x.id == c.id)
             until = f"eligible again {c.until.isoformat()}" if c.until else "permanent"
-            lines.append(f"- **{c.type.capitalize()} {c.id}** ({until}): “{_md_escape(_short(crit.text, 300))}”")
+            lines.append(f"- **{c.type.capitalize()} {c.id}** ({until}): “{md_escape(_short(crit.text, 300))}”")
             if crit.alternatives:
                 alternatives.append(crit.alternatives)
     if alternatives:
-        lines += ["", "**The trial's own text allows:** " + _md_escape(" ".join(dict.fromkeys(alternatives)))]
-    lines += ["", "Consider talking to the trial's research coordinator before signing."]
+        lines += ["", "**The trial's own text allows:** " + md_escape(" ".join(dict.fromkeys(alternatives)))]
+    lines += ["", f"Consider talking to the trial's research coordinator before {act}."]
     return "\n".join(lines)
 
 
 def _suggestions(trial: Trial, items: list[Impact], names: str, patient: str) -> list[Suggestion]:
-    referral = {
-        "resourceType": "ServiceRequest",
-        "status": "draft",
-        "intent": "proposal",
-        "code": {
-            "coding": [
-                {
-                    "system": LOCAL,
-                    "code": "trial-referral",
-                    "display": "Referral to clinical trial research coordinator",
-                }
-            ],
-            "text": f"Referral to the research coordinator of {trial.id}",
-        },
-        "subject": {"reference": patient},
-        "reasonCode": [{"text": f"Possible candidate for {trial.id}; a pending order may close the trial"}],
-    }
+    reason = f"Possible candidate for {trial.id}; a pending order may close the trial"
     return [
-        Suggestion(
-            label=f"Refer to the {trial.id} research coordinator",
-            uuid=str(uuid.uuid4()),
-            isRecommended=True,
-            actions=[Action(type="create", description=f"Referral to the {trial.id} research team", resource=referral)],
-        ),
+        referral(trial, patient, reason),
         Suggestion(
             label=f"Remove {_short(names, 60)} from this order",
             uuid=str(uuid.uuid4()),
