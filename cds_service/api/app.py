@@ -106,6 +106,8 @@ def _lifespan(settings: Settings, catalog: Catalog, jwt_client: httpx.AsyncClien
             settings.fhir_page_cap,
             settings.hook_budget_seconds,
             observation_codes=frozenset(catalog.mappings.obs_index),  # ask the server only for what criteria read
+            max_response_bytes=settings.fhir_max_response_bytes,
+            max_hook_bytes=settings.fhir_max_hook_bytes,
         )
         app.state.store = open_store(settings.database_url)
         links = ChecklistLinks(
@@ -137,7 +139,12 @@ def _add_middleware(app: FastAPI, settings: Settings, jwt_client: httpx.AsyncCli
         authenticator = Authenticator(
             {i.iss: i for i in settings.issuers},
             settings.public_url,  # type: ignore[arg-type]
-            JwksCache(jwt_client, min_refresh=settings.jwks_min_refresh_seconds),
+            JwksCache(
+                jwt_client,
+                min_refresh=settings.jwks_min_refresh_seconds,
+                failure_backoff=settings.jwks_failure_backoff_seconds,
+                max_wait=settings.jwks_max_wait_seconds,
+            ),
             leeway=settings.jwt_leeway_seconds,
             max_lifetime=settings.jwt_max_lifetime_seconds,
             replay=SharedReplay(app),
