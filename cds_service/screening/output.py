@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.screening.csvsafe import safe_rows
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
+# Declared, not guessed: DuckDB guesses from a sample, so ids that are numbers for 20,000 rows and then
+# not would fail the conversion after the whole run.
+ROW_TYPES = {
+    "patient": "VARCHAR", "trial": "VARCHAR", "status": "VARCHAR", "eligible_from": "DATE", "pass": "INTEGER",
+    "fail": "INTEGER", "unknown": "INTEGER", "review": "INTEGER", "failed": "VARCHAR", "unknowns": "VARCHAR",
+}  # fmt: skip
 
 
 def funnel_rows(funnel: Funnel, catalog: Catalog) -> list[dict[str, Any]]:
@@ -43,30 +50,38 @@ def funnel_rows(funnel: Funnel, catalog: Catalog) -> list[dict[str, Any]]:
 def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("patients.csv", "patients.parquet", "funnel.csv", "funnel.html")}
+    raw = out / ".patients.raw.csv"  # the ids as they are, for Parquet (no spreadsheet opens it)
+    try:
+        _csv(raw, ROW_FIELDS, result.rows, for_spreadsheets=False)
+        _parquet(raw, paths["patients.parquet"])
+    finally:
+        raw.unlink(missing_ok=True)
     _csv(paths["patients.csv"], ROW_FIELDS, result.rows)
-    _parquet(paths["patients.csv"], paths["patients.parquet"])
     frows = funnel_rows(result.funnel, catalog)
     _csv(paths["funnel.csv"], FUNNEL_FIELDS, frows)
     paths["funnel.html"].write_text(render_html(frows, catalog, result), encoding="utf-8")
     return paths
 
 
-def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]], for_spreadsheets: bool = True) -> None:
+    """A CSV a coordinator opens in a spreadsheet: cells that would run as formulas are neutralised."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(fields))
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(safe_rows(rows) if for_spreadsheets else rows)
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:
-    """DuckDB converts the CSV (typed columns, compressed) without holding it in Python."""
+    """DuckDB converts the CSV (typed columns, compressed) without holding it in Python; the column types
+    are declared, so no value late in the file can contradict a guess made from its start."""
     import duckdb
 
     con = duckdb.connect()
     try:
         con.execute(
-            "COPY (SELECT * FROM read_csv(?, header=true, all_varchar=false)) TO ? (FORMAT PARQUET)",
-            [str(csv_path), str(parquet_path)],
+            "COPY (SELECT * FROM read_csv(?, header=true, auto_detect=false, columns=?, quote='\"', escape='\"', "
+            "delim=',', nullstr='')) TO ? (FORMAT PARQUET)",
+            [str(csv_path), ROW_TYPES, str(parquet_path)],
         )
     finally:
         con.close()

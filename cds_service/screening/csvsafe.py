@@ -1,0 +1,32 @@
+"""Neutralising CSV cells a spreadsheet would run as a formula (CSV/formula injection, OWASP).
+
+Patient ids and criterion ids come from the export and the trial files: an id such as
+`=HYPERLINK("http://x",...)` or `+cmd|' /C calc'!A0` would be a live formula when a coordinator opens
+patients.csv in Excel or LibreOffice. Every CSV the project writes passes its cells through `safe_cell`
+(the screening outputs today, a screening log later), so the rule lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # incl. full-width
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would read as a formula gets a leading `'`; anything else is unchanged.
+    Numbers stay numbers (a negative count is data, not a formula, and is not text in the file)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def safe_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One CSV row (a dict of cells) with every text cell neutralised."""
+    return {k: safe_cell(v) for k, v in row.items()}
+
+
+def safe_rows(rows: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Rows neutralised lazily, so a large CSV is never held twice."""
+    return (safe_row(r) for r in rows)
