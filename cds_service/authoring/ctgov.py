@@ -146,10 +146,10 @@ def criteria_from_text(text: str, mappings: Mappings) -> list[dict[str, Any]]:
             continue
         bullet = _BULLET.match(raw)
         if bullet is None and stack:
-            stack[-1][1]["text"] += " " + raw.strip()  # a wrapped line continues its bullet
+            stack[-1][1]["lines"].append(raw.strip())  # a wrapped line continues its bullet (joined once, below)
             continue
         indent = len(bullet.group(1).expandtabs(4)) if bullet else -1
-        item = {"type": section, "text": (bullet.group(2) if bullet else raw).strip(), "children": []}
+        item = {"type": section, "lines": [(bullet.group(2) if bullet else raw).strip()], "children": []}
         while stack and stack[-1][0] >= indent:
             stack.pop()
         (stack[-1][1]["children"] if stack else roots).append(item)
@@ -163,8 +163,9 @@ def criteria_from_text(text: str, mappings: Mappings) -> list[dict[str, Any]]:
 
 
 def _flatten(item: dict[str, Any], cid: str, mappings: Mappings, out: list[dict[str, Any]]) -> None:
-    criterion: dict[str, Any] = {"id": cid, "type": item["type"], "text": item["text"], "review": IMPORTED}
-    suggestion = suggest_rule(item["text"], mappings)
+    text = " ".join(item["lines"])  # joined once: `+=` per wrapped line was quadratic on long bullets
+    criterion: dict[str, Any] = {"id": cid, "type": item["type"], "text": text, "review": IMPORTED}
+    suggestion = suggest_rule(text, mappings)
     if suggestion is not None:
         criterion["suggested_rule"] = suggestion
     out.append(criterion)
@@ -176,6 +177,9 @@ def _flatten(item: dict[str, Any], cid: str, mappings: Mappings, out: list[dict[
 
 _OPS = {"≥": ">=", ">=": ">=", "≤": "<=", "<=": "<=", ">": ">", "<": "<", "at least": ">=", "no more than": "<="}
 _OP = r"(≥|>=|≤|<=|>|<|at least|no more than)"
+# Between the measure's name and its limit: a bounded window, not `[^.;]*?`, which rescanned to the end
+# of the sentence from every mention of a name (64 KB bullet: 46 s). Criteria put the two within a phrase.
+_GAP = r"[^.;]{0,160}?"
 _NUM = r"(\d+(?:\.\d+)?)"
 _LAB_WORDS = {
     "anc": r"absolute neutrophil count|neutrophils?|anc",
@@ -219,7 +223,7 @@ def suggest_rule(text: str, mappings: Mappings) -> dict[str, Any] | None:
 def _uln(t: str) -> dict[str, Any] | None:
     for var, words in _ULN_WORDS.items():
         m = re.search(
-            rf"\b(?:{words})\b[^.;]*?{_OP}\s*{_NUM}\s*(?:×|x|\*|times)\s*(?:the\s+)?(?:uln|upper limit of normal)", t
+            rf"\b(?:{words})\b{_GAP}{_OP}\s*{_NUM}\s*(?:×|x|\*|times)\s*(?:the\s+)?(?:uln|upper limit of normal)", t
         )
         if m:
             return {"lab": {"var": var, "op": _OPS[m.group(1)], "uln": float(m.group(2))}}
@@ -228,7 +232,7 @@ def _uln(t: str) -> dict[str, Any] | None:
 
 def _lab(t: str) -> dict[str, Any] | None:
     for var, words in _LAB_WORDS.items():
-        m = re.search(rf"\b(?:{words})\b[^.;]*?{_OP}\s*{_NUM}\s*{_UNIT}", t)
+        m = re.search(rf"\b(?:{words})\b{_GAP}{_OP}\s*{_NUM}\s*{_UNIT}", t)
         if m:
             unit = _UNITS.get(re.sub(r"\s+", "", m.group(3)))
             if unit:
@@ -237,10 +241,10 @@ def _lab(t: str) -> dict[str, Any] | None:
 
 
 def _age(t: str) -> dict[str, Any] | None:
-    m = re.search(rf"\bage[ds]?\b[^.;]*?{_NUM}\s*(?:to|-|–)\s*{_NUM}\s*years", t)
+    m = re.search(rf"\bage[ds]?\b{_GAP}{_NUM}\s*(?:to|-|–)\s*{_NUM}\s*years", t)
     if m:
         return {"age": {"min": int(float(m.group(1))), "max": int(float(m.group(2)))}}
-    m = re.search(rf"\bage[ds]?\b[^.;]*?{_OP}\s*{_NUM}\s*years", t)
+    m = re.search(rf"\bage[ds]?\b{_GAP}{_OP}\s*{_NUM}\s*years", t)
     if m:
         op, n = _OPS[m.group(1)], int(float(m.group(2)))
         return {"age": {"min": n} if op in (">=", ">") else {"max": n}}
