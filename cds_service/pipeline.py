@@ -149,11 +149,14 @@ class Matcher:
         final: bool,
         hook_instance: str,
     ) -> CardsResponse:
-        """order-sign (final) reads what prefetch lacks; order-select answers fast from prefetch alone."""
+        """order-sign (final) reads what prefetch lacks. order-select answers from prefetch, completing it from
+        `fhirServer` within the budget when one is given (browser EHRs send only a search's first page), so
+        both hooks see the record patient-view sees; without prefetch it stays silent rather than slow."""
         if final:
             got = await self.gather(patient_id, prefetch, fhir_server, token)
         else:
-            got = await self.gatherer.gather(patient_id, prefetch, None, None)
+            server = fhir_server if prefetch else None
+            got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None)
             if not got.patient_found:
                 return CardsResponse(cards=[])
         today = self.today()

@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     cors_origins: str | None = Field(
         None,
         description="Comma-separated origins allowed by CORS ('' disables CORS). Unset: '*' when client "
-        "authentication is on (bearer JWTs, no cookies), none when it is off",
+        "authentication is on (bearer JWTs, no cookies); loopback origins (a local CDS Hooks sandbox) when it "
+        "is off. The public sandbox: https://sandbox.cds-hooks.org",
     )
     trusted_hosts: str = Field(
         "localhost,127.0.0.1,[::1]",
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
         if self.cors_origins is None:
             return ["*"] if self.auth_required else []
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def cors_origin_regex(self) -> str | None:
+        """With authentication off and no origins configured, only pages served from this machine (a local
+        sandbox, any port) may call: anyone could, so no site on the internet is let in by default."""
+        return LOOPBACK_ORIGINS if self.cors_origins is None and not self.auth_required else None
+
+
+LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$"
 
 
 @lru_cache(maxsize=1)

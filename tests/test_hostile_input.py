@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -208,7 +209,8 @@ def test_failures_say_what_could_not_be_read_never_why(tmp_path, fhir, caplog):
     assert refused.status_code == 412
     for text in (r.text, refused.text):
         for secret in ("500", "HTTP", "ConnectError", "timed out", str(fhir.server.port), str(closed.port)):
-            assert secret not in text.replace(str(uuid.UUID(int=0)), ""), secret
+            # random uuids (cards, suggestions) may hold "500" by chance: they say nothing of the failure
+            assert secret not in re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", "", text), secret
     assert any(getattr(rec, "error_type", "") == "HTTP 500" for rec in caplog.records)  # the operator sees why
 
 

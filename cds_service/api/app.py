@@ -152,10 +152,11 @@ def _add_middleware(app: FastAPI, settings: Settings, jwt_client: httpx.AsyncCli
         )
         app.add_middleware(RequireClientJwt, authenticator=authenticator)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    if settings.cors:
+    if settings.cors or settings.cors_origin_regex:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors,
+            allow_origin_regex=settings.cors_origin_regex,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,

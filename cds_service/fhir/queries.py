@@ -1,7 +1,8 @@
 """What the service asks of a FHIR server, and why each search looks the way it does.
 
-The prefetch templates (discovery) stay plain: the EHR runs them, and every EHR can. When the service
-reads `fhirServer` itself it asks only for what the criteria read. Observations are the bulk of a
+The prefetch templates (discovery) ask for Observations by the codes the criteria read, newest first,
+500 a page, like the service's own reads; the other keys stay plain searches every EHR can run. When
+the service reads `fhirServer` itself it asks only for what the criteria read. Observations are the bulk of a
 real chart (vitals, social history, every panel of every visit: thousands for a long-followed
 patient), and the criteria read only the codes in `mappings/observations.yaml`; so the Observation
 search names those codes (`combo-code`, which matches `Observation.code` and `component.code`;
@@ -28,12 +29,12 @@ from urllib.parse import quote, urlencode
 # shows counts whatever another could not be read; "none on record" needs every source that could hold it.
 QUERIES: dict[str, tuple[str, str]] = {
     "patient": ("Patient/{{context.patientId}}", "Patient"),
-    "conditions": ("Condition?patient={{context.patientId}}&_count=100", "Condition"),
-    "observations": ("Observation?patient={{context.patientId}}&_count=100", "Observation"),
-    "medications": ("MedicationStatement?patient={{context.patientId}}&_count=100", "MedicationStatement"),
-    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=100", "MedicationRequest"),
-    "immunizations": ("Immunization?patient={{context.patientId}}&_count=100", "Immunization"),
-    "procedures": ("Procedure?patient={{context.patientId}}&_count=100", "Procedure"),
+    "conditions": ("Condition?patient={{context.patientId}}&_count=500", "Condition"),
+    "observations": ("Observation?patient={{context.patientId}}&_count=500", "Observation"),
+    "medications": ("MedicationStatement?patient={{context.patientId}}&_count=500", "MedicationStatement"),
+    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=500", "MedicationRequest"),
+    "immunizations": ("Immunization?patient={{context.patientId}}&_count=500", "Immunization"),
+    "procedures": ("Procedure?patient={{context.patientId}}&_count=500", "Procedure"),
 }
 SOURCE_LABEL = {
     "Patient": "demographics (Patient)",
@@ -48,8 +49,18 @@ MAX_CODES_CHARS = 1500  # the codes of one search, URL-encoded: its query stays 
 PAGE_SIZE = 500  # HAPI's default maximum page size; a server that grants less pages on
 
 
-def prefetch_templates() -> dict[str, str]:
-    return {k: v[0] for k, v in QUERIES.items()}
+def prefetch_templates(observation_codes: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+    """Discovery's prefetch templates. Observations ask for what the criteria read, newest first, in pages
+    that hold a real chart's labs: an EHR that sends only the first page (browser EHRs and the CDS Hooks
+    sandbox do) then sends the results that matter, and the service completes the rest from `fhirServer`.
+    One search (a template is one query): its codes make a URL of about 5 kB, which servers that run
+    prefetch accept; one that refuses it sends no prefetch for the key, and the service reads it itself."""
+    templates = {k: v[0] for k, v in QUERIES.items()}
+    tokens = ",".join(f"{_token(s)}|{_token(c)}" for s, c in sorted(observation_codes))
+    if tokens:
+        query = urlencode({"combo-code": tokens, "_sort": "-date", "_count": PAGE_SIZE})
+        templates["observations"] = "Observation?patient={{context.patientId}}&" + query
+    return templates
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,16 @@ from cds_service.api.models import (
     PatientViewRequest,
     ServiceDescription,
 )
-from cds_service.api.responses import JsonBytes, OrjsonRoute, error, errors, get_app_settings, get_matcher
+from cds_service.api.responses import (
+    JsonBytes,
+    OrjsonRoute,
+    error,
+    errors,
+    get_app_settings,
+    get_catalog,
+    get_matcher,
+)
+from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import prefetch_templates
 from cds_service.pipeline import Matcher, PreconditionFailed
 from cds_service.settings import Settings
@@ -36,41 +45,47 @@ _USAGE = (
     "Prefetch, or fhirServer (on the service's allow-list) with a read token for Patient, Observation, "
     "Condition, MedicationStatement, MedicationRequest, Immunization and Procedure."
 )
-SERVICES = [
-    ServiceDescription(
-        hook="patient-view",
-        id=SERVICE_ID,
-        title="Clinical trial matcher",
-        description="Suggests clinical trials the patient may be eligible for, with the criteria "
-        "met, the data still missing and what needs review.",
-        prefetch=prefetch_templates(),
-        usageRequirements=_USAGE,
-    ),
-    ServiceDescription(
-        hook="order-select",
-        id=ORDER_SELECT_ID,
-        title="Trial eligibility order check (select)",
-        description="Warns, fast and from prefetched data alone, when a selected order would close a "
-        "clinical trial the patient may be eligible for (washouts, live or mRNA vaccines).",
-        prefetch=prefetch_templates(),
-        usageRequirements="Prefetch; without it the service stays silent rather than slow.",
-    ),
-    ServiceDescription(
-        hook="order-sign",
-        id=ORDER_SIGN_ID,
-        title="Trial eligibility order check (sign)",
-        description="The final check before signing: warns when a draft order would close a clinical "
-        "trial the patient may be eligible for, with the date eligibility would resume.",
-        prefetch=prefetch_templates(),
-        usageRequirements=_USAGE,
-    ),
-]
+
+
+def services(observation_codes: frozenset[tuple[str, str]]) -> list[ServiceDescription]:
+    """The three services, with prefetch templates that ask for the Observation codes the catalogue reads."""
+    prefetch = prefetch_templates(observation_codes)
+    return [
+        ServiceDescription(
+            hook="patient-view",
+            id=SERVICE_ID,
+            title="Clinical trial matcher",
+            description="Suggests clinical trials the patient may be eligible for, with the criteria "
+            "met, the data still missing and what needs review.",
+            prefetch=prefetch,
+            usageRequirements=_USAGE,
+        ),
+        ServiceDescription(
+            hook="order-select",
+            id=ORDER_SELECT_ID,
+            title="Trial eligibility order check (select)",
+            description="Warns, fast and from prefetched data, when a selected order would close a clinical "
+            "trial the patient may be eligible for (washouts, live or mRNA vaccines).",
+            prefetch=prefetch,
+            usageRequirements="Prefetch; a prefetch cut after its first page is completed from fhirServer "
+            "within the time budget. Without prefetch the service stays silent rather than slow.",
+        ),
+        ServiceDescription(
+            hook="order-sign",
+            id=ORDER_SIGN_ID,
+            title="Trial eligibility order check (sign)",
+            description="The final check before signing: warns when a draft order would close a clinical "
+            "trial the patient may be eligible for, with the date eligibility would resume.",
+            prefetch=prefetch,
+            usageRequirements=_USAGE,
+        ),
+    ]
 
 
 @router.get("/cds-services", response_model=Discovery, response_model_exclude_none=True, responses=errors(401))
-async def discovery() -> Discovery:
+async def discovery(catalog: Annotated[Catalog, Depends(get_catalog)]) -> Discovery:
     """CDS Hooks discovery: the trial matcher on `patient-view`, the order checks on `order-select`/`order-sign`."""
-    return Discovery(services=SERVICES)
+    return Discovery(services=services(frozenset(catalog.mappings.obs_index)))
 
 
 def base_url(request: Request, settings: Settings) -> str | None:
