@@ -6,12 +6,16 @@
 #   scripts/hapi-fhir.sh start [PORT]     start it on 127.0.0.1:PORT (default 8080), base /fhir; wait until it answers
 #   scripts/hapi-fhir.sh stop [PORT]      stop the server this script started on PORT (only that process)
 #
+# HAPI_HEAP (default 2g) sets the heap; HAPI_CORS_ORIGINS (Spring origin patterns, comma-separated; default
+# loopback pages on any port) the origins whose pages may read it from a browser.
 # Needs Java 17+ and Maven. The first build downloads about 540 MB of Maven artifacts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOL=tools/hapi-fhir
 JAR=$TOOL/target/hapi-fhir-local.jar
 HEAP=${HAPI_HEAP:-2g}   # Synthea-size transactions (5,000-9,000 entries) fail at 512 MB
+# CORS: pages on this machine (any port) by default, so a browser EHR or a local CDS Hooks sandbox can read it
+CORS=${HAPI_CORS_ORIGINS:-http://localhost:[*],http://127.0.0.1:[*],http://[::1]:[*]}
 
 build() {
   command -v java >/dev/null && command -v mvn >/dev/null || { echo "hapi-fhir: Java and Maven are needed" >&2; return 1; }
@@ -29,7 +33,8 @@ start() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "hapi-fhir: already running on port $port (pid $(cat "$pidfile"))" >&2
   else
-    nohup java -Xmx"$HEAP" -jar "$JAR" --server.address=127.0.0.1 --server.port="$port" >"$log" 2>&1 &
+    nohup java -Xmx"$HEAP" -jar "$JAR" --server.address=127.0.0.1 --server.port="$port" \
+      --trialmatcher.cors.origins="$CORS" >"$log" 2>&1 &
     echo $! >"$pidfile"
   fi
   for _ in $(seq 1 150); do

@@ -28,11 +28,15 @@ import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.jpa.util.ResourceCountCache;
 import ca.uhn.fhir.rest.api.IResourceSupportedSvc;
 import ca.uhn.fhir.rest.server.RestfulServer;
+import ca.uhn.fhir.rest.server.interceptor.CorsInterceptor;
 import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
 import jakarta.persistence.EntityManagerFactory;
+import java.util.Arrays;
+import java.util.List;
 import java.util.Properties;
 import javax.sql.DataSource;
+import org.springframework.beans.factory.annotation.Value;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.annotation.Bean;
@@ -41,6 +45,7 @@ import org.springframework.context.annotation.Import;
 import org.springframework.context.annotation.Primary;
 import org.springframework.orm.jpa.JpaTransactionManager;
 import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
+import org.springframework.web.cors.CorsConfiguration;
 
 /** HAPI's R4 JPA server, its batch jobs (Bulk Data $export) and the RESTful server on /fhir/*. */
 @Configuration
@@ -142,8 +147,10 @@ public class FhirConfig {
 			IJpaSystemProvider systemProvider,
 			DatabaseBackedPagingProvider paging,
 			BulkDataExportProvider bulkExport,
-			IValidationSupport validationSupport) {
+			IValidationSupport validationSupport,
+			@Value("${trialmatcher.cors.origins}") String corsOrigins) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
+		server.registerInterceptor(new CorsInterceptor(cors(corsOrigins)));
 		server.registerProviders(resourceProviders.createProviders());
 		server.registerProvider(systemProvider); // transactions and batches
 		server.registerProvider(bulkExport); // Bulk Data $export
@@ -153,5 +160,21 @@ public class FhirConfig {
 		registration.setName("fhir");
 		registration.setLoadOnStartup(1);
 		return registration;
+	}
+
+	/**
+	 * CORS as the official HAPI image sets it, for the origins given (Spring origin patterns, comma-separated):
+	 * by default pages on this machine, any port, so a browser EHR or a local CDS Hooks sandbox can read it.
+	 */
+	static CorsConfiguration cors(String origins) {
+		CorsConfiguration config = new CorsConfiguration();
+		config.setAllowedOriginPatterns(Arrays.stream(origins.split(",")).map(String::trim).filter(o -> !o.isEmpty()).toList());
+		config.setAllowedMethods(List.of("GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"));
+		config.setAllowedHeaders(List.of("Origin", "Accept", "X-Requested-With", "Content-Type", "Authorization",
+				"Access-Control-Request-Method", "Access-Control-Request-Headers", "Prefer", "Cache-Control"));
+		config.setExposedHeaders(List.of("Location", "Content-Location"));
+		config.setAllowCredentials(true);
+		config.setMaxAge(600L);
+		return config;
 	}
 }
