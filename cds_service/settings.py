@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Bind address for `trial-matcher serve`")
     port: int = Field(8000, description="Port for `trial-matcher serve`")
+    trial_file_max_bytes: int = Field(
+        256 * 1024,
+        gt=0,
+        description="Largest trial YAML file read (at start-up and by `lint`); a larger one is left out and listed "
+        "in /readyz",
+    )
 
     @property
     def issuers(self) -> list[TrustedIssuer]:

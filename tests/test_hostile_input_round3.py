@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from helpers import open_service
 
 from cds_service.cli import main
 from cds_service.screening.bulk import ReadStats
@@ -110,3 +115,89 @@ def test_suggested_rules_still_read_the_clear_wording(catalog):
     }
     assert suggest_rule("ALT ≤ 2.5 x ULN", catalog.mappings) == {"lab": {"var": "alt", "op": "<=", "uln": 2.5}}
     assert suggest_rule("Aged 18 to 75 years", catalog.mappings) == {"age": {"min": 18, "max": 75}}
+
+
+# --- 2. a bad trial file is left out and listed, within a time and memory bound ----------------------------
+
+GOOD_TRIAL = "NCT06902844"
+BOMB = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]\n' + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+HOSTILE_TRIAL_FILES: dict[str, bytes] = {
+    "bad-utf8": b"id: NCT00000001\ntitle: caf\xe9 \xff\xfe\n",
+    "deep-flow": b"id: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+    "deep-block": b"criteria:\n" + b"- " * 20_000 + b"x\n",
+    "big-int": b"id: NCT00000001\nsites: " + b"9" * 5_000 + b"\n",
+    "alias-bomb": (
+        BOMB + "id: NCT00000009\ncriteria:\n  - {id: c1, type: inclusion, text: xxx, rule: {all: *i}}\n"
+    ).encode(),
+    "too-big": b"id: NCT00000001\n" + b"# padding\n" * 300_000,
+}
+
+LOAD_SCRIPT = """
+import json, resource, sys, time
+from pathlib import Path
+from cds_service.eligibility.catalog import Catalog
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+cat = Catalog.load(Path(sys.argv[1]), Path(sys.argv[2]))
+print(json.dumps({"seconds": time.perf_counter() - started, "trials": sorted(cat.trials),
+                  "problems": [str(p) for p in cat.problems],
+                  "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+
+
+@pytest.fixture
+def hostile_trials(tmp_path) -> Path:
+    """A trials folder: one good trial, and one file (or directory, or FIFO) per way of being bad."""
+    folder = tmp_path / "trials"
+    folder.mkdir()
+    shutil.copy(ROOT / "trials" / f"{GOOD_TRIAL}.yaml", folder)
+    shutil.copytree(ROOT / "trials" / "sources", folder / "sources")  # its quotes' source, for `lint`
+    for name, data in HOSTILE_TRIAL_FILES.items():
+        (folder / f"{name}.yaml").write_bytes(data)
+    (folder / "a-directory.yaml").mkdir()
+    os.mkfifo(folder / "a-fifo.yaml")  # reading it would block for ever
+    return folder
+
+
+def _bad_names() -> set[str]:
+    return {*HOSTILE_TRIAL_FILES, "a-directory", "a-fifo"}
+
+
+def test_bad_trial_files_are_left_out_and_listed_within_a_time_and_memory_bound(hostile_trials):
+    """In a fresh process, as the service starts: before, it exited 1 (UnicodeDecodeError, ValueError,
+    IsADirectoryError, RecursionError) or hung (the FIFO, the alias bomb)."""
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(ROOT / "mappings"), str(hostile_trials)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    assert got["trials"] == [GOOD_TRIAL]
+    listed = {Path(p.split(":", 1)[0]).stem for p in got["problems"]}
+    assert listed == _bad_names(), got["problems"]
+    assert all("\n" not in p and len(p) < 300 for p in got["problems"])
+    assert got["seconds"] < 5.0 and got["rss_growth_mb"] < 64, got  # measured: ~0.1 s, a few MB
+
+
+def test_readyz_lists_the_bad_trial_files(hostile_trials, tmp_path):
+    with open_service(tmp_path, trials_dir=hostile_trials) as c:
+        ready = c.get("/readyz").json()
+    assert ready["trials"] == 1
+    assert {Path(p.split(":", 1)[0]).stem for p in ready["trial_file_problems"]} == _bad_names()
+
+
+def test_lint_reports_each_bad_file_in_one_line_and_exits_1(hostile_trials, capsys):
+    assert main(["lint", str(hostile_trials)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = out.splitlines()
+    assert {Path(line.split(":", 1)[0]).stem for line in lines} == _bad_names() and len(lines) == len(_bad_names())
+
+
+@pytest.mark.parametrize("name", HOSTILE_TRIAL_FILES)
+def test_lint_of_one_bad_file_says_why(hostile_trials, name, capsys):
+    assert main(["lint", str(hostile_trials / f"{name}.yaml")]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(str(hostile_trials / f"{name}.yaml") + ":")

@@ -3,10 +3,17 @@
 Each problem reads `FILE:LINE: TRIAL criterion ID: message`, with "did you mean" for misspelt
 variables, classes, groups, rule keywords and fields. One bad file never hides the others: every file
 is checked, and the service starts without the files that do not pass (saying so in its log).
+
+A trial file is input like any other: it is read within bounds before it is parsed (a regular file,
+at most TRIAL_MATCHER_TRIAL_FILE_MAX_BYTES, UTF-8), and its YAML is walked as an event stream (no
+recursion) to refuse deep nesting, alias bombs and oversized documents before anything is built
+from it. A file that breaks a bound is one problem line, like any other lint problem.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,14 @@ from cds_service.authoring.sources import source_text, unquoted
 from cds_service.eligibility.rules import RuleError, RuleParser, suggest
 from cds_service.eligibility.trials import Criterion, Trial
 from cds_service.fhir.mappings import Mappings
+
+MAX_DEPTH = 32  # nesting of mappings and lists; real trial files stay under 10
+MAX_NODES = 20_000  # YAML nodes of one file; the largest real trial file has 1,300
+MAX_ALIASES = 16  # no real trial file uses one; a few are harmless, hundreds are a bomb
+DEFAULT_MAX_BYTES = 256 * 1024  # settings.trial_file_max_bytes: 15 times the largest real trial file
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster than the pure-Python one
+_CONTAINER_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CONTAINER_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 @dataclass(frozen=True)
@@ -33,15 +48,89 @@ class Problem:
         return f"{self.file}:{self.line}: {where + ': ' if where else ''}{self.message}"
 
 
-def lint_file(path: Path, mappings: Mappings, check_source: bool = True) -> tuple[Trial | None, list[Problem]]:
-    """The compiled trial (None when it cannot be used) and every problem found in the file."""
-    text = path.read_text(encoding="utf-8")
+class Unreadable(ValueError):
+    """A trial file that is not read, and why (no content quoted), with the line it was refused at."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def max_file_bytes() -> int:
+    """The configured size cap (imported late: settings import the API, which imports the catalogue)."""
+    from cds_service.settings import get_settings
+
+    return get_settings().trial_file_max_bytes
+
+
+def read_bounded(path: Path, max_bytes: int) -> str:
+    """The text of a regular file of at most `max_bytes` bytes of UTF-8; Unreadable otherwise. Opened
+    non-blocking and checked after opening, so a FIFO or a device named `*.yaml` never blocks."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise Unreadable(f"cannot be opened ({type(e).__name__})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory, FIFO or device named *.yaml
+        os.close(fd)
+        raise Unreadable("not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise Unreadable(f"larger than {max_bytes} bytes (TRIAL_MATCHER_TRIAL_FILE_MAX_BYTES); not read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Unreadable(f"not UTF-8 text (byte {e.start})", data[: e.start].count(b"\n") + 1) from None
+
+
+def check_shape(text: str) -> None:
+    """Walk the YAML events (a flat stream, no recursion) and refuse what would be costly to build."""
+    depth = nodes = aliases = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, _CONTAINER_END):
+            depth -= 1
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        line = event.start_mark.line + 1
+        nodes += 1
+        depth += isinstance(event, _CONTAINER_START)
+        aliases += isinstance(event, yaml.AliasEvent)
+        if depth > MAX_DEPTH:
+            raise Unreadable(f"nested deeper than {MAX_DEPTH} levels", line)
+        if aliases > MAX_ALIASES:
+            raise Unreadable(f"more than {MAX_ALIASES} YAML aliases (*name); write the values out", line)
+        if nodes > MAX_NODES:
+            raise Unreadable(f"more than {MAX_NODES} YAML values; a trial file is far smaller", line)
+
+
+def parse(path: Path, max_bytes: int | None = None) -> tuple[Any, Any]:
+    """(root node, data) of a trial file, within the bounds above; Unreadable or yaml.YAMLError otherwise."""
+    text = read_bounded(path, max_file_bytes() if max_bytes is None else max_bytes)
+    check_shape(text)
+    loader = _LOADER(text)
+    try:
+        root = loader.get_single_node()
+        try:
+            return root, (loader.construct_document(root) if root is not None else None)
+        except ValueError as e:  # e.g. an integer past Python's 4,300-digit conversion limit
+            raise Unreadable(f"a value cannot be read ({type(e).__name__})", _line(root)) from None
+    finally:
+        loader.dispose()
+
+
+def lint_file(
+    path: Path, mappings: Mappings, check_source: bool = True, max_bytes: int | None = None
+) -> tuple[Trial | None, list[Problem]]:
+    """The compiled trial (None when it cannot be used) and every problem found in the file."""
+    try:
+        root, data = parse(path, max_bytes)
+    except Unreadable as e:
+        return None, [Problem(str(path), e.line, None, None, str(e))]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        return None, [Problem(str(path), (mark.line + 1) if mark else 1, None, None, f"not valid YAML: {e}")]
+        message = " ".join(f"not valid YAML: {e}".split())[:200]  # one line, whatever the file holds
+        return None, [Problem(str(path), (mark.line + 1) if mark else 1, None, None, message)]
     if not isinstance(data, dict) or root is None:
         return None, [Problem(str(path), 1, None, None, "a trial file is a mapping (id, title, criteria, ...)")]
     tid = data.get("id") if isinstance(data.get("id"), str) else None
@@ -173,10 +262,19 @@ def _line_of_value(node: Any, message: str) -> int | None:
     return None
 
 
+def lint_guarded(path: Path, mappings: Mappings, check_source: bool = True) -> tuple[Trial | None, list[Problem]]:
+    """`lint_file`, and any error it did not foresee as one problem: one bad file never stops the others
+    (nor the service). The error's type is named, never its message (it may quote the file)."""
+    try:
+        return lint_file(path, mappings, check_source)
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, AttributeError, OSError) as e:
+        return None, [Problem(str(path), 1, None, None, f"cannot be checked ({type(e).__name__})")]
+
+
 def lint_paths(paths: list[Path], mappings: Mappings) -> list[Problem]:
     """Every problem in these files and folders (a folder: its `*.yaml`)."""
     files = [f for p in paths for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
-    return [problem for f in files for problem in lint_file(f, mappings)[1]]
+    return [problem for f in files for problem in lint_guarded(f, mappings)[1]]
 
 
 def load_checked(folder: Path, mappings: Mappings) -> tuple[dict[str, Trial], list[Problem]]:
@@ -185,7 +283,7 @@ def load_checked(folder: Path, mappings: Mappings) -> tuple[dict[str, Trial], li
     trials: dict[str, Trial] = {}
     problems: list[Problem] = []
     for path in sorted(Path(folder).glob("*.yaml")):
-        trial, found = lint_file(path, mappings, check_source=False)
+        trial, found = lint_guarded(path, mappings, check_source=False)
         problems += found
         if trial is not None:
             if trial.id in trials:
