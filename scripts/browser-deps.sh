@@ -13,7 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 if command -v npm >/dev/null 2>&1; then
-  [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund >/dev/null 2>&1 \
+  [ -d tests/browser/node_modules/playwright-core ] && [ -d tests/browser/node_modules/marked ] || npm ci --prefix tests/browser --no-audit --no-fund >/dev/null 2>&1 \
     || echo "browser-deps: npm ci failed in tests/browser"
 else
   echo "browser-deps: npm missing; the browser test will skip"

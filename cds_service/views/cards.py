@@ -68,11 +68,9 @@ def detail(trial: Trial, result: TrialResult, gaps: list[str]) -> str:
     crit = result.criteria
     met = sum(1 for c in crit if c.outcome == "pass")
     review = sum(1 for c in crit if c.outcome == "review")
-    phase = f" ({md_escape(trial.phase)})" if trial.phase.lower().startswith(("phase", "early phase")) else ""
-    lines = [f"**{md_escape(trial.label)}**{phase}", ""]
-    lines.append(
-        f"{met} of {len(crit)} criteria met" + (f"; {review} for the study team to confirm." if review else ".")
-    )
+    phase = f"{md_escape(trial.phase)}. " if trial.phase.lower().startswith(("phase", "early phase")) else ""
+    stand = f"; {review} for the study team to confirm." if review else "."
+    lines = [f"{phase}{met} of {len(crit)} criteria met{stand}"]  # the summary names the trial
     if result.eligible_from:
         bars = [c for c in crit if c.outcome == "fail" and c.until]
         why = "; ".join(_short((c.explanation or c.id).split("; clear from")[0], 80) for c in bars[:2])
