@@ -18,6 +18,7 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
 from cds_service.fhir.normalize import Normalizer, iter_resources
+from cds_service.fhir.subjects import UNRESOLVED, patients_named
 
 
 class MixedPatients(ValueError):
@@ -55,6 +56,11 @@ class Catalog:
             if len(ids) > 1:
                 # Their results would be mixed into one evaluation: refuse rather than guess.
                 raise MixedPatients(f"the data hold {len(ids)} different Patient resources; send one patient's")
+            named = {pid for r in resources for pid in patients_named(r)} - {UNRESOLVED}
+            if len(named) > 1:  # one Patient, but records (subject, patient, performer...) of another
+                raise MixedPatients(
+                    f"the data's resources refer to {len(named)} different patients; send one patient's"
+                )
         return self.normalizer.normalize(resources, patient_id, kinds)
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:

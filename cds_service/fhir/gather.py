@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
+from cds_service.fhir import subjects
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
@@ -117,41 +118,29 @@ class Gathered:
         return any(r.get("resourceType") == "Patient" for r in self.resources)
 
 
-_REFERS_TO_PATIENT = ("subject", "patient")
-
-
 def _reference(value: Any) -> str | None:
     """The `reference` string of a Reference element, or None for any other shape."""
     ref = value.get("reference") if isinstance(value, dict) else None
     return ref if isinstance(ref, str) else None
 
 
-def _refers(ref: str | None, target: str, base: Origin | None) -> bool:
-    """`ref` names `target` ("Patient/p1"): relative, or absolute on the FHIR server being read."""
-    if ref is None:
-        return False
-    return ref == target or (base is not None and ref == f"{base.url}/{target}")
-
-
 def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None) -> tuple[list[dict], int]:
     """Keep only what is about the context patient; return (kept, number set aside).
 
     A resource counts when its subject/patient is a reference to the context patient (relative,
-    or absolute on the fhirServer). No subject, an identifier-only subject or a reference to
-    another server could be anyone's, so it is set aside, not evaluated. Medication resources
+    or absolute on the fhirServer) and so is every other patient it names (subjects.py). No subject,
+    an identifier-only subject, a reference to another server or a second patient could be anyone's,
+    so it is set aside, not evaluated. Medication resources
     are kept only when a kept resource references them.
     """
     kept: list[dict] = []
     medications: dict[str, dict] = {}
     aside = 0
-    target = f"Patient/{patient_id}"
     for res in resources:
         rtype = res.get("resourceType")
         if rtype == "Medication":
             medications.setdefault(f"Medication/{res.get('id')}", res)
-        elif (rtype == "Patient" and res.get("id") == patient_id) or any(
-            _refers(_reference(res.get(f)), target, base) for f in _REFERS_TO_PATIENT
-        ):
+        elif (rtype == "Patient" and res.get("id") == patient_id) or subjects.about(res, patient_id, base):
             kept.append(res)
         else:
             aside += 1

@@ -1,0 +1,82 @@
+"""Whose record a resource is: every patient it names must be the same one.
+
+A resource names patients in more than its `subject`: `patient` (Immunization), `beneficiary`,
+`performer` (a patient measuring their own pressure), `focus` (an Observation about a fetus or a
+donor), `asserter`, `recorder`, `requester`, `informationSource`. Checking only one of them let a
+resource whose `subject` is another patient count for ours because its `patient` named ours, or the
+reverse. So a resource is about a patient only when one of its owner fields names that patient and
+every patient reference it holds names the same one; anything else is set aside, and said so.
+
+A reference names a patient when its `reference` is `Patient/ID` (relative or absolute) or its `type`
+is Patient. One that says Patient but cannot be resolved here (identifier only, another server, a
+`Patient/ID/_history` form under strict matching) is a patient we cannot confirm is ours: it disagrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from cds_service.fhir.urls import Origin
+
+OWNER_FIELDS = ("subject", "patient", "beneficiary")  # whose record the resource is
+OTHER_FIELDS = ("performer", "focus", "asserter", "recorder", "requester", "informationSource", "reportedReference")
+UNRESOLVED = ""  # a patient reference whose patient cannot be told (identifier only, no Patient/ID)
+
+
+def _references(value: Any) -> Iterator[dict]:
+    """The Reference objects of one element: a Reference, a list of them, or `{actor: Reference}` items
+    (Procedure.performer, Immunization.performer). Anything else holds none."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and isinstance(item.get("actor"), dict):
+            item = item["actor"]
+        if isinstance(item, dict):
+            yield item
+
+
+def _names_a_patient(ref: dict) -> bool:
+    text = ref.get("reference")
+    return (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient"
+
+
+def patient_references(res: dict, fields: tuple[str, ...] = OWNER_FIELDS + OTHER_FIELDS) -> list[dict]:
+    """Every Reference in these fields of `res` that names a patient."""
+    return [ref for f in fields if f in res for ref in _references(res[f]) if _names_a_patient(ref)]
+
+
+def loose_id(ref: dict) -> str:
+    """The patient id a reference names, on whatever server (`.../Patient/ID[/_history/N]`); UNRESOLVED
+    when it has none. For data of one source (an export, a posted Bundle), where ids are that source's."""
+    text = ref.get("reference")
+    if not isinstance(text, str) or "Patient/" not in text:
+        return UNRESOLVED
+    return text.rsplit("Patient/", 1)[1].split("/", 1)[0]
+
+
+def patients_named(res: dict) -> set[str]:
+    """The ids of every patient a resource names (a Patient names itself), UNRESOLVED among them when a
+    patient reference cannot be resolved. One id: one patient's. None: nobody's. More: set it aside."""
+    named = {loose_id(ref) for ref in patient_references(res)}
+    if res.get("resourceType") == "Patient":
+        named.add(res["id"] if isinstance(res.get("id"), str) and res["id"] else UNRESOLVED)
+    return named
+
+
+def owner(res: dict) -> tuple[str | None, bool]:
+    """(the patient whose record this is, or None; True when it names more than one patient). A record
+    needs its owner field (or to be the Patient itself): a performer alone does not make it theirs."""
+    named = patients_named(res)
+    if len(named) > 1 or UNRESOLVED in named:
+        return None, len(named) > 1
+    owned = res.get("resourceType") == "Patient" or bool(patient_references(res, OWNER_FIELDS))
+    return (next(iter(named)) if named and owned else None), False
+
+
+def about(res: dict, patient_id: str, base: Origin | None) -> bool:
+    """True when `res` is the context patient's record for a hook: an owner field names the patient
+    (`Patient/ID`, or absolute on the FHIR server read) and every patient reference it holds names them."""
+    wanted = {f"Patient/{patient_id}"} | ({f"{base.url}/Patient/{patient_id}"} if base is not None else set())
+    owners = patient_references(res, OWNER_FIELDS)
+    if not owners:
+        return False
+    return all(ref.get("reference") in wanted for ref in patient_references(res))
