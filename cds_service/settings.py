@@ -145,6 +145,21 @@ class Settings(BaseSettings):
         description="Largest trial YAML file read (at start-up and by `lint`); a larger one is left out and listed "
         "in /readyz",
     )
+    screen_max_line_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description="`screen`: longest NDJSON line read; a longer one is skipped without being held, and counted",
+    )
+    screen_max_patient_bytes: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="`screen`: NDJSON bytes of one patient's record; a patient over it is not screened, and counted",
+    )
+    screen_max_patient_resources: int = Field(
+        200_000,
+        gt=0,
+        description="`screen`: resources of one patient's record; a patient over it is not screened, and counted",
+    )
 
     @property
     def issuers(self) -> list[TrustedIssuer]:

@@ -4,6 +4,8 @@ loopback sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import csv
 import json
 import os
@@ -15,15 +17,22 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 import yaml
-from helpers import open_service
+from helpers import details, open_service
 
 from cds_service.cli import main
-from cds_service.screening.bulk import ReadStats
+from cds_service.fhir.gather import Gathered, Gatherer
+from cds_service.fhir.urls import AllowList
+from cds_service.screening.bulk import ReadLimits, ReadStats, partition, patients_in
 from cds_service.screening.csvsafe import safe_cell
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Funnel, Screening
+from cds_service.settings import get_settings
+from demo.hook_request import hook_request
+from demo.load import demo_bundles
+from tests.servers import RecordingServer
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date(2026, 11, 23)
@@ -201,3 +210,193 @@ def test_lint_of_one_bad_file_says_why(hostile_trials, name, capsys):
     assert main(["lint", str(hostile_trials / f"{name}.yaml")]) == 1
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(str(hostile_trials / f"{name}.yaml") + ":")
+
+
+# --- 3. every patient a resource names must be the context patient ----------------------------------------
+
+OURS, THEIRS = "demo-amara", "demo-chen"
+
+
+def _two_patient_forms(res: dict) -> list[dict]:
+    """One resource of THEIRS restamped five ways, each naming both patients in some field."""
+    ours, theirs = {"reference": f"Patient/{OURS}"}, {"reference": f"Patient/{THEIRS}"}
+    base = {k: v for k, v in res.items() if k not in ("subject", "patient")}
+    return [
+        {**base, "subject": theirs, "patient": ours},  # ours in `patient`, theirs in `subject`
+        {**base, "subject": ours, "patient": theirs},  # the reverse
+        {**base, "subject": ours, "performer": [theirs]},
+        {**base, "subject": ours, "focus": [theirs]},
+        {**base, "subject": ours, "performer": [{"actor": theirs}]},  # Procedure/Immunization shape
+        {**base, "subject": ours, "asserter": theirs},
+    ]
+
+
+def _their_hiv() -> dict:
+    """THEIR active HIV diagnosis: on OUR record it closes four of five trials (the control shows it)."""
+    return {
+        "resourceType": "Condition", "id": "theirs-hiv",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                       "code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "B20"}]},
+    }  # fmt: skip
+
+
+def _hook_with(condition: dict) -> dict:
+    req = hook_request(OURS)
+    req["prefetch"]["conditions"]["entry"].append({"resource": condition})
+    return req
+
+
+def _verdicts(r) -> list[tuple[str, str]]:
+    return sorted((c["extension"]["org.trialmatcher"]["trialId"], c["extension"]["org.trialmatcher"]["status"])
+                  for c in r.json()["cards"])  # fmt: skip
+
+
+def test_prefetched_resources_naming_two_patients_are_set_aside_and_said(tmp_path):
+    theirs = _their_hiv()
+    ours = {**theirs, "subject": {"reference": f"Patient/{OURS}"}}
+    with open_service(tmp_path) as c:
+        clean = c.post("/cds-services/trial-matcher", json=hook_request(OURS))
+        control = c.post("/cds-services/trial-matcher", json=_hook_with(ours))
+        assert _verdicts(control) != _verdicts(clean), "the order must matter for this test to mean anything"
+        for i, form in enumerate(_two_patient_forms(theirs)):
+            dirty = c.post("/cds-services/trial-matcher", json=_hook_with(form))
+            assert dirty.status_code == 200
+            assert _verdicts(dirty) == _verdicts(clean), i  # before: THEIR order changed OUR verdicts
+            assert "1 resource(s) not clearly about this patient were set aside" in details(dirty), i
+
+
+def test_fetched_resources_naming_two_patients_are_set_aside():
+    """Through a real loopback FHIR server: the searches' answers are scoped like prefetch."""
+    sle = {"resourceType": "Condition", "id": "sle", "subject": {"reference": "Patient/p1"},
+           "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}}  # fmt: skip
+    other = {**sle, "id": "theirs", "subject": {"reference": "Patient/p2"}, "patient": {"reference": "Patient/p1"}}
+    watched = {**sle, "id": "watched", "performer": [{"reference": "Patient/p2"}]}
+    pages = {
+        "/fhir/Patient/p1": {"resourceType": "Patient", "id": "p1", "gender": "female"},
+        "/fhir/Condition": {"resourceType": "Bundle", "type": "searchset",
+                            "entry": [{"resource": r} for r in (sle, other, watched)]},
+    }  # fmt: skip
+    server = RecordingServer(respond=lambda path: next(
+        ((200, body) for prefix, body in pages.items() if path.startswith(prefix)),
+        (200, {"resourceType": "Bundle", "type": "searchset", "entry": []}),
+    ))  # fmt: skip
+
+    async def go() -> Gathered:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False, trust_env=False) as client:
+            return await Gatherer(client, AllowList.parse(server.url), 20, 10.0).gather(
+                "p1", None, server.url + "/fhir", None
+            )
+
+    try:
+        got = asyncio.run(go())
+    finally:
+        server.close()
+    assert any(s.path.startswith("/fhir/Condition") for s in server.requests)
+    assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Condition") == ["sle"]
+    assert "2 resource(s) not clearly about this patient were set aside" in got.gaps
+
+
+@pytest.mark.parametrize("form", range(6))
+def test_match_refuses_a_bundle_whose_resources_name_two_patients(tmp_path, form):
+    bundle = copy.deepcopy(demo_bundles()[OURS])
+    theirs = next(
+        e["resource"] for e in demo_bundles()[THEIRS]["entry"] if e["resource"]["resourceType"] == "Condition"
+    )
+    bundle["entry"].append({"resource": _two_patient_forms(theirs)[form]})
+    with open_service(tmp_path) as c:
+        r = c.post("/match", json=bundle)
+        control = c.post("/match", json=demo_bundles()[OURS])
+    assert control.status_code == 200
+    assert r.status_code == 400 and "2 different patients" in r.json()["error"]  # before: 200, mixed
+
+
+def test_screening_sets_aside_resources_naming_two_patients_and_counts_them(tmp_path):
+    theirs = next(
+        e["resource"] for e in demo_bundles()[THEIRS]["entry"] if e["resource"]["resourceType"] == "Condition"
+    )
+    lines = [json.dumps(r) for r in _two_patient_forms(theirs)]
+    (tmp_path / "Condition.ndjson").write_text("\n".join(lines) + "\n")
+    stats = partition(tmp_path, tmp_path, 4)[1]
+    assert stats.two_patients == len(lines) and stats.resources == len(lines)  # before: routed to a patient
+
+
+# --- 9. screening memory is bounded by a line cap and a per-patient cap ------------------------------------
+
+PARTITION_SCRIPT = """
+import json, resource, sys, tempfile, tracemalloc
+from pathlib import Path
+from cds_service.screening.bulk import partition
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+with tempfile.TemporaryDirectory() as work:
+    stats = partition(Path(sys.argv[1]), Path(work), 8)[1]
+print(json.dumps({"growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
+                  "traced_peak_mb": tracemalloc.get_traced_memory()[1] / 1024 / 1024,
+                  "too_long": getattr(stats, "too_long", None), "resources": stats.resources,
+                  "patients": sorted(stats.patients)}))
+"""
+
+
+def _patient_lines(pid: str, n_obs: int) -> tuple[bytes, list[bytes]]:
+    patient = json.dumps({"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1980-01-01"})
+    obs = [
+        json.dumps({"resourceType": "Observation", "id": f"{pid}-o{i}", "status": "final",
+                    "subject": {"reference": f"Patient/{pid}"}, "code": {"text": "x"}}).encode()
+        for i in range(n_obs)
+    ]  # fmt: skip
+    return patient.encode(), obs
+
+
+def test_a_200_mb_line_is_skipped_unheld_under_a_64_mb_cap(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    patient, obs = _patient_lines("p1", 2)
+    (export / "Patient.ndjson").write_bytes(patient + b"\n")
+    with (export / "Observation.ndjson").open("wb") as f:
+        f.write(obs[0] + b"\n")
+        f.write(b'{"resourceType":"Observation","id":"huge","subject":{"reference":"Patient/p1"},"note":[{"text":"')
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(200):  # 200 MiB on one line
+            f.write(chunk)
+        f.write(b'"}]}\n' + obs[1] + b"\n")
+    env = {**os.environ, "TRIAL_MATCHER_SCREEN_MAX_LINE_BYTES": str(64 * 1024 * 1024)}
+    run = subprocess.run([sys.executable, "-c", PARTITION_SCRIPT, str(export)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    assert got["too_long"] == 1 and got["resources"] == 3 and got["patients"] == ["p1"]  # the lines around it read
+    # growth of peak RSS past the imports', and peak of Python's allocations meanwhile. Before: 531-735 MiB
+    # and 2.8 GB (the line, its parse, its copies); now 20-30 MiB and 85 MiB (the line up to the cap, dropped)
+    assert got["growth_mb"] < 64 + 32 and got["traced_peak_mb"] < 64 + 32, got
+
+
+def test_a_patient_over_the_per_patient_cap_is_not_screened_and_is_counted(tmp_path, monkeypatch, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    big, big_obs = _patient_lines("big", 12)
+    small, small_obs = _patient_lines("small", 2)
+    (export / "Patient.ndjson").write_bytes(big + b"\n" + small + b"\n")
+    (export / "Observation.ndjson").write_bytes(b"\n".join(big_obs + small_obs) + b"\n")
+    monkeypatch.setenv("TRIAL_MATCHER_SCREEN_MAX_PATIENT_RESOURCES", "10")
+    get_settings.cache_clear()
+    try:
+        status = main(["screen", str(export), "--out", str(tmp_path / "out"), "--workers", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert status == 0
+    with (tmp_path / "out" / "patients.csv").open(newline="", encoding="utf-8") as f:
+        assert {r["patient"] for r in csv.DictReader(f)} == {"small"}  # before: "big" screened as well
+    said = "1 patients over the per-patient limit"
+    assert said in " ".join(capsys.readouterr().err.split())
+    assert said in (tmp_path / "out" / "funnel.html").read_text()
+
+
+def test_patients_in_drops_a_patient_as_it_passes_the_byte_cap(tmp_path):
+    big, big_obs = _patient_lines("big", 50)
+    small, small_obs = _patient_lines("small", 2)
+    part = tmp_path / "part.ndjson"
+    part.write_bytes(b"\n".join([big, *big_obs, small, *small_obs]) + b"\n")
+    too_large: set[str] = set()
+    got = dict(patients_in(part, ReadLimits(max_patient_bytes=2_000), too_large))
+    assert set(got) == {"small"} and too_large == {"big"}

@@ -1,6 +1,11 @@
 """Reading a Bulk Data export (NDJSON, one or more files per resource type, optionally gzipped) and
 grouping it by patient without holding it in memory: each line is routed to one of N partition files
-by a hash of its patient, so a partition holds whole patients and is small enough to load on its own."""
+by a hash of its patient, so a partition holds whole patients and is small enough to load on its own.
+
+Memory is bounded whatever the export holds: a line longer than `max_line_bytes` is skipped without
+being held (read in pieces to its end), and a patient whose record passes `max_patient_bytes` or
+`max_patient_resources` is not screened (a cut record would read as "none on record"). Both are
+counted in ReadStats and shown in the funnel page and the command's summary."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import IO
 import orjson
 
 from cds_service.fhir.gather import QUERIES
+from cds_service.fhir.subjects import owner
 
 READ_TYPES = frozenset({t for _, t in QUERIES.values()} | {"Medication"})
 _FILE = re.compile(r"^([A-Za-z]+)(?:\.[^.]+)*\.ndjson(?:\.gz)?$")
@@ -27,7 +33,29 @@ class ReadStats:
     malformed: int = 0  # not JSON, or not a resource
     no_patient: int = 0  # a resource that names no patient (set aside, as the hook does)
     other_types: int = 0  # resource types no criterion reads
+    two_patients: int = 0  # a resource whose references name two different patients (set aside)
+    too_long: int = 0  # lines over the line cap: skipped unread
     patients: set[str] = field(default_factory=set)
+    too_large: set[str] = field(default_factory=set)  # patients over the per-patient cap: not screened
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one line and one patient may cost (settings.screen_*; defaults there and in the README)."""
+
+    max_line_bytes: int = 16 * MIB
+    max_patient_bytes: int = 128 * MIB
+    max_patient_resources: int = 200_000
+
+    @classmethod
+    def from_settings(cls) -> ReadLimits:
+        from cds_service.settings import get_settings  # late: the CLI's environment, read when screening
+
+        s = get_settings()
+        return cls(s.screen_max_line_bytes, s.screen_max_patient_bytes, s.screen_max_patient_resources)
 
 
 def export_files(folder: Path) -> list[tuple[str, Path]]:
@@ -45,27 +73,47 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def patient_of(res: dict) -> str | None:
-    """The patient a resource belongs to: its own id for a Patient, else its subject/patient reference."""
-    if res.get("resourceType") == "Patient":
-        return res.get("id") if isinstance(res.get("id"), str) else None
-    for key in ("subject", "patient"):
-        ref = res.get(key)
-        ref = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(ref, str) and "Patient/" in ref:
-            return ref.split("Patient/", 1)[1].split("/", 1)[0] or None
-    return None
+    """The patient a resource belongs to: its own id for a Patient, else the one patient its subject,
+    patient or beneficiary names, when every patient it names is that one (subjects.py); else None."""
+    return owner(res)[0]
 
 
-def partition(folder: Path, work: Path, parts: int) -> tuple[list[Path], ReadStats]:
+def lines(f: IO[bytes], max_bytes: int, stats: ReadStats, piece: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a file, each of at most `max_bytes` (newline aside). A line is read in pieces: a longer
+    one is dropped as soon as it passes the cap and read on to its end unheld, counted in `stats.too_long`."""
+    while head := f.readline(piece):
+        if head.endswith(b"\n") or len(head) < piece:  # the whole line in one piece
+            if len(head) - head.endswith(b"\n") <= max_bytes:
+                yield head
+            else:
+                stats.too_long += 1
+            continue
+        buf, tail = bytearray(head), head
+        while not tail.endswith(b"\n") and len(buf) <= max_bytes:
+            tail = f.readline(piece)
+            buf += tail
+            if not tail:
+                break
+        if len(buf) - buf.endswith(b"\n") <= max_bytes:
+            yield bytes(buf)
+            continue
+        stats.too_long += 1
+        del buf  # freed before the rest of the line is read
+        while tail and not tail.endswith(b"\n"):
+            tail = f.readline(piece)
+
+
+def partition(folder: Path, work: Path, parts: int, limits: ReadLimits | None = None) -> tuple[list[Path], ReadStats]:
     """Route every usable line of the export to partition files in `work`; Medication resources (no
     patient) are copied into every partition, where each patient's references pick them up."""
     stats = ReadStats()
+    max_line = (limits or ReadLimits.from_settings()).max_line_bytes
     files = [(work / f"part-{i:04d}.ndjson").open("wb") for i in range(parts)]
     medications: list[bytes] = []
     try:
         for rtype, path in export_files(folder):
             with _open(path) as f:
-                for line in f:
+                for line in lines(f, max_line, stats):
                     _route(line, rtype, files, medications, stats, parts)
         for out in files:
             out.writelines(medications)
@@ -77,7 +125,8 @@ def partition(folder: Path, work: Path, parts: int) -> tuple[list[Path], ReadSta
 
 def classify(line: bytes | str) -> tuple[str, str | None]:
     """What one NDJSON line is, and whose: ("blank" | "malformed" | "other_types" | "medication" |
-    "no_patient" | "patient" | "record", patient id). Both engines set lines aside by these rules."""
+    "no_patient" | "two_patients" | "patient" | "record", patient id). Both engines set lines aside by
+    these rules."""
     if not line.strip():
         return "blank", None
     try:
@@ -90,9 +139,9 @@ def classify(line: bytes | str) -> tuple[str, str | None]:
         return "other_types", None
     if res["resourceType"] == "Medication":
         return "medication", None
-    pid = patient_of(res)
+    pid, two = owner(res)
     if pid is None:
-        return "no_patient", None
+        return ("two_patients" if two else "no_patient"), None
     return ("patient" if res["resourceType"] == "Patient" else "record"), pid
 
 
@@ -108,8 +157,8 @@ def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadS
         stats.other_types += 1
         return
     stats.resources += 1
-    if kind == "no_patient":
-        stats.no_patient += 1
+    if kind in ("no_patient", "two_patients"):
+        setattr(stats, kind, getattr(stats, kind) + 1)
         return
     if kind == "medication":
         medications.append(line.rstrip(b"\n") + b"\n")
@@ -121,15 +170,31 @@ def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadS
     files[int.from_bytes(digest, "big") % parts].write(line.rstrip(b"\n") + b"\n")
 
 
-def patients_in(part: Path) -> Iterator[tuple[str, list[dict]]]:
-    """The patients of one partition with their resources (Medication resources shared by all)."""
+def patients_in(
+    part: Path, limits: ReadLimits | None = None, too_large: set[str] | None = None
+) -> Iterator[tuple[str, list[dict]]]:
+    """The patients of one partition with their resources (Medication resources shared by all). A patient
+    past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`)."""
+    limits = limits or ReadLimits()
     by_patient: dict[str, list[dict]] = {}
+    size: dict[str, int] = {}
+    dropped: set[str] = set() if too_large is None else too_large
     shared: list[dict] = []
     with part.open("rb") as f:
         for line in f:
             res = orjson.loads(line)
             pid = patient_of(res)
-            (by_patient.setdefault(pid, []) if pid else shared).append(res)
+            if pid is None:
+                shared.append(res)
+                continue
+            if pid in dropped:
+                continue
+            size[pid] = size.get(pid, 0) + len(line)
+            mine = by_patient.setdefault(pid, [])
+            mine.append(res)
+            if size[pid] > limits.max_patient_bytes or len(mine) > limits.max_patient_resources:
+                dropped.add(pid)
+                del by_patient[pid]  # freed now; the rest of this patient's lines are read one at a time
     for pid, resources in by_patient.items():
         if any(r.get("resourceType") == "Patient" for r in resources):
             yield pid, resources + shared

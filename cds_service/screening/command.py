@@ -108,7 +108,10 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
     err.print(
         f"{n} patients, {st.resources} resources in {result.seconds:.1f} s ({n / max(result.seconds, 1e-9):.0f} "
         f"patients/s); peak RSS {result.peak_rss_mb:.0f} MiB; set aside: {st.malformed} malformed lines, "
-        f"{st.no_patient} resources naming no patient, {st.other_types} of other types"
+        f"{st.too_long} lines over the line limit, {st.no_patient} resources naming no patient, "
+        f"{st.two_patients} naming two patients, {st.other_types} of other types; not screened: "
+        f"{len(st.too_large)} patients over the per-patient limit",
+        markup=False,
     )
     err.print("wrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.screening.bulk import ReadStats
 from cds_service.screening.csvsafe import safe_rows
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
@@ -87,15 +88,21 @@ def _parquet(csv_path: Path, parquet_path: Path) -> None:
         con.close()
 
 
+def set_aside(stats: ReadStats, trials: int) -> str:
+    """What was screened and everything set aside, in one sentence (the funnel page; the CLI says the same)."""
+    return (
+        f"{len(stats.patients - stats.too_large)} patients screened against {trials} trials; "
+        f"{stats.malformed} malformed lines, {stats.too_long} lines over the line limit, {stats.no_patient} "
+        f"resources naming no patient, {stats.two_patients} naming two different patients and "
+        f"{stats.other_types} of types no criterion reads were set aside; {len(stats.too_large)} patients over "
+        "the per-patient limit were not screened."
+    )
+
+
 def render_html(frows: list[dict[str, Any]], catalog: Catalog, result: Screening) -> str:
     trials = sorted({r["trial"] for r in frows})
     sections = [_trial_section(t, [r for r in frows if r["trial"] == t], catalog) for t in trials]
-    stats = result.stats
-    head = (
-        f"<p>{len(stats.patients)} patients screened against {len(trials)} trials; {stats.malformed} malformed "
-        f"lines, {stats.no_patient} resources naming no patient and {stats.other_types} of types no criterion "
-        f"reads were set aside.</p>"
-    )
+    head = f"<p>{html.escape(set_aside(result.stats, len(trials)))}</p>"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Feasibility funnel</title>"
         "<style>body{font-family:sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse}"

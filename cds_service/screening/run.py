@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import TrialResult
-from cds_service.screening.bulk import ReadStats, export_files, partition, patients_in
+from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, partition, patients_in
 
 ROW_FIELDS = (
     "patient", "trial", "status", "eligible_from", "pass", "fail", "unknown", "review", "failed", "unknowns",
@@ -104,9 +104,14 @@ def evaluate_patients(
     return rows, funnel
 
 
-def screen_partition(job: tuple[Path, date, list[str] | None]) -> tuple[list[dict[str, Any]], Funnel]:
-    part, as_of, trial_ids = job
-    return evaluate_patients(patients_in(part), as_of, trial_ids)
+def screen_partition(
+    job: tuple[Path, date, list[str] | None, ReadLimits],
+) -> tuple[list[dict[str, Any]], Funnel, set[str]]:
+    """Rows and funnel of one partition, and the patients left out for being over the per-patient caps."""
+    part, as_of, trial_ids, limits = job
+    too_large: set[str] = set()
+    rows, funnel = evaluate_patients(patients_in(part, limits, too_large), as_of, trial_ids)
+    return rows, funnel, too_large
 
 
 PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time
@@ -136,18 +141,21 @@ def screen(
     trial_ids: list[str] | None = None,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    limits: ReadLimits | None = None,
 ) -> Screening:
     """Partition the export on disk, then evaluate the partitions across `workers` processes."""
     start = time.perf_counter()
+    limits = limits or ReadLimits.from_settings()
     with tempfile.TemporaryDirectory(prefix="screen-") as tmp:
-        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers))
-        jobs = [(p, as_of, trial_ids) for p in parts]
+        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers), limits)
+        jobs = [(p, as_of, trial_ids, limits) for p in parts]
         rows: list[dict[str, Any]] = []
         funnel = Funnel()
         mappings_dir, trials_dir, horizon = catalog_dirs
         init = (str(mappings_dir), str(trials_dir), horizon)
         with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init) as pool:
-            for part_rows, part_funnel in pool.imap_unordered(screen_partition, jobs):
+            for part_rows, part_funnel, too_large in pool.imap_unordered(screen_partition, jobs):
+                stats.too_large |= too_large
                 rows.extend(part_rows)
                 funnel.merge(part_funnel)
                 if progress:

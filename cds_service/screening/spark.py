@@ -89,10 +89,11 @@ def _stats(tagged: Any) -> ReadStats:
     counts = tagged.map(lambda t: t[0]).countByValue()
     stats = ReadStats(
         lines=sum(n for k, n in counts.items() if k != "blank"),
-        resources=sum(counts.get(k, 0) for k in ("patient", "record", "medication", "no_patient")),
+        resources=sum(counts.get(k, 0) for k in ("patient", "record", "medication", "no_patient", "two_patients")),
         malformed=counts.get("malformed", 0),
         no_patient=counts.get("no_patient", 0),
         other_types=counts.get("other_types", 0),
+        two_patients=counts.get("two_patients", 0),
     )
     stats.patients = set(tagged.filter(lambda t: t[0] == "patient").map(lambda t: t[1]).distinct().collect())
     return stats
