@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from cds_service.fhir.subjects import owner
 
 READ_TYPES = frozenset({t for _, t in QUERIES.values()} | {"Medication"})
 _FILE = re.compile(r"^([A-Za-z]+)(?:\.[^.]+)*\.ndjson(?:\.gz)?$")
+
+
+class ExportFileError(Exception):
+    """An export file that cannot be read to its end (a corrupt or truncated gzip, an I/O error): the export
+    is not screened, since its records would be cut. The message names the file, never its content."""
 
 
 @dataclass
@@ -112,9 +118,12 @@ def partition(folder: Path, work: Path, parts: int, limits: ReadLimits | None = 
     medications: list[bytes] = []
     try:
         for rtype, path in export_files(folder):
-            with _open(path) as f:
-                for line in lines(f, max_line, stats):
-                    _route(line, rtype, files, medications, stats, parts)
+            try:
+                with _open(path) as f:
+                    for line in lines(f, max_line, stats):
+                        _route(line, rtype, files, medications, stats, parts)
+            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
+                raise ExportFileError(f"{path.name} cannot be read to its end ({type(e).__name__})") from None
         for out in files:
             out.writelines(medications)
     finally:

@@ -1,4 +1,8 @@
-"""`trial-matcher screen INPUT --out OUT_DIR`: a Bulk Data export against every trial, with a funnel."""
+"""`trial-matcher screen INPUT --out OUT_DIR`: a Bulk Data export against every trial, with a funnel.
+
+Every input error is one line and exit 2, never a traceback; text that is not ours (paths, what the
+FHIR server sends) is printed with Rich markup off, so `[/x]` in X-Progress is text, not a crash.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +14,50 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening.bulk import export_files
+from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import BulkExport, ExportError
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Screening, screen
 from cds_service.settings import get_settings
 
 
+def say(err: Console, text: str) -> None:
+    """One line of plain text: markup and highlighting off, whatever the text holds."""
+    err.print(text, markup=False, highlight=False)
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     if bool(args.input) == bool(args.fhir_server):
-        err.print("screen: give either an NDJSON folder or --fhir-server URL")
+        say(err, "screen: give either an NDJSON folder or --fhir-server URL")
         return 2
     folder = _exported(args, err) if args.fhir_server else Path(args.input)
     if folder is None:
         return 2
     if not folder.is_dir() or not export_files(folder):
-        err.print(f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
+        say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
+    try:
+        return _screen(folder, args, err)
+    except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
+        say(err, f"screen: {e}")
+        return 2
+    except OSError as e:  # --out not writable, a disk full: the type, not a traceback
+        say(err, f"screen: cannot write the results to {args.out} ({type(e).__name__})")
+        return 2
+
+
+def _screen(folder: Path, args: argparse.Namespace, err: Console) -> int:
     s = get_settings()
     catalog = Catalog.load(s.mappings_dir, s.trials_dir, horizon_days=s.temporary_horizon_days)
     unknown = [t for t in args.trial or [] if t not in catalog.trials]
     if unknown:
-        err.print(f"screen: unknown trial(s): {', '.join(unknown)}")
+        say(err, f"screen: unknown trial(s): {', '.join(unknown)}")
         return 2
     as_of = args.as_of or s.as_of or date.today()
     dirs = (s.mappings_dir, s.trials_dir, s.temporary_horizon_days)
@@ -49,7 +70,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     paths = write_all(result, catalog, Path(args.out))
     _summary(err, result, paths)
     if not result.stats.patients:
-        err.print("screen: the export holds no Patient resources: nothing to screen")
+        say(err, "screen: the export holds no Patient resources: nothing to screen")
         return 1
     return 0
 
@@ -71,25 +92,43 @@ def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
     try:
         from cds_service.screening.spark import screen_spark
     except ImportError:
-        err.print("screen: the Spark engine needs PySpark 4.0 (pip install '.[spark]') and Java 17+")
+        say(err, "screen: the Spark engine needs PySpark 4.0 (pip install '.[spark]') and Java 17+")
         return None
-    with err.status(f"screening on Spark ({args.spark_master})"):
+    with err.status(f"screening on Spark ({escape(args.spark_master)})"):
         return screen_spark(folder, dirs, as_of, args.trial, args.spark_master)
 
 
 def _exported(args: argparse.Namespace, err: Console) -> Path | None:
-    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export; None (said why) when it fails."""
+    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export; None (said why) when it fails.
+    The folder is emptied of an earlier export's files first: they would be screened with this one."""
     token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN")
     target = Path(args.out) / "export"
     try:
+        stale = clear_export(target)
+        if stale:
+            say(err, f"$export: removed {stale} file(s) of an earlier export from {target}")
         export = BulkExport(args.fhir_server, token, args.max_poll_seconds)
         with err.status("Bulk Data $export: kick-off") as status:
-            files = asyncio.run(export.run(target, lambda msg: status.update(f"Bulk Data $export: {msg}")))
+            # X-Progress is the server's text: escaped, so markup in it is shown, never run
+            files = asyncio.run(export.run(target, lambda msg: status.update(f"Bulk Data $export: {escape(msg)}")))
     except (ExportError, httpx.HTTPError) as e:
-        err.print(f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
+        say(err, f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
         return None
-    err.print(f"$export: {len(files)} file(s) into {target}")
+    except OSError as e:
+        say(err, f"screen: cannot write the export to {target} ({type(e).__name__})")
+        return None
+    say(err, f"$export: {len(files)} file(s) into {target}")
     return target
+
+
+def clear_export(folder: Path) -> int:
+    """Delete the NDJSON files an earlier export left in `folder` (only those: nothing else is ours)."""
+    if not folder.is_dir():
+        return 0
+    stale = [path for _, path in export_files(folder)]
+    for path in stale:
+        path.unlink()
+    return len(stale)
 
 
 def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-def]
@@ -113,7 +152,7 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
         f"{len(st.too_large)} patients over the per-patient limit",
         markup=False,
     )
-    err.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    say(err, "wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

@@ -93,9 +93,9 @@ class BulkExport:
     def _headers(self, accept: str) -> dict[str, str]:
         return {"Accept": accept, **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
 
-    def _checked(self, url: str | None, what: str) -> str:
+    def _checked(self, url: object, what: str) -> str:
         try:
-            return self.base.follow(url or "")
+            return self.base.follow(url if isinstance(url, str) else "")
         except UnsafeUrl as e:
             raise ExportError(f"the server's {what} URL points outside it; not contacted") from e
 
@@ -132,9 +132,12 @@ class BulkExport:
             r = await client.get(url, headers=self._headers("application/json"))
             if r.status_code == 200:
                 try:
-                    return r.json()
-                except ValueError as e:
+                    manifest = r.json()
+                except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested past the parser's depth
                     raise ExportError("the export manifest was not JSON") from e
+                if not isinstance(manifest, dict) or not isinstance(manifest.get("output", []), list):
+                    raise ExportError("the export manifest was not a Bulk Data manifest (an object, an output list)")
+                return manifest
             if r.status_code != 202:
                 raise ExportError(f"export status answered HTTP {r.status_code}")
             progress(r.headers.get("X-Progress", "in progress")[:80])
@@ -145,7 +148,10 @@ class BulkExport:
     async def _download(
         self, client: httpx.AsyncClient, manifest: dict, out: Path, progress: Callable[[str], None]
     ) -> list[Path]:
-        outputs = [o for o in manifest.get("output", []) if isinstance(o, dict) and o.get("type") in READ_TYPES]
+        outputs = [
+            o for o in manifest.get("output", []) if isinstance(o, dict) and isinstance(o.get("type"), str)
+            and o["type"] in READ_TYPES
+        ]  # fmt: skip
         headers = {**self._headers("application/fhir+ndjson"), "Accept-Encoding": ACCEPT_ENCODING}
         if not manifest.get("requiresAccessToken"):
             headers.pop("Authorization", None)  # the files are open: the token stays home
