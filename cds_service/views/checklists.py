@@ -41,6 +41,13 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",  # browsers without frame-ancestors: the page cannot be framed (clickjacking)
 }
 
+# A snapshot is stored per card and read by a person: a record with 120k Conditions made 12 MB ones. Each
+# criterion keeps its first evidence items (the engine orders them: the deciding ones first) and says how
+# many more there were; gaps keep their first lines and a count; long text is cut with an ellipsis.
+MAX_EVIDENCE = 20
+MAX_GAPS = 30
+MAX_TEXT = 500
+
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True
 )
@@ -69,13 +76,36 @@ def snapshot(trial: Trial, result: TrialResult, patient: str, as_of: date, gaps:
                 "url": trial.url,
                 "sites": [", ".join(x for x in (s.name, s.city, s.region, s.country) if x) for s in trial.sites],
             },
-            "result": result.model_dump(mode="json", exclude_none=True),
+            "result": bounded(result.model_dump(mode="json", exclude_none=True)),
             "patient": patient,
             "as_of": as_of.isoformat(),
-            "gaps": gaps,
+            "gaps": _first(gaps, MAX_GAPS, "more gaps not listed"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
+
+
+def bounded(result: dict[str, Any]) -> dict[str, Any]:
+    """A trial result as a snapshot holds it: at most MAX_EVIDENCE items per criterion (and cohort), the
+    number left out said in the criterion's explanation, and every evidence text at most MAX_TEXT long."""
+    for part in [*result.get("criteria", []), *([result["cohort"]] if result.get("cohort") else [])]:
+        evidence = part.get("evidence", [])
+        left_out = len(evidence) - MAX_EVIDENCE
+        part["evidence"] = [_short_evidence(e) for e in evidence[:MAX_EVIDENCE]]
+        if left_out > 0:
+            note = f"{left_out} more evidence item(s) on record are not listed here."
+            key = "reason" if "reason" in part else "explanation"  # the cohort has a reason, a criterion an explanation
+            part[key] = f"{part[key]} {note}" if part.get(key) else note
+    return result
+
+
+def _short_evidence(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v[:MAX_TEXT] + "…" if isinstance(v, str) and len(v) > MAX_TEXT else v) for k, v in e.items()}
+
+
+def _first(items: list[str], n: int, rest: str) -> list[str]:
+    short = [x[:MAX_TEXT] + "…" if len(x) > MAX_TEXT else x for x in items[:n]]
+    return short + ([f"{len(items) - n} {rest}"] if len(items) > n else [])
 
 
 def rows_for(items: list[tuple[str, bytes]], ttl: float) -> list[tuple[str, float, str]]:
