@@ -7,30 +7,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import csv
+import gzip
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
+import respx
 import yaml
 from helpers import details, open_service
 
 from cds_service.cli import main
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList
-from cds_service.screening.bulk import ReadLimits, ReadStats, partition, patients_in
+from cds_service.screening.bulk import ReadStats, partition
 from cds_service.screening.csvsafe import safe_cell
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Funnel, Screening
 from cds_service.settings import get_settings
-from demo.hook_request import hook_request
+from cds_service.views import checklists
+from demo import synthetic as syn
+from demo.hook_request import hook_request, prefetch_for
 from demo.load import demo_bundles
 from tests.servers import RecordingServer
 
@@ -393,6 +398,8 @@ def test_a_patient_over_the_per_patient_cap_is_not_screened_and_is_counted(tmp_p
 
 
 def test_patients_in_drops_a_patient_as_it_passes_the_byte_cap(tmp_path):
+    from cds_service.screening.bulk import ReadLimits, patients_in  # new in this fix
+
     big, big_obs = _patient_lines("big", 50)
     small, small_obs = _patient_lines("small", 2)
     part = tmp_path / "part.ndjson"
@@ -400,3 +407,180 @@ def test_patients_in_drops_a_patient_as_it_passes_the_byte_cap(tmp_path):
     too_large: set[str] = set()
     got = dict(patients_in(part, ReadLimits(max_patient_bytes=2_000), too_large))
     assert set(got) == {"small"} and too_large == {"big"}
+
+
+# --- 10. the command-line tools: every input error is one line and exit 2, never a traceback -------------
+
+EXPORT_BASE = "http://127.0.0.1:9999/fhir"
+EXPORT_STATUS = f"{EXPORT_BASE}/$export-poll-status?_jobId=1"
+PATIENT_LINE = b'{"resourceType":"Patient","id":"p1","gender":"female","birthDate":"1980-01-01"}\n'
+
+
+@pytest.fixture
+def fast_export(monkeypatch):
+    monkeypatch.setenv("TRIAL_MATCHER_EXPORT_MIN_POLL_SECONDS", "0.01")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _export_server(*polls: httpx.Response, files: dict[str, bytes] | None = None) -> None:
+    """A respx $export server: kick-off, the given poll answers, then files by name."""
+    respx.get(url__regex=r"/fhir/\$export\?_type=").respond(202, headers={"Content-Location": EXPORT_STATUS})
+    respx.get(EXPORT_STATUS).mock(side_effect=list(polls))
+    respx.delete(EXPORT_STATUS).respond(202)
+    for name, body in (files or {}).items():
+        respx.get(f"{EXPORT_BASE}/Binary/{name}").respond(200, content=body)
+
+
+def _screen_export(out: Path) -> int:
+    return main(["screen", "--fhir-server", EXPORT_BASE, "--out", str(out), "--workers", "1"])
+
+
+def _one_clean_line(err: str) -> None:
+    assert "Traceback" not in err and "Error:" not in err.split("screen:")[0]
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    "manifest",
+    [[1, 2], "a string", {"output": 5}, {"output": [{"type": ["Patient"], "url": 5}, 7, {"type": "Patient"}]}],
+    ids=["list", "string", "output-number", "junk-entries"],
+)
+def test_a_bad_manifest_is_one_line_and_exit_2(tmp_path, fast_export, capsys, manifest):
+    _export_server(httpx.Response(200, json=manifest))
+    assert _screen_export(tmp_path / "out") == 2  # before: AttributeError / TypeError tracebacks
+    err = capsys.readouterr().err
+    _one_clean_line(err)
+    assert "screen: $export failed" in err or "not a folder of Bulk Data NDJSON" in err
+
+
+@respx.mock
+def test_markup_in_x_progress_is_text_not_a_crash(tmp_path, fast_export, capsys):
+    progress = httpx.Response(202, headers={"X-Progress": "[/bold] [link=https://evil.example]50%", "Retry-After": "0"})
+    manifest = httpx.Response(200, json={"output": [{"type": "Patient", "url": f"{EXPORT_BASE}/Binary/p"}]})
+    _export_server(progress, manifest, files={"p": PATIENT_LINE})
+    assert _screen_export(tmp_path / "out") == 0  # before: rich.errors.MarkupError, a traceback
+    _one_clean_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not-gzip"])
+def test_a_bad_gzip_file_is_one_line_and_exit_2(tmp_path, capsys, kind):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(PATIENT_LINE)
+    data = gzip.compress(PATIENT_LINE * 2000)
+    (export / "Observation.000.ndjson.gz").write_bytes(data[: len(data) // 2] if kind == "truncated" else b"junk" * 99)
+    assert main(["screen", str(export), "--out", str(tmp_path / "out"), "--workers", "1"]) == 2  # before: traceback
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "screen: Observation.000.ndjson.gz cannot be read to its end" in err
+
+
+JUNK_RECORDS = {
+    "list": [],
+    "protocol-list": {"protocolSection": []},
+    "junk-fields": {
+        "protocolSection": {
+            "identificationModule": {"nctId": "NCT09999998", "briefTitle": 5},
+            "sponsorCollaboratorsModule": {"leadSponsor": "not an object"},
+            "designModule": {"phases": [5, None]},
+            "conditionsModule": {"conditions": "Lupus"},
+            "armsInterventionsModule": {"interventions": [5, {"name": 3}]},
+            "contactsLocationsModule": {"locations": "x"},
+            "eligibilityModule": {"eligibilityCriteria": 5, "minimumAge": {"x": 1}},
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("name", [*JUNK_RECORDS, "deep"])
+def test_junk_in_an_imported_record_is_never_a_traceback(tmp_path, capsys, name):
+    path = tmp_path / "rec.json"
+    path.write_text("[" * 100_000 + "]" * 100_000 if name == "deep" else json.dumps(JUNK_RECORDS[name]))
+    status = main(["import", str(path), "--out", str(tmp_path / "t" / "NCT09999998.yaml")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if name == "junk-fields":
+        assert status == 1  # imported, junk left out; lint then lists what to encode
+    else:
+        assert status == 2 and len([x for x in err.splitlines() if x.startswith("import:")]) == 1
+
+
+def test_diff_against_a_junk_record_is_one_line_and_exit_2(tmp_path, capsys):
+    junk = tmp_path / "newer.json"
+    junk.write_text('["not", "a", "record"]')
+    assert main(["diff", GOOD_TRIAL, "--against", str(junk)]) == 2  # before: AttributeError traceback
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("diff: cannot read")
+
+
+# --- 14. an earlier export's files are not screened with a new one -----------------------------------------
+
+
+@respx.mock
+def test_files_of_an_earlier_export_are_cleared_before_the_new_one(tmp_path, fast_export, capsys):
+    out = tmp_path / "out"
+    (out / "export").mkdir(parents=True)
+    stale = PATIENT_LINE.replace(b'"p1"', b'"stale-1"')
+    (out / "export" / "Patient.007.ndjson").write_bytes(stale)  # from an earlier, larger export
+    (out / "export" / "notes.txt").write_text("not ours to delete")
+    manifest = httpx.Response(200, json={"output": [{"type": "Patient", "url": f"{EXPORT_BASE}/Binary/p"}]})
+    _export_server(manifest, files={"p": PATIENT_LINE})
+    assert _screen_export(out) == 0
+    with (out / "patients.csv").open(newline="", encoding="utf-8") as f:
+        assert {r["patient"] for r in csv.DictReader(f)} == {"p1"}  # before: stale-1 screened with p1
+    assert not (out / "export" / "Patient.007.ndjson").exists() and (out / "export" / "notes.txt").exists()
+    assert "removed 1 file(s) of an earlier export" in capsys.readouterr().err
+
+
+# --- 16. work per request is bounded: draft orders per call, checklist snapshot size -----------------------
+
+
+def _order_request(n: int) -> dict:
+    from tests import test_orders as order_tests
+
+    orders = [order_tests.med_order(order_tests.RXNORM, "121191", "riTUXimab 10 MG/ML Injectable", oid=f"d{i}")
+              for i in range(n)]  # fmt: skip
+    ctx = {"patientId": "p1", "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": o} for o in orders]}}
+    patient = syn.eligible_patient(order_tests.AS_OF)
+    return {"hook": "order-sign", "hookInstance": str(uuid.uuid4()), "context": ctx,
+            "prefetch": prefetch_for(patient, "p1")}  # fmt: skip
+
+
+def test_more_than_50_draft_orders_are_refused_before_any_work(tmp_path):
+    with open_service(tmp_path) as c:
+        started = time.process_time()
+        over = c.post("/cds-services/trial-order-sign", json=_order_request(51))
+        refused_cpu = time.process_time() - started
+        started = time.process_time()
+        at_cap = c.post("/cds-services/trial-order-sign", json=_order_request(50))
+        cap_cpu = time.process_time() - started
+    assert over.status_code == 400 and "draftOrders" in over.text  # before: 200, and 500 drafts took 8.9 s
+    assert refused_cpu < 0.5, refused_cpu
+    assert at_cap.status_code == 200 and cap_cpu < 3.0, cap_cpu  # within the default hook budget
+
+
+def _many_lupus_conditions(n: int) -> list[dict]:
+    patient = syn.eligible_patient(AS_OF)
+    sle = {"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+           "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                          "code": "active"}]},
+           "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}],
+                    "text": "SLE " + "x" * 2000}}  # fmt: skip
+    return patient + [{**sle, "id": f"sle-{i}"} for i in range(n)]
+
+
+def test_checklist_snapshots_are_bounded_and_say_what_was_left_out(catalog):
+    facts = catalog.facts(_many_lupus_conditions(5_000), "p1")
+    report = catalog.report(facts, AS_OF)
+    gaps = [f"gap {i}" for i in range(1_000)]
+    snaps = [(r, checklists.snapshot(catalog.trials[r.id], r, report.patient, AS_OF, gaps)) for r in report.trials]
+    sizes = sorted(len(snap) for _, snap in snaps)
+    # before: 20.7 MB each here (12 MB in the review, 120k Conditions); now 35-42 kB
+    assert sizes[-1] < 256 * 1024, sizes
+    for r, snap in snaps:
+        page = checklists.render_checklist(snap.decode())
+        held = max(len(c.evidence) for c in [*r.criteria, *([r.cohort] if r.cohort else [])])
+        assert held <= checklists.MAX_EVIDENCE or f"{held - checklists.MAX_EVIDENCE} more evidence item(s)" in page
+        assert "970 more gaps not listed" in page
