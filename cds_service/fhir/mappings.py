@@ -29,6 +29,23 @@ class Coding(BaseModel):
     display: str | None = None
 
 
+class Plausible(BaseModel):
+    """The values a result of this variable can take in a living patient, in its canonical unit, and where
+    that range comes from. Lint refuses a threshold outside it (a unit slip: "80 g/dL" meant 80 g/L),
+    because such a threshold would silently make every patient fail or pass the criterion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: float
+    max: float
+    source: str = Field(min_length=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Plausible:
+        if self.min >= self.max:
+            raise ValueError(f"plausible range: min {self.min} must be below max {self.max}")
+        return self
+
+
 class Variable(BaseModel):
     """One clinical variable a criterion can test, and the codes that carry it."""
 
@@ -48,6 +65,7 @@ class Variable(BaseModel):
     positive_persists_days: int | None = None
     also_from: list[str] = Field(default_factory=list)
     units_elsewhere: dict[str, str] = Field(default_factory=dict)
+    plausible: Plausible | None = None  # canonical unit; authoring checks thresholds against it
 
     def factor(self, unit: str | None) -> float | None:
         """Factor taking a value in `unit` to the canonical unit, or None if not accepted."""
