@@ -35,6 +35,7 @@ class MedicationRule(Rule):
     ongoing_note: str | None
     match_review: str | None = None  # a match needs a person (e.g. a vaccine of unrecorded type)
     dose_per_kg: bool = False  # dose in mg/kg/day, with body weight from the record
+    weight_at_dose: bool = False  # `dose_per_kg`: the body weight nearest the dose, not today's
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +57,14 @@ class CurrentDose(Rule):
 def parse_medication(p: RuleParser, arg: Any) -> Rule:
     check_keys(
         arg,
-        {"classes", "ingredients", "within", "dose", "if_ongoing", "ongoing_note", "match_review"},
+        {"classes", "ingredients", "within", "dose", "dose_per_kg", "if_ongoing", "ongoing_note", "match_review"},
         "medication",
     )
     ings, label = p.ingredients(arg, "medication")
     dose = arg.get("dose") or {}
+    at_dose = "dose_per_kg" in arg
+    if at_dose:
+        dose = _dose_per_kg(arg)
     if dose and (dose.get("op") not in OPS or "value" not in dose or set(dose) - {"op", "value", "per_kg"}):
         raise RuleError(
             "medication.dose takes op, value and optionally per_kg: true (mg/day, prednisone-equivalent for "
@@ -82,7 +86,20 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
         arg.get("ongoing_note"),
         arg.get("match_review"),
         bool(dose.get("per_kg")),
+        at_dose,
     )
+
+
+def _dose_per_kg(arg: dict) -> dict:
+    """`dose_per_kg: {op, value}`: mg/kg/day at the time of each course ("above 1 mg/kg/day at some time in
+    the last 6 months"), the dose divided by the weight on record nearest that course."""
+    per_kg = arg["dose_per_kg"]
+    if "dose" in arg or not isinstance(per_kg, dict) or set(per_kg) != {"op", "value"} or per_kg["op"] not in OPS:
+        raise RuleError(
+            "medication.dose_per_kg takes op and value (mg/kg/day, prednisone-equivalent for glucocorticoids, "
+            "with the body weight nearest the dose); give it instead of dose"
+        )
+    return {**per_kg, "per_kg": True}
 
 
 def parse_treated(p: RuleParser, arg: Any) -> Rule:
@@ -144,6 +161,25 @@ def _weight_kg(ctx: Ctx) -> float | None:
     )
 
 
+_NEAR_DAYS = 90  # a weight this far from a course still stands for the weight at that dose
+
+
+def _weight_near(ctx: Ctx, m: MedicationFact) -> float | None:
+    """The body weight (kg) nearest the course's dates (0 days inside it), at most _NEAR_DAYS away: a dose of
+    last spring is divided by last spring's weight, not today's."""
+    if m.start is None:
+        return None
+    end = min(m.last_use() or ctx.as_of, ctx.as_of) if not m.ongoing(ctx.as_of) else ctx.as_of
+    best: tuple[int, float] | None = None
+    for r in ctx.facts.labs.get("weight", ()):
+        if not r.value or r.when is None or r.when > ctx.as_of:
+            continue
+        gap = 0 if m.start <= r.when <= end else min(abs((r.when - m.start).days), abs((r.when - end).days))
+        if gap <= _NEAR_DAYS and (best is None or gap < best[0]):
+            best = (gap, r.value)
+    return best[1] if best else None
+
+
 def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
     since = ctx.since(rule.within) if rule.within else None
     hits: list[Res] = []
@@ -154,9 +190,11 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
         dose = _dose(ctx, m)
         ev = med_evidence(m, dose)
         if rule.dose_per_kg and dose is not None:
-            weight = _weight_kg(ctx)
+            weight = _weight_near(ctx, m) if rule.weight_at_dose else _weight_kg(ctx)
             if weight is None:
-                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=["body weight, for a dose in mg/kg/day"]))
+                near = f" within {_NEAR_DAYS} days of {m.display}'s dates" if rule.weight_at_dose else ""
+                missing = f"body weight{near}, for a dose in mg/kg/day"
+                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[missing]))
                 continue
             dose = dose / weight
         last = m.last_use()

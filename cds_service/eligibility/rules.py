@@ -13,7 +13,8 @@ register themselves here (see README "Rule vocabulary" for examples):
                    grade_count {vars, grades, min, within}; answer {var, in, within}
   conditions.py    condition {groups, within, dated_by, except, except_review, active_only, match_review,
                    onset_before}
-  medications.py   medication {classes|ingredients, within, dose, if_ongoing, ongoing_note, match_review};
+  medications.py   medication {classes|ingredients, within, dose, dose_per_kg, if_ongoing, ongoing_note,
+                   match_review};
                    treated {classes, min_duration, min_distinct}; current_dose {classes, op, value}
   procedures.py    procedure {groups, within, match_review}
 Adding a rule kind touches one of those modules (or a new one imported by the package) and its test.
