@@ -31,6 +31,7 @@ STATUS_STYLE = {
     "possibly-eligible": "bold yellow",
     "ineligible": "bold red",
     "not-assessed": "dim",
+    "draft": "dim italic",  # imported, not yet encoded: never evaluated
 }
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
@@ -55,6 +56,8 @@ def trial_table(trial: TrialResult) -> Table:
     title = Text.assemble((f"{trial.id} ", "bold"), (trial.status, STATUS_STYLE[trial.status]))
     if trial.eligible_from:
         title.append(f" from {trial.eligible_from.isoformat()}", style="bold yellow")
+    if trial.status == "draft":
+        title.append(": not yet encoded, never evaluated")
     if trial.cohort is not None and trial.cohort.outcome != "in":
         title.append(f": {trial.cohort.reason}")  # outside the cohort no criterion is read
     table = Table(title=title, title_justify="left", show_lines=True, expand=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from cds_service.authoring.bullets import bullet_changes, bullets_of
 from cds_service.authoring.ctgov import import_record
 from cds_service.authoring.lint import lint_file, lint_paths
-from cds_service.authoring.sources import record_text, source_text, unquoted
+from cds_service.authoring.sources import record_text, source_path, source_text, unquoted
 from cds_service.fhir.mappings import load_mappings
 from cds_service.settings import get_settings
 
@@ -33,8 +34,13 @@ def cmd_lint(args: argparse.Namespace) -> int:
     problems = lint_paths(paths, load_mappings(s.mappings_dir))
     for p in problems:
         print(p)
-    print(f"{len(problems)} problem(s)" if problems else "lint: clean", file=sys.stderr)
-    return EXIT_PROBLEMS if problems else EXIT_CLEAN
+    errors = sum(p.is_error for p in problems)
+    warned = f"{len(problems) - errors} warning(s)" if len(problems) > errors else ""
+    if errors:
+        print(f"{errors} problem(s)" + (f", {warned}" if warned else ""), file=sys.stderr)
+    else:
+        print("lint: clean" + (f", {warned}" if warned else ""), file=sys.stderr)
+    return EXIT_PROBLEMS if errors else EXIT_CLEAN
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -49,7 +55,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.parent / "sources").mkdir(exist_ok=True)
     shutil.copyfile(args.record, out.parent / "sources" / f"{data['id']}.json")  # the quotes' source, kept beside
-    header = f"# Imported from the ClinicalTrials.gov record {data['id']}: encode each criterion, then lint.\n"
+    header = (
+        f"# Imported from the ClinicalTrials.gov record {data['id']}: a draft, never evaluated. Encode each\n"
+        "# criterion, remove `draft: true`, then lint.\n"
+    )
     out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
     print(f"import: wrote {out} ({len(data['criteria'])} criteria) and its source", file=sys.stderr)
     if "entry" in data:
@@ -60,7 +69,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    """Criteria whose quoted text is no longer in a newer registry record (or page) of the trial."""
+    """Criteria whose quoted text is no longer in a newer registry record (or page) of the trial, and the
+    bullets added, changed or removed between the kept source and the newer one."""
     s = get_settings()
     path = s.trials_dir / f"{args.trial}.yaml"
     if not path.is_file():
@@ -79,7 +89,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     changed = unquoted(trial, text or "")
     for cid, fragment in changed:
         print(f"{trial.id} criterion {cid}: no longer in the registry text: {fragment[:100]!r}")
-    return EXIT_PROBLEMS if changed else EXIT_CLEAN
+    kept = source_path(s.trials_dir, trial.id)
+    bullets = bullet_changes(bullets_of(kept), bullets_of(newer)) if kept and newer else []
+    for change in bullets:  # a bullet deleted or added changes who is eligible, whatever the quotes say
+        print(f"{trial.id} {change}")
+    return EXIT_PROBLEMS if changed or bullets else EXIT_CLEAN
 
 
 def _text(path: Path) -> str:
@@ -104,7 +118,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("record", help="path to the study record JSON")
     imp.add_argument("--out", help="where to write the YAML (default: TRIALS_DIR/NCT....yaml)")
     imp.set_defaults(func=cmd_import)
-    diff = sub.add_parser("diff", help="list criteria whose registry text changed since they were encoded")
+    diff = sub.add_parser(
+        "diff",
+        help="list criteria whose registry text changed, and bullets added, changed or removed, since encoding",
+    )
     diff.add_argument("trial", help="NCT id of a trial in the trials folder")
     diff.add_argument(
         "--against", help="a newer registry record (.json, API v2) or page (.txt); default: the kept source"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cds_service.eligibility.rules import RuleError, RuleParser
+from cds_service.authoring.suggest import suggest_rule
 from cds_service.fhir.mappings import Mappings
 
 IMPORTED = "imported, not yet encoded"
@@ -59,6 +59,7 @@ def import_record(record: dict[str, Any], mappings: Mappings) -> dict[str, Any]:
         "sex": {"FEMALE": "female", "MALE": "male"}.get(str(elig.get("sex", "")).upper(), "all"),
         "source": f"trials/sources/{nct}.json",
         "notes": ["imported from ClinicalTrials.gov; its criteria are not yet encoded, so the study team reviews each"],
+        "draft": True,  # never evaluated until a person encodes the criteria and removes this
         "criteria": _structured_criteria(record) + criteria_from_text(elig.get("eligibilityCriteria") or "", mappings),
     }
     trial["entry"] = propose_entry(record, trial["criteria"], mappings)
@@ -171,81 +172,3 @@ def _flatten(item: dict[str, Any], cid: str, mappings: Mappings, out: list[dict[
     out.append(criterion)
     for k, child in enumerate(item["children"], start=1):
         _flatten({**child, "type": item["type"]}, f"{cid}.{k}", mappings, out)
-
-
-# --- suggested rules: only where the wording is unambiguous ----------------------------------------------
-
-_OPS = {"≥": ">=", ">=": ">=", "≤": "<=", "<=": "<=", ">": ">", "<": "<", "at least": ">=", "no more than": "<="}
-_OP = r"(≥|>=|≤|<=|>|<|at least|no more than)"
-# Between the measure's name and its limit: a bounded window, not `[^.;]*?`, which rescanned to the end
-# of the sentence from every mention of a name (64 KB bullet: 46 s). Criteria put the two within a phrase.
-_GAP = r"[^.;]{0,160}?"
-_NUM = r"(\d+(?:\.\d+)?)"
-_LAB_WORDS = {
-    "anc": r"absolute neutrophil count|neutrophils?|anc",
-    "alc": r"absolute lymphocyte count|lymphocytes?(?: count)?|alc",
-    "wbc": r"white blood cells?|leukocytes?|wbc",
-    "platelets": r"platelets?(?: count)?|plt",
-    "hemoglobin": r"ha?emoglobin|hgb|hb",
-    "egfr": r"egfr|estimated glomerular filtration rate",
-    "crcl_cg": r"creatinine clearance|crcl",
-    "lvef": r"left ventricular ejection fraction|lvef|ejection fraction",
-    "spo2": r"oxygen saturation|spo2",
-}
-_ULN_WORDS = {"alt": r"alt|alanine aminotransferase", "ast": r"ast|aspartate aminotransferase",
-              "bilirubin_total": r"total bilirubin|bilirubin|tbil"}  # fmt: skip
-_UNITS = {
-    "×10^9/l": "10*9/L", "x10^9/l": "10*9/L", "*10^9/l": "10*9/L", "10^9/l": "10*9/L", "x10e9/l": "10*9/L",
-    "×109/l": "10*9/L", "g/dl": "g/dL", "g/l": "g/L", "mg/dl": "mg/dL", "ml/min": "mL/min", "%": "%",
-    "ml/min/1.73m2": "mL/min/{1.73_m2}", "ml/min/1.73m²": "mL/min/{1.73_m2}", "/ul": "/uL", "/μl": "/uL",
-    "/mm3": "/mm3",
-}  # fmt: skip
-_UNIT = (
-    r"([×x*]?\s*10\s*(?:\^|e)?\s*9\s*/\s*l|g\s*/\s*dl|g\s*/\s*l|mg\s*/\s*dl"
-    r"|ml\s*/\s*min(?:\s*/\s*1\.73\s*m[2²])?|%|/\s*[uμ]l|/\s*mm3)"
-)
-
-
-def suggest_rule(text: str, mappings: Mappings) -> dict[str, Any] | None:
-    """A rule for text whose pattern is clear, checked against the maps; None otherwise."""
-    t = text.lower()
-    for candidate in (_uln(t), _lab(t), _age(t)):
-        if candidate is None:
-            continue
-        try:
-            RuleParser(mappings).parse(candidate)
-        except RuleError:
-            continue
-        return candidate
-    return None
-
-
-def _uln(t: str) -> dict[str, Any] | None:
-    for var, words in _ULN_WORDS.items():
-        m = re.search(
-            rf"\b(?:{words})\b{_GAP}{_OP}\s*{_NUM}\s*(?:×|x|\*|times)\s*(?:the\s+)?(?:uln|upper limit of normal)", t
-        )
-        if m:
-            return {"lab": {"var": var, "op": _OPS[m.group(1)], "uln": float(m.group(2))}}
-    return None
-
-
-def _lab(t: str) -> dict[str, Any] | None:
-    for var, words in _LAB_WORDS.items():
-        m = re.search(rf"\b(?:{words})\b{_GAP}{_OP}\s*{_NUM}\s*{_UNIT}", t)
-        if m:
-            unit = _UNITS.get(re.sub(r"\s+", "", m.group(3)))
-            if unit:
-                return {"lab": {"var": var, "op": _OPS[m.group(1)], "value": float(m.group(2)), "unit": unit}}
-    return None
-
-
-def _age(t: str) -> dict[str, Any] | None:
-    m = re.search(rf"\bage[ds]?\b{_GAP}{_NUM}\s*(?:to|-|–)\s*{_NUM}\s*years", t)
-    if m:
-        return {"age": {"min": int(float(m.group(1))), "max": int(float(m.group(2)))}}
-    m = re.search(rf"\bage[ds]?\b{_GAP}{_OP}\s*{_NUM}\s*years", t)
-    if m:
-        op, n = _OPS[m.group(1)], int(float(m.group(2)))
-        return {"age": {"min": n} if op in (">=", ">") else {"max": n}}
-    return None

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from cds_service.authoring import checks
+from cds_service.authoring.problem import Problem
 from cds_service.authoring.sources import source_text, unquoted
 from cds_service.eligibility.rules import RuleError, RuleParser, suggest
 from cds_service.eligibility.trials import Criterion, Trial
@@ -33,19 +34,6 @@ DEFAULT_MAX_BYTES = 256 * 1024  # settings.trial_file_max_bytes: 15 times the la
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster than the pure-Python one
 _CONTAINER_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _CONTAINER_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    trial: str | None
-    criterion: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = " ".join(x for x in (self.trial, f"criterion {self.criterion}" if self.criterion else None) if x)
-        return f"{self.file}:{self.line}: {where + ': ' if where else ''}{self.message}"
 
 
 class Unreadable(ValueError):
@@ -142,10 +130,12 @@ def lint_file(
         problems += [_validation_problem(path, root, tid, err) for err in e.errors()]
     if trial is not None and trial.id != path.stem:
         problems.append(Problem(str(path), 1, tid, None, f"the file name must be the trial id: {trial.id}.yaml"))
-    if trial is not None and not problems:
+    if trial is not None and not any(p.is_error for p in problems):
         trial.compile(mappings)
-        problems += _source_problems(path, root, trial) if check_source else []
-    return (trial if not problems else None), problems
+        problems += checks.unranged_variables(path, trial, mappings)
+    if trial is not None and check_source:  # quotes and coverage need only the texts: said with the rest
+        problems += _source_problems(path, root, trial)
+    return (trial if not any(p.is_error for p in problems) else None), problems
 
 
 def _criterion_problems(path: Path, root: Any, data: dict, tid: str | None, mappings: Mappings) -> list[Problem]:
@@ -156,14 +146,17 @@ def _criterion_problems(path: Path, root: Any, data: dict, tid: str | None, mapp
         for key in ("rule", "suggested_rule"):  # a suggestion must parse too, so promoting it is safe
             if not isinstance(c, dict) or not isinstance(c.get(key), dict):
                 continue
+            node = _at(root, ("criteria", i, key))
+            cid = str(c.get("id", f"#{i + 1}"))
             try:
                 RuleParser(mappings).parse(c[key])
             except RuleError as e:
-                node = _at(root, ("criteria", i, key))
                 line = _line_of_value(node, str(e)) or _line(node)
                 message = str(e) if key == "rule" else f"suggested_rule: {e}"
-                out.append(Problem(str(path), line, tid, str(c.get("id", f"#{i + 1}")), message))
-    return out
+                out.append(Problem(str(path), line, tid, cid, message))
+                continue
+            out += checks.rule_checks(path, node, c[key], key, tid, cid, mappings)
+    return out + checks.placeholders(path, root, data, tid)
 
 
 def _entry_problems(path: Path, root: Any, data: dict, tid: str | None, mappings: Mappings) -> list[Problem]:
@@ -208,7 +201,7 @@ def _source_problems(path: Path, root: Any, trial: Trial) -> list[Problem]:
     if source is None:
         return [Problem(str(path), 1, trial.id, None, f"no source text in {path.parent}/sources/ to check quotes")]
     index = {c.id: i for i, c in enumerate(trial.criteria)}
-    return [
+    quotes = [
         Problem(
             str(path),
             _line(_at(root, ("entry", "text") if cid == "entry" else ("criteria", index[cid], "text"))),
@@ -218,6 +211,7 @@ def _source_problems(path: Path, root: Any, trial: Trial) -> list[Problem]:
         )
         for cid, fragment in unquoted(trial, source)
     ]
+    return quotes + checks.left_out_quotes(path, root, trial, source) + checks.coverage(path, root, trial)
 
 
 # --- YAML node positions ------------------------------------------------------------------------------
@@ -284,7 +278,7 @@ def load_checked(folder: Path, mappings: Mappings) -> tuple[dict[str, Trial], li
     problems: list[Problem] = []
     for path in sorted(Path(folder).glob("*.yaml")):
         trial, found = lint_guarded(path, mappings, check_source=False)
-        problems += found
+        problems += [p for p in found if p.is_error]  # warnings (drafts) do not keep a trial out
         if trial is not None:
             if trial.id in trials:
                 problems.append(Problem(str(path), 1, trial.id, None, "another file already defines this trial id"))

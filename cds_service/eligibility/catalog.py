@@ -13,7 +13,7 @@ from typing import Any
 
 from cds_service.authoring.lint import Problem, load_checked
 from cds_service.eligibility.engine import Engine
-from cds_service.eligibility.report import Report
+from cds_service.eligibility.report import Report, TrialResult
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
@@ -68,6 +68,15 @@ class Catalog:
         return Report(
             patient=facts.patient,
             as_of=as_of,
-            trials=[self.engine.evaluate(facts, t, as_of) for t in chosen],
+            trials=[draft_result(t) if t.draft else self.engine.evaluate(facts, t, as_of) for t in chosen],
             skipped_resources=facts.skipped,
         )
+
+
+DRAFT_NOTE = "draft, not yet encoded: its criteria are not evaluated for any patient"
+
+
+def draft_result(trial: Trial) -> TrialResult:
+    """A draft trial (imported, not yet encoded) is never evaluated: whatever its criteria would say, no card,
+    no screen verdict, no order warning; only this status, so /match and the CLI show it exists."""
+    return TrialResult(id=trial.id, title=trial.title, status="draft", url=trial.url, criteria=[], notes=[DRAFT_NOTE])

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 
 Outcome = Literal["pass", "fail", "unknown", "review"]
 # not-assessed: the disease the trial studies could not be checked (no condition data could be read)
-TrialStatus = Literal["likely-eligible", "possibly-eligible", "ineligible", "not-assessed"]
+# draft: the trial file is an import not yet encoded (`draft: true`): never evaluated, never a card
+TrialStatus = Literal["likely-eligible", "possibly-eligible", "ineligible", "not-assessed", "draft"]
 CohortOutcome = Literal["in", "out", "unknown"]
 
 

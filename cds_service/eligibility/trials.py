@@ -65,6 +65,16 @@ class Entry(BaseModel):
     text: str = Field(min_length=3)  # the source's words naming the population, quoted like a criterion
 
 
+class LeftOut(BaseModel):
+    """A bullet of the source deliberately not encoded, quoted, with the reason: so lint can tell a choice
+    from a bullet that was forgotten or deleted (see authoring/bullets.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=3)  # quoted from the source like a criterion (` ... ` elides)
+    reason: str = Field(min_length=10)
+
+
 class Trial(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +94,11 @@ class Trial(BaseModel):
     source: str
     entry: Entry
     notes: list[str] = Field(default_factory=list)  # caveats a reviewer must see on every card (source gaps)
+    # `import` writes `draft: true`: the criteria are not yet encoded, so the trial is never evaluated (no
+    # card, no screen verdict: "draft, not yet encoded") until a person encodes it and removes the flag.
+    # Distinct from `status`, the registry's recruitment status.
+    draft: bool = False
+    left_out: list[LeftOut] = Field(default_factory=list)  # source bullets deliberately not encoded
     criteria: list[Criterion]
     _variables: set[str] = PrivateAttr(default_factory=set)
     _entry_groups: frozenset[str] = PrivateAttr(default=frozenset())
