@@ -151,7 +151,10 @@ def test_steroid_dose_above_the_bar_quotes_the_trials_alternatives(client):
 def test_order_select_checks_only_the_selection_and_stays_silent_without_prefetch(client):
     orders = [med_order(RXNORM, "197361", "amLODIPine", "d-1"), med_order(RXNORM, "121191", "riTUXimab", "d-2")]
     assert call(client, "order-select", orders, selections=["MedicationRequest/d-1"]) == []
-    assert len(call(client, "order-select", orders, selections=["MedicationRequest/d-2"])) == 3
+    selected = by_trial(call(client, "order-select", orders, selections=["MedicationRequest/d-2"]))
+    # the selection alone is checked: exactly the cards rituximab alone gets, whatever trials the catalogue holds
+    assert selected.keys() == by_trial(call(client, "order-sign", [orders[1]])).keys()
+    assert seed_only(selected) == {"NCT06902844", "NCT07274059", "NCT06010472"}
     assert call(client, "order-select", orders, selections=["MedicationRequest/d-2"], prefetch=False) == []
 
 
