@@ -1,7 +1,7 @@
 """Authoring commands: `trial-matcher lint`, `import` and `diff`.
 
 Exit status: 0 clean, 1 problems found, 2 a usage error (a path that does not exist, a record that is
-not a ClinicalTrials.gov v2 study).
+not a ClinicalTrials.gov v2 study). Input errors are one line naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from cds_service.fhir.mappings import load_mappings
 from cds_service.settings import get_settings
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+# What a hostile or broken input file can raise while it is read and imported: said in one line, exit 2.
+INPUT_ERRORS = (OSError, ValueError, RecursionError, TypeError, AttributeError, KeyError)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -47,19 +49,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     s = get_settings()
     try:
         record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("a study record is a JSON object")
         data = import_record(record, load_mappings(s.mappings_dir))
-    except (OSError, ValueError) as e:
-        print(f"import: cannot import {args.record}: {e}", file=sys.stderr)
+    except INPUT_ERRORS as e:
+        print(f"import: cannot import {args.record}: {_reason(e)}", file=sys.stderr)
         return EXIT_USAGE
     out = Path(args.out) if args.out else s.trials_dir / f"{data['id']}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "sources").mkdir(exist_ok=True)
-    shutil.copyfile(args.record, out.parent / "sources" / f"{data['id']}.json")  # the quotes' source, kept beside
-    header = (
-        f"# Imported from the ClinicalTrials.gov record {data['id']}: a draft, never evaluated. Encode each\n"
-        "# criterion, remove `draft: true`, then lint.\n"
-    )
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / "sources").mkdir(exist_ok=True)
+        shutil.copyfile(args.record, out.parent / "sources" / f"{data['id']}.json")  # the quotes' source, beside
+        header = (
+            f"# Imported from the ClinicalTrials.gov record {data['id']}: a draft, never evaluated. Encode each\n"
+            "# criterion, remove `draft: true`, then lint.\n"
+        )
+        out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    except OSError as e:
+        print(f"import: cannot write {out} ({type(e).__name__})", file=sys.stderr)
+        return EXIT_USAGE
     print(f"import: wrote {out} ({len(data['criteria'])} criteria) and its source", file=sys.stderr)
     if "entry" in data:
         print(f"import: cohort entry proposed: {data['entry']['groups']} (check it)", file=sys.stderr)
@@ -85,7 +93,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if newer is not None and not newer.is_file():
         print(f"diff: no such file {newer}", file=sys.stderr)
         return EXIT_USAGE
-    text = _text(newer) if newer else source_text(s.trials_dir, trial.id)
+    try:
+        text = _text(newer) if newer else source_text(s.trials_dir, trial.id)
+    except INPUT_ERRORS as e:
+        print(f"diff: cannot read {newer or 'the kept source'}: {_reason(e)}", file=sys.stderr)
+        return EXIT_USAGE
     changed = unquoted(trial, text or "")
     for cid, fragment in changed:
         print(f"{trial.id} criterion {cid}: no longer in the registry text: {fragment[:100]!r}")
@@ -94,6 +106,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
     for change in bullets:  # a bullet deleted or added changes who is eligible, whatever the quotes say
         print(f"{trial.id} {change}")
     return EXIT_PROBLEMS if changed or bullets else EXIT_CLEAN
+
+
+def _reason(e: BaseException) -> str:
+    """One line on why an input could not be used: our own ValueErrors and JSON's position messages are
+    said as they are; anything else by its type (its message could quote the input at length)."""
+    if type(e) in (ValueError, json.JSONDecodeError) or isinstance(e, UnicodeDecodeError):
+        return " ".join(str(e).split())[:200]
+    if isinstance(e, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(e, OSError):
+        return f"cannot be read ({type(e).__name__})"
+    return f"not a ClinicalTrials.gov API v2 study record ({type(e).__name__})"
 
 
 def _text(path: Path) -> str:

@@ -44,13 +44,16 @@ def import_record(record: dict[str, Any], mappings: Mappings) -> dict[str, Any]:
         "id": nct,
         "title": ident.get("officialTitle") or ident.get("briefTitle") or nct,
         "short_title": ident.get("briefTitle"),
-        "sponsor": (_module(record, "sponsorCollaboratorsModule").get("leadSponsor") or {}).get("name") or "unknown",
-        "phase": ", ".join(_PHASES.get(p, p) for p in _module(record, "designModule").get("phases") or []) or "unknown",
+        "sponsor": _str(_object(_module(record, "sponsorCollaboratorsModule"), "leadSponsor").get("name")) or "unknown",
+        "phase": ", ".join(_PHASES.get(str(p), str(p)) for p in _items(_module(record, "designModule"), "phases"))
+        or "unknown",
         "status": str(_module(record, "statusModule").get("overallStatus", "unknown")).replace("_", " ").capitalize(),
         "url": f"https://clinicaltrials.gov/study/{nct}",
-        "conditions": list(_module(record, "conditionsModule").get("conditions") or []),
+        "conditions": [str(c) for c in _items(_module(record, "conditionsModule"), "conditions")],
         "intervention": "; ".join(
-            i["name"] for i in _module(record, "armsInterventionsModule").get("interventions") or [] if i.get("name")
+            str(i["name"])
+            for i in _items(_module(record, "armsInterventionsModule"), "interventions")
+            if isinstance(i, dict) and i.get("name")
         )
         or None,
         "sites": _sites(record),
@@ -60,7 +63,7 @@ def import_record(record: dict[str, Any], mappings: Mappings) -> dict[str, Any]:
         "source": f"trials/sources/{nct}.json",
         "notes": ["imported from ClinicalTrials.gov; its criteria are not yet encoded, so the study team reviews each"],
         "draft": True,  # never evaluated until a person encodes the criteria and removes this
-        "criteria": _structured_criteria(record) + criteria_from_text(elig.get("eligibilityCriteria") or "", mappings),
+        "criteria": _structured_criteria(record) + criteria_from_text(_str(elig.get("eligibilityCriteria")), mappings),
     }
     trial["entry"] = propose_entry(record, trial["criteria"], mappings)
     return {k: v for k, v in trial.items() if v is not None}
@@ -71,7 +74,7 @@ def propose_entry(record: dict[str, Any], criteria: list[dict[str, Any]], mappin
     names a condition group: groups whose label is the text itself first, else groups whose words it holds.
     None when nothing names a group the maps know (lint then asks for one)."""
     ident = _module(record, "identificationModule")
-    conditions = [str(c) for c in _module(record, "conditionsModule").get("conditions") or []]
+    conditions = [str(c) for c in _items(_module(record, "conditionsModule"), "conditions")]
     hits = [(c, _groups_named(c, mappings)) for c in conditions]
     hits = [(c, g) for c, g in hits if g]
     if hits:
@@ -93,13 +96,30 @@ def _groups_named(text: str, mappings: Mappings) -> frozenset[str]:
 
 
 def _module(record: dict[str, Any], name: str) -> dict[str, Any]:
-    section = (record.get("protocolSection") or {}).get(name)
+    """One module of the record; {} when it, or the protocol section, is missing or not an object."""
+    protocol = record.get("protocolSection") if isinstance(record, dict) else None
+    section = protocol.get(name) if isinstance(protocol, dict) else None
     return section if isinstance(section, dict) else {}
+
+
+def _items(module: dict[str, Any], key: str) -> list[Any]:
+    """A list field of a module; [] when it is anything else (junk in a record is left out, not a crash)."""
+    value = module.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _object(module: dict[str, Any], key: str) -> dict[str, Any]:
+    value = module.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _sites(record: dict[str, Any]) -> list[dict[str, str]]:
     out = []
-    for loc in _module(record, "contactsLocationsModule").get("locations") or []:
+    for loc in _items(_module(record, "contactsLocationsModule"), "locations"):
         if isinstance(loc, dict) and loc.get("facility"):
             site = {
                 "name": loc["facility"],
@@ -107,7 +127,7 @@ def _sites(record: dict[str, Any]) -> list[dict[str, str]]:
                 "region": loc.get("state"),
                 "country": loc.get("country"),
             }
-            out.append({k: v for k, v in site.items() if v})
+            out.append({k: str(v) for k, v in site.items() if v})
     return out
 
 
