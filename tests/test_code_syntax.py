@@ -103,7 +103,8 @@ def test_no_code_maps_to_two_ingredients(catalog):
         ("D84.821", set()),  # secondary immunodeficiency is not primary
         ("D83.9", {"primary_immunodeficiency"}),
         ("O09.90", {"pregnancy"}),
-        ("O92.3", {"lactation"}),
+        ("O92.13", {"lactation"}),  # cracked nipple associated with lactation
+        ("O92.3", set()),  # agalactia: not breastfeeding (clinical audit 2, NH2)
         ("F32.9", {"psychiatric_disorder"}),
         ("F11.20", {"substance_abuse"}),
         ("Z94.0", {"solid_organ_transplant"}),

@@ -22,7 +22,14 @@ from demo.hook_request import prefetch_for
 
 AS_OF = date(2026, 11, 23)
 CLASSIC_KEYS = ("patient", "conditions", "observations", "medications")
-ALL_KEYS = (*CLASSIC_KEYS, "medicationRequests", "immunizations", "procedures")
+ALL_KEYS = (
+    *CLASSIC_KEYS,
+    "medicationRequests",
+    "medicationAdministrations",
+    "medicationDispenses",
+    "immunizations",
+    "procedures",
+)
 SNOMED, ICD10CM, WHO = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10"
 SLE_CODES = {"55464009", "M32.9"}
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+from cds_service.fhir.facts import MEDICATION_SOURCES
 from cds_service.fhir.gather import Gatherer
 from cds_service.fhir.queries import MAX_CODES_CHARS
 from cds_service.fhir.urls import AllowList
@@ -28,7 +29,7 @@ def searchset(resources, next_url=None):
     return b
 
 
-MEDS = ("MedicationStatement", "MedicationRequest", "Immunization")
+MEDS = (*MEDICATION_SOURCES, "Immunization")
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1980-01-01"}
 
 
@@ -78,9 +79,9 @@ def test_paging_follows_next_and_skips_operation_outcomes():
             page2,
         )
     )
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
-        json=searchset([])
-    )
+    respx.get(
+        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
+    ).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -110,9 +111,9 @@ def test_faults_become_gaps_never_exceptions(fault, expected, caplog):
         route.mock(side_effect=fault)
     else:
         route.mock(return_value=fault)
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
-        json=searchset([])
-    )
+    respx.get(
+        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
+    ).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -136,9 +137,9 @@ def test_slow_server_is_cut_at_the_budget():
 
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
     respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
-        json=searchset([])
-    )
+    respx.get(
+        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
+    ).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -159,9 +160,9 @@ def test_page_cap_and_foreign_next_links(caplog):
         json=searchset([], f"{BASE}/Observation?patient=p1&again=1")
     )
     respx.get(url__startswith=f"{BASE}/Condition").respond(json=searchset([], "http://elsewhere.example/fhir/x"))
-    respx.get(url__regex=r".*/(MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
-        json=searchset([])
-    )
+    respx.get(
+        url__regex=r".*/(MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
+    ).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -189,6 +190,8 @@ def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped(
                     "observations": None,
                     "medications": None,
                     "medicationRequests": None,
+                    "medicationAdministrations": None,
+                    "medicationDispenses": None,
                     "immunizations": None,
                     "procedures": None,
                 },
@@ -231,9 +234,9 @@ def obs(i: int, code: str = "1000-0") -> dict:
 
 def others_empty():
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
-    respx.get(url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|Immunization|Procedure)\?.*").respond(
-        json=searchset([])
-    )
+    respx.get(
+        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
+    ).respond(json=searchset([]))
 
 
 def fetch(page_cap: int = 5):

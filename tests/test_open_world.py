@@ -20,7 +20,13 @@ from demo.load import demo_bundles, resources
 
 AS_OF = date(2026, 11, 23)
 CLASSIC_KEYS = ("patient", "conditions", "observations", "medications")
-OPTIONAL_KEYS = ("medicationRequests", "immunizations", "procedures")
+OPTIONAL_KEYS = (
+    "medicationRequests",
+    "medicationAdministrations",
+    "medicationDispenses",
+    "immunizations",
+    "procedures",
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +99,7 @@ def test_none_on_record_names_the_source_not_read(client):
 
 SUBSETS = [
     CLASSIC_KEYS,
-    *[(*CLASSIC_KEYS, *extra) for n in (1, 3) for extra in itertools.combinations(OPTIONAL_KEYS, n)],
+    *[(*CLASSIC_KEYS, *extra) for n in (1, 3, 5) for extra in itertools.combinations(OPTIONAL_KEYS, n)],
 ]
 
 

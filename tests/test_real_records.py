@@ -422,10 +422,12 @@ def test_positive_pregnancy_test_counts_until_a_later_negative(catalog, eligible
     assert criterion(catalog, [*base, long_ago], T1, "exc-22", AS_OF).outcome == "pass"
 
 
-def test_old_positive_without_persistence_goes_to_review(catalog, eligible):
-    hiv = syn.qualitative(P, "56888-1", True, d(400))
+def test_old_positive_hiv_stays_positive_for_life(catalog, eligible):
+    """Clinical audit 2, NS9: HIV antibodies do not clear; a positive two years ago with no later negative
+    excludes (it used to go to review, and the card said likely eligible)."""
+    hiv = syn.qualitative(P, "56888-1", True, d(730))
     c = criterion(catalog, [*drop(eligible, "56888-1"), hiv], T1, "exc-11", AS_OF)
-    assert c.outcome == "review" and any("older than the screening window" in r for r in c.review)
+    assert c.outcome == "fail" and c.until is None
 
 
 def test_window_before_dose(catalog, eligible):

@@ -95,6 +95,10 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
         else:
             found.out_of_window = True
         return
+    stale = _stale(c, rule, ctx)
+    if stale:
+        review(stale)
+        return
     if rule.onset_before is not None:
         if c.onset is None:  # a recordedDate is when it was entered (migration, new clinic), not diagnosed
             review(f"{c.display}: date of diagnosis not recorded; diagnosed {rule.onset_before} ago or more?")
@@ -132,9 +136,12 @@ def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> dat
     window = rule.within
     assert window is not None
     since = ctx.since(window)
-    if c.history:
-        if c.onset is not None and c.onset >= since:
-            return f"{c.display}: a history code dated {c.onset.isoformat()}; was the event within {window}?"
+    if c.history:  # the onset, else the date it was entered (an upper bound of the onset) dates it
+        ref = c.onset or c.recorded
+        if ref is None:
+            return f"{c.display}: a history code with no date; was the event within {window}?"
+        if ref >= since:
+            return f"{c.display}: a history code dated {ref.isoformat()}; was the event within {window}?"
         return None
     if rule.by_diagnosis:
         ref = c.onset
@@ -151,6 +158,18 @@ def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> dat
     if ref < since:
         return None
     return window.end_after(ref)
+
+
+def _stale(c: ConditionFact, rule: ConditionRule, ctx: Ctx) -> str | None:
+    """An entry of a state that cannot last (pregnancy) still recorded active from longer ago than it can
+    last: a person checks it is current, rather than a code left on the problem list deciding for good."""
+    if c.active is not True:
+        return None
+    lasts = [g.lasts_days for k in c.groups & rule.groups if (g := ctx.m.conditions.groups[k]).lasts_days]
+    since = c.onset or c.recorded
+    if not lasts or since is None or (ctx.as_of - since).days <= max(lasts):
+        return None
+    return f"{c.display}: still recorded active from {since.isoformat()}; is it current?"
 
 
 @dataclass(slots=True)

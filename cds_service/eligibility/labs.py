@@ -287,11 +287,15 @@ def older_positive(var_key: str, ctx: Ctx) -> Res | None:
         return None
     assert newest.when is not None
     ev = [evidence(ctx, newest)]
+    if var.positive_lifelong:
+        why = f"{var.label} positive on {newest.when.isoformat()} (stays positive for life), no later negative"
+        return Res(Truth.TRUE, evidence=ev, why=[why])
     if var.positive_persists_days:
         until = newest.when + timedelta(days=var.positive_persists_days)
         if until > ctx.as_of:
+            # a pregnancy is not a washout: no date lifts it, a new negative test does (so no card until then)
             why = f"{var.label} positive on {newest.when.isoformat()}, no later negative on record"
-            return Res(Truth.TRUE, until=until, evidence=ev, why=[why])
+            return Res(Truth.TRUE, evidence=ev, why=[why])
         return None
     note = f"{var.label} positive on {newest.when.isoformat()}, older than the screening window: still positive?"
     return Res(Truth.REVIEW, evidence=ev, notes=[note])

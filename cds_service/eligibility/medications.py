@@ -20,6 +20,8 @@ from cds_service.fhir.facts import MEDICATION_SOURCES, MedicationFact
 SOURCE_NAMES = {
     "MedicationStatement": "medication statements (MedicationStatement)",
     "MedicationRequest": "medication orders (MedicationRequest)",
+    "MedicationAdministration": "administrations (MedicationAdministration)",
+    "MedicationDispense": "dispenses (MedicationDispense)",
     "Immunization": "immunizations (Immunization)",
 }
 
@@ -133,11 +135,17 @@ def med_evidence(m: MedicationFact, dose: float | None = None) -> Evidence:
 
 
 def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
-    """The sources that could hold these drugs but were not read completely."""
+    """What keeps "none on record" from being said: sources that could hold these drugs but were not read,
+    and records in read sources whose drug could not be identified (an unresolvable medicationReference)."""
     needed = list(MEDICATION_SOURCES)
     if any(ctx.m.medications.ingredients[i].cvx for i in ingredients):
         needed.append("Immunization")
-    return [SOURCE_NAMES[s] for s in needed if s not in ctx.facts.gathered]
+    out = [f"{SOURCE_NAMES[s]} not read" for s in needed if s not in ctx.facts.gathered]
+    for s in needed:
+        n = ctx.facts.unread.get(s, 0)
+        if n and s in ctx.facts.gathered:
+            out.append(f"{n} of the {SOURCE_NAMES[s]} could not be identified (drug not named or not resolvable)")
+    return out
 
 
 def _dose(ctx: Ctx, m: MedicationFact) -> float | None:
@@ -199,6 +207,16 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
             dose = dose / weight
         last = m.last_use()
         ongoing = m.ongoing(ctx.as_of)
+        if m.end_unknown and since is not None and not ongoing:
+            latest = min(m.end_bound or ctx.as_of, ctx.as_of)  # the last day it can have been taken
+            if latest < since:
+                outside = True
+                continue
+            if m.start is None or m.start < since:  # stopped at a date not recorded: maybe inside the window
+                note = f"{m.display}: stopped, stop date not recorded (last use {m.start or '?'} to {latest})"
+                review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{note}; within {rule.within}?"]))
+                continue
+            last = latest
         if not ongoing and last is None:
             review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: dates of use not recorded"]))
             continue
@@ -222,7 +240,7 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
         return Res(Truth.REVIEW).merge(review)
     unread = _unread_sources(rule.ingredients, ctx)
     if unread:  # "none (within the window) on record" needs every source that could hold the drug
-        return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {' and '.join(unread)} not read"])
+        return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {'; '.join(unread)}"])
     if outside:
         return Res(
             Truth.FALSE,
@@ -254,11 +272,15 @@ def _medication_hit(
             # stopping a current drug before enrolment is a step the study team plans, not a doubt
             return Res(Truth.REVIEW, evidence=[ev], notes=[note], standing=[note])
         return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} ongoing"])
-    last = min(m.last_use(), ctx.as_of)  # type: ignore[type-var]
+    last = min(m.end_bound or ctx.as_of, ctx.as_of) if m.end_unknown else min(m.last_use(), ctx.as_of)  # type: ignore[type-var]
     if since is None:
         return Res(Truth.TRUE, evidence=[ev], why=[f"{m.display} on record"])
     until = rule.within.end_after(last) + timedelta(days=1)  # type: ignore[union-attr]
-    note = "" if m.end else " (end date not recorded: the earliest possible date)"
+    note = (
+        " (stop date not recorded: the latest possible date)"
+        if m.end_unknown
+        else ("" if m.end else " (end date not recorded: the earliest possible date)")
+    )
     why = f"{m.display} last used {last.isoformat()}, within {rule.within}; clear from {until.isoformat()}{note}"
     return Res(Truth.TRUE, until=until, evidence=[ev], why=[why])
 
@@ -290,7 +312,7 @@ def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
     if ctx.absent == Truth.FALSE and not undated and not unread:
         return Res(Truth.FALSE, evidence=ev, why=[f"record shows {len(enough)} of {what}"])
     # Medication history is often incomplete (outside prescriptions): never a definite fail here.
-    not_read = f" ({' and '.join(unread)} not read)" if unread else ""
+    not_read = f" ({'; '.join(unread)})" if unread else ""
     return Res(
         Truth.UNKNOWN, evidence=ev, missing=[f"treatment history: record shows {len(enough)} of {what}{not_read}"]
     )
@@ -305,12 +327,19 @@ def evaluate_current_dose(rule: CurrentDose, ctx: Ctx) -> Res:
     ev: list[Evidence] = []
     for records in per_drug.values():
         # One therapy, one count: a statement and the order behind it (or repeated orders) are one
-        # ongoing course, so its dose is the highest recorded, never the sum of the records.
+        # ongoing course, never a sum. The newest record sets the dose: an old 40 mg order left active
+        # does not outrank today's 10 mg. Records of the same newest day that disagree go to a person.
         doses = [(d, m) for m in records if (d := _dose(ctx, m)) is not None]
         if not doses:
             m = records[0]
             return Res(Truth.UNKNOWN, evidence=[med_evidence(m)], missing=[_dose_missing(ctx, m)])
-        dose, m = max(doses, key=lambda t: t[0])
+        newest = max(m.start or date.min for _, m in doses)
+        latest = [(d, m) for d, m in doses if (m.start or date.min) == newest]
+        if len({d for d, _ in latest}) > 1:
+            listed = ", ".join(f"{d:g} mg/d ({m.resource})" for d, m in latest)
+            note = f"current {rule.label}: active records of the same day disagree ({listed})"
+            return Res(Truth.REVIEW, evidence=[med_evidence(m, d) for d, m in latest], notes=[note])
+        dose, m = latest[0]
         total += dose
         ev.append(med_evidence(m, dose))
     ok = CMP[rule.op](total, rule.value)
@@ -322,7 +351,7 @@ def evaluate_current_dose(rule: CurrentDose, ctx: Ctx) -> Res:
         return Res(Truth.TRUE if ok else Truth.FALSE, evidence=ev, why=why)
     unread = _unread_sources(rule.ingredients, ctx)
     if unread:
-        return Res(Truth.UNKNOWN, evidence=ev, missing=[f"current {rule.label}: {' and '.join(unread)} not read"])
+        return Res(Truth.UNKNOWN, evidence=ev, missing=[f"current {rule.label}: {'; '.join(unread)}"])
     if ok:
         return Res(Truth.TRUE, evidence=ev, why=why)
     if not ev and ctx.absent != Truth.FALSE:

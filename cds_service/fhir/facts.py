@@ -12,9 +12,19 @@ from datetime import date
 # The resource types read as separate sources. Absence ("none on record") may be inferred only from
 # sources read completely; what any source shows counts whatever the others.
 SOURCES = frozenset(
-    {"Observation", "Condition", "MedicationStatement", "MedicationRequest", "Immunization", "Procedure"}
+    {
+        "Observation",
+        "Condition",
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "Immunization",
+        "Procedure",
+    }
 )
-MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest")
+# every place medication use is recorded: an infusion is often only a MedicationAdministration
+MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,11 @@ class MedicationFact:
         if self.status != "active":
             return False
         return self.end is None or self.end >= as_of
+
+    # stopped or on hold with no end date: the last use lies between `start` and `end_bound` (the date the
+    # record was asserted, or today when nothing bounds it), never simply on the start date
+    end_unknown: bool = False
+    end_bound: date | None = None
 
     def last_use(self) -> date | None:
         return self.end or self.start

@@ -63,6 +63,7 @@ class Variable(BaseModel):
     codes: list[Coding]
     answers: dict[str, str] = Field(default_factory=dict)
     positive_persists_days: int | None = None
+    positive_lifelong: bool = False  # antibodies that stay positive for life (HIV, treponemal)
     also_from: list[str] = Field(default_factory=list)
     units_elsewhere: dict[str, str] = Field(default_factory=dict)
     plausible: Plausible | None = None  # canonical unit; authoring checks thresholds against it
@@ -125,6 +126,9 @@ class ConditionGroup(BaseModel):
     words_exclude: list[str] = Field(default_factory=list)
     # a disease that does not resolve (SLE): any clinical status on record still means the patient has it
     lifelong: bool = False
+    # a state that cannot stay true longer than this (pregnancy): recorded active since longer ago, a person
+    # checks it is current, never a permanent fail from a code left on the problem list
+    lasts_days: int | None = None
 
     @cached_property
     def _ranges(self) -> list[tuple[str, str]]:

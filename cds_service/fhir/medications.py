@@ -1,12 +1,16 @@
-"""Reading medication history: MedicationStatement, MedicationRequest and Immunization as ingredient
-facts with dates and, when amount and frequency are both explicit, a daily dose in mg (never assumed:
-an assumed "once daily" could turn 20 mg every other day into a failed criterion)."""
+"""Reading medication history: MedicationStatement, MedicationRequest, MedicationAdministration,
+MedicationDispense and Immunization as ingredient facts with dates and, when amount and frequency are
+both explicit, a daily dose in mg (never assumed: an assumed "once daily" could turn 20 mg every other
+day into a failed criterion). A stopped record with no end date has an unknown last use, bounded by the
+date it was asserted; refills extend an order's course; a drug that cannot be identified makes its
+source unable to say "none on record"."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+from cds_service.fhir.codes import ATC, CVX, RXNORM, SNOMED
 from cds_service.fhir.facts import MedicationFact, PatientFacts
 from cds_service.fhir.mappings import Mappings
 from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _i, _l, _n, _o, _ref_key, _s
@@ -25,7 +29,7 @@ class MedicationReader(Reader):
 
     def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: dict[str, dict]) -> None:
         status = _s(res.get("status")) or "unknown"
-        if status in ("entered-in-error", "not-taken", "intended", "cancelled", "draft"):
+        if status in _NOT_GIVEN:
             return
         if rtype == "MedicationRequest" and status == "unknown":
             return
@@ -45,6 +49,11 @@ class MedicationReader(Reader):
         display = _cc_text(cc) if cc is not None else ""
         if key is None and display_fallback:
             key, display = self.m.ingredient_for_text(display_fallback), display_fallback
+        if key is None and not display and not display_fallback and not _known_code(cc, self.m):
+            # the drug cannot be identified at all (an unresolvable reference, a code of no known system):
+            # its source can no longer say "none on record"
+            facts.unread[rtype] = facts.unread.get(rtype, 0) + 1
+            return
         if key is None or not self._valid(res, facts):
             return
         self._add_med(facts, res, rtype, key, display, strength, status)
@@ -52,14 +61,16 @@ class MedicationReader(Reader):
     def _add_med(
         self, facts: PatientFacts, res: dict, rtype: str, key: str, display: str, strength: float | None, status: str
     ) -> None:
-        ing = self.m.medications.ingredients[key]
+        if rtype in ("MedicationAdministration", "MedicationDispense"):
+            self._add_given(facts, res, rtype, key, display, strength, status)
+            return
         if rtype == "MedicationStatement":
             period = _o(res.get("effectivePeriod"))
             point = _d(res.get("effectiveDateTime"))
             start = point or _d(period.get("start")) or _d(res.get("dateAsserted"))
             end = _d(period.get("end"))
-            if point is not None and status != "active":
-                end = start
+            if point is not None and status == "completed":
+                end = start  # taken on that day, course done; stopped or on hold: the stop date is unknown
             dosages = _l(res.get("dosage"))
         else:
             start = _d(res.get("authoredOn"))
@@ -72,14 +83,54 @@ class MedicationReader(Reader):
             supply = _o(dr.get("expectedSupplyDuration"))
             if end is None and supply and start is not None:
                 days = _duration_days(supply)
-                if days is not None:
-                    end = start + timedelta(days=days)
+                if days is not None:  # each refill is another supply: the course runs to the last one's end
+                    refills = max(_i(dr.get("numberOfRepeatsAllowed")) or 0, 0)
+                    end = start + timedelta(days=days * (1 + refills))
             dosages = _l(res.get("dosageInstruction"))
             for d in dosages:
                 bounds = _o(_o(_o(_o(d).get("timing")).get("repeat")).get("boundsPeriod"))
                 if bounds:
                     start = start or _d(bounds.get("start"))
                     end = end or _d(bounds.get("end"))
+        unknown_end = end is None and status in ("stopped", "on-hold", "completed")
+        bound = _d(res.get("dateAsserted")) or _d(_o(res.get("meta")).get("lastUpdated")) if unknown_end else None
+        self._append(facts, res, rtype, key, display, status, start, end, dosages, strength, unknown_end, bound)
+
+    def _add_given(
+        self, facts: PatientFacts, res: dict, rtype: str, key: str, display: str, strength: float | None, status: str
+    ) -> None:
+        """An administration is a dose given on a day (an infusion); a dispense covers its days' supply."""
+        if rtype == "MedicationAdministration":
+            period = _o(res.get("effectivePeriod"))
+            start = _d(res.get("effectiveDateTime")) or _d(period.get("start"))
+            end = _d(period.get("end")) or start
+            dosage = _o(res.get("dosage"))
+            dosages = [{"route": dosage.get("route")}] if dosage.get("route") is not None else []
+            self._append(facts, res, rtype, key, display, "completed", start, end, dosages, None, False, None)
+            return
+        start = _d(res.get("whenHandedOver")) or _d(res.get("whenPrepared"))
+        days = _duration_days(_o(res.get("daysSupply")))
+        end = start + timedelta(days=days) if start is not None and days is not None else start
+        state = "active" if days is not None and status in ("completed", "in-progress") else "completed"
+        dosages = _l(res.get("dosageInstruction"))
+        self._append(facts, res, rtype, key, display, state, start, end, dosages, strength, False, None)
+
+    def _append(
+        self,
+        facts: PatientFacts,
+        res: dict,
+        rtype: str,
+        key: str,
+        display: str,
+        status: str,
+        start: Any,
+        end: Any,
+        dosages: list,
+        strength: float | None,
+        end_unknown: bool,
+        end_bound: Any,
+    ) -> None:
+        ing = self.m.medications.ingredients[key]
         daily, systemic = _daily_dose(dosages, strength, self.m)
         if ing.systemic_only and not systemic:
             return
@@ -95,6 +146,8 @@ class MedicationReader(Reader):
                 end=end,
                 daily_dose_mg=daily,
                 pred_eq_mg=pred,
+                end_unknown=end_unknown,
+                end_bound=end_bound,
             )
         )
 
@@ -116,6 +169,17 @@ class MedicationReader(Reader):
                 end=when,
             )
         )
+
+
+# statuses that mean the drug was not given: never evidence of use
+_NOT_GIVEN = frozenset(
+    {"entered-in-error", "not-taken", "intended", "cancelled", "draft", "not-done", "declined", "preparation"}
+)
+
+
+def _known_code(cc: Any, m: Mappings) -> bool:
+    """A coding in a system the maps are written in: a code there that maps to nothing names another drug."""
+    return any(system in (RXNORM, CVX, ATC, SNOMED) and code for system, code, _ in _codings(cc)) if cc else False
 
 
 _PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}

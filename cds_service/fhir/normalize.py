@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from cds_service.fhir.facts import ConditionFact, PatientFacts, ProcedureFact
+from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFacts, ProcedureFact
 from cds_service.fhir.medications import MedicationReader
 from cds_service.fhir.observations import ObservationReader
 from cds_service.fhir.read import (
@@ -74,7 +74,7 @@ class Normalizer(ObservationReader, MedicationReader):
                     self._patient(res, patient_id, facts)
                 elif rtype == "Condition":
                     self._condition(res, facts)
-                elif rtype in ("MedicationStatement", "MedicationRequest"):
+                elif rtype in MEDICATION_SOURCES:
                     self._medication(res, rtype, facts, meds_by_ref)
                 elif rtype == "Immunization":
                     self._immunization(res, facts)

@@ -12,6 +12,7 @@ from typing import Any
 from cds_service.fhir.answers import coded_answer
 from cds_service.fhir.facts import LabResult, PatientFacts
 from cds_service.fhir.mappings import Variable
+from cds_service.fhir.negation import LAB_CUE, find_negated, find_unnegated
 from cds_service.fhir.read import Reader, _b, _cc_text, _codings, _d, _fmt, _i, _l, _n, _o, _s, _unit
 
 COUNTING_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected"})
@@ -165,7 +166,7 @@ class ObservationReader(Reader):
             if (system, code) in self.m.negative_codes:
                 v.positive = False
                 break
-        text = _s(cc.get("text"))
+        text = _cc_text(cc)  # the text, else the first coding's display ("Pregnant" without text)
         if var.kind in ("grade", "coded"):
             v.answer = v.answer or (coded_answer(var, text) if text else None)
             if v.answer is None:
@@ -217,15 +218,19 @@ class ObservationReader(Reader):
         return (default, "default") if default is not None else (None, None)
 
     def _word_reading(self, text: str) -> bool | None:
-        t = text.strip().lower()
-        if t in self.m.negative_words or any(t.startswith(w + " ") for w in self.m.negative_words if " " in w):
+        """Negation is read before any positive word: "Non Reactive", "None detected", "No HBV DNA detected"
+        and "Not present" are negative, never positive. A text with a positive word and a negative one
+        that do not negate each other ("Positive; negative on repeat") is unknown, and so is anything
+        with no word this service knows ("Indeterminate", "See note")."""
+        t = " ".join(text.lower().replace("-", " ").split())
+        if t in self.m.negative_words or t.replace(" ", "") in self.m.negative_words:
             return False
         if t in self.m.positive_words:
             return True
-        for w in sorted(self.m.negative_words, key=len, reverse=True):
-            if len(w) > 2 and w in t:
-                return False
-        for w in sorted(self.m.positive_words, key=len, reverse=True):
-            if len(w) > 2 and w in t:
-                return True
+        positive = [w for w in self.m.positive_words if len(w) > 2]
+        negative = [w for w in self.m.negative_words if len(w) > 2]
+        says_positive = find_unnegated(t, positive, LAB_CUE) is not None
+        says_negative = find_unnegated(t, negative) is not None or find_negated(t, positive, LAB_CUE) is not None
+        if says_positive != says_negative:
+            return says_positive
         return None

@@ -33,6 +33,11 @@ QUERIES: dict[str, tuple[str, str]] = {
     "observations": ("Observation?patient={{context.patientId}}&_count=500", "Observation"),
     "medications": ("MedicationStatement?patient={{context.patientId}}&_count=500", "MedicationStatement"),
     "medicationRequests": ("MedicationRequest?patient={{context.patientId}}&_count=500", "MedicationRequest"),
+    "medicationAdministrations": (
+        "MedicationAdministration?patient={{context.patientId}}&_count=500",
+        "MedicationAdministration",
+    ),
+    "medicationDispenses": ("MedicationDispense?patient={{context.patientId}}&_count=500", "MedicationDispense"),
     "immunizations": ("Immunization?patient={{context.patientId}}&_count=500", "Immunization"),
     "procedures": ("Procedure?patient={{context.patientId}}&_count=500", "Procedure"),
 }
@@ -42,6 +47,8 @@ SOURCE_LABEL = {
     "Observation": "results (Observation)",
     "MedicationStatement": "medication statements (MedicationStatement)",
     "MedicationRequest": "medication orders (MedicationRequest)",
+    "MedicationAdministration": "administrations (MedicationAdministration)",
+    "MedicationDispense": "dispenses (MedicationDispense)",
     "Immunization": "immunizations (Immunization)",
     "Procedure": "procedures (Procedure)",
 }
@@ -55,7 +62,7 @@ def prefetch_templates(observation_codes: Iterable[tuple[str, str]] = ()) -> dic
     sandbox do) then sends the results that matter, and the service completes the rest from `fhirServer`.
     One search (a template is one query): its codes make a URL of about 5 kB, which servers that run
     prefetch accept; one that refuses it sends no prefetch for the key, and the service reads it itself."""
-    templates = {k: v[0] for k, v in QUERIES.items()}
+    templates = {k: _with_include(k, v[0]) for k, v in QUERIES.items()}
     tokens = ",".join(f"{_token(s)}|{_token(c)}" for s, c in sorted(observation_codes))
     if tokens:
         query = urlencode({"combo-code": tokens, "_sort": "-date", "_count": PAGE_SIZE})
@@ -81,6 +88,8 @@ def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, s
     """The searches that read prefetch key `key` for one patient (several for coded Observations)."""
     plain = plain_search(key, patient_id)
     packed = _packed(frozenset(observation_codes))
+    if key in INCLUDES:  # the Medications the records name, in the same answer; plain if refused
+        return [Search(key, _with_include(key, plain), plain=plain)]
     if key != "observations" or not packed:
         return [Search(key, plain)]
     return [
@@ -93,6 +102,20 @@ def searches(key: str, patient_id: str, observation_codes: Iterable[tuple[str, s
         )
         for value in packed
     ]
+
+
+# Large EHRs name the drug by `medicationReference`: without the Medication it points to, the record
+# could not be identified (and would count as unread, never as "none on record").
+INCLUDES = {
+    "medications": "MedicationStatement:medication",
+    "medicationRequests": "MedicationRequest:medication",
+    "medicationAdministrations": "MedicationAdministration:medication",
+    "medicationDispenses": "MedicationDispense:medication",
+}
+
+
+def _with_include(key: str, search: str) -> str:
+    return f"{search}&_include={INCLUDES[key]}" if key in INCLUDES else search
 
 
 @lru_cache(maxsize=8)

@@ -14,6 +14,8 @@ from typing import Any
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.immunization import Immunization
 from fhir.resources.R4B.medication import Medication
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationdispense import MedicationDispense
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
@@ -34,6 +36,8 @@ MODELS = {
     "Condition": Condition,
     "MedicationStatement": MedicationStatement,
     "MedicationRequest": MedicationRequest,
+    "MedicationAdministration": MedicationAdministration,
+    "MedicationDispense": MedicationDispense,
     "Immunization": Immunization,
     "Medication": Medication,
     "Procedure": Procedure,

@@ -1,6 +1,6 @@
 """A FHIR server on loopback that misbehaves on purpose, one way per path prefix.
 
-    /ok/fhir/...       answers properly (a Patient, empty searchsets)
+    /ok/fhir/...       answers properly (a Patient, an SLE Condition, other searchsets empty)
     /slow/fhir/...     Patient fine, searches answer after 10 s
     /drop/fhir/...     closes the connection without answering
     /500/fhir/...      HTTP 500 to everything
@@ -25,6 +25,22 @@ PATIENT = {
     "birthDate": "1971-02-03",
     "name": [{"family": "Quixote-Marchetti", "given": ["Zebulon"]}],
     "identifier": [{"system": "urn:oid:1.2.3.4.5.1", "value": "MRN-99887766"}],
+}
+
+
+SLE_SEARCH = {
+    "resourceType": "Bundle",
+    "type": "searchset",
+    "entry": [
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "sle-1",
+                "subject": {"reference": f"Patient/{PATIENT['id']}"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+            }
+        }
+    ],
 }
 
 
@@ -83,6 +99,8 @@ class MisbehavingFhir:
                 writer.write(_response(200, b'{"resourceType":"Bundle","type":"searchset"}'))
             elif mode == "halfdown":
                 writer.write(_response(503, b""))
+            elif "/Condition" in path:  # the trials' disease: the patient is in their cohort
+                writer.write(_response(200, json.dumps(SLE_SEARCH).encode()))
             else:
                 writer.write(_response(200, b'{"resourceType":"Bundle","type":"searchset"}'))
             await writer.drain()
