@@ -107,6 +107,7 @@ def card_for(
         indicator="info",
         source=Source(label=f"ClinicalTrials.gov {trial.id}", url=trial.url),
         suggestions=suggestions,
+        selectionBehavior="at-most-one" if suggestions else None,  # CDS Hooks 2.0: required with suggestions
         overrideReasons=OVERRIDE_REASONS,
         links=[*(links or []), Link(label=f"{trial.id} on ClinicalTrials.gov", url=trial.url, type="absolute")],
         extension={EXTENSION_KEY: ext},

@@ -23,7 +23,6 @@ from starlette.testclient import TestClient
 
 from cds_service.api.app import create_app
 from cds_service.eligibility.catalog import Catalog
-from cds_service.fhir.queries import QUERIES
 from cds_service.settings import REPO_ROOT
 from demo import synthea
 
@@ -98,7 +97,9 @@ def test_synthea_patients_through_hapi_give_the_same_cards_fetched_and_prefetche
     for pid in synthea_ids:
         fetched = hapi_service.post("/cds-services/trial-matcher", json=_hook(pid, base))
         assert fetched.status_code == 200, fetched.text[:300]
-        prefetch = {key: _read_all(base, t.replace("{{context.patientId}}", pid)) for key, (t, _) in QUERIES.items()}
+        # what an EHR sends for discovery's templates, every page: Medications the records name come _include'd
+        templates = hapi_service.get("/cds-services").json()["services"][0]["prefetch"]
+        prefetch = {key: _read_all(base, t.replace("{{context.patientId}}", pid)) for key, t in templates.items()}
         full = hapi_service.post("/cds-services/trial-matcher", json=_hook(pid, base, prefetch))
         assert full.status_code == 200, full.text[:300]
         assert _essence(fetched.json()["cards"]) == _essence(full.json()["cards"]), pid
