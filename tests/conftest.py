@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.settings import get_settings
 from demo import synthetic as syn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +35,14 @@ def eligible() -> list[dict]:
 def catalog_session(catalog: Catalog) -> Catalog:
     """The catalog under a name hypothesis tests can take (function-scoped fixtures are refused there)."""
     return catalog
+
+
+@pytest.fixture
+def trials_dir(tmp_path, monkeypatch) -> Iterator[Path]:
+    """A copy of the trials folder, configured as TRIAL_MATCHER_TRIALS_DIR for the CLI and the app."""
+    folder = tmp_path / "trials"
+    shutil.copytree(ROOT / "trials", folder)
+    monkeypatch.setenv("TRIAL_MATCHER_TRIALS_DIR", str(folder))
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()

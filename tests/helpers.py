@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from cds_service.api.app import create_app
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.fhir.queries import QUERIES
 from cds_service.settings import Settings
 
 
@@ -82,6 +83,12 @@ def rules_mention(catalog: Catalog, trial_id: str, name: str) -> bool:
     """Whether a trial's rules name this map entry (a class, group or variable)."""
     trial = catalog.trials[trial_id]
     return any(name in str(c.rule) for c in trial.criteria if c.rule is not None)
+
+
+# The four prefetch keys of the CDS Hooks examples, and the others discovery names (from the code, so a new
+# source joins every test that sends "all keys")
+CLASSIC_KEYS = ("patient", "conditions", "observations", "medications")
+OPTIONAL_KEYS = tuple(k for k in QUERIES if k not in CLASSIC_KEYS)
 
 
 def plain(markdown: str) -> str:

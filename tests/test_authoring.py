@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date
 from pathlib import Path
 
@@ -15,22 +14,11 @@ from cds_service.api.app import create_app
 from cds_service.authoring.lint import lint_file
 from cds_service.cli import main
 from cds_service.eligibility.catalog import Catalog
-from cds_service.settings import Settings, get_settings
+from cds_service.settings import Settings
 from demo import synthetic as syn
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = sorted((ROOT / "tests" / "fixtures" / "ctgov").glob("*.json"))
-
-
-@pytest.fixture
-def trials_dir(tmp_path, monkeypatch) -> Path:
-    """A copy of the trials folder, configured as TRIAL_MATCHER_TRIALS_DIR for the CLI."""
-    folder = tmp_path / "trials"
-    shutil.copytree(ROOT / "trials", folder)
-    monkeypatch.setenv("TRIAL_MATCHER_TRIALS_DIR", str(folder))
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r.stem for r in RECORDS])

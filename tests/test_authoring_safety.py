@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from cds_service.authoring.suggest import suggest_rule
 from cds_service.cli import main
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.trials import Trial
-from cds_service.settings import get_settings
 from demo import synthetic as syn
 from demo.hook_request import prefetch_for
 
@@ -26,16 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "tests" / "fixtures" / "ctgov" / "NCT09000001.json"
 AS_OF = date(2026, 11, 23)
 SEEDS = sorted(p.name for p in (ROOT / "trials").glob("*.yaml"))
-
-
-@pytest.fixture
-def trials_dir(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "trials"
-    shutil.copytree(ROOT / "trials", folder)
-    monkeypatch.setenv("TRIAL_MATCHER_TRIALS_DIR", str(folder))
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
 
 
 def edit(path: Path, old: str, new: str) -> None:

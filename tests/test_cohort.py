@@ -13,7 +13,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from helpers import evaluate, open_service
+from helpers import CLASSIC_KEYS, OPTIONAL_KEYS, evaluate, open_service
 
 from cds_service.cli import main
 from cds_service.eligibility.cohort import disease
@@ -21,15 +21,7 @@ from demo import synthetic as syn
 from demo.hook_request import prefetch_for
 
 AS_OF = date(2026, 11, 23)
-CLASSIC_KEYS = ("patient", "conditions", "observations", "medications")
-ALL_KEYS = (
-    *CLASSIC_KEYS,
-    "medicationRequests",
-    "medicationAdministrations",
-    "medicationDispenses",
-    "immunizations",
-    "procedures",
-)
+ALL_KEYS = (*CLASSIC_KEYS, *OPTIONAL_KEYS)
 SNOMED, ICD10CM, WHO = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10"
 SLE_CODES = {"55464009", "M32.9"}
 
