@@ -199,3 +199,11 @@ def test_who_icd10_conditions_are_read(catalog, eligible):
     stroke = syn.condition(P, display="Cerebral infarction", onset=d(30))
     stroke["code"] = {"coding": [{"system": ICD10, "code": "I63.9"}]}
     assert criterion(catalog, [*eligible, stroke], T1, "exc-18", AS_OF).outcome == "fail"
+
+
+@pytest.mark.parametrize("cvx", ["309", "310", "311", "312"])
+def test_the_current_mrna_covid_formulas_count_as_mrna_lnp(catalog, eligible, cvx):
+    """NS10: CVX 309-312 (every US mRNA COVID-19 formula since September 2023), code only, 60 days ago."""
+    imm = syn.immunization(P, cvx, "", d(60))
+    imm["vaccineCode"] = {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": cvx}]}
+    assert criterion(catalog, [*eligible, imm], T4, "exc-5", AS_OF).outcome == "fail"
