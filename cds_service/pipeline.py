@@ -53,6 +53,12 @@ class ChecklistLinks:
         return Link(label=label, url=f"{base_url}/checklist/{token}", type="absolute")
 
 
+def _mark_dismissed(report: Report, active: dict) -> None:
+    """Each trial a clinician dismissed for this patient carries the dismissal (no card; still reported)."""
+    for r in report.trials:
+        r.dismissed = active.get(r.id)
+
+
 @dataclass
 class Matcher:
     catalog: Catalog
@@ -81,9 +87,7 @@ class Matcher:
         """Trials whose card a clinician dismissed for this patient: still reported, marked with the date."""
         if self.dismissals is None:
             return
-        active = await self.dismissals.active(patient_id)
-        for r in report.trials:
-            r.dismissed = active.get(r.id)
+        _mark_dismissed(report, await self.dismissals.active(patient_id))
 
     async def feedback(self, service_id: str, items: list[FeedbackItem]) -> int:
         if self.dismissals is not None:
@@ -96,8 +100,7 @@ class Matcher:
     ) -> tuple[list, list]:
         """Cards, and the checklist rows (token hash, expiry, snapshot) their links point to."""
         report = self.report(got, patient_id, as_of)
-        for r in report.trials:
-            r.dismissed = (dismissed or {}).get(r.id)
+        _mark_dismissed(report, dismissed or {})
         gaps = got.gaps + report.skipped_resources
         links: dict[str, list[Link]] = {}
         rows: list[tuple[str, bytes]] = []

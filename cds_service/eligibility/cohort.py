@@ -14,6 +14,7 @@ patients with its disease on record. So the entry has three answers:
 
 from __future__ import annotations
 
+from cds_service.eligibility.conditions import condition_note
 from cds_service.eligibility.report import Cohort, Evidence
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import ConditionFact, PatientFacts
@@ -45,7 +46,13 @@ def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
     found = [c for c in facts.conditions if _counts(c, trial, m)]
     if found:
         evidence = [
-            Evidence(resource=c.resource, label=c.display, date=c.onset or c.recorded, note=_note(c)) for c in found
+            Evidence(
+                resource=c.resource,
+                label=c.display,
+                date=c.onset or c.recorded,
+                note=condition_note(c.active, c.confirmed, c.abatement, c.history),
+            )
+            for c in found
         ]
         return Cohort(outcome="in", reason=f"{found[0].display} on record", evidence=evidence)
     name = disease(trial, m)
@@ -62,8 +69,3 @@ def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
             f"so a diagnosis of {name} could not be ruled out",
         )
     return Cohort(outcome="out", reason=f"no diagnosis of {name} on record")
-
-
-def _note(c: ConditionFact) -> str:
-    status = {True: "active", False: "inactive", None: "status not recorded"}[c.active]
-    return status + ("" if c.confirmed else ", unconfirmed") + (", history code" if c.history else "")

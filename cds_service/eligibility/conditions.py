@@ -83,7 +83,7 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
         resource=c.resource,
         label=c.display,
         date=c.onset or c.recorded,
-        note=_condition_note(c.active, c.confirmed, c.abatement, c.history),
+        note=condition_note(c.active, c.confirmed, c.abatement, c.history),
     )
 
     def review(note: str) -> None:
@@ -180,7 +180,8 @@ class _ConditionFindings:
     out_of_window: bool = False
 
 
-def _condition_note(active: bool | None, confirmed: bool, abatement: date | None, history: bool = False) -> str:
+def condition_note(active: bool | None, confirmed: bool, abatement: date | None, history: bool = False) -> str:
+    """How a Condition stands on the record, for its evidence line (criteria and cohort entry alike)."""
     parts = [{True: "active", False: "inactive", None: "status not recorded"}[active]]
     if history:
         parts.append("history code")

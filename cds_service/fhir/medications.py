@@ -49,7 +49,7 @@ class MedicationReader(Reader):
         display = _cc_text(cc) if cc is not None else ""
         if key is None and display_fallback:
             key, display = self.m.ingredient_for_text(display_fallback), display_fallback
-        if key is None and not display and not display_fallback and not _known_code(cc, self.m):
+        if key is None and not display and not display_fallback and not _known_code(cc):
             # the drug cannot be identified at all (an unresolvable reference, a code of no known system):
             # its source can no longer say "none on record"
             facts.unread[rtype] = facts.unread.get(rtype, 0) + 1
@@ -177,7 +177,7 @@ _NOT_GIVEN = frozenset(
 )
 
 
-def _known_code(cc: Any, m: Mappings) -> bool:
+def _known_code(cc: Any) -> bool:
     """A coding in a system the maps are written in: a code there that maps to nothing names another drug."""
     return any(system in (RXNORM, CVX, ATC, SNOMED) and code for system, code, _ in _codings(cc)) if cc else False
 
