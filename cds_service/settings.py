@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Most decoded bytes read from the FHIR server for one hook call, all responses together; "
         "sources past it are counted as not read",
     )
+    fhir_max_resources_per_type: int = Field(
+        10_000,
+        gt=0,
+        description="Most resources of one type (Condition, Observation, ...) evaluated for one hook call, from "
+        "prefetch and the server together; beyond it the type is counted as read in part",
+    )
     database_url: str = Field(
         "sqlite:///./var/feedback.sqlite3",
         description="Feedback store: sqlite:///PATH or postgresql://USER:PASS@HOST/DB",

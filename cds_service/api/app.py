@@ -108,6 +108,7 @@ def _lifespan(settings: Settings, catalog: Catalog, jwt_client: httpx.AsyncClien
             observation_codes=frozenset(catalog.mappings.obs_index),  # ask the server only for what criteria read
             max_response_bytes=settings.fhir_max_response_bytes,
             max_hook_bytes=settings.fhir_max_hook_bytes,
+            max_per_type=settings.fhir_max_resources_per_type,
         )
         app.state.store = open_store(settings.database_url)
         links = ChecklistLinks(

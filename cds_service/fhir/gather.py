@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,80 +27,21 @@ import httpx
 import orjson
 
 from cds_service.fhir import subjects
+from cds_service.fhir.capped import (
+    ACCEPT_ENCODING,
+    MAX_HOOK_BYTES,
+    MAX_RESPONSE_BYTES,
+    ByteBudget,
+    FetchError,
+    read_capped,
+)
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
 __all__ = ["QUERIES", "Gathered", "Gatherer", "prefetch_templates", "scope_to_patient"]
 
 log = logging.getLogger("trial_matcher")
-
-
-class FetchError(Exception):
-    """A FHIR request that gave nothing usable. The message carries no patient data."""
-
-
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # settings.fhir_max_response_bytes
-MAX_HOOK_BYTES = 32 * 1024 * 1024  # settings.fhir_max_hook_bytes: no more than a prefetch body may hold
-ACCEPT_ENCODING = "gzip, deflate"  # only what Inflater undoes (httpx would add br/zstd when installed)
-
-
-class Inflater:
-    """Undoes a response's Content-Encoding here, never more than `step` bytes of output per piece.
-
-    httpx inflates each network chunk in one call, so 64 kB of a gzip bomb could become 64 MB before
-    a single byte was counted; fed through `pieces`, the reader counts and stops after one small piece.
-    """
-
-    def __init__(self, encoding: str | None, step: int = 1 << 16) -> None:
-        encoding = (encoding or "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-            raise FetchError("unsupported content encoding")
-        self.step = step
-        self._z = None if encoding == "identity" else zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib
-
-    def pieces(self, raw: bytes) -> Iterator[bytes]:
-        if self._z is None:
-            yield raw
-            return
-        data = raw
-        try:
-            while True:
-                out = self._z.decompress(data, self.step)
-                if out:
-                    yield out
-                data = self._z.unconsumed_tail
-                if not data and len(out) < self.step:
-                    return
-        except zlib.error as e:
-            raise FetchError("response could not be decoded") from e
-
-
-@dataclass
-class ByteBudget:
-    """Decoded bytes one hook may still read, shared by its concurrent searches."""
-
-    left: int
-
-    def take(self, n: int) -> None:
-        self.left -= n
-        if self.left < 0:
-            raise FetchError("the hook's byte budget was spent; not read")
-
-
-async def read_capped(resp: httpx.Response, limit: int, budget: ByteBudget | None = None) -> bytes:
-    """A streamed response's decoded body, counted as it arrives; FetchError past `limit` or `budget`."""
-    inflater = Inflater(resp.headers.get("content-encoding"))
-    parts: list[bytes] = []
-    size = 0
-    async for raw in resp.aiter_raw():
-        for piece in inflater.pieces(raw):
-            size += len(piece)
-            if size > limit:
-                raise FetchError("response larger than the size cap; not read")
-            if budget is not None:
-                budget.take(len(piece))
-            parts.append(piece)
-    return b"".join(parts)
+MAX_PER_TYPE = 10_000  # settings.fhir_max_resources_per_type
 
 
 @dataclass
@@ -205,6 +144,7 @@ class Gatherer:
     observation_codes: frozenset[tuple[str, str]] = frozenset()  # what the criteria read (queries.py)
     max_response_bytes: int = MAX_RESPONSE_BYTES  # decoded bytes of one response
     max_hook_bytes: int = MAX_HOOK_BYTES  # decoded bytes of all the responses of one hook
+    max_per_type: int = MAX_PER_TYPE  # resources of one type evaluated per hook; the rest counted as not read
 
     async def gather(
         self,
@@ -250,6 +190,7 @@ class Gatherer:
         out.resources, aside = scope_to_patient(raw, patient_id, base)
         if aside:
             out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
+        out.resources = _at_most_per_type(out.resources, self.max_per_type, kind_ok, out.gaps)
         out.complete = {k for k, ok in kind_ok.items() if ok and k != "Patient"}
         out.gaps = list(dict.fromkeys(out.gaps))
         return out
@@ -343,6 +284,27 @@ class Gatherer:
             else:
                 raise FetchError("unexpected resource type in response")
         return False
+
+
+def _at_most_per_type(resources: list[dict], cap: int, kind_ok: dict[str, bool], gaps: list[str]) -> list[dict]:
+    """The first `cap` resources of each type, in the order they came (searches ask newest first).
+
+    Evaluation time grows with the record, and 32 MB of prefetch can hold 120,000 Conditions (15 s of
+    CPU); no real chart needs more than `cap` of one type. What is cut leaves its type incomplete, so
+    what was read still counts and nothing cut is taken for "none on record".
+    """
+    seen: dict[str, int] = {}
+    kept: list[dict] = []
+    for res in resources:
+        rtype = str(res.get("resourceType"))
+        seen[rtype] = seen.get(rtype, 0) + 1
+        if seen[rtype] <= cap:
+            kept.append(res)
+    for rtype, n in seen.items():
+        if n > cap:
+            kind_ok[rtype] = False
+            gaps.append(f"{n - cap} {rtype} resource(s) beyond the {cap} read per request were not read")
+    return kept
 
 
 def _merge(reads: list[Read]) -> Read:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from cds_service.fhir.gather import ACCEPT_ENCODING, FetchError, Inflater
+from cds_service.fhir.capped import ACCEPT_ENCODING, FetchError, Inflater
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.bulk import READ_TYPES
 from cds_service.settings import get_settings
