@@ -363,7 +363,11 @@ CASES: list[tuple[str, str, str, Build, set[str]]] = [
                 "resourceType": "Procedure",
                 "id": "proc-1",
                 "status": "completed",
-                "code": {"coding": [{"system": SNOMED, "code": "127788007", "display": "Apheresis"}]},
+                # the general "Apheresis" code names plasmapheresis only with its words (audit 2, NH8)
+                "code": {
+                    "coding": [{"system": SNOMED, "code": "127788007", "display": "Apheresis"}],
+                    "text": "Plasmapheresis",
+                },
                 "subject": {"reference": f"Patient/{P}"},
                 "performedDateTime": str(d(3)),
             }

@@ -380,11 +380,11 @@ class Mappings:
         return self._name_to_key[m.group(1)] if m else None
 
     def procedure_groups(self, codings: list[tuple[str, str]], text: str) -> frozenset[str]:
-        """Groups of a procedure: by SNOMED CT code, else by words in its text and displays."""
+        """Groups of a procedure: by SNOMED CT code and by words in its text and displays."""
         hits = {g for system, code in codings if system == SNOMED for g in self.procedure_snomed.get(code, ())}
-        if not hits and text:
+        if text:  # a general code ("Apheresis") with specific words ("plasmapheresis"): both count
             t = text.lower()
-            hits = {key for pattern, key in self._procedure_words if pattern.search(t)}
+            hits |= {key for pattern, key in self._procedure_words if pattern.search(t)}
         return frozenset(hits)
 
     def class_members(self, cls: str) -> set[str]:

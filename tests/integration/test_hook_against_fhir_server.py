@@ -284,7 +284,11 @@ def test_procedures_are_read_from_the_fhir_server(service, fhir_server):
             "resourceType": "Procedure",
             "id": f"{pid}-apheresis",
             "status": "completed",
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "127788007", "display": "Apheresis"}]},
+            # the general "Apheresis" code is plasmapheresis by its words only (clinical audit 2, NH8)
+            "code": {
+                "coding": [{"system": "http://snomed.info/sct", "code": "127788007", "display": "Apheresis"}],
+                "text": "Plasmapheresis",
+            },
             "subject": {"reference": f"Patient/{pid}"},
             "performedDateTime": str(today - timedelta(days=3)),
         }
