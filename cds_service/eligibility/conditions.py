@@ -1,9 +1,9 @@
 """Rule family: diagnoses on the problem list (condition).
 
 Events ("MI within 12 months", `dated_by: diagnosis`) count from their onset whatever their clinical
-status; "present within" counts an active condition as present. History codes are never recent, and
-a condition with no onset, or only a recordedDate, goes to a person. "None on record" needs the
-problem list to have been read.
+status (the recordedDate bounds an onset not recorded); "present within" counts an active condition as
+present, and one with no status as present since its onset. History codes are never recent, and a
+condition that cannot be dated goes to a person. "None on record" needs the problem list to have been read.
 """
 
 from __future__ import annotations
@@ -100,14 +100,12 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
         review(stale)
         return
     if rule.onset_before is not None:
-        if c.onset is None:  # a recordedDate is when it was entered (migration, new clinic), not diagnosed
-            review(f"{c.display}: date of diagnosis not recorded; diagnosed {rule.onset_before} ago or more?")
+        early = _diagnosed_early_enough(rule.onset_before, c, ctx, ev)
+        if isinstance(early, str):
+            review(early)
             return
-        since = ctx.since(rule.onset_before)
-        if c.onset > since or (rule.onset_before.strict and c.onset == since):
-            until = rule.onset_before.end_after(c.onset)
-            why = f"{c.display} diagnosed {c.onset.isoformat()}, less than {rule.onset_before} ago"
-            found.too_recent.append(Res(Truth.FALSE, until=until, evidence=[ev], why=[why]))
+        if early is not None:
+            found.too_recent.append(early)
             return
     until: date | None = None
     if rule.within is not None:
@@ -129,6 +127,22 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
         found.definite.append(Res(Truth.TRUE, until=until, evidence=[ev], why=[f"{c.display} on record"]))
 
 
+def _diagnosed_early_enough(window: Window, c: ConditionFact, ctx: Ctx, ev: Evidence) -> Res | str | None:
+    """For `onset_before`: None when diagnosed long enough ago; a temporary FALSE when too recently; a review
+    note when the record cannot say. The recordedDate is an upper bound of the onset: entered 3 years ago, it
+    was diagnosed 3 years ago or earlier (though a recent entry may be a migration, so it never shows "too
+    recent")."""
+    since = ctx.since(window)
+    if c.onset is None:
+        if c.recorded is not None and (c.recorded < since or (c.recorded == since and not window.strict)):
+            return None
+        return f"{c.display}: date of diagnosis not recorded; diagnosed {window} ago or more?"
+    if c.onset > since or (window.strict and c.onset == since):
+        why = f"{c.display} diagnosed {c.onset.isoformat()}, less than {window} ago"
+        return Res(Truth.FALSE, until=window.end_after(c.onset), evidence=[ev], why=[why])
+    return None
+
+
 def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> date | str | None:
     """Inside `rule.within`: the date it stops counting (date.max: still present); a review note; or
     None when outside. Events ("MI within 12 months") are dated by onset whatever their clinical status;
@@ -145,10 +159,19 @@ def _condition_in_window(rule: ConditionRule, c: ConditionFact, ctx: Ctx) -> dat
         return None
     if rule.by_diagnosis:
         ref = c.onset
-        if ref is not None and ref < since and c.active is True:
+        if ref is None and c.recorded is not None and c.recorded < since:
+            return None  # entered before the window, so it happened before it (the recordedDate bounds the onset)
+        acute = any(ctx.m.conditions.groups[g].acute_event for g in c.groups & rule.groups)
+        if ref is not None and ref < since and c.active is True and not acute:
             return f"{c.display}: diagnosed {ref.isoformat()}, before the last {window}, and still recorded active"
     elif c.active is True:
         return date.max  # present now, so present within the window
+    elif c.active is None and c.abatement is None:
+        # no status and no end: present since its onset, perhaps still; only an onset inside the window decides
+        if c.onset is not None and c.onset >= since:
+            return window.end_after(c.onset)
+        dated = f"since {c.onset.isoformat()}" if c.onset else "date not recorded"
+        return f"{c.display}: status not recorded ({dated}); present within {window}?"
     else:
         ref = c.abatement or c.onset
     if ref is None:

@@ -129,6 +129,8 @@ class ConditionGroup(BaseModel):
     # a state that cannot stay true longer than this (pregnancy): recorded active since longer ago, a person
     # checks it is current, never a permanent fail from a code left on the problem list
     lasts_days: int | None = None
+    # an event dated by its onset (MI, stroke): its clinical status says nothing about "within N months"
+    acute_event: bool = False
 
     @cached_property
     def _ranges(self) -> list[tuple[str, str]]:
