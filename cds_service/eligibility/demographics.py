@@ -36,26 +36,35 @@ def parse_sex(p: RuleParser, arg: Any) -> Rule:
 
 
 def evaluate_age(rule: Age, ctx: Ctx) -> Res:
-    birth = ctx.facts.birth_date
-    if birth is None:
+    """Age in whole years on the evaluation date. A partial birthDate ("1960", "1960-12") is a range of
+    ages: the rule decides only when the whole range is on one side of a bound, and a person confirms the
+    date of birth when a bound falls inside it (never a definite fail or pass on an assumed 1 January)."""
+    first = ctx.facts.birth_date
+    if first is None:
         return Res(Truth.UNKNOWN, missing=["birth date (Patient.birthDate)"])
-    age = age_on(birth, ctx.as_of)
+    last = ctx.facts.birth_latest or first
+    oldest, youngest = age_on(first, ctx.as_of), age_on(last, ctx.as_of)
+    age = str(oldest) if oldest == youngest else f"{youngest} or {oldest}"
+    born = first.isoformat() if first == last else f"between {first.isoformat()} and {last.isoformat()}"
     ev = [
         Evidence(
             resource=ctx.facts.patient,
             label="Age",
-            value=age,
+            value=oldest if oldest == youngest else age,
             unit="a",
             date=ctx.as_of,
-            note=f"born {birth.isoformat()}",
+            note=f"born {born}",
         )
     ]
-    if rule.min is not None and age < rule.min:
-        turns = Window(int(rule.min), "year").end_after(birth)
-        return Res(Truth.FALSE, until=turns, evidence=ev, why=[f"age {age} < {rule.min}"])
-    if rule.max is not None and age > rule.max:
-        return Res(Truth.FALSE, evidence=ev, why=[f"age {age} > {rule.max}"])
-    until = Window(int(rule.max) + 1, "year").end_after(birth) if rule.max is not None else None
+    if rule.min is not None and oldest < rule.min:
+        turns = Window(int(rule.min), "year").end_after(last)
+        return Res(Truth.FALSE, until=turns, evidence=ev, why=[f"age {age} < {rule.min:g}"])
+    if rule.max is not None and youngest > rule.max:
+        return Res(Truth.FALSE, evidence=ev, why=[f"age {age} > {rule.max:g}"])
+    if (rule.min is not None and youngest < rule.min) or (rule.max is not None and oldest > rule.max):
+        note = f"age {age} (born {born}); the full date of birth decides the age bound"
+        return Res(Truth.REVIEW, evidence=ev, notes=[note])
+    until = Window(int(rule.max) + 1, "year").end_after(first) if rule.max is not None else None
     return Res(Truth.TRUE, until=until, evidence=ev, why=[f"age {age}"])
 
 

@@ -102,7 +102,8 @@ class MedicationFact:
 @dataclass(slots=True)
 class PatientFacts:
     patient: str  # "Patient/ID"
-    birth_date: date | None = None
+    birth_date: date | None = None  # a partial birthDate ("1960", "1960-12"): its first possible day
+    birth_latest: date | None = None  # and its last possible day (the same date when the day is recorded)
     gender: str | None = None
     labs: dict[str, list[LabResult]] = field(default_factory=dict)
     conditions: list[ConditionFact] = field(default_factory=list)

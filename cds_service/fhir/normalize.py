@@ -18,8 +18,10 @@ not entered-in-error, not-taken or merely intended.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 from collections.abc import Iterable
+from datetime import date
 
 from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFacts, ProcedureFact
 from cds_service.fhir.medications import MedicationReader
@@ -39,6 +41,19 @@ from cds_service.fhir.read import (
 )
 
 __all__ = ["Invalid", "Normalizer", "iter_resources"]
+
+
+def _last_day(first: date | None, text: str | None) -> date | None:
+    """The last day a partial FHIR date can mean: "1960" -> 1960-12-31, "1960-02" -> 1960-02-29; a full date
+    is itself. `first` is the date `_d` read (its first possible day)."""
+    if first is None or text is None:
+        return first
+    digits = len(text.split("T")[0])
+    if digits == 4:  # YYYY
+        return date(first.year, 12, 31)
+    if digits == 7:  # YYYY-MM
+        return date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+    return first
 
 
 class Normalizer(ObservationReader, MedicationReader):
@@ -100,6 +115,7 @@ class Normalizer(ObservationReader, MedicationReader):
             return
         facts.patient = f"Patient/{rid}"
         facts.birth_date, facts.gender = birth, gender
+        facts.birth_latest = _last_day(birth, _s(res.get("birthDate")))
         died = _d(res.get("deceasedDateTime"))
         facts.deceased = died is not None or _b(res.get("deceasedBoolean")) is True
         facts.deceased_date = died
