@@ -1,4 +1,5 @@
-"""Command line: `trial-matcher evaluate|trials|coverage|serve|lint|import|diff` (also `python -m cds_service`).
+"""Command line: `trial-matcher evaluate|trials|coverage|serve|lint|import|diff|screen|worklist|screening-log`
+(also `python -m cds_service`).
 
 `evaluate` exits 0 when at least one trial is likely or possibly eligible, 1 when none is,
 and 2 on a usage or input error, so scripts can branch on it.
@@ -24,6 +25,7 @@ from cds_service.eligibility.coverage import catalog_entry, coverage, render_tex
 from cds_service.eligibility.report import Report, TrialResult
 from cds_service.screening.command import add_command as add_screen
 from cds_service.settings import get_settings
+from cds_service.worklist.command import add_commands as add_worklist
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
 STATUS_STYLE = {
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
     add_commands(sub)
     add_screen(sub)
+    add_worklist(sub)
     return p
 
 

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     patient_id_salt: SecretStr | None = Field(
         None, description="Key for hashing patient ids in the store; unset: a random key kept in the store"
     )
+    worklist_patient_ids: str = Field(
+        "as-given",
+        pattern="^(as-given|pseudonymised)$",
+        description="How `screen` stores patient ids for the worklist: 'as-given', or 'pseudonymised' (HMAC-SHA256 "
+        "under TRIAL_MATCHER_PATIENT_ID_SALT, which must then be set)",
+    )
+    worklist_within_days: int = Field(30, ge=0, le=3650, description="The worklist's 'bar lifts within N days'")
     checklist_link_type: str = Field(
         "absolute",
         pattern="^(absolute|smart)$",

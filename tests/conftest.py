@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import date
@@ -13,6 +14,19 @@ from demo import synthetic as syn
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = date(2026, 11, 23)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_store(tmp_path_factory) -> Iterator[None]:
+    """`screen` keeps every run in the store: the tests' runs go to a store of their own, not ./var."""
+    before = os.environ.get("TRIAL_MATCHER_DATABASE_URL")
+    if before is None:
+        os.environ["TRIAL_MATCHER_DATABASE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('store') / 'tests.sqlite3'}"
+        get_settings.cache_clear()
+    yield
+    if before is None:
+        os.environ.pop("TRIAL_MATCHER_DATABASE_URL", None)
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

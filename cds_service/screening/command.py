@@ -36,14 +36,19 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if bool(args.input) == bool(args.fhir_server):
         say(err, "screen: give either an NDJSON folder or --fhir-server URL")
         return 2
-    folder = _exported(args, err) if args.fhir_server else Path(args.input)
+    if args.since:
+        from cds_service.worklist.command import screen_since  # a re-screen is the worklist's job
+
+        return screen_since(args, err)
+    stamp: list[str | None] = [None]  # the export's transactionTime: where the next `--since last` starts
+    folder = _exported(args, err, stamp) if args.fhir_server else Path(args.input)
     if folder is None:
         return 2
     if not folder.is_dir() or not export_files(folder):
         say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
     try:
-        return _screen(folder, args, err)
+        return _screen(folder, args, err, stamp[0])
     except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
         say(err, f"screen: {e}")
         return 2
@@ -52,7 +57,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         return 2
 
 
-def _screen(folder: Path, args: argparse.Namespace, err: Console) -> int:
+def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None = None) -> int:
     s = get_settings()
     catalog = Catalog.load(s.mappings_dir, s.trials_dir, horizon_days=s.temporary_horizon_days)
     unknown = [t for t in args.trial or [] if t not in catalog.trials]
@@ -69,6 +74,16 @@ def _screen(folder: Path, args: argparse.Namespace, err: Console) -> int:
         result = _embedded(folder, dirs, as_of, args, err)
     paths = write_all(result, catalog, Path(args.out))
     _summary(err, result, paths)
+    if not args.no_store and result.stats.patients:
+        from cds_service.worklist.remember import SetupError, remember
+
+        source = args.fhir_server or str(folder.resolve())
+        try:
+            run_id = remember(s, result.rows, as_of, source, "full", transaction_time)
+        except SetupError as e:
+            say(err, f"screen: not stored for the worklist: {e}")
+            return 2
+        say(err, f"stored as screen run {run_id} (for `worklist`)")
     if not result.stats.patients:
         say(err, "screen: the export holds no Patient resources: nothing to screen")
         return 1
@@ -98,7 +113,7 @@ def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
         return screen_spark(folder, dirs, as_of, args.trial, args.spark_master)
 
 
-def _exported(args: argparse.Namespace, err: Console) -> Path | None:
+def _exported(args: argparse.Namespace, err: Console, stamp: list[str | None]) -> Path | None:
     """Run a Bulk Data $export of --fhir-server into OUT_DIR/export; None (said why) when it fails.
     The folder is emptied of an earlier export's files first: they would be screened with this one."""
     token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN")
@@ -118,6 +133,7 @@ def _exported(args: argparse.Namespace, err: Console) -> Path | None:
         say(err, f"screen: cannot write the export to {target} ({type(e).__name__})")
         return None
     say(err, f"$export: {len(files)} file(s) into {target}")
+    stamp[0] = export.transaction_time
     return target
 
 
@@ -175,4 +191,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     sc.add_argument(
         "--max-poll-seconds", type=float, default=120, help="longest wait between status polls (caps Retry-After)"
     )
+    sc.add_argument(
+        "--since",
+        choices=["last"],
+        help="with --fhir-server: export only what changed since this server's last stored screen and re-evaluate "
+        "the patients it touches, and those whose temporary bar has lifted since",
+    )
+    sc.add_argument("--no-store", action="store_true", help="do not keep this run for the worklist")
     sc.set_defaults(func=cmd_screen)

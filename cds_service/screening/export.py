@@ -47,6 +47,17 @@ def _retry_after(value: str | None, default: float) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _instant(value: object) -> str | None:
+    """The manifest's transactionTime, when it is an ISO instant (it is sent back later as `_since`)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.isoformat() if parsed.tzinfo is not None else None
+
+
 @dataclass(frozen=True)
 class ExportLimits:
     """What one export may cost (settings.export_*; defaults there and in the README)."""
@@ -75,6 +86,7 @@ class BulkExport:
         max_poll_seconds: float = 120,
         timeout: float | None = None,
         limits: ExportLimits | None = None,
+        since: str | None = None,
     ):
         try:
             origin = AllowList.parse(base_url).check(base_url)  # the server named on the command line, and only it
@@ -88,6 +100,8 @@ class BulkExport:
         self.max_poll_seconds = max(max_poll_seconds, self.limits.min_poll_seconds)
         self.timeout = timeout if timeout is not None else self.limits.timeout_seconds
         self.cut: list[str] = []  # files cut at a cap, by name and cap: reported, never screened
+        self.since = since  # `_since`: only resources changed after this instant (an earlier transactionTime)
+        self.transaction_time: str | None = None  # the manifest's: the `_since` of the next incremental export
         self._total = 0
 
     def _headers(self, accept: str) -> dict[str, str]:
@@ -112,13 +126,14 @@ class BulkExport:
         async with httpx.AsyncClient(timeout=120, follow_redirects=False, trust_env=False) as client:
             kick = await client.get(
                 f"{self.base.url}/$export",  # system level: Medication is in no patient compartment
-                params={"_type": types},
+                params={"_type": types, **({"_since": self.since} if self.since else {})},
                 headers={**self._headers("application/fhir+json"), "Prefer": "respond-async"},
             )
             if kick.status_code != 202:
                 raise ExportError(f"kick-off answered HTTP {kick.status_code}, not 202 Accepted")
             status_url = self._checked(kick.headers.get("Content-Location"), "status")
             manifest = await self._poll(client, status_url, progress)
+            self.transaction_time = _instant(manifest.get("transactionTime"))
             files = await self._download(client, manifest, out, progress)
             await client.delete(status_url, headers=self._headers("application/fhir+json"))  # let it clean up
         if self.cut:

@@ -67,7 +67,7 @@ def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]
 def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]], for_spreadsheets: bool = True) -> None:
     """A CSV a coordinator opens in a spreadsheet: cells that would run as formulas are neutralised."""
     with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields))
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
         w.writerows(safe_rows(rows) if for_spreadsheets else rows)
 

@@ -80,6 +80,8 @@ def row(pid: str, r: TrialResult) -> dict[str, Any]:
         "review": r.count("review"),
         "failed": COHORT_STEP if entry == "out" else ";".join(c.id for c in r.criteria if c.outcome == "fail"),
         "unknowns": COHORT_STEP if entry == "unknown" else ";".join(c.id for c in r.criteria if c.outcome == "unknown"),
+        # every criterion's outcome, for the worklist's checklist of a stored screen (not a patients.csv column)
+        "outcomes": ";".join(f"{c.id}={c.outcome}" for c in r.criteria),
     }
 
 

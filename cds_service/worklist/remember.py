@@ -1,0 +1,119 @@
+"""Keeping a screen in the store, and re-screening only what changed since the last one (`--since last`).
+
+An incremental run asks the server's `$export` for what changed after the last run's transactionTime.
+The changed resources name the patients they belong to; each of those patients, and each patient whose
+temporary bar has lifted since the last run, is read again in full through the same FHIR searches the
+hook uses (allow-listed to the server on the command line, bounded like a hook) and re-evaluated. The
+rows of everyone else stand. A Medication changed on its own (no patient) is not followed to the
+patients whose orders name it; the next full screen picks that up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cds_service.eligibility.catalog import Catalog
+from cds_service.fhir.gather import Gatherer
+from cds_service.fhir.urls import AllowList
+from cds_service.screening.bulk import ReadStats, classify, export_files, lines
+from cds_service.screening.run import row
+from cds_service.settings import Settings
+from cds_service.worklist.runs import Run, RunStore, StoredRow, pseudonym
+
+
+class SetupError(ValueError):
+    """The site's configuration does not allow this (said in one line)."""
+
+
+def patient_key(settings: Settings) -> str | None:
+    """The HMAC key when the site stores pseudonyms, else None (ids as given)."""
+    if settings.worklist_patient_ids != "pseudonymised":
+        return None
+    if settings.patient_id_salt is None or not settings.patient_id_salt.get_secret_value():
+        raise SetupError("TRIAL_MATCHER_WORKLIST_PATIENT_IDS=pseudonymised needs TRIAL_MATCHER_PATIENT_ID_SALT")
+    return settings.patient_id_salt.get_secret_value()
+
+
+def stored_rows(rows: Iterable[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
+    return [{**r, "patient": pseudonym(r["patient"], key)} if key else r for r in rows]
+
+
+def remember(
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    as_of: date,
+    source: str,
+    kind: str = "full",
+    transaction_time: str | None = None,
+) -> int:
+    """Store a run's rows; the run id."""
+    key = patient_key(settings)
+    patients = len({r["patient"] for r in rows})
+    run = {"as_of": as_of.isoformat(), "source": source, "kind": kind, "transaction_time": transaction_time,
+           "patients": patients, "pseudonymised": int(key is not None)}  # fmt: skip
+    return RunStore(settings.database_url).save(run, stored_rows(rows, key))
+
+
+def last_run_of(store: RunStore, source: str) -> Run | None:
+    """The newest run of this server that an incremental export can start from."""
+    return next((r for r in reversed(store.runs(source)) if r.transaction_time), None)
+
+
+def touched_patients(folder: Path) -> set[str]:
+    """The patients the changed resources of an `_since` export belong to."""
+    found: set[str] = set()
+    stats = ReadStats()
+    for _, path in export_files(folder):
+        with path.open("rb") as f:
+            for line in lines(f, 64 * 1024 * 1024, stats):
+                kind, pid = classify(line)
+                if pid is not None and kind in ("patient", "record"):
+                    found.add(pid)
+    return found
+
+
+def lifted(state: dict[tuple[str, str], StoredRow], since: date, as_of: date) -> set[str]:
+    """Patients with a temporary bar that lifted after the last run's date, by this run's."""
+    return {p for (p, _), r in state.items() if r.eligible_from is not None and since < r.eligible_from <= as_of}
+
+
+@dataclass
+class Reread:
+    rows: list[dict[str, Any]]
+    not_found: int
+
+
+async def reevaluate(
+    patients: set[str], server: str, token: str | None, catalog: Catalog, as_of: date, settings: Settings
+) -> Reread:
+    """Read each patient in full through the hook's searches and evaluate them; four at a time."""
+    allow = AllowList.parse(server)
+    headers_client = httpx.AsyncClient(timeout=settings.fhir_timeout_seconds * 10, follow_redirects=False,
+                                       trust_env=False)  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    missing = 0
+    limit = asyncio.Semaphore(4)
+    async with headers_client as client:
+        gatherer = Gatherer(client, allow, settings.fhir_page_cap, budget_seconds=120.0,
+                            observation_codes=frozenset(catalog.mappings.obs_index))  # fmt: skip
+
+        async def one(pid: str) -> None:
+            nonlocal missing
+            async with limit:
+                got = await gatherer.gather(pid, None, server, token)
+            if not got.patient_found:
+                missing += 1
+                return
+            facts = catalog.facts(got.resources, pid, got.complete)
+            rows.extend(row(pid, r) for r in catalog.report(facts, as_of).trials)
+
+        await asyncio.gather(*(one(p) for p in sorted(patients)))
+    rows.sort(key=lambda r: (r["patient"], r["trial"]))
+    return Reread(rows, missing)

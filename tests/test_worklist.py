@@ -1,0 +1,158 @@
+"""Screens that remember: two screens of an export that changed in between give a worklist that lists
+exactly the changes (a new SLE patient, a washout that lifted, a new exclusion), and the screening log
+adds up. Expectations come from the stored rows and the engine, never from the trial catalogue."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cds_service.cli import main
+from cds_service.settings import get_settings
+from cds_service.worklist.changes import CSV_HEADER, LISTS
+from cds_service.worklist.runs import RunStore
+from demo import synthetic as syn
+
+D1 = date(2026, 11, 23)
+D2 = D1 + timedelta(days=20)
+
+
+def _write_export(folder: Path, patients: list[list[dict]]) -> Path:
+    folder.mkdir(parents=True)
+    files: dict[str, list[bytes]] = {}
+    for resources in patients:
+        for r in resources:
+            files.setdefault(r["resourceType"], []).append(orjson.dumps(r))
+    for rtype, lines in files.items():
+        (folder / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    return folder
+
+
+def _population() -> tuple[list[list[dict]], list[list[dict]]]:
+    """The export on D1 and on D2: A unchanged; B's rituximab washout lifts in between (no new data);
+    C gets a reactive HIV screen; D is a new SLE patient."""
+    a = syn.eligible_patient(D1, "pa")
+    b = syn.eligible_patient(D1, "pb") + [
+        syn.med_statement("pb", "121191", "riTUXimab 10 MG/ML", D1 - timedelta(days=75), D1 - timedelta(days=45),
+                          status="completed"),
+    ]  # fmt: skip
+    c = syn.eligible_patient(D1, "pc")
+    hiv = syn.qualitative("pc", "56888-1", True, D2 - timedelta(days=1), display="HIV 1+2 Ab+p24 Ag")
+    d = syn.eligible_patient(D2, "pd")
+    return [a, b, c], [a, b, [*c, hiv], d]
+
+
+@pytest.fixture
+def screened(tmp_path, monkeypatch, trials_dir) -> Path:
+    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    get_settings.cache_clear()
+    first, second = _population()
+    for n, (day, pop) in enumerate(((D1, first), (D2, second))):
+        export = _write_export(tmp_path / f"export{n}", pop)
+        out = tmp_path / f"out{n}"
+        assert main(["screen", str(export), "--out", str(out), "--as-of", day.isoformat(), "--workers", "1"]) == 0
+    return tmp_path / "store.sqlite3"
+
+
+def _worklist(capsys, *extra: str) -> list[dict[str, str]]:
+    capsys.readouterr()
+    assert main(["worklist", "--format", "csv", *extra]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == ",".join(CSV_HEADER)
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_two_screens_give_exactly_the_three_changes(screened, capsys):
+    rows = _worklist(capsys)
+    by_list = {name: {r["patient"] for r in rows if r["list"] == name} for name in LISTS}
+    assert by_list["newly-eligible"] == {"pb", "pd"}  # the washout that lifted, the new patient
+    assert by_list["no-longer-eligible"] == {"pc"}  # the new exclusion
+    assert "pa" not in {r["patient"] for r in rows}
+    store = RunStore(f"sqlite:///{screened}")
+    runs = store.runs()
+    first, last = store.state(runs[0], runs), store.state(runs[1], runs)
+    for r in rows:
+        key = (r["patient"], r["trial"])
+        if r["list"] == "newly-eligible" and r["patient"] == "pb":
+            bar = first[key].eligible_from
+            assert bar is not None and D1 < bar <= D2, r  # it was the bar that lifted
+            assert r["criterion"] and r["criterion"] in first[key].failed.split(";")
+        if r["list"] == "no-longer-eligible":
+            assert last[key].status == "ineligible" and r["criterion"] in last[key].failed.split(";")
+            assert first[key].eligible_on(D1)
+    # every trial where pb's bar lifted by D2 is listed, and none where it did not
+    lifted = {t for (p, t), row in first.items() if p == "pb" and row.eligible_from and row.eligible_from <= D2
+              and last[(p, t)].eligible_on(D2)}  # fmt: skip
+    assert lifted == {r["trial"] for r in rows if r["patient"] == "pb" and r["list"] == "newly-eligible"}
+    assert lifted, "the rituximab washout bars at least one trial of the catalogue"
+
+
+def test_bar_lifts_soon_lists_dates_within_the_window(screened, capsys):
+    for within in (0, 400):
+        rows = [r for r in _worklist(capsys, "--within-days", str(within)) if r["list"] == "bar-lifts-soon"]
+        for r in rows:
+            assert D2 < date.fromisoformat(r["eligible_from"]) <= D2 + timedelta(days=within)
+            assert r["criterion"]
+        if within == 0:
+            assert rows == []
+    store = RunStore(f"sqlite:///{screened}")
+    runs = store.runs()
+    later = [k for k, row in store.state(runs[-1], runs).items() if row.eligible_from and row.eligible_from > D2]
+    assert len(rows) == len(later)  # with 400 days, every stored bar still ahead is listed
+
+
+def test_the_trial_filter_and_the_table(screened, capsys):
+    everything = _worklist(capsys)
+    one = everything[0]["trial"]
+    assert {r["trial"] for r in _worklist(capsys, "--trial", one)} == {one}
+    capsys.readouterr()
+    assert main(["worklist"]) == 0
+    assert "newly-eligible" in capsys.readouterr().out
+
+
+def test_no_store_and_pseudonymised_ids(tmp_path, monkeypatch, trials_dir, capsys):
+    db = tmp_path / "p.sqlite3"
+    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", f"sqlite:///{db}")
+    get_settings.cache_clear()
+    export = _write_export(tmp_path / "e", _population()[1])
+    args = ["screen", str(export), "--out", str(tmp_path / "o"), "--as-of", D2.isoformat(), "--workers", "1"]
+    assert main([*args, "--no-store"]) == 0
+    assert main(["worklist"]) == 1  # nothing stored yet
+    monkeypatch.setenv("TRIAL_MATCHER_WORKLIST_PATIENT_IDS", "pseudonymised")
+    get_settings.cache_clear()
+    assert main(args) == 2  # pseudonyms need the site's key
+    assert "TRIAL_MATCHER_PATIENT_ID_SALT" in capsys.readouterr().err
+    monkeypatch.setenv("TRIAL_MATCHER_PATIENT_ID_SALT", "site-secret")
+    get_settings.cache_clear()
+    assert main(args) == 0
+    raw = sqlite3.connect(db).execute("SELECT patient FROM screen_row").fetchall()
+    assert raw and not {p for (p,) in raw} & {"pa", "pb", "pc", "pd"}
+    assert all(len(p) == 32 for (p,) in raw)
+
+
+def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, catalog):
+    store = RunStore(f"sqlite:///{screened}")
+    trial = next(iter(catalog.trials.values()))
+    out = tmp_path / "log"
+    args = ["screening-log", "--trial", trial.id, "--from", D1.isoformat(), "--to", D2.isoformat(), "--out", str(out)]
+    assert main(args) == 0
+    months = list(csv.DictReader((out / "screening-log.csv").open()))
+    assert [m["month"] for m in months] == [D1.isoformat()[:7], D2.isoformat()[:7]]
+    runs = store.runs()
+    for m, run in zip(months, runs, strict=True):
+        parts = sum(int(m[k]) for k in ("likely", "possibly", "not_assessed", "failed"))
+        assert int(m["screened"]) == parts == sum(1 for (_, t) in store.state(run, runs) if t == trial.id)
+    texts = {c.text for c in trial.criteria} | {trial.entry.text}
+    failures = list(csv.DictReader((out / "screening-failures.csv").open()))
+    assert all(f["text"] in texts for f in failures)
+    for m in months:
+        assert int(m["failed"]) == sum(int(f["patients"]) for f in failures if f["month"] == m["month"])
+    page = (out / "screening-log.html").read_text()
+    assert "<svg" in page and "<script" not in page
+    assert main(["screening-log", "--trial", "NCT00000000", "--from", "2026-01-01", "--to", "2026-02-01"]) == 2
