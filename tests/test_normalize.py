@@ -14,13 +14,14 @@ def facts(catalog, resources, gathered=None):
     return catalog.facts([syn.patient("p1"), *resources], "p1", gathered)
 
 
-def test_only_final_amended_corrected_count(catalog):
+def test_only_final_amended_corrected_count_and_preliminary_is_kept_marked(catalog):
+    """A preliminary result is read but marked: it never decides alone (clinical audit 2, NS7)."""
     rs = [
         syn.quantity("p1", "751-8", v, "10*9/L", D, status=s)
         for v, s in [(1, "preliminary"), (2, "entered-in-error"), (3, "amended"), (4, "cancelled"), (5, "registered")]
     ]
     f = facts(catalog, rs)
-    assert [r.value for r in f.labs["anc"]] == [3.0]
+    assert [(r.value, r.preliminary) for r in f.labs["anc"]] == [(1.0, True), (3.0, False)]
 
 
 def test_titer_as_string_and_ratio(catalog):

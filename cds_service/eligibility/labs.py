@@ -12,15 +12,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from cds_service.eligibility.lab_flags import flag_decides
 from cds_service.eligibility.logic import CMP, Ctx, Res, Truth
+from cds_service.eligibility.preliminary import with_preliminaries
 from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import OPS, Rule, RuleError, RuleParser, Window, as_list, check_keys, register
+from cds_service.eligibility.sledai import INPUTS as SLEDAI_INPUTS
+from cds_service.eligibility.sledai import PARTS as SLEDAI_PARTS
+from cds_service.eligibility.sledai import sledai_part
 from cds_service.fhir.derive import derived_result
 from cds_service.fhir.facts import LabResult
 
 _DERIVED_INPUTS = {
     "cockcroft_gault": ("creatinine", "weight", "age", "sex"),
     "ckd_epi_2021": ("creatinine", "age", "sex"),
+    **{part: SLEDAI_INPUTS for part in SLEDAI_PARTS},
 }
 
 
@@ -134,8 +140,11 @@ def parse_answer(p: RuleParser, arg: Any) -> Rule:
     )
 
 
-def current(var: str, within: Window | None, ctx: Ctx, usable: Any) -> tuple[LabResult | None, str | None]:
-    """Newest result of `var` dated within the recency window that `usable` accepts.
+def current(
+    var: str, within: Window | None, ctx: Ctx, usable: Any, prelim: bool = False
+) -> tuple[LabResult | None, str | None]:
+    """Newest result of `var` dated within the recency window that `usable` accepts; preliminary results
+    count only when `prelim` (see preliminary.py).
 
     Returns (result, None) or (None, why-missing)."""
     v = ctx.m.variables[var]
@@ -144,15 +153,21 @@ def current(var: str, within: Window | None, ctx: Ctx, usable: Any) -> tuple[Lab
     seen_problem = None
     older: LabResult | None = None
     for r in ctx.facts.labs.get(var, ()):
-        if r.when is None or r.when > ctx.as_of:
+        if r.when is None or r.when > ctx.as_of or (r.preliminary and not prelim):
             continue
         if r.when < since:
             older = older or r
             continue
         if usable(r):
             return r, None
-        seen_problem = seen_problem or r.problem
-    if v.derived:
+        seen_problem = seen_problem or r.problem or _unreadable(r)
+    if v.derived in SLEDAI_PARTS:
+        d, missing_inputs = sledai_part(ctx, var, v.derived, since, prelim)
+        if d is not None:
+            return d, None
+        if not seen_problem:
+            return None, f"{v.label}: not recorded, and cannot be calculated: missing {', '.join(missing_inputs)}"
+    elif v.derived:
         weight_since = ctx.since(Window(ctx.m.variables["weight"].current_days, "day"))
         d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of, weight_since)
         if d is not None:
@@ -172,6 +187,13 @@ def current(var: str, within: Window | None, ctx: Ctx, usable: Any) -> tuple[Lab
     if older is not None and older.when is not None:
         return None, f"{v.label} ({where}): last result {older.when.isoformat()} is older than {window}"
     return None, f"{v.label} ({where}): no result in the last {window}"
+
+
+def _unreadable(r: LabResult) -> str:
+    """A result in the window that says nothing this criterion can use (audit 2, NW3): present, not absent."""
+    assert r.when is not None
+    quoted = f" ('{r.original_value[:60]}')" if r.original_value else ""
+    return f"result of {r.when.isoformat()} present but unreadable{quoted}"
 
 
 def evidence(ctx: Ctx, r: LabResult, note: str | None = None) -> Evidence:
@@ -220,8 +242,8 @@ def _censored_decides(op: str, comparator: str, value: float, threshold: float) 
     return None
 
 
-def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.value is not None)
+def evaluate_lab(rule: Lab, ctx: Ctx, prelim: bool = False) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.value is not None, prelim)
     if r is None:
         return Res(Truth.UNKNOWN, missing=[why or rule.var])
     assert r.value is not None
@@ -233,6 +255,13 @@ def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
             if rule.uln is not None
             else (r.lln, r.lln_source, rule.lln, "lower")
         )
+        flagged = flag_decides(rule.op, mult, name, r.flag) if source != "reference range" else None
+        if flagged is not None:  # the lab's own H/L/N flag outranks a documented default (audit 2, NS12)
+            return Res(
+                Truth.TRUE if flagged else Truth.FALSE,
+                evidence=[evidence(ctx, r, f"flagged {r.flag} by the laboratory against its reference range")],
+                why=[f"{label} flagged {r.flag} by the laboratory: {'meets' if flagged else 'fails'} {rule.text}"],
+            )
         if limit is None or not limit:
             return Res(Truth.UNKNOWN, missing=[f"{label}: {name} limit of normal (no reference range, no default)"])
         threshold = mult * limit  # type: ignore[operator]
@@ -257,8 +286,8 @@ def evaluate_lab(rule: Lab, ctx: Ctx) -> Res:
     )
 
 
-def evaluate_positive(rule: Positive, ctx: Ctx) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.positive is not None)
+def evaluate_positive(rule: Positive, ctx: Ctx, prelim: bool = False) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.positive is not None, prelim)
     label = ctx.m.variables[rule.var].label
     if r is not None:
         return Res(
@@ -266,7 +295,7 @@ def evaluate_positive(rule: Positive, ctx: Ctx) -> Res:
             evidence=[evidence(ctx, r)],
             why=[f"{label} {'positive' if r.positive else 'negative'}"],
         )
-    older = older_positive(rule.var, ctx)
+    older = older_positive(rule.var, ctx, prelim)
     if older is not None:
         return older
     if rule.missing_is_absent and ctx.absent == Truth.FALSE and "Observation" in ctx.facts.gathered:
@@ -274,13 +303,17 @@ def evaluate_positive(rule: Positive, ctx: Ctx) -> Res:
     return Res(Truth.UNKNOWN, missing=[why or rule.var])
 
 
-def older_positive(var_key: str, ctx: Ctx) -> Res | None:
+def older_positive(var_key: str, ctx: Ctx, prelim: bool = False) -> Res | None:
     """Positive findings outlast negatives: a positive older than the recency window, with no later
     negative, is never read as "absent". It counts for `positive_persists_days` (a pregnancy test:
     about ten months), and otherwise goes to a person."""
     var = ctx.m.variables[var_key]
     newest = next(
-        (x for x in ctx.facts.labs.get(var_key, ()) if x.positive is not None and x.when and x.when <= ctx.as_of),
+        (
+            x
+            for x in ctx.facts.labs.get(var_key, ())
+            if x.positive is not None and x.when and x.when <= ctx.as_of and (prelim or not x.preliminary)
+        ),
         None,
     )
     if newest is None or not newest.positive:
@@ -301,11 +334,11 @@ def older_positive(var_key: str, ctx: Ctx) -> Res | None:
     return Res(Truth.REVIEW, evidence=ev, notes=[note])
 
 
-def evaluate_grade_count(rule: GradeCount, ctx: Ctx) -> Res:
+def evaluate_grade_count(rule: GradeCount, ctx: Ctx, prelim: bool = False) -> Res:
     hits: list[LabResult] = []
     missing: list[str] = []
     for var in rule.vars:
-        r, why = current(var, rule.within, ctx, lambda x: x.answer is not None)
+        r, why = current(var, rule.within, ctx, lambda x: x.answer is not None, prelim)
         if r is None:
             missing.append(why or var)
         elif r.answer in rule.grades:
@@ -321,8 +354,8 @@ def evaluate_grade_count(rule: GradeCount, ctx: Ctx) -> Res:
     return Res(Truth.FALSE, evidence=ev, why=[f"{len(hits)} domain(s) graded {grades}, need {rule.min}"])
 
 
-def evaluate_answer(rule: Answer, ctx: Ctx) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.answer is not None)
+def evaluate_answer(rule: Answer, ctx: Ctx, prelim: bool = False) -> Res:
+    r, why = current(rule.var, rule.within, ctx, lambda x: x.answer is not None, prelim)
     if r is None:
         return Res(Truth.UNKNOWN, missing=[why or rule.var])
     ok = r.answer in rule.values
@@ -330,7 +363,8 @@ def evaluate_answer(rule: Answer, ctx: Ctx) -> Res:
     return Res(Truth.TRUE if ok else Truth.FALSE, evidence=[evidence(ctx, r)], why=[f"{label} {r.answer}"])
 
 
-register("lab", parse_lab, evaluate_lab)
-register("positive", parse_positive, evaluate_positive)
-register("grade_count", parse_grade_count, evaluate_grade_count)
-register("answer", parse_answer, evaluate_answer)
+# every observation rule: a preliminary result newer than the final ones goes to a person (audit 2, NS7)
+register("lab", parse_lab, with_preliminaries(evaluate_lab))
+register("positive", parse_positive, with_preliminaries(evaluate_positive))
+register("grade_count", parse_grade_count, with_preliminaries(evaluate_grade_count))
+register("answer", parse_answer, with_preliminaries(evaluate_answer))

@@ -34,7 +34,7 @@ def ckd_epi_2021(age: float, scr_mg_dl: float, female: bool) -> float:
 
 def _latest(facts: PatientFacts, var: str, since: date, as_of: date) -> LabResult | None:
     for r in facts.labs.get(var, ()):
-        if r.value is not None and r.when is not None and since <= r.when <= as_of:
+        if r.value is not None and r.when is not None and since <= r.when <= as_of and not r.preliminary:
             return r
     return None
 

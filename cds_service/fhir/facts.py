@@ -47,6 +47,10 @@ class LabResult:
     comparator: str | None = None  # "<" on "<20 IU/mL": the true value lies below `value`
     problem: str | None = None  # why the value could not be used (e.g. unit not convertible)
     derived_from: tuple[str, ...] = ()
+    # status "preliminary": never decides alone; one newer than the final result goes to a person
+    preliminary: bool = False
+    # the lab's own interpretation against its reference range (v3 code H, HH, L, LL, N), when it sent one
+    flag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,19 +4,30 @@ own reference range for x ULN criteria."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
 from cds_service.fhir.answers import coded_answer
 from cds_service.fhir.facts import LabResult, PatientFacts
+from cds_service.fhir.lab_text import (
+    MAX_LOG10,
+    linear_unit,
+    read_number,
+    read_range_text,
+    read_titer,
+    same_unit,
+    scale_free,
+)
 from cds_service.fhir.mappings import Variable
 from cds_service.fhir.negation import LAB_CUE, find_negated, find_unnegated
 from cds_service.fhir.read import Reader, _b, _cc_text, _codings, _d, _fmt, _i, _l, _n, _o, _s, _unit
 
 COUNTING_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected"})
-_TITER = re.compile(r"^\s*1\s*:\s*(\d+(?:\.\d+)?)\s*$")
+# read, but never deciding alone: one newer than the final result goes to a person (audit 2, NS7)
+PRELIMINARY_STATUS = "preliminary"
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+RANGE_FLAGS = frozenset({"H", "HH", "L", "LL", "N"})
 
 
 @dataclass(slots=True)
@@ -48,7 +59,8 @@ class ObservationReader(Reader):
         if var is None and not comps:
             return  # no criterion reads it: not even validated
         status = _s(obs.get("status"))
-        if status not in COUNTING_OBSERVATION_STATUS or not self._valid(obs, facts):
+        counts = status in COUNTING_OBSERVATION_STATUS or status == PRELIMINARY_STATUS
+        if not counts or not self._valid(obs, facts):
             return
         period = _o(obs.get("effectivePeriod"))
         when = (
@@ -61,13 +73,15 @@ class ObservationReader(Reader):
         ref = f"Observation/{_s(obs.get('id'))}"
         ranges = _l(obs.get("referenceRange"))
         if var is not None and var.units_elsewhere:
-            routed = var.units_elsewhere.get(_unit(_o(obs.get("valueQuantity"))) or "")
+            unit = _unit(_o(obs.get("valueQuantity"))) or ""
+            routed = var.units_elsewhere.get(unit) or var.units_elsewhere.get(linear_unit(unit) or "")
             var = self.m.variables[routed] if routed else var
+        preliminary = status == PRELIMINARY_STATUS
         if var is not None:
-            facts.add_lab(self._reading(var, obs, when, ref, ranges))
+            facts.add_lab(replace(self._reading(var, obs, when, ref, ranges), preliminary=preliminary))
         for cvar, comp in comps:
             comp_ranges = _l(_o(comp).get("referenceRange")) or (ranges if cvar.kind != "grade" else [])
-            facts.add_lab(self._reading(cvar, _o(comp), when, ref, comp_ranges))
+            facts.add_lab(replace(self._reading(cvar, _o(comp), when, ref, comp_ranges), preliminary=preliminary))
 
     def _reading(self, var: Variable, src: dict, when: date | None, ref: str, ranges: list) -> LabResult:
         """Read one value (of an Observation or a component) as `var` in its canonical unit."""
@@ -101,6 +115,7 @@ class ObservationReader(Reader):
             lln_source=lln_source,
             comparator=v.comparator,
             problem=v.problem,
+            flag=self._range_flag(src),
         )
 
     def _quantity(self, var: Variable, q: Any, v: _Value) -> None:
@@ -110,16 +125,28 @@ class ObservationReader(Reader):
             return
         v.original_value, v.original_unit = _fmt(raw), _unit(q)
         v.comparator = _s(q.get("comparator"))
+        self._number(var, raw, v.original_unit, v)
+
+    @staticmethod
+    def _number(var: Variable, raw: float, unit: str | None, v: _Value) -> None:
+        """`raw` in `unit` as `var` in its canonical unit: by the map's factor, or as 10^raw for a log10 unit
+        whose linear unit the map accepts ("log{IU}/mL" is [IU]/mL). Any other unit is a problem, never
+        assumed."""
         if v.comparator in ("<", "<="):
             v.positive = False  # "<20 IU/mL": below the reporting limit, i.e. not detected
-        if var.kind == "titer" and (v.original_unit in (None, "") or var.factor(v.original_unit) == 1):
+        if var.kind == "titer" and (unit in (None, "") or var.factor(unit) == 1):
             v.value = raw
             return
-        factor = var.factor(v.original_unit)
-        if factor is None:
-            v.problem = f"unit '{v.original_unit or 'none'}' is not an accepted unit for {var.label}"
-        else:
+        factor = var.factor(unit)
+        if factor is not None:
             v.value = raw * factor
+            return
+        linear = linear_unit(unit)
+        log_factor = var.factor(linear) if linear else None
+        if log_factor is not None and raw <= MAX_LOG10:
+            v.value = 10**raw * log_factor
+            return
+        v.problem = f"unit '{unit or 'none'}' is not an accepted unit for {var.label}"
 
     def _integer(self, var: Variable, raw: Any, v: _Value) -> None:
         n = _i(raw)
@@ -143,14 +170,27 @@ class ObservationReader(Reader):
     def _string(self, var: Variable, raw: Any, v: _Value) -> None:
         s = _s(raw).strip()  # type: ignore[union-attr]
         v.original_value = s
-        m = _TITER.match(s)
-        if m and var.kind == "titer":
-            v.value = float(m.group(1))
-        elif var.kind in ("grade", "coded"):
+        if var.kind in ("grade", "coded"):
             v.answer = coded_answer(var, s)
             v.problem = None if v.answer is not None else f"answer '{s[:60]}' is not one this service can read"
-        else:
-            v.positive = self._word_reading(s)
+            return
+        titer = read_titer(s) if var.kind == "titer" else None
+        if titer is not None and self._word_reading(titer[1]) is not False:  # "1:160 speckled", not "1:40 neg"
+            v.comparator = titer[0].comparator
+            self._number(var, titer[0].value, None, v)
+            return
+        n = read_number(s) if var.units else None
+        if n is not None and (n.unit or scale_free(var)) and self._readable_unit(var, n.unit):
+            v.comparator, v.original_unit = n.comparator, n.unit
+            self._number(var, n.value, n.unit or var.unit, v)  # no unit: only where every unit has factor 1
+            return
+        v.positive = self._word_reading(s)
+        if v.positive is None and var.kind in ("quantity", "titer"):
+            v.problem = f"value '{s[:60]}' is not a number in a unit accepted for {var.label}"
+
+    @staticmethod
+    def _readable_unit(var: Variable, unit: str | None) -> bool:
+        return unit is None or var.factor(unit) is not None or var.factor(linear_unit(unit)) is not None
 
     def _concept(self, var: Variable, cc: Any, v: _Value) -> None:
         cc = _o(cc)
@@ -189,6 +229,16 @@ class ObservationReader(Reader):
                 return False
         return None
 
+    @staticmethod
+    def _range_flag(src: dict) -> str | None:
+        """The lab's own H/HH/L/LL/N flag against its reference range (NS12: "above the normal reference
+        range of the testing center" is decided by it when no numeric range was sent)."""
+        for interp in _l(src.get("interpretation")):
+            for system, code, _ in _codings(interp):
+                if system == V3_INTERPRETATION and code in RANGE_FLAGS:
+                    return code
+        return None
+
     # value[x] element -> reader, in the order FHIR lists them (one value[x] per Observation)
     _VALUE_READERS = (
         ("valueQuantity", _quantity),
@@ -204,10 +254,11 @@ class ObservationReader(Reader):
         """Upper/lower limit of normal in the canonical unit: the lab's own range, else the default."""
         for rr in ranges:
             q = _o(_o(rr).get(side))
-            limit = _n(q.get("value"))
+            limit, unit = _n(q.get("value")), _unit(q)
+            if limit is None and not _o(rr).get("low") and not _o(rr).get("high"):
+                limit, unit = _range_text(_s(_o(rr).get("text")), side)  # "<100 IU/mL" (audit 2, NW3)
             if limit is not None:
-                unit = _unit(q)
-                if var.unit is None and unit is not None and unit != value_unit:
+                if var.unit is None and unit is not None and not same_unit(unit, value_unit):
                     break  # assay-specific units: only a range in the value's own unit is comparable
                 # a range without a unit is read in the unit of the value it sits beside
                 f = var.factor(unit if unit is not None else value_unit)
@@ -234,3 +285,12 @@ class ObservationReader(Reader):
         if says_positive != says_negative:
             return says_positive
         return None
+
+
+def _range_text(text: str | None, side: str) -> tuple[float | None, str | None]:
+    """One side of a reference range written only as text, and its unit as written (None: the value's)."""
+    parsed = read_range_text(text) if text else None
+    if parsed is None:
+        return None, None
+    low, high, unit = parsed
+    return (high if side == "high" else low), unit
