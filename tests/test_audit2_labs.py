@@ -1,0 +1,250 @@
+"""Labs, units and doses as laboratories and EHRs send them (clinical audit 2, ../shared/reference/clinical-audit-2.md,
+findings NS7, NS10, NS12, NS16, NW2-NW6). Each case is rebuilt from the audit's description on the all-in-range
+synthetic patient, and each failed on the engine before its fix (the verdict then is in the docstring)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from helpers import criterion, drop
+
+from cds_service.fhir.codes import LOINC
+from demo import synthetic as syn
+
+AS_OF = date(2026, 11, 23)
+T1, T2, T3, T4, T5 = "NCT06902844", "NCT07274059", "NCT06010472", "NCT06801119", "NCT06676631"
+P = "p1"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+ANC, HB, HBC_AB, HBV_DNA_IU, CMV_DNA_IU, EGFR = "751-8", "718-7", "13952-7", "42595-9", "72493-0", "98979-8"
+ANA_TITER, DSDNA, SM = "5048-4", "5130-0", "11090-8"
+
+
+def d(n: int) -> date:
+    return AS_OF - timedelta(days=n)
+
+
+def outcome(catalog, resources: list[dict], trial: str, cid: str) -> str:
+    return criterion(catalog, resources, trial, cid, AS_OF).outcome
+
+
+def display_unit(loinc: str, value: float, unit: str, when: date, **kw) -> dict:
+    """A quantity whose unit is only the lab's display spelling (no UCUM system or code)."""
+    obs = syn.quantity(P, loinc, value, unit, when, **kw)
+    obs["valueQuantity"] = {k: v for k, v in obs["valueQuantity"].items() if k not in ("system", "code")}
+    return obs
+
+
+def string_result(loinc: str, text: str, when: date) -> dict:
+    obs = syn._obs_base(P, LOINC, loinc, loinc, when, "final")
+    obs["valueString"] = text
+    return obs
+
+
+def preliminary(obs: dict) -> dict:
+    return {**obs, "status": "preliminary"}
+
+
+# --- NS7: preliminary results newer than the final one -----------------------------------------------------
+
+
+def test_a_preliminary_positive_hcg_after_a_final_negative_is_not_passed(catalog, eligible):
+    """NS7 (N12, V_NS7): urine hCG preliminary positive yesterday, serum hCG final negative 3 days ago.
+    Was pass in T1 exc-22 and T4 exc-4 (the older final negative decided)."""
+    res = [*eligible, preliminary(syn.qualitative(P, "2106-3", True, d(1)))]
+    for trial, cid in ((T1, "exc-22"), (T4, "exc-4")):
+        c = criterion(catalog, res, trial, cid, AS_OF)
+        assert c.outcome == "review", (trial, c.outcome)
+        assert any("preliminary" in r for r in c.review)
+
+
+def test_a_preliminary_low_anc_newer_than_the_final_one_goes_to_review(catalog, eligible):
+    """NS7 (X1c): a preliminary ANC 0.5 (newest) was ignored and T1 exc-12 passed on the older 3.1."""
+    res = [*eligible, preliminary(syn.quantity(P, ANC, 0.5, "10*9/L", d(1)))]
+    assert outcome(catalog, res, T1, "exc-12") == "review"
+
+
+def test_a_preliminary_result_that_agrees_or_is_older_changes_nothing(catalog, eligible):
+    agrees = preliminary(syn.quantity(P, ANC, 2.9, "10*9/L", d(1)))
+    assert outcome(catalog, [*eligible, agrees], T1, "exc-12") == "pass"
+    older = preliminary(syn.qualitative(P, "2106-3", True, d(6)))  # the final negative of 3 days ago is newer
+    assert outcome(catalog, [*eligible, older], T1, "exc-22") == "pass"
+
+
+# --- NS12: "above the normal reference range of the testing center" ----------------------------------------
+
+
+def _hbc_positive(eligible: list[dict], *dna: dict) -> list[dict]:
+    return [*drop(eligible, HBC_AB), syn.qualitative(P, HBC_AB, True, d(5)), *dna]
+
+
+def test_hbv_dna_above_the_labs_own_range_excludes(catalog, eligible):
+    """NS12 (N19): anti-HBc positive, HBV DNA 50 IU/mL with referenceRange high 20. Was pass ("50 does not
+    meet >= 100")."""
+    dna = syn.quantity(P, HBV_DNA_IU, 50, "[IU]/mL", d(5), high=20)
+    assert outcome(catalog, _hbc_positive(eligible, dna), T1, "exc-11") == "fail"
+
+
+def test_hbv_dna_flagged_high_by_the_lab_excludes(catalog, eligible):
+    """NS12: no numeric range, but the lab's interpretation H ("above the normal reference range")."""
+    dna = syn.quantity(P, HBV_DNA_IU, 50, "[IU]/mL", d(5))
+    dna["interpretation"] = [{"coding": [{"system": V3, "code": "H"}]}]
+    assert outcome(catalog, _hbc_positive(eligible, dna), T1, "exc-11") == "fail"
+
+
+def test_hbv_dna_below_100_without_a_range_or_flag_is_not_excluded(catalog, eligible):
+    dna = syn.quantity(P, HBV_DNA_IU, 50, "[IU]/mL", d(5))
+    assert outcome(catalog, _hbc_positive(eligible, dna), T1, "exc-11") == "pass"
+    dna["interpretation"] = [{"coding": [{"system": V3, "code": "N"}]}]
+    assert outcome(catalog, _hbc_positive(eligible, dna), T1, "exc-11") == "pass"
+
+
+# --- NW2: units as labs send them -----------------------------------------------------------------------
+
+THOUSANDS_PER_UL = ["x10^9/L", "K/mcL", "K/uL", "x10^3/uL", "K/µL", "10^3/µL", "thou/uL"]
+
+
+@pytest.mark.parametrize("unit", THOUSANDS_PER_UL)
+def test_cell_counts_in_display_units_are_converted(catalog, eligible, unit):
+    """NW2 (X9a-d): ANC in a display unit was unknown ("unit ... is not an accepted unit")."""
+    base = drop(eligible, ANC)
+    assert outcome(catalog, [*base, display_unit(ANC, 3.1, unit, d(2))], T4, "inc-7.1") == "pass"
+    assert outcome(catalog, [*base, display_unit(ANC, 1.0, unit, d(2))], T4, "inc-7.1") == "fail"  # ANC >= 1.5
+
+
+def test_cells_per_microlitre_are_thousandths(catalog, eligible):
+    base = drop(eligible, ANC)
+    assert outcome(catalog, [*base, display_unit(ANC, 3100, "cells/uL", d(2))], T4, "inc-7.1") == "pass"
+    assert outcome(catalog, [*base, display_unit(ANC, 1000, "cells/uL", d(2))], T4, "inc-7.1") == "fail"
+
+
+def test_hemoglobin_in_gm_per_dl(catalog, eligible):
+    """NW2: Hb 11.8 gm/dL is 118 g/L (T4 needs 80 g/L); 7.0 gm/dL is 70 g/L."""
+    base = drop(eligible, HB)
+    assert outcome(catalog, [*base, display_unit(HB, 11.8, "gm/dL", d(2))], T4, "inc-7.1") == "pass"
+    assert outcome(catalog, [*base, display_unit(HB, 7.0, "gm/dL", d(2))], T4, "inc-7.1") == "fail"
+
+
+def test_cmv_dna_in_copies_is_its_own_unconverted_variable(catalog, eligible):
+    """NW2 (N21): CMV DNA 5000 {copies}/mL under the IU/mL code was unknown. Copies are never converted to
+    IU: positivity decides T4 exc-1; T1's threshold is in IU/mL, so a person decides it."""
+    res = [*drop(eligible, CMV_DNA_IU), syn.quantity(P, CMV_DNA_IU, 5000, "{copies}/mL", d(2))]
+    (lab,) = catalog.facts(res, P).labs["cmv_dna_copies"]
+    assert (lab.value, lab.unit) == (5000, "{copies}/mL")
+    assert outcome(catalog, res, T4, "exc-1") == "fail"
+    assert outcome(catalog, res, T1, "exc-11") == "review"
+    undetected = [*drop(eligible, CMV_DNA_IU), syn.quantity(P, CMV_DNA_IU, 50, "copies/mL", d(2), comparator="<")]
+    assert outcome(catalog, undetected, T4, "exc-1") == "pass"
+    assert outcome(catalog, undetected, T1, "exc-11") == "pass"
+
+
+@pytest.mark.parametrize("code", [HBV_DNA_IU, "29615-2"])
+def test_hbv_dna_in_log_iu_is_ten_to_the_power(catalog, eligible, code):
+    """NW2 (W4e): HBV DNA in log{IU}/mL was unknown. 3.5 log IU/mL is about 3162 IU/mL (>= 100: excluded);
+    1.5 log IU/mL is about 32 IU/mL (< 100, no range: not excluded)."""
+    high = syn.quantity(P, code, 3.5, "log{IU}/mL", d(5))
+    (lab,) = catalog.facts([syn.patient(P), high], P).labs["hbv_dna"]
+    assert lab.value == pytest.approx(10**3.5)
+    assert outcome(catalog, _hbc_positive(eligible, high), T1, "exc-11") == "fail"
+    low = syn.quantity(P, code, 1.5, "log{IU}/mL", d(5))
+    assert outcome(catalog, _hbc_positive(eligible, low), T1, "exc-11") == "pass"
+
+
+def test_a_log_unit_the_variable_does_not_accept_is_not_assumed(catalog, eligible):
+    res = [*drop(eligible, ANC), syn.quantity(P, ANC, 0.5, "log{copies}/mL", d(2))]
+    c = criterion(catalog, res, T4, "inc-7.1", AS_OF)
+    assert c.outcome == "unknown" and any("not an accepted unit" in m for m in c.missing)
+
+
+# --- NW3: free-text values and reference ranges ------------------------------------------------------------
+
+
+def test_egfr_written_as_a_comparator_string_is_read(catalog, eligible):
+    """NW3 (N22): eGFR valueString ">60" with no creatinine was unknown."""
+    base = drop(eligible, "2160-0")
+    assert outcome(catalog, [*base, string_result(EGFR, ">60", d(2))], T5, "inc-7.4") == "pass"  # eGFR >= 30
+    assert outcome(catalog, [*base, string_result(EGFR, "<15", d(2))], T5, "inc-7.4") == "fail"
+    assert outcome(catalog, [*base, string_result(EGFR, ">= 90 mL/min/1.73m2", d(2))], T5, "inc-7.4") == "pass"
+
+
+def test_a_bare_number_is_not_read_where_the_unit_changes_its_scale(catalog, eligible):
+    """Units are never assumed: "3.1" for an ANC could be 10^9/L or cells/uL."""
+    c = criterion(catalog, [*drop(eligible, ANC), string_result(ANC, "3.1", d(2))], T4, "inc-7.1", AS_OF)
+    assert c.outcome == "unknown"
+
+
+def _serology_only(eligible: list[dict], *results: dict) -> list[dict]:
+    return [*drop(eligible, ANA_TITER, DSDNA, SM), *results]
+
+
+def test_a_titer_with_its_pattern_is_read(catalog, eligible):
+    """NW3 (N23): ANA titer "1:160 speckled" was unknown."""
+    titer = string_result(ANA_TITER, "1:160 speckled", d(2))
+    assert outcome(catalog, _serology_only(eligible, titer), T3, "inc-6") == "pass"
+
+
+def test_a_reference_range_given_as_text_is_read(catalog, eligible):
+    """NW3 (N41): dsDNA 250 IU/mL with referenceRange.text "<100 IU/mL" was unknown, "no result"."""
+    ds = syn.quantity(P, DSDNA, 250, "[IU]/mL", d(2))
+    ds["referenceRange"] = [{"text": "<100 IU/mL"}]
+    assert outcome(catalog, _serology_only(eligible, ds), T3, "inc-6") == "pass"
+
+
+def test_an_unreadable_result_is_present_not_missing(catalog, eligible):
+    """NW3: a result that cannot be read says so; "no result in the last 365 days" misled the reader."""
+    ds = syn.quantity(P, DSDNA, 250, "[IU]/mL", d(2))
+    ds["referenceRange"] = [{"text": "see report"}]
+    c = criterion(catalog, _serology_only(eligible, ds), T3, "inc-6", AS_OF)
+    assert c.outcome == "unknown"
+    assert any("present but unreadable" in m for m in c.missing)
+    assert not any("Anti-dsDNA" in m and "no result" in m for m in c.missing)
+
+
+# --- NW5: SpO2 under 2710-2 ----------------------------------------------------------------------------------
+
+
+def test_spo2_under_the_pulse_oximetry_flowsheet_code_is_read(catalog, eligible):
+    """NW5 (W4b): SpO2 97 % under LOINC 2710-2 was unknown (only a standing review note may remain)."""
+    base = drop(eligible, "59408-5")
+    for trial, cid in ((T4, "inc-7.4"), (T5, "inc-7.5")):
+        c = criterion(catalog, [*base, syn.quantity(P, "2710-2", 97, "%", d(2))], trial, cid, AS_OF)
+        assert c.outcome in ("pass", "review") and not c.missing, (trial, c.missing)
+        assert outcome(catalog, [*base, syn.quantity(P, "2710-2", 88, "%", d(2))], trial, cid) == "fail"
+
+
+# --- NW6: SLEDAI-2K clinical points from the total --------------------------------------------------------
+
+SLEDAI_PARTS = ("sledai-2k-serology", "sledai-2k-clinical")
+
+
+def _sledai_total_only(eligible: list[dict], total: float, *serology: dict) -> list[dict]:
+    base = drop(eligible, "sledai-2k-total", *SLEDAI_PARTS, DSDNA, "4485-9", "4498-2")
+    return [*base, syn.score(P, "sledai-2k-total", total, d(7)), *serology]
+
+
+def _c3(mg_dl: float) -> dict:
+    return syn.quantity(P, "4485-9", mg_dl, "mg/dL", d(10), low=90, high=180)
+
+
+def _c4(mg_dl: float) -> dict:
+    return syn.quantity(P, "4498-2", mg_dl, "mg/dL", d(10), low=10, high=40)
+
+
+def _dsdna(iu: float) -> dict:
+    return syn.quantity(P, DSDNA, iu, "[IU]/mL", d(10), high=30)
+
+
+def test_sledai_clinical_points_are_derived_from_the_total(catalog, eligible):
+    """NW6 (W1b): total 6, dsDNA positive, C3 and C4 normal: clinical 6 - 2 = 4 meets >= 4. Was unknown."""
+    assert outcome(catalog, _sledai_total_only(eligible, 6, _dsdna(120), _c3(120), _c4(20)), T4, "inc-6") == "pass"
+
+
+def test_sledai_clinical_points_below_four_fail(catalog, eligible):
+    """Total 6 with dsDNA positive and C3 low: clinical 6 - 2 - 2 = 2 < 4."""
+    assert outcome(catalog, _sledai_total_only(eligible, 6, _dsdna(120), _c3(60), _c4(20)), T4, "inc-6") == "fail"
+
+
+def test_sledai_parts_are_not_derived_without_the_serology(catalog, eligible):
+    """dsDNA positive, complement not measured: the serology points are unknown, never assumed normal."""
+    assert outcome(catalog, _sledai_total_only(eligible, 6, _dsdna(120)), T4, "inc-6") == "unknown"
+
