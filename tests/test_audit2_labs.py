@@ -248,3 +248,28 @@ def test_sledai_parts_are_not_derived_without_the_serology(catalog, eligible):
     """dsDNA positive, complement not measured: the serology points are unknown, never assumed normal."""
     assert outcome(catalog, _sledai_total_only(eligible, 6, _dsdna(120)), T4, "inc-6") == "unknown"
 
+
+# --- NS10 (residual): COVID-19 vaccines named by text only -------------------------------------------------
+
+
+def text_immunization(text: str, when: date) -> dict:
+    imm = syn.immunization(P, "", "", when)
+    imm["vaccineCode"] = {"text": text}
+    return imm
+
+
+@pytest.mark.parametrize("text", ["COVID-19 vaccine", "Pfizer COVID-19 Vaccine", "SARS-CoV-2 vaccine"])
+def test_a_covid_vaccine_of_unrecorded_platform_goes_to_review(catalog, eligible, text):
+    """NS10 (N31, X13c): text-only "COVID-19 vaccine" 60 days ago passed T4 exc-5 ("mRNA-LNP within 2
+    years"), while CVX 213 (unspecified) gave review for the same fact."""
+    assert outcome(catalog, [*eligible, text_immunization(text, d(60))], T4, "exc-5") == "review"
+
+
+def test_a_covid_vaccine_named_by_its_platform_keeps_its_verdict(catalog, eligible):
+    """A text naming the platform decides: mRNA excludes; Novavax (protein) does not (H12b stays pass)."""
+    assert outcome(catalog, [*eligible, text_immunization("COVID-19 mRNA vaccine", d(60))], T4, "exc-5") == "fail"
+    novavax = text_immunization("COVID-19 vaccine, Novavax", d(60))
+    assert outcome(catalog, [*eligible, novavax], T4, "exc-5") == "pass"
+    coded = syn.immunization(P, "211", "COVID-19 vaccine, Novavax", d(100))
+    assert outcome(catalog, [*eligible, coded], T4, "exc-5") == "pass"
+

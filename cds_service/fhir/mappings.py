@@ -200,6 +200,9 @@ class Ingredient(BaseModel):
     atc: list[str] = Field(default_factory=list)
     cvx: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
+    # names that say only what a product is for ("COVID-19 vaccine"): read only when the text names no
+    # product of `names` ("COVID-19 vaccine, Novavax" is Novavax)
+    fallback_names: list[str] = Field(default_factory=list)
     pred_eq: float | None = None
     systemic_only: bool = False
     same_drug: str | None = None
@@ -314,11 +317,10 @@ class Mappings:
         names = [(n.lower(), key) for key, ing in meds.ingredients.items() for n in ing.names]
         names.sort(key=lambda t: -len(t[0]))  # longest name first: "mycophenolic acid" before "mycophenolate"
         self._name_to_key = dict(names)
-        self.name_pattern = (
-            re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n, _ in names) + r")(?![a-z0-9])")
-            if names
-            else None
-        )
+        self.name_pattern = _names_pattern(names)
+        fallback = sorted(((n.lower(), k) for k, i in meds.ingredients.items() for n in i.fallback_names), key=_longest)
+        self._fallback_to_key = dict(fallback)
+        self.fallback_pattern = _names_pattern(fallback)
         self.ingredient_classes: dict[str, set[str]] = {}
         for cname, cls in meds.classes.items():
             for m in cls.members:
@@ -376,10 +378,11 @@ class Mappings:
         return None
 
     def ingredient_for_text(self, text: str) -> str | None:
-        if not self.name_pattern:
-            return None
-        m = self.name_pattern.search(text.lower())
-        return self._name_to_key[m.group(1)] if m else None
+        m = self.name_pattern.search(text.lower()) if self.name_pattern else None
+        if m:
+            return self._name_to_key[m.group(1)]
+        m = self.fallback_pattern.search(text.lower()) if self.fallback_pattern else None
+        return self._fallback_to_key[m.group(1)] if m else None
 
     def procedure_groups(self, codings: list[tuple[str, str]], text: str) -> frozenset[str]:
         """Groups of a procedure: by SNOMED CT code and by words in its text and displays."""
@@ -391,6 +394,17 @@ class Mappings:
 
     def class_members(self, cls: str) -> set[str]:
         return set(self.medications.classes[cls].members)
+
+
+def _longest(t: tuple[str, str]) -> int:
+    return -len(t[0])
+
+
+def _names_pattern(names: list[tuple[str, str]]) -> re.Pattern[str] | None:
+    """One regex for whole-word names, longest first ("mycophenolic acid" before "mycophenolate")."""
+    if not names:
+        return None
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n, _ in names) + r")(?![a-z0-9])")
 
 
 def _read(path: Path) -> dict:
