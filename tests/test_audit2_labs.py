@@ -273,3 +273,61 @@ def test_a_covid_vaccine_named_by_its_platform_keeps_its_verdict(catalog, eligib
     coded = syn.immunization(P, "211", "COVID-19 vaccine, Novavax", d(100))
     assert outcome(catalog, [*eligible, coded], T4, "exc-5") == "pass"
 
+
+# --- NW4: daily dose from timing.code and from the clinical-drug name --------------------------------------
+
+PREDNISONE = "8640"
+GTS = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+
+
+def _prednisone(display: str, dose: dict, timing: dict) -> dict:
+    ms = syn.med_statement(P, PREDNISONE, display, d(60), dose_mg=1)
+    ms["dosage"] = [{"timing": timing, "doseAndRate": [{"doseQuantity": dose}]}]
+    return ms
+
+
+def _prednisone_facts(catalog, eligible: list[dict], ms: dict) -> list:
+    facts = catalog.facts([*drop(eligible, PREDNISONE), ms], P)
+    return [m for m in facts.medications if m.resource == f"MedicationStatement/{ms['id']}"]
+
+
+MG = {"value": 10, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}
+DAILY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
+
+
+@pytest.mark.parametrize(("code", "mg_day"), [("QD", 10), ("BID", 20), ("TID", 30), ("QID", 40), ("Q12H", 20)])
+def test_timing_code_gives_the_daily_dose(catalog, eligible, code, mg_day):
+    """NW4 (N7b): prednisone 10 mg with timing.code "BID" was unknown in T4 inc-3 (7.5-30 mg/d)."""
+    ms = _prednisone("predniSONE 10 MG", MG, {"code": {"coding": [{"system": GTS, "code": code}], "text": code}})
+    (fact,) = [
+        m for m in catalog.facts([*drop(eligible, PREDNISONE), ms], P).medications if m.ingredient == "prednisone"
+    ]
+    assert fact.daily_dose_mg == mg_day
+    expected = "fail" if mg_day > 30 else "pass"
+    assert outcome(catalog, [*drop(eligible, PREDNISONE), ms], T4, "inc-3") == expected
+
+
+def test_an_unknown_timing_code_is_not_assumed_daily(catalog, eligible):
+    ms = _prednisone("predniSONE 10 MG", MG, {"code": {"text": "as directed"}})
+    (fact,) = [
+        m for m in catalog.facts([*drop(eligible, PREDNISONE), ms], P).medications if m.ingredient == "prednisone"
+    ]
+    assert fact.daily_dose_mg is None
+
+
+def test_tablet_strength_from_the_clinical_drug_name(catalog, eligible):
+    """NW4 (N7c): "1 tablet" of "predniSONE 10 MG Oral Tablet" (no mapped product) was unknown."""
+    tablet = {"value": 1, "unit": "tablet"}
+    ms = _prednisone("predniSONE 10 MG Oral Tablet", tablet, DAILY)
+    assert outcome(catalog, [*drop(eligible, PREDNISONE), ms], T4, "inc-3") == "pass"
+    text_only = {**ms, "medicationCodeableConcept": {"text": "predniSONE 40 MG Oral Tablet"}}
+    assert outcome(catalog, [*drop(eligible, PREDNISONE), text_only], T4, "inc-3") == "fail"  # 40 > 30 mg/d
+
+
+def test_a_concentration_or_combination_is_not_a_tablet_strength(catalog, eligible):
+    for name in ("prednisoLONE 5 MG/ML Oral Solution", "predniSONE 5 MG / 10 MG Oral Tablet"):
+        ms = _prednisone(name, {"value": 1, "unit": "tablet"}, DAILY)
+        facts = catalog.facts([*drop(eligible, PREDNISONE), ms], P)
+        assert all(
+            m.daily_dose_mg is None for m in facts.medications if m.resource.startswith("MedicationStatement/ms")
+        )

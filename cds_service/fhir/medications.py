@@ -7,6 +7,7 @@ source unable to say "none on record"."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -23,9 +24,12 @@ class MedicationReader(Reader):
             key = self.m.ingredient_for_code(system, code)
             if key:
                 prod = self.m.products.get(code)
-                return key, (prod.strength_mg if prod and prod.ingredient == key else None)
+                if prod and prod.ingredient == key and prod.strength_mg is not None:
+                    return key, prod.strength_mg
+                return key, strength_from_text(_cc_all_text(cc))  # "predniSONE 10 MG Oral Tablet" (NW4)
         text = _cc_all_text(cc)
-        return (self.m.ingredient_for_text(text), None) if text else (None, None)
+        key = self.m.ingredient_for_text(text) if text else None
+        return key, (strength_from_text(text) if key else None)
 
     def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: dict[str, dict]) -> None:
         status = _s(res.get("status")) or "unknown"
@@ -194,6 +198,33 @@ def _duration_days(d: dict) -> float | None:
     return value * per if value is not None and per is not None else None
 
 
+# FHIR TimingAbbreviation (v3-GTSAbbreviation): how many doses a day each code means (audit 2, NW4)
+_TIMING_CODES = {"QD": 1.0, "AM": 1.0, "PM": 1.0, "BED": 1.0, "BID": 2.0, "TID": 3.0, "QID": 4.0, "QOD": 0.5}
+_EVERY_N_HOURS = re.compile(r"^Q([1-9]\d?)H$")
+_STRENGTH = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(mg|mcg|g)\b(?!\s*/)", re.IGNORECASE)
+
+
+def _per_day_from_code(code: Any) -> float | None:
+    """Doses a day from timing.code: 'BID' -> 2, 'Q8H' -> 3; None for any other code (never assumed)."""
+    if not code:
+        return None
+    found = {c.strip().upper() for _, c, _ in _codings(code) if c} | {_cc_text(code).strip().upper()} - {""}
+    values = set()
+    for c in found:
+        every = _EVERY_N_HOURS.match(c)
+        per_day = 24 / int(every.group(1)) if every else _TIMING_CODES.get(c)
+        if per_day is not None:
+            values.add(per_day)
+    return values.pop() if len(values) == 1 else None
+
+
+def strength_from_text(text: str) -> float | None:
+    """mg per tablet from a clinical-drug name ("predniSONE 10 MG Oral Tablet" -> 10): one strength only,
+    never a concentration ("5 MG/ML") or a combination ("X 5 MG / Y 10 MG")."""
+    found = {float(v) * _MASS_MG[u.lower()] for v, u in _STRENGTH.findall(text)}
+    return found.pop() if len(found) == 1 and "/" not in text else None
+
+
 def _daily_dose(dosages: list, strength: float | None, m: Mappings) -> tuple[float | None, bool]:
     """Sum of mg/day over the dosage lines, and whether the route is systemic.
 
@@ -223,11 +254,14 @@ def _daily_dose(dosages: list, strength: float | None, m: Mappings) -> tuple[flo
                 dose_mg = value * _MASS_MG[unit]
             elif unit in _UNIT_DOSE and strength is not None:
                 dose_mg = value * strength
-        rep = _o(_o(d.get("timing")).get("repeat"))
+        timing = _o(d.get("timing"))
+        rep = _o(timing.get("repeat"))
         period, unit = _n(rep.get("period")), _s(rep.get("periodUnit"))
         per_day = None
         if unit in _PER_DAY and period:
             per_day = (_i(rep.get("frequency")) or 1) * _PER_DAY[unit] / period
+        elif not rep:
+            per_day = _per_day_from_code(timing.get("code"))
         if dose_mg is not None and per_day is not None:
             total = (total or 0.0) + dose_mg * per_day
     return total, systemic
