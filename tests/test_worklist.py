@@ -156,3 +156,33 @@ def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, 
     page = (out / "screening-log.html").read_text()
     assert "<svg" in page and "<script" not in page
     assert main(["screening-log", "--trial", "NCT00000000", "--from", "2026-01-01", "--to", "2026-02-01"]) == 2
+
+
+def test_the_worklist_page_is_behind_the_admin_token(screened, tmp_path):
+    from helpers import open_service
+
+    with open_service(tmp_path, name="store") as off:
+        assert off.get("/worklist").status_code == 404  # no admin token: the admin pages do not exist
+    with open_service(tmp_path, name="store", admin_token="admin-secret-1") as c:
+        anonymous = c.get("/worklist")
+        assert anonymous.status_code == 401 and "Admin token" in anonymous.text and "pb" not in anonymous.text
+        assert "form-action 'self'" in anonymous.headers["content-security-policy"]
+        assert c.get("/worklist", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        page = c.get("/worklist", headers={"Authorization": "Bearer admin-secret-1"})
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        for pid in ("pb", "pc", "pd"):
+            assert f">{pid}</a>" in page.text
+        assert ">pa</a>" not in page.text
+        link = page.text.split('href="/worklist/row/')[1].split('"')[0]
+        row = c.get(f"/worklist/row/{link}", headers={"Authorization": "Bearer admin-secret-1"})
+        assert row.status_code == 200 and "Protocol text" in row.text
+        assert c.get(f"/worklist/row/{link}").status_code == 401
+        assert c.get("/worklist/row/999999", headers={"Authorization": "Bearer admin-secret-1"}).status_code == 404
+        bad = c.post("/worklist/login", data={"token": "nope"}, follow_redirects=False)
+        assert bad.status_code == 401 and "not accepted" in bad.text
+        good = c.post("/worklist/login", data={"token": "admin-secret-1"}, follow_redirects=False)
+        assert good.status_code == 303 and "httponly" in good.headers["set-cookie"].lower()
+        assert "admin-secret-1" not in good.headers["set-cookie"]
+        assert c.get("/worklist").status_code == 200  # the session cookie
+        c.cookies.set("tm_worklist", "9999999999.forged", path="/worklist")
+        assert c.get("/worklist").status_code == 401

@@ -21,7 +21,7 @@ from cds_service import __version__
 from cds_service.api.auth import Authenticator, JwksCache
 from cds_service.api.middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
 from cds_service.api.responses import OrjsonRoute, error
-from cds_service.api.routes import admin, cds_hooks, checklist, health, match, trials
+from cds_service.api.routes import admin, cds_hooks, checklist, health, match, trials, worklist
 from cds_service.dismissals import Dismissals
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import Gatherer
@@ -84,7 +84,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     _add_middleware(app, settings, jwt_client)
     _add_error_handlers(app)
-    for router in (cds_hooks.router, checklist.router, match.router, trials.router, admin.router, health.router):
+    for router in (
+        cds_hooks.router,
+        checklist.router,
+        match.router,
+        trials.router,
+        admin.router,
+        worklist.router,
+        health.router,
+    ):
         app.include_router(router)
     return app
 

@@ -57,6 +57,9 @@ class NoTraceback:
                 await _send_json(send, 500, {"error": "internal error"})
 
 
+FORM_PATHS = {"/worklist/login"}  # the one HTML form: it runs nothing, only checks the admin token
+
+
 class RequireJsonBody:
     """415 for a POST whose Content-Type is not JSON.
 
@@ -73,7 +76,8 @@ class RequireJsonBody:
             headers = dict(scope.get("headers", []))
             has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
             media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-            if has_body and media != b"application/json" and not media.endswith(b"+json"):
+            form_ok = scope.get("path") in FORM_PATHS and media == b"application/x-www-form-urlencoded"
+            if has_body and media != b"application/json" and not media.endswith(b"+json") and not form_ok:
                 return await _send_json(send, 415, {"error": "send the body as application/json"})
         return await self.app(scope, receive, send)
 
