@@ -10,6 +10,7 @@ import pytest
 from helpers import criterion, drop
 
 from cds_service.fhir.codes import LOINC
+from cds_service.fhir.facts import MEDICATION_SOURCES, SOURCES
 from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
@@ -331,3 +332,49 @@ def test_a_concentration_or_combination_is_not_a_tablet_strength(catalog, eligib
         assert all(
             m.daily_dose_mg is None for m in facts.medications if m.resource.startswith("MedicationStatement/ms")
         )
+
+
+# --- NS16: a failing lab whose exception is not on record ---------------------------------------------------
+
+
+def _coagulation(eligible: list[dict], inr: float, pt: float) -> list[dict]:
+    return [
+        *drop(eligible, "6301-6", "5902-2"),
+        syn.quantity(P, "6301-6", inr, "{INR}", d(5), high=1.2),
+        syn.quantity(P, "5902-2", pt, "s", d(5), high=13.5),
+    ]
+
+
+def test_a_high_inr_with_no_anticoagulant_on_a_complete_record_goes_to_review(catalog, eligible):
+    """NS16 (N16): INR 2.5 (ULN 1.2), PT 25 s, no anticoagulant in any medication source: T5 inc-8 was
+    unknown ("therapeutic anticoagulants: none on record")."""
+    c = criterion(catalog, _coagulation(eligible, 2.5, 25), T5, "inc-8", AS_OF)
+    assert c.outcome == "review" and not c.missing
+    assert any("anticoagula" in r for r in c.review)
+
+
+def test_the_anticoagulation_exception_still_decides(catalog, eligible):
+    warfarin = {**syn.med_statement(P, "", "", d(90)), "medicationCodeableConcept": {"text": "warfarin 5 MG tablet"}}
+    assert outcome(catalog, [*_coagulation(eligible, 2.5, 25), warfarin], T5, "inc-8") == "pass"
+    assert outcome(catalog, _coagulation(eligible, 1.0, 12), T5, "inc-8") == "pass"
+
+
+def test_an_absence_from_sources_not_read_stays_unknown(catalog, eligible):
+    res = _coagulation(eligible, 2.5, 25)
+    facts = catalog.facts(res, P, gathered=set(SOURCES) - set(MEDICATION_SOURCES))
+    trial = catalog.trials[T5]
+    (c,) = [catalog.engine.criterion(facts, x, AS_OF) for x in trial.criteria if x.id == "inc-8"]
+    assert c.outcome == "unknown"
+
+
+def _bilirubin(eligible: list[dict], umol_l: float, *extra: dict) -> list[dict]:
+    return [*drop(eligible, "1975-2"), syn.quantity(P, "14631-6", umol_l, "umol/L", d(5)), *extra]
+
+
+def test_bilirubin_between_2_and_3_without_gilbert_on_record_goes_to_review(catalog, eligible):
+    """NS16 (X9f): bilirubin 35 umol/L (2.05 mg/dL), no Gilbert diagnosis: T4 inc-7.5 was unknown."""
+    c = criterion(catalog, _bilirubin(eligible, 35), T4, "inc-7.5", AS_OF)
+    assert c.outcome == "review" and not c.missing
+    gilbert = syn.condition(P, icd="E80.4", display="Gilbert syndrome", onset=d(3000))
+    assert outcome(catalog, _bilirubin(eligible, 35, gilbert), T4, "inc-7.5") == "pass"
+    assert outcome(catalog, _bilirubin(eligible, 60), T4, "inc-7.5") == "fail"  # 3.5 mg/dL: no exception helps

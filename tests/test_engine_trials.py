@@ -462,7 +462,7 @@ def test_t5_high_inr_on_anticoagulation_is_not_a_fail(catalog, eligible):
     high = replace(eligible, "6301-6", syn.quantity("p1", "6301-6", 2.6, "{INR}", d(2), high=1.2))
     high = replace(high, "5902-2", syn.quantity("p1", "5902-2", 28, "s", d(2), high=13.5))
     c = criterion(catalog, high, T5, "inc-8", AS_OF)
-    assert c.outcome == "unknown"  # high INR, no anticoagulant on record: a person checks
+    assert c.outcome == "review"  # high INR, no anticoagulant on a complete record: a person checks (audit 2, NS16)
     warf = syn.med_statement("p1", "000", "Warfarin 5 MG Oral Tablet", d(300))
     assert criterion(catalog, [*high, warf], T5, "inc-8", AS_OF).outcome == "pass"
 

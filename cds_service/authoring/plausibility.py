@@ -40,6 +40,8 @@ def leaves(data: Any, node: Any) -> Iterator[tuple[str, Any, Any]]:
                 yield from leaves(item, child(sub, i))
         elif kind == "not":
             yield from leaves(arg, sub)
+        elif kind == "none_on_record" and isinstance(arg, dict):
+            yield from leaves(arg.get("rule"), child(sub, "rule"))
         else:
             yield kind, arg, sub
 

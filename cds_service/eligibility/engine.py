@@ -24,7 +24,18 @@ from datetime import date, timedelta
 from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.logic import Ctx, Res, Truth, all_of, any_of, dedupe_evidence
 from cds_service.eligibility.report import CriterionResult, TrialResult
-from cds_service.eligibility.rules import LEAVES, All, AnyAvailable, AnyOf, Implies, Not, ReviewLeaf, Rule, Window
+from cds_service.eligibility.rules import (
+    LEAVES,
+    All,
+    AnyAvailable,
+    AnyOf,
+    Implies,
+    NoneOnRecord,
+    Not,
+    ReviewLeaf,
+    Rule,
+    Window,
+)
 from cds_service.eligibility.trials import Criterion, Trial
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.mappings import Mappings
@@ -153,6 +164,11 @@ class Engine:
             r = self.rule(rule.item, ctx.flipped())
             flip = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}
             r.truth = flip.get(r.truth, r.truth)
+            return r
+        if isinstance(rule, NoneOnRecord):
+            r = self.rule(rule.item, ctx)
+            if r.truth == Truth.UNKNOWN and self.rule(rule.item, ctx.absence_readable()).truth == Truth.FALSE:
+                return Res(Truth.REVIEW, notes=[rule.reason])  # read completely, nothing found (audit 2, NS16)
             return r
         if isinstance(rule, Implies):
             return any_of([self.rule(Not("not", rule.condition), ctx), self.rule(rule.then, ctx)])

@@ -111,6 +111,11 @@ class Ctx:
         incomplete record can never hide a trial."""
         return Truth.FALSE if self.exclusion != self.negated else Truth.UNKNOWN
 
+    def absence_readable(self) -> Ctx:
+        """The same evaluation where "none on record" reads as absent, whichever way it cuts (sources not
+        read completely still give unknown)."""
+        return Ctx(self.facts, self.as_of, self.m, not self.negated, self.negated, self.starts)
+
     def flipped(self) -> Ctx:
         return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated, self.starts)
 

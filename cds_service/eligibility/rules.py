@@ -5,7 +5,8 @@ A rule is a small tree read from YAML. Leaves test one kind of fact; `all`,
 mappings when trials load, so a misspelt variable, group, class or an
 unconvertible threshold unit fails at start-up, not silently at a bedside.
 
-Combinators: all, any, not, if/then, any_available (alternative tests of one thing), review.
+Combinators: all, any, not, if/then, any_available (alternative tests of one thing), review,
+none_on_record (an absence on a completely read record goes to a person, not unknown).
 Leaves live one family per module, each holding its parser and its evaluator side by side, and
 register themselves here (see README "Rule vocabulary" for examples):
   demographics.py  age {min, max}; sex female|male
@@ -142,6 +143,17 @@ class Not(Rule):
 
 
 @dataclass(frozen=True, slots=True)
+class NoneOnRecord(Rule):
+    """`none_on_record: {rule, review}`: where the inner rule can only say "none on record" (every source
+    that could hold it was read, nothing found) and that absence would decide against the patient, a
+    person confirms it with the `review` reason, rather than an unknown (an exception to a failing lab:
+    "unless anticoagulated", "Gilbert syndrome"). A source not read stays unknown."""
+
+    item: Rule
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Implies(Rule):
     condition: Rule
     then: Rule
@@ -238,6 +250,14 @@ def _parse_review(_p: RuleParser, arg: Any) -> Rule:
     return ReviewLeaf("review", arg)
 
 
+def _parse_none_on_record(p: RuleParser, arg: Any) -> Rule:
+    check_keys(arg, {"rule", "review"}, "none_on_record")
+    reason = arg.get("review")
+    if "rule" not in arg or not isinstance(reason, str) or len(reason) < 10:
+        raise RuleError("none_on_record takes the rule and the review reason a person must decide (a sentence)")
+    return NoneOnRecord("none_on_record", p.parse(arg["rule"]), reason)
+
+
 _COMBINATORS: dict[str, Callable[[RuleParser, Any], Rule]] = {
     "all": lambda p, arg: All("all", tuple(p.parse(x) for x in as_list(arg, "all"))),
     "any": lambda p, arg: AnyOf("any", tuple(p.parse(x) for x in as_list(arg, "any"))),
@@ -245,6 +265,7 @@ _COMBINATORS: dict[str, Callable[[RuleParser, Any], Rule]] = {
         "any_available", tuple(p.parse(x) for x in as_list(arg, "any_available"))
     ),
     "not": lambda p, arg: Not("not", p.parse(arg)),
+    "none_on_record": _parse_none_on_record,
     "review": _parse_review,
 }
 
