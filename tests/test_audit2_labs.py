@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from helpers import criterion, drop
 
-from cds_service.fhir.codes import LOINC
+from cds_service.fhir.codes import LOINC, SNOMED
 from cds_service.fhir.facts import MEDICATION_SOURCES, SOURCES
 from demo import synthetic as syn
 
@@ -378,3 +378,30 @@ def test_bilirubin_between_2_and_3_without_gilbert_on_record_goes_to_review(cata
     gilbert = syn.condition(P, icd="E80.4", display="Gilbert syndrome", onset=d(3000))
     assert outcome(catalog, _bilirubin(eligible, 35, gilbert), T4, "inc-7.5") == "pass"
     assert outcome(catalog, _bilirubin(eligible, 60), T4, "inc-7.5") == "fail"  # 3.5 mg/dL: no exception helps
+
+
+# --- Pregnancy status answers and positive tests (NS6, NS8): already fixed before this file; guards -------
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "display", "expected"),
+    [
+        (SNOMED, "77386006", "Pregnant", "fail"),
+        (LOINC, "LA15173-0", "Pregnant", "fail"),
+        (SNOMED, "60001007", "Not pregnant", "pass"),  # "pregnant" in the display must not read positive
+        (LOINC, "LA26683-5", "Not pregnant", "pass"),
+    ],
+)
+def test_pregnancy_status_answers_coded_without_text(catalog, eligible, system, code, display, expected):
+    """82810-3 answers of the WHO SMART pregnancy-status value set, sent with a display and no text."""
+    obs = syn._obs_base(P, LOINC, "82810-3", "Pregnancy status", d(2), "final")
+    obs["valueCodeableConcept"] = {"coding": [{"system": system, "code": code, "display": display}]}
+    assert outcome(catalog, [*eligible, obs], T1, "exc-22") == expected
+
+
+@pytest.mark.parametrize("days", [10, 200, 290])
+def test_a_positive_pregnancy_test_within_300_days_is_ineligible_not_a_temporary_bar(catalog, eligible, days):
+    """NS8: a positive hCG 8-300 days old with no later negative gave "possibly eligible from <date>"."""
+    res = [*drop(eligible, "2118-8"), syn.qualitative(P, "2118-8", True, d(days))]
+    c = criterion(catalog, res, T1, "exc-22", AS_OF)
+    assert (c.outcome, c.until) == ("fail", None)
