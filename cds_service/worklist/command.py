@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import csv
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
     as_of = args.as_of or s.as_of or date.today()
     token = args.token or None
     target = Path(args.out) / "export"
+    started = time.perf_counter()
     try:
         clear_export(target)
         export = BulkExport(args.fhir_server, token, args.max_poll_seconds, since=last.transaction_time)
@@ -63,17 +65,20 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
     except (ExportError, httpx.HTTPError) as e:
         say(err, f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
         return 2
+    exported = time.perf_counter()
     touched = touched_patients(target)
     bars = lifted(store.state(last, store.runs()), last.as_of, as_of)
     if key is not None:  # pseudonyms cannot be read back from the server: their lifted bars show by date alone
         bars = set()
     with err.status(f"re-reading {len(touched | bars)} patient(s)"):
         reread = asyncio.run(reevaluate(touched | bars, args.fhir_server, token, catalog, as_of, s))
+    evaluated = time.perf_counter()
     rows = [r for r in reread.rows if not args.trial or r["trial"] in args.trial]
     run_id = remember(s, rows, as_of, args.fhir_server, "incremental", export.transaction_time)
     say(err, f"re-screened {len({r['patient'] for r in rows})} patient(s): {len(touched)} with changes, "
              f"{len(bars - touched)} whose bar lifted; {reread.not_found} no longer on the server; "
-             f"stored as screen run {run_id}")  # fmt: skip
+             f"stored as screen run {run_id}; $export {exported - started:.1f} s, re-read and evaluated in "
+             f"{evaluated - exported:.1f} s")  # fmt: skip
     return 0
 
 
