@@ -102,7 +102,8 @@ def test_hbv_dna_below_100_without_a_range_or_flag_is_not_excluded(catalog, elig
 
 # --- NW2: units as labs send them -----------------------------------------------------------------------
 
-THOUSANDS_PER_UL = ["x10^9/L", "K/mcL", "K/uL", "x10^3/uL", "K/µL", "10^3/µL", "thou/uL"]
+# "K/\u03bcL": the Greek mu some systems type for the micro sign
+THOUSANDS_PER_UL = ["x10^9/L", "K/mcL", "K/uL", "x10^3/uL", "K/µL", "10^3/µL", "thou/uL", "K/\u03bcL"]
 
 
 @pytest.mark.parametrize("unit", THOUSANDS_PER_UL)
