@@ -72,6 +72,14 @@ def test_a_preliminary_result_that_agrees_or_is_older_changes_nothing(catalog, e
     assert outcome(catalog, [*eligible, older], T1, "exc-22") == "pass"
 
 
+def test_a_preliminary_input_of_a_calculated_value_goes_to_review(catalog, eligible):
+    """NS7: a preliminary creatinine of 4.0 mg/dL yesterday after the final 0.8: the eGFR calculated from the
+    final one must not pass T5 inc-7.4 (eGFR >= 30) silently."""
+    res = [*eligible, preliminary(syn.quantity(P, "2160-0", 4.0, "mg/dL", d(1)))]
+    assert outcome(catalog, res, T5, "inc-7.4") == "review"
+    assert outcome(catalog, eligible, T5, "inc-7.4") == "pass"
+
+
 # --- NS12: "above the normal reference range of the testing center" ----------------------------------------
 
 

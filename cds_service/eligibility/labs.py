@@ -22,6 +22,7 @@ from cds_service.eligibility.sledai import PARTS as SLEDAI_PARTS
 from cds_service.eligibility.sledai import sledai_part
 from cds_service.fhir.derive import derived_result
 from cds_service.fhir.facts import LabResult
+from cds_service.fhir.mappings import Mappings
 
 _DERIVED_INPUTS = {
     "cockcroft_gault": ("creatinine", "weight", "age", "sex"),
@@ -169,7 +170,7 @@ def current(
             return None, f"{v.label}: not recorded, and cannot be calculated: missing {', '.join(missing_inputs)}"
     elif v.derived:
         weight_since = ctx.since(Window(ctx.m.variables["weight"].current_days, "day"))
-        d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of, weight_since)
+        d, missing_inputs = derived_result(ctx.facts, var, v.derived, since, ctx.as_of, weight_since, prelim)
         if d is not None:
             return d, None
         if missing_inputs:
@@ -363,8 +364,14 @@ def evaluate_answer(rule: Answer, ctx: Ctx, prelim: bool = False) -> Res:
     return Res(Truth.TRUE if ok else Truth.FALSE, evidence=[evidence(ctx, r)], why=[f"{label} {r.answer}"])
 
 
+def _inputs(m: Mappings, var: str) -> tuple[str, ...]:
+    """The recorded variables a derived one is calculated from (creatinine for eGFR)."""
+    derived = m.variables[var].derived
+    return tuple(x for x in _DERIVED_INPUTS.get(derived, ()) if x in m.variables) if derived else ()
+
+
 # every observation rule: a preliminary result newer than the final ones goes to a person (audit 2, NS7)
-register("lab", parse_lab, with_preliminaries(evaluate_lab))
+register("lab", parse_lab, with_preliminaries(evaluate_lab, _inputs))
 register("positive", parse_positive, with_preliminaries(evaluate_positive))
 register("grade_count", parse_grade_count, with_preliminaries(evaluate_grade_count))
 register("answer", parse_answer, with_preliminaries(evaluate_answer))

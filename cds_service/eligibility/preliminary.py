@@ -13,8 +13,14 @@ from typing import Any
 
 from cds_service.eligibility.logic import Ctx, Res, Truth, dedupe_evidence
 from cds_service.fhir.facts import LabResult
+from cds_service.fhir.mappings import Mappings
 
 Evaluator = Callable[[Any, Ctx, bool], Res]
+Inputs = Callable[[Mappings, str], tuple[str, ...]]
+
+
+def _no_inputs(_m: Mappings, _var: str) -> tuple[str, ...]:
+    return ()
 
 
 def _variables(rule: Any) -> tuple[str, ...]:
@@ -39,12 +45,14 @@ def _shown(r: LabResult) -> str:
     return r.answer or r.original_value or "no value"
 
 
-def with_preliminaries(evaluate: Evaluator) -> Callable[[Any, Ctx], Res]:
-    """Wrap an observation evaluator `evaluate(rule, ctx, preliminary_counts)`."""
+def with_preliminaries(evaluate: Evaluator, inputs: Inputs = _no_inputs) -> Callable[[Any, Ctx], Res]:
+    """Wrap an observation evaluator `evaluate(rule, ctx, preliminary_counts)`; `inputs` names the variables
+    a derived one is calculated from (a preliminary creatinine changes an eGFR)."""
 
     def run(rule: Any, ctx: Ctx) -> Res:
         final = evaluate(rule, ctx, False)
-        prelim = newest_preliminary(_variables(rule), ctx)
+        variables = tuple(x for var in _variables(rule) for x in (var, *inputs(ctx.m, var)))
+        prelim = newest_preliminary(variables, ctx)
         if prelim is None:
             return final
         promoted = evaluate(rule, ctx, True)

@@ -32,22 +32,29 @@ def ckd_epi_2021(age: float, scr_mg_dl: float, female: bool) -> float:
     return egfr * 1.012 if female else egfr
 
 
-def _latest(facts: PatientFacts, var: str, since: date, as_of: date) -> LabResult | None:
+def _latest(facts: PatientFacts, var: str, since: date, as_of: date, prelim: bool) -> LabResult | None:
     for r in facts.labs.get(var, ()):
-        if r.value is not None and r.when is not None and since <= r.when <= as_of and not r.preliminary:
+        if r.value is not None and r.when is not None and since <= r.when <= as_of and (prelim or not r.preliminary):
             return r
     return None
 
 
 def derived_result(
-    facts: PatientFacts, var: str, formula: str, since: date, as_of: date, weight_since: date | None = None
+    facts: PatientFacts,
+    var: str,
+    formula: str,
+    since: date,
+    as_of: date,
+    weight_since: date | None = None,
+    prelim: bool = False,
 ) -> tuple[LabResult | None, list[str]]:
-    """Compute `var` from current inputs, or say which inputs are missing.
+    """Compute `var` from current inputs, or say which inputs are missing. Preliminary inputs count only
+    when `prelim` (a newer preliminary creatinine then goes to a person, eligibility/preliminary.py).
 
     Creatinine must fall in the criterion's window; body weight in its own (weight changes slowly, and a
     weight from two months ago serves a creatinine from last week)."""
     missing: list[str] = []
-    scr = _latest(facts, "creatinine", since, as_of)
+    scr = _latest(facts, "creatinine", since, as_of, prelim)
     if scr is None:
         missing.append("creatinine")
     if facts.birth_date is None:
@@ -56,7 +63,7 @@ def derived_result(
         missing.append("sex (female/male) for the formula")
     weight = None
     if formula == "cockcroft_gault":
-        weight = _latest(facts, "weight", min(since, weight_since or since), as_of)
+        weight = _latest(facts, "weight", min(since, weight_since or since), as_of, prelim)
         if weight is None:
             missing.append("body weight")
     if missing or scr is None or facts.birth_date is None or scr.when is None or not scr.value or scr.value < 0:
