@@ -1,6 +1,6 @@
 """Population screening throughput, as ratios measured side by side in one run.
 
-    .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark]
+    .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark] [--sle-every 100]
 
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
@@ -29,12 +29,26 @@ from cds_service.settings import REPO_ROOT
 AS_OF = date(2026, 11, 23)
 
 
-def write_export(folder: Path, patients: int, size: int) -> int:
+def clinic_patient(resources: list[dict]) -> list[dict]:
+    """The same record without SLE: its lupus diagnosis becomes essential hypertension."""
+    out = []
+    for r in resources:
+        codes = {c.get("code") for c in r.get("code", {}).get("coding", [])} if r["resourceType"] == "Condition" else ()
+        if "55464009" in codes:
+            r = {**r, "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}],
+                               "text": "Essential hypertension"}}  # fmt: skip
+        out.append(r)
+    return out
+
+
+def write_export(folder: Path, patients: int, size: int, sle_every: int = 1) -> int:
+    """N patients; one in `sle_every` has SLE (1: all, 100: a clinic-like export)."""
     handles: dict[str, object] = {}
     total = 0
     try:
         for i in range(patients):
-            for r in make_patient(size, pid=f"p{i}", as_of=AS_OF):
+            record = make_patient(size, pid=f"p{i}", as_of=AS_OF)
+            for r in record if i % sle_every == 0 else clinic_patient(record):
                 f = handles.get(r["resourceType"])
                 if f is None:
                     f = handles[r["resourceType"]] = (folder / f"{r['resourceType']}.ndjson").open("wb")
@@ -73,11 +87,12 @@ def main() -> int:
     p.add_argument("--resources", type=int, default=200)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--spark", action="store_true", help="also the Spark engine, local[W] for the largest W")
+    p.add_argument("--sle-every", type=int, default=1, help="one patient in N has SLE (100: a clinic-like export)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
         export = Path(tmp) / "export"
         export.mkdir()
-        total = write_export(export, args.patients, args.resources)
+        total = write_export(export, args.patients, args.resources, args.sle_every)
         base = floor(export)
         print(f"{args.patients} patients, {total} resources; floor (orjson, 1 process): "
               f"{args.patients / base:.0f} patients/s")  # fmt: skip

@@ -99,11 +99,30 @@ def evaluate_patients(
     rows: list[dict[str, Any]] = []
     funnel = Funnel()
     for pid, resources in patients:
-        facts = _CATALOG.facts(resources, pid)
-        for r in _CATALOG.report(facts, as_of, trial_ids).trials:
+        for r in cohort_first(_CATALOG, pid, resources, as_of, trial_ids):
             rows.append(row(pid, r))
             funnel.add(r)
     return rows, funnel
+
+
+ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (eligibility/cohort.py)
+
+
+def cohort_first(
+    catalog: Catalog, pid: str, resources: list[dict], as_of: date, trial_ids: list[str] | None
+) -> list[TrialResult]:
+    """The patient's results, reading the whole record only for a patient inside some trial's cohort.
+
+    Most of a health system's patients do not have the disease any trial studies; for them the entry,
+    which reads only Conditions, is the whole answer (`ineligible`, no criterion read), so their
+    Observations and medications are never normalised. The results are those of the full evaluation:
+    the entry is decided first there too, from the same Conditions.
+    """
+    entry_only = [r for r in resources if r.get("resourceType") in ENTRY_TYPES]
+    quick = catalog.report(catalog.facts(entry_only, pid), as_of, trial_ids).trials
+    if all(r.cohort is not None and r.cohort.outcome == "out" for r in quick if r.status != "draft"):
+        return quick
+    return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
 
 
 def screen_partition(
