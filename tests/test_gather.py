@@ -12,7 +12,7 @@ import respx
 
 from cds_service.fhir.facts import MEDICATION_SOURCES
 from cds_service.fhir.gather import Gatherer
-from cds_service.fhir.queries import MAX_CODES_CHARS
+from cds_service.fhir.queries import MAX_CODES_CHARS, QUERIES
 from cds_service.fhir.urls import AllowList
 
 BASE = "http://127.0.0.1:9999/fhir"
@@ -30,6 +30,15 @@ def searchset(resources, next_url=None):
 
 
 MEDS = (*MEDICATION_SOURCES, "Immunization")
+# every source the service searches (from the code, so a new source joins these tests)
+SEARCHED = frozenset(t for _, t in QUERIES.values()) - {"Patient"}
+
+
+def others(*besides: str) -> str:
+    """A route for the searches of every source but Observation (and `besides`)."""
+    return r".*/(" + "|".join(sorted(SEARCHED - {"Observation", *besides})) + r")\?.*"
+
+
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1980-01-01"}
 
 
@@ -79,9 +88,7 @@ def test_paging_follows_next_and_skips_operation_outcomes():
             page2,
         )
     )
-    respx.get(
-        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
-    ).respond(json=searchset([]))
+    respx.get(url__regex=others()).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -89,7 +96,7 @@ def test_paging_follows_next_and_skips_operation_outcomes():
 
     got = run(go())
     assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
-    assert got.complete == {"Observation", "Condition", *MEDS, "Procedure"} and got.gaps == []
+    assert got.complete == SEARCHED and got.gaps == []
     assert respx.calls[0].request.headers["Authorization"] == "Bearer tok"
 
 
@@ -111,9 +118,7 @@ def test_faults_become_gaps_never_exceptions(fault, expected, caplog):
         route.mock(side_effect=fault)
     else:
         route.mock(return_value=fault)
-    respx.get(
-        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
-    ).respond(json=searchset([]))
+    respx.get(url__regex=others()).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -137,9 +142,7 @@ def test_slow_server_is_cut_at_the_budget():
 
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
     respx.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
-    respx.get(
-        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
-    ).respond(json=searchset([]))
+    respx.get(url__regex=others()).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -160,9 +163,7 @@ def test_page_cap_and_foreign_next_links(caplog):
         json=searchset([], f"{BASE}/Observation?patient=p1&again=1")
     )
     respx.get(url__startswith=f"{BASE}/Condition").respond(json=searchset([], "http://elsewhere.example/fhir/x"))
-    respx.get(
-        url__regex=r".*/(MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
-    ).respond(json=searchset([]))
+    respx.get(url__regex=others("Condition")).respond(json=searchset([]))
 
     async def go():
         async with httpx.AsyncClient() as c:
@@ -173,7 +174,7 @@ def test_page_cap_and_foreign_next_links(caplog):
     reasons = [getattr(r, "error_type", "") for r in caplog.records]
     assert any("more than 3 pages" in r for r in reasons)
     assert any("outside the FHIR server" in r for r in reasons)
-    assert got.complete == {*MEDS, "Procedure"}
+    assert got.complete == SEARCHED - {"Observation", "Condition"}
     assert not any(str(c.request.url).startswith("http://elsewhere.example") for c in respx.calls)
 
 
@@ -184,24 +185,14 @@ def test_prefetch_only_null_means_none_on_record_and_other_patients_are_dropped(
         async with httpx.AsyncClient() as c:
             return await gatherer(c).gather(
                 "p1",
-                {
-                    "patient": PATIENT,
-                    "conditions": searchset([other]),
-                    "observations": None,
-                    "medications": None,
-                    "medicationRequests": None,
-                    "medicationAdministrations": None,
-                    "medicationDispenses": None,
-                    "immunizations": None,
-                    "procedures": None,
-                },
+                {key: None for key in QUERIES} | {"patient": PATIENT, "conditions": searchset([other])},
                 None,
                 None,
             )
 
     got = run(go())
     assert [r["id"] for r in got.resources] == ["p1"]
-    assert got.complete == {"Condition", "Observation", *MEDS, "Procedure"}
+    assert got.complete == SEARCHED
     assert any("1 resource(s) not clearly about this patient were set aside" in g for g in got.gaps)
 
 
@@ -234,9 +225,7 @@ def obs(i: int, code: str = "1000-0") -> dict:
 
 def others_empty():
     respx.get(f"{BASE}/Patient/p1").respond(json=PATIENT)
-    respx.get(
-        url__regex=r".*/(Condition|MedicationStatement|MedicationRequest|MedicationAdministration|MedicationDispense|Immunization|Procedure)\?.*"
-    ).respond(json=searchset([]))
+    respx.get(url__regex=others()).respond(json=searchset([]))
 
 
 def fetch(page_cap: int = 5):

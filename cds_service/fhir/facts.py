@@ -21,6 +21,7 @@ SOURCES = frozenset(
         "MedicationDispense",
         "Immunization",
         "Procedure",
+        "AllergyIntolerance",
     }
 )
 # every place medication use is recorded: an infusion is often only a MedicationAdministration
@@ -77,6 +78,26 @@ class ProcedureFact:
 
 
 @dataclass(frozen=True, slots=True)
+class AllergyFact:
+    """One AllergyIntolerance that is not refuted or entered-in-error: the drugs it names (ingredient keys of
+    mappings/medications.yaml, from its code, its reaction substances, or unnegated names in its text) and
+    the statuses a criterion weighs. Statuses keep their FHIR codes; None when not recorded."""
+
+    ingredients: frozenset[str]
+    resource: str
+    display: str
+    clinical: str | None  # active | inactive | resolved (or a code this service does not know)
+    verification: str | None  # confirmed | unconfirmed | presumed (refuted, entered-in-error never kept)
+    type: str | None  # allergy | intolerance
+    criticality: str | None  # low | high | unable-to-assess
+    severity: str | None  # the worst reaction severity recorded: mild | moderate | severe
+    recorded: date | None
+    # a drug named in the text with a negation after it in its clause ("cyclophosphamide allergy ruled out"):
+    # neither present nor absent, a person reads it
+    doubtful: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class MedicationFact:
     ingredient: str
     classes: frozenset[str]
@@ -110,9 +131,11 @@ class PatientFacts:
     birth_latest: date | None = None  # and its last possible day (the same date when the day is recorded)
     gender: str | None = None
     labs: dict[str, list[LabResult]] = field(default_factory=dict)
+    preliminary_labs: set[str] = field(default_factory=set)  # variables with a preliminary result (add_lab)
     conditions: list[ConditionFact] = field(default_factory=list)
     medications: list[MedicationFact] = field(default_factory=list)
     procedures: list[ProcedureFact] = field(default_factory=list)
+    allergies: list[AllergyFact] = field(default_factory=list)
     deceased: bool = False
     deceased_date: date | None = None
     # resource types read completely, so that their absence means "none on record" rather than "not looked at"
@@ -125,6 +148,8 @@ class PatientFacts:
 
     def add_lab(self, lab: LabResult) -> None:
         self.labs.setdefault(lab.variable, []).append(lab)
+        if lab.preliminary:
+            self.preliminary_labs.add(lab.variable)
 
     def sort(self) -> None:
         """Newest first, undated last: the engine reads the first current result."""

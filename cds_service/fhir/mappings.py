@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds_service.fhir.codes import ATC, CVX, ICD10, ICD10CM, RXNORM, SNOMED
-from cds_service.fhir.negation import find_unnegated
+from cds_service.fhir.negation import find_unnegated, negated_after, negated_at
 
 VariableKind = Literal["quantity", "qualitative", "titer", "grade", "coded"]
 
@@ -383,6 +383,20 @@ class Mappings:
             return self._name_to_key[m.group(1)]
         m = self.fallback_pattern.search(text.lower()) if self.fallback_pattern else None
         return self._fallback_to_key[m.group(1)] if m else None
+
+    def ingredients_in_text(self, text: str) -> tuple[frozenset[str], frozenset[str]]:
+        """Every ingredient free text names, negation first (allergy lists: "no known allergy to penicillin"):
+        (named, doubtful). A name with a negation cue before it in its clause is not named; one with a cue
+        after it ("cyclophosphamide allergy ruled out") is doubtful, for a person to read."""
+        t = " ".join(text.lower().split())
+        named: set[str] = set()
+        doubtful: set[str] = set()
+        for m in self.name_pattern.finditer(t) if self.name_pattern else ():
+            if negated_at(t, m.start()):
+                continue
+            key = self._name_to_key[m.group(1)]
+            (doubtful if negated_after(t, m.end()) else named).add(key)
+        return frozenset(named), frozenset(doubtful - named)
 
     def procedure_groups(self, codings: list[tuple[str, str]], text: str) -> frozenset[str]:
         """Groups of a procedure: by SNOMED CT code and by words in its text and displays."""

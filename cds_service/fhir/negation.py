@@ -41,6 +41,13 @@ def negated_at(text: str, start: int, cues: re.Pattern[str] = _CUE) -> bool:
     return cues.search(clause) is not None
 
 
+def negated_after(text: str, end: int, cues: re.Pattern[str] = _CUE) -> bool:
+    """Is the phrase ending at `end` of lower-case `text` followed by a negation in its clause ("penicillin
+    allergy ruled out", "cyclophosphamide: none")? Such a phrase is neither present nor absent."""
+    stop = _CLAUSE_END.search(text, end)
+    return cues.search(text[end : stop.start() if stop else len(text)]) is not None
+
+
 def find_unnegated(text: str, words: Iterable[str], cues: re.Pattern[str] = _CUE) -> str | None:
     """The first of `words` (whole words) that stands in lower-case `text` with no negation before it."""
     words = tuple(w for w in words if w)

@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Iterable
 from datetime import date
 
+from cds_service.fhir.allergies import AllergyReader
 from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFacts, ProcedureFact
 from cds_service.fhir.medications import MedicationReader
 from cds_service.fhir.observations import ObservationReader
@@ -56,7 +57,7 @@ def _last_day(first: date | None, text: str | None) -> date | None:
     return first
 
 
-class Normalizer(ObservationReader, MedicationReader):
+class Normalizer(ObservationReader, MedicationReader, AllergyReader):
     """Turns one patient's FHIR resources into `PatientFacts` using the mappings."""
 
     # --- entry point ---------------------------------------------------------------------------
@@ -95,6 +96,8 @@ class Normalizer(ObservationReader, MedicationReader):
                     self._immunization(res, facts)
                 elif rtype == "Procedure":
                     self._procedure(res, facts)
+                elif rtype == "AllergyIntolerance":
+                    self._allergy(res, facts)
             except Invalid:
                 facts.skipped.append(f"{rtype}/{res.get('id', '?')} failed FHIR R4 validation")
         for key, var in self.m.variables.items():

@@ -40,6 +40,7 @@ QUERIES: dict[str, tuple[str, str]] = {
     "medicationDispenses": ("MedicationDispense?patient={{context.patientId}}&_count=500", "MedicationDispense"),
     "immunizations": ("Immunization?patient={{context.patientId}}&_count=500", "Immunization"),
     "procedures": ("Procedure?patient={{context.patientId}}&_count=500", "Procedure"),
+    "allergyIntolerances": ("AllergyIntolerance?patient={{context.patientId}}&_count=500", "AllergyIntolerance"),
 }
 SOURCE_LABEL = {
     "Patient": "demographics (Patient)",
@@ -51,6 +52,7 @@ SOURCE_LABEL = {
     "MedicationDispense": "dispenses (MedicationDispense)",
     "Immunization": "immunizations (Immunization)",
     "Procedure": "procedures (Procedure)",
+    "AllergyIntolerance": "allergies (AllergyIntolerance)",
 }
 MAX_CODES_CHARS = 1500  # the codes of one search, URL-encoded: its query stays under IIS's default 2,048
 PAGE_SIZE = 500  # HAPI's default maximum page size; a server that grants less pages on

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
+from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.immunization import Immunization
 from fhir.resources.R4B.medication import Medication
@@ -41,6 +42,7 @@ MODELS = {
     "Immunization": Immunization,
     "Medication": Medication,
     "Procedure": Procedure,
+    "AllergyIntolerance": AllergyIntolerance,
 }
 
 
