@@ -38,7 +38,7 @@ def cli(env: dict[str, str], *args: str) -> tuple[float, str]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cds_service", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, check=True)  # fmt: skip
-    return time.perf_counter() - start, done.stderr
+    return time.perf_counter() - start, " ".join(done.stderr.split())  # wrapped lines joined
 
 
 def measure(base: str, work: Path, patients: int, changed: int) -> dict[str, float]:

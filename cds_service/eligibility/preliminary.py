@@ -28,6 +28,8 @@ def _variables(rule: Any) -> tuple[str, ...]:
 
 
 def newest_preliminary(variables: tuple[str, ...], ctx: Ctx) -> LabResult | None:
+    if ctx.facts.preliminary_labs.isdisjoint(variables):  # most records: no preliminary result to look at
+        return None
     found = [
         r
         for var in variables

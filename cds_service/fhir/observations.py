@@ -4,7 +4,7 @@ own reference range for x ULN criteria."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -78,12 +78,14 @@ class ObservationReader(Reader):
             var = self.m.variables[routed] if routed else var
         preliminary = status == PRELIMINARY_STATUS
         if var is not None:
-            facts.add_lab(replace(self._reading(var, obs, when, ref, ranges), preliminary=preliminary))
+            facts.add_lab(self._reading(var, obs, when, ref, ranges, preliminary))
         for cvar, comp in comps:
             comp_ranges = _l(_o(comp).get("referenceRange")) or (ranges if cvar.kind != "grade" else [])
-            facts.add_lab(replace(self._reading(cvar, _o(comp), when, ref, comp_ranges), preliminary=preliminary))
+            facts.add_lab(self._reading(cvar, _o(comp), when, ref, comp_ranges, preliminary))
 
-    def _reading(self, var: Variable, src: dict, when: date | None, ref: str, ranges: list) -> LabResult:
+    def _reading(
+        self, var: Variable, src: dict, when: date | None, ref: str, ranges: list, preliminary: bool = False
+    ) -> LabResult:
         """Read one value (of an Observation or a component) as `var` in its canonical unit."""
         v = _Value()
         for key, read in self._VALUE_READERS:
@@ -116,6 +118,7 @@ class ObservationReader(Reader):
             comparator=v.comparator,
             problem=v.problem,
             flag=self._range_flag(src),
+            preliminary=preliminary,
         )
 
     def _quantity(self, var: Variable, q: Any, v: _Value) -> None:

@@ -28,7 +28,7 @@ from cds_service.settings import get_settings
 
 def say(err: Console, text: str) -> None:
     """One line of plain text: markup and highlighting off, whatever the text holds."""
-    err.print(text, markup=False, highlight=False)
+    err.print(text, markup=False, highlight=False, soft_wrap=True)  # one line, whatever the terminal width
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
