@@ -18,6 +18,7 @@ register themselves here (see README "Rule vocabulary" for examples):
                    match_review};
                    treated {classes, min_duration, min_distinct}; current_dose {classes, op, value}
   procedures.py    procedure {groups, within, match_review}
+  allergies.py     allergy {ingredients|classes, match_review}; allergy {drugs: any, severe, match_review}
 Adding a rule kind touches one of those modules (or a new one imported by the package) and its test.
 """
 
@@ -171,7 +172,7 @@ LEAVES: dict[str, LeafKind] = {}
 
 
 def register(kind: str, parse: Callable[[RuleParser, Any], Rule], evaluate: Callable[[Any, Ctx], Res]) -> None:
-    """Called by each rule-family module (demographics, labs, conditions, medications, procedures)."""
+    """Called by each rule-family module (demographics, labs, conditions, medications, procedures, allergies)."""
     LEAVES[kind] = LeafKind(parse, evaluate)
 
 

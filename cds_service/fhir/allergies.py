@@ -2,21 +2,26 @@
 
 The substance is read from `code` and every `reaction.substance`, by the codes of
 mappings/medications.yaml (RxNorm, ATC, CVX), else by the drug names in their text and displays, negation
-first ("No known drug allergies", "no allergy to cyclophosphamide" name nothing). Refuted and
-entered-in-error records are dropped; whether a record is current (clinicalStatus) or confirmed
-(verificationStatus) is kept for the criterion to weigh. A record whose substance cannot be read at all
-(no text, no code in a system the maps know) keeps AllergyIntolerance from saying "none on record".
+first ("no allergy to cyclophosphamide" names nothing; "No known drug allergies", NKDA and the "no known
+allergy" SNOMED CT concepts are no allergy at all). Refuted and entered-in-error records are dropped;
+whether a record is current (clinicalStatus), confirmed (verificationStatus), an allergy or an intolerance,
+and how severe, is kept for the criterion to weigh. SNOMED CT substance codes are not mapped: they are read
+by their display. A record whose substance can be read neither by a mapped code nor by text keeps
+AllergyIntolerance from saying "none on record".
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from cds_service.fhir.codes import SNOMED
 from cds_service.fhir.facts import AllergyFact, PatientFacts
-from cds_service.fhir.medications import _known_code
 from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
 
 _SEVERITY = {"mild": 1, "moderate": 2, "severe": 3}
+# "No known drug allergies", "None known", "Denies allergies": a record that states there is none
+_STATES_NONE = re.compile(r"^\W*(no|none|nil|denies|denied|negative)\b")
 
 
 class AllergyReader(Reader):
@@ -37,7 +42,11 @@ class AllergyReader(Reader):
                 found, unsure = self.m.ingredients_in_text(text)
                 named |= found
                 doubtful |= unsure
-            readable = readable or bool(by_code or text or _known_code(cc))
+            # a code alone that maps to no drug could still be one of the criteria's (a SNOMED CT substance, an
+            # RxNorm product the maps do not roll up): only text or a mapped code makes the record readable
+            readable = readable or bool(by_code or text)
+        if not named and not doubtful and self._states_none(res.get("code")):
+            return  # "no known allergy": never an allergy, and not a record that could not be read
         if not readable:  # nothing here can be read: this allergy might be to any drug
             facts.unread["AllergyIntolerance"] = facts.unread.get("AllergyIntolerance", 0) + 1
             return
@@ -55,10 +64,18 @@ class AllergyReader(Reader):
                 type=_s(res.get("type")),
                 criticality=_s(res.get("criticality")),
                 severity=worst,
+                categories=frozenset(c for c in map(_s, _l(res.get("category"))) if c),
                 recorded=_d(res.get("recordedDate")) or _d(res.get("onsetDateTime")),
                 doubtful=frozenset(doubtful - named),
             )
         )
+
+    def _states_none(self, code: Any) -> bool:
+        if any(system == SNOMED and c in self.m.no_allergy_snomed for system, c, _ in _codings(code)):
+            return True
+        text = _cc_all_text(code).lower()
+        words = set(re.findall(r"[a-z]+", text))
+        return bool(_STATES_NONE.match(text) or words & set(self.m.no_allergy_words))
 
 
 def _first_code(cc: Any) -> str | None:

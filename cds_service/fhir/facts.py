@@ -92,6 +92,7 @@ class AllergyFact:
     criticality: str | None  # low | high | unable-to-assess
     severity: str | None  # the worst reaction severity recorded: mild | moderate | severe
     recorded: date | None
+    categories: frozenset[str] = frozenset()  # food | medication | environment | biologic
     # a drug named in the text with a negation after it in its clause ("cyclophosphamide allergy ruled out"):
     # neither present nor absent, a person reads it
     doubtful: frozenset[str] = frozenset()

@@ -229,11 +229,17 @@ class NonSystemicRoutes(BaseModel):
     words: list[str]
 
 
+class NoKnownAllergy(BaseModel):
+    snomed: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+
+
 class MedicationMappings(BaseModel):
     ingredients: dict[str, Ingredient]
     classes: dict[str, MedicationClass]
     products: dict[str, Product] = Field(default_factory=dict)
     non_systemic_routes: NonSystemicRoutes
+    no_known_allergy: NoKnownAllergy = Field(default_factory=NoKnownAllergy)
 
     @model_validator(mode="after")
     def _check(self) -> MedicationMappings:
@@ -330,6 +336,8 @@ class Mappings:
         self.steroid_ingredients = frozenset(steroids.members if steroids else ())
         self.non_systemic_snomed = set(meds.non_systemic_routes.snomed)
         self.non_systemic_words = [w.lower() for w in meds.non_systemic_routes.words]
+        self.no_allergy_snomed = frozenset(meds.no_known_allergy.snomed)
+        self.no_allergy_words = tuple(w.lower() for w in meds.no_known_allergy.words)
 
     # --- lookups ---------------------------------------------------------------------------
 
