@@ -290,3 +290,53 @@ def test_t2_exc1_allergy_source_not_read_is_unknown(catalog, eligible):
     facts = without_allergy_source(catalog, eligible)
     c = next(c for c in catalog.trials[T2].criteria if c.id == "exc-1")
     assert catalog.engine.criterion(facts, c, AS_OF).outcome == "unknown"
+
+
+# --- T1 exc-6: other autoimmune diseases (same finding, NW7) ---------------------------------------------
+
+T1 = "NCT06902844"
+
+
+def condition(icd: str | None = None, snomed: str | None = None, text: str | None = None, cid: str = "c1") -> dict:
+    coding = [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": icd}] if icd else []
+    coding += [{"system": SNOMED, "code": snomed}] if snomed else []
+    code: dict = {"coding": coding} if coding else {}
+    if text:
+        code["text"] = text
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": f"Patient/{P}"},
+        "clinicalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+        },
+        "code": code,
+    }
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        condition("M06.9"),  # rheumatoid arthritis, unspecified
+        condition("M05.79"),  # RA with rheumatoid factor, multiple sites
+        condition(snomed="83901003"),  # Sjogren's syndrome
+        condition("M35.00"),
+        condition("D68.61"),  # antiphospholipid syndrome
+        condition(snomed="26843008"),
+        condition("M34.9"),  # systemic sclerosis
+        condition(text="Sjögren's syndrome"),  # free text only
+    ],
+)
+def test_t1_exc6_another_autoimmune_disease_on_record_goes_to_a_person(catalog, eligible, record):
+    """Before: the same standing review with or without RA, Sjogren or APS on record. Now the record raises it."""
+    r = exc(catalog, [*eligible, record], T1, "exc-6")
+    assert r.outcome == "review" and r.flagged
+    assert any(e.resource == "Condition/c1" for e in r.evidence)
+
+
+def test_t1_exc6_none_on_record_keeps_the_standing_review(catalog, eligible):
+    r = exc(catalog, eligible, T1, "exc-6")
+    assert r.outcome == "review" and not r.flagged
+    negated = condition(text="no Sjogren syndrome")
+    assert not exc(catalog, [*eligible, negated], T1, "exc-6").flagged
+    assert not exc(catalog, [*eligible, condition("M06.4")], T1, "exc-6").flagged  # inflammatory polyarthropathy
