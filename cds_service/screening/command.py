@@ -78,8 +78,9 @@ def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_ti
         from cds_service.worklist.remember import SetupError, remember
 
         source = args.fhir_server or str(folder.resolve())
+        mirror = _mirror(folder, Path(args.out), err) if args.fhir_server else None
         try:
-            run_id = remember(s, result.rows, as_of, source, "full", transaction_time)
+            run_id = remember(s, result.rows, as_of, source, "full", transaction_time, mirror)
         except SetupError as e:
             say(err, f"screen: not stored for the worklist: {e}")
             return 2
@@ -88,6 +89,17 @@ def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_ti
         say(err, "screen: the export holds no Patient resources: nothing to screen")
         return 1
     return 0
+
+
+def _mirror(folder: Path, out: Path, err: Console) -> str:
+    """Keep the export beside the run, for the next `--since last` (worklist/mirror.py)."""
+    from cds_service.worklist.mirror import Mirror
+
+    mirror = Mirror((out / "mirror.sqlite3").resolve())
+    mirror.reset()
+    with err.status("keeping the export for the next --since last"):
+        mirror.take(folder)
+    return str(mirror.path)
 
 
 def _embedded(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening:

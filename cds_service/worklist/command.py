@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
 import sys
 import time
 from datetime import date
@@ -22,10 +23,13 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.command import clear_export, say
 from cds_service.screening.csvsafe import safe_rows
 from cds_service.screening.export import BulkExport, ExportError
-from cds_service.settings import get_settings
+from cds_service.settings import Settings, get_settings
 from cds_service.worklist import changes, log
+from cds_service.worklist.mirror import Mirror
 from cds_service.worklist.remember import (
+    Reread,
     SetupError,
+    from_mirror,
     last_run_of,
     lifted,
     patient_key,
@@ -33,7 +37,7 @@ from cds_service.worklist.remember import (
     remember,
     touched_patients,
 )
-from cds_service.worklist.runs import RunStore
+from cds_service.worklist.runs import Run, RunStore
 
 
 def screen_since(args: argparse.Namespace, err: Console) -> int:
@@ -54,7 +58,7 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
         return 2
     catalog = Catalog.load(s.mappings_dir, s.trials_dir, horizon_days=s.temporary_horizon_days)
     as_of = args.as_of or s.as_of or date.today()
-    token = args.token or None
+    token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN") or None
     target = Path(args.out) / "export"
     started = time.perf_counter()
     try:
@@ -66,20 +70,33 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
         say(err, f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
         return 2
     exported = time.perf_counter()
-    touched = touched_patients(target)
-    bars = lifted(store.state(last, store.runs()), last.as_of, as_of)
-    if key is not None:  # pseudonyms cannot be read back from the server: their lifted bars show by date alone
-        bars = set()
-    with err.status(f"re-reading {len(touched | bars)} patient(s)"):
-        reread = asyncio.run(reevaluate(touched | bars, args.fhir_server, token, catalog, as_of, s))
+    state_bars = lifted(store.state(last, store.runs()), last.as_of, as_of)
+    reread = _reevaluate(last, target, state_bars, key, catalog, as_of, args, s, token, err)
     evaluated = time.perf_counter()
     rows = [r for r in reread.rows if not args.trial or r["trial"] in args.trial]
-    run_id = remember(s, rows, as_of, args.fhir_server, "incremental", export.transaction_time)
-    say(err, f"re-screened {len({r['patient'] for r in rows})} patient(s): {len(touched)} with changes, "
-             f"{len(bars - touched)} whose bar lifted; {reread.not_found} no longer on the server; "
+    run_id = remember(s, rows, as_of, args.fhir_server, "incremental", export.transaction_time, last.mirror)
+    say(err, f"re-screened {len({r['patient'] for r in rows})} patient(s): {len(reread.touched)} with changes, "
+             f"{len(reread.lifted - reread.touched)} whose bar lifted; {reread.not_found} no longer on record; "
              f"stored as screen run {run_id}; $export {exported - started:.1f} s, re-read and evaluated in "
              f"{evaluated - exported:.1f} s")  # fmt: skip
     return 0
+
+
+def _reevaluate(
+    last: Run, changes: Path, bars: set[str], key: str | None, catalog: Catalog, as_of: date,
+    args: argparse.Namespace, s: Settings, token: str | None, err: Console,
+) -> Reread:  # fmt: skip
+    """From the last full screen's mirror when it is there; else each patient read again from the server
+    through the hook's searches (pseudonyms cannot be read back: their lifted bars show by date alone)."""
+    if last.mirror and Path(last.mirror).is_file():
+        with err.status("re-evaluating from the mirror"):
+            return from_mirror(Mirror(Path(last.mirror)), changes, bars, key, catalog, as_of, args.trial)
+    touched = touched_patients(changes)
+    wanted = touched | (bars if key is None else set())
+    with err.status(f"re-reading {len(wanted)} patient(s) from the server"):
+        reread = asyncio.run(reevaluate(wanted, args.fhir_server, token, catalog, as_of, s))
+    reread.touched, reread.lifted = touched, wanted - touched
+    return reread
 
 
 def cmd_worklist(args: argparse.Namespace) -> int:

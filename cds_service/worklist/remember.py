@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,9 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import Gatherer
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadStats, classify, export_files, lines
-from cds_service.screening.run import row
+from cds_service.screening.run import cohort_first, row
 from cds_service.settings import Settings
+from cds_service.worklist.mirror import Mirror
 from cds_service.worklist.runs import Run, RunStore, StoredRow, pseudonym
 
 
@@ -52,12 +53,13 @@ def remember(
     source: str,
     kind: str = "full",
     transaction_time: str | None = None,
+    mirror: str | None = None,
 ) -> int:
     """Store a run's rows; the run id."""
     key = patient_key(settings)
     patients = len({r["patient"] for r in rows})
     run = {"as_of": as_of.isoformat(), "source": source, "kind": kind, "transaction_time": transaction_time,
-           "patients": patients, "pseudonymised": int(key is not None)}  # fmt: skip
+           "patients": patients, "pseudonymised": int(key is not None), "mirror": mirror}  # fmt: skip
     return RunStore(settings.database_url).save(run, stored_rows(rows, key))
 
 
@@ -80,14 +82,34 @@ def touched_patients(folder: Path) -> set[str]:
 
 
 def lifted(state: dict[tuple[str, str], StoredRow], since: date, as_of: date) -> set[str]:
-    """Patients with a temporary bar that lifted after the last run's date, by this run's."""
+    """Patients (as stored) with a temporary bar that lifted after the last run's date, by this run's."""
     return {p for (p, _), r in state.items() if r.eligible_from is not None and since < r.eligible_from <= as_of}
+
+
+def from_mirror(
+    mirror: Mirror, changes: Path, bars: set[str], key: str | None, catalog: Catalog, as_of: date,
+    trials: list[str] | None,
+) -> Reread:  # fmt: skip
+    """Write the changes over the mirror and evaluate the patients they touch and those whose bar lifted
+    (stored as pseudonyms when the site pseudonymises: matched against the mirror's ids)."""
+    touched = mirror.take(changes)
+    if key is not None:
+        bars = {pid for pid in mirror.patients() if pseudonym(pid, key) in bars}
+    wanted = touched | bars
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for pid, resources in mirror.records(wanted):
+        seen += 1
+        rows.extend(row(pid, r) for r in cohort_first(catalog, pid, resources, as_of, trials))
+    return Reread(rows, len(wanted) - seen, touched, bars)
 
 
 @dataclass
 class Reread:
     rows: list[dict[str, Any]]
     not_found: int
+    touched: set[str] = field(default_factory=set)
+    lifted: set[str] = field(default_factory=set)
 
 
 async def reevaluate(

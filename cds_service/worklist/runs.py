@@ -27,7 +27,7 @@ from cds_service.dismissals import SCHEMA as DISMISSAL_SCHEMA
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS screen_run (id {serial} PRIMARY KEY, created_at TEXT NOT NULL,"
     " as_of TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL, transaction_time TEXT,"
-    " patients INTEGER NOT NULL, pseudonymised INTEGER NOT NULL)",
+    " patients INTEGER NOT NULL, pseudonymised INTEGER NOT NULL, mirror TEXT)",
     "CREATE TABLE IF NOT EXISTS screen_row (id {serial} PRIMARY KEY, run_id INTEGER NOT NULL,"
     " patient TEXT NOT NULL, trial TEXT NOT NULL, status TEXT NOT NULL, eligible_from TEXT,"
     " failed TEXT, unknowns TEXT, outcomes TEXT)",
@@ -49,6 +49,7 @@ class Run:
     transaction_time: str | None
     patients: int
     pseudonymised: bool
+    mirror: str | None = None  # the export as this run saw it (mirror.py), for the next `--since last`
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,8 @@ class RunStore:
     def save(self, run: dict[str, Any], rows: Iterable[dict[str, Any]]) -> int:
         """Store one run and its rows in one transaction; the run's id."""
         p = self.p
-        cols = ("created_at", "as_of", "source", "kind", "transaction_time", "patients", "pseudonymised")
-        values = (datetime.now(UTC).isoformat(timespec="seconds"), *(run[c] for c in cols[1:]))
+        cols = ("created_at", "as_of", "source", "kind", "transaction_time", "patients", "pseudonymised", "mirror")
+        values = (datetime.now(UTC).isoformat(timespec="seconds"), *(run.get(c) for c in cols[1:]))
         with self._conn() as conn:
             cur = conn.cursor()
             sql = f"INSERT INTO screen_run ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))}) RETURNING id"
@@ -127,13 +128,16 @@ class RunStore:
 
     def runs(self, source: str | None = None) -> list[Run]:
         """Every run, oldest first (only those of `source` when given)."""
-        sql = "SELECT id, created_at, as_of, source, kind, transaction_time, patients, pseudonymised FROM screen_run"
+        sql = (
+            "SELECT id, created_at, as_of, source, kind, transaction_time, patients, pseudonymised, mirror "
+            "FROM screen_run"
+        )
         args: tuple = ()
         if source is not None:
             sql, args = sql + f" WHERE source = {self.p}", (source,)
         with self._conn() as conn:
             found = conn.execute(sql + " ORDER BY id", args).fetchall()
-        return [Run(r[0], r[1], date.fromisoformat(r[2]), r[3], r[4], r[5], r[6], bool(r[7])) for r in found]
+        return [Run(r[0], r[1], date.fromisoformat(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in found]
 
     def state(self, run: Run, runs: list[Run]) -> dict[tuple[str, str], StoredRow]:
         """(patient, trial) -> the newest row since the last full run up to `run`."""

@@ -39,7 +39,10 @@ def _rows(path) -> dict[tuple[str, str], dict]:
         return {(r["patient"], r["trial"]): r for r in csv.DictReader(f)}
 
 
-def test_since_last_re_screens_what_changed_and_the_worklist_lists_it(hapi_server, tmp_path):
+@pytest.mark.parametrize("reread", ["mirror", "server"])
+def test_since_last_re_screens_what_changed_and_the_worklist_lists_it(hapi_server, tmp_path, reread):
+    """`mirror`: the full screen's copy of the export is updated and read; `server`: without it (deleted),
+    each touched patient is read again through the hook's searches."""
     import os
 
     d1 = date.today()
@@ -54,6 +57,10 @@ def test_since_last_re_screens_what_changed_and_the_worklist_lists_it(hapi_serve
     common = ["--fhir-server", hapi_server.base, "--workers", "1", "--max-poll-seconds", "2"]
     _cli(env, "screen", *common, "--out", str(tmp_path / "full1"), "--as-of", d1.isoformat())
 
+    mirror = tmp_path / "full1" / "mirror.sqlite3"
+    assert mirror.is_file()
+    if reread == "server":
+        mirror.unlink()
     _post(hapi_server.base, syn.eligible_patient(d2, d))  # a new SLE patient
     _post(hapi_server.base, [syn.qualitative(c, "56888-1", True, d2 - timedelta(days=1), display="HIV 1+2 Ab+p24 Ag")])
     done = _cli(env, "screen", *common, "--since", "last", "--out", str(tmp_path / "since"), "--as-of", d2.isoformat())

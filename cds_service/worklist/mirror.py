@@ -1,0 +1,100 @@
+"""The export as the last screen saw it, kept beside it, so a re-screen reads nothing twice.
+
+A full `screen --fhir-server` keeps every resource it screened in `OUT_DIR/mirror.sqlite3` (type, id,
+patient, the NDJSON line). `--since last` downloads only what changed (`$export` with `_since`), writes
+it over the mirror by type and id, and evaluates the touched patients, and those whose bar lifted, from
+the mirror: no FHIR search per patient. The mirror is a copy of exported records, so it lives where the
+export does and is protected like it.
+
+An `_since` export lists changed and new resources, not deleted ones (the Bulk Data manifest's
+`deleted` array is not read): a resource deleted on the server stays in the mirror until the next
+full screen, which rebuilds it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from cds_service.screening.bulk import READ_TYPES, ReadLimits, ReadStats, _open, export_files, lines, patient_of
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS res (rtype TEXT NOT NULL, id TEXT NOT NULL, patient TEXT, body BLOB NOT NULL,"
+    " PRIMARY KEY (rtype, id))",
+    "CREATE INDEX IF NOT EXISTS res_patient ON res (patient)",
+)
+
+
+class Mirror:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            for ddl in SCHEMA:
+                conn.execute(ddl)
+            yield conn
+            conn.commit()
+        finally:
+            conn.close()
+
+    def reset(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def take(self, folder: Path, limits: ReadLimits | None = None) -> set[str]:
+        """Write the export's resources over the mirror (by type and id); the patients they belong to."""
+        touched: set[str] = set()
+        max_line = (limits or ReadLimits.from_settings()).max_line_bytes
+        stats = ReadStats()
+        with self._conn() as conn:
+            for rtype, path in export_files(folder):
+                if rtype not in READ_TYPES:
+                    continue
+                batch: list[tuple] = []
+                with _open(path) as f:
+                    for line in lines(f, max_line, stats):
+                        row = _row(line)
+                        if row is not None:
+                            batch.append(row)
+                            if row[2] is not None:
+                                touched.add(row[2])
+                        if len(batch) >= 5000:
+                            conn.executemany("INSERT OR REPLACE INTO res VALUES (?, ?, ?, ?)", batch)
+                            batch = []
+                conn.executemany("INSERT OR REPLACE INTO res VALUES (?, ?, ?, ?)", batch)
+        return touched
+
+    def patients(self) -> set[str]:
+        with self._conn() as conn:
+            return {p for (p,) in conn.execute("SELECT DISTINCT patient FROM res WHERE rtype = 'Patient'")}
+
+    def records(self, patients: set[str]) -> Iterator[tuple[str, list[dict]]]:
+        """(patient, their resources and every Medication), for each of `patients` the mirror holds."""
+        with self._conn() as conn:
+            shared = [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE rtype = 'Medication'")]
+            for pid in sorted(patients):
+                mine = [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE patient = ?", (pid,))]
+                if any(r.get("resourceType") == "Patient" for r in mine):
+                    yield pid, mine + shared
+
+
+def _row(line: bytes) -> tuple[str, str, str | None, bytes] | None:
+    """(type, id, patient, line) of a usable line; None for what the screen sets aside."""
+    try:
+        res = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(res, dict) or res.get("resourceType") not in READ_TYPES or not isinstance(res.get("id"), str):
+        return None
+    pid = None if res["resourceType"] == "Medication" else patient_of(res)
+    if pid is None and res["resourceType"] != "Medication":
+        return None  # names no patient, or two: set aside, as the screen does
+    return res["resourceType"], res["id"], pid, line.rstrip(b"\n")
