@@ -138,3 +138,37 @@ def test_partitions_grow_with_the_export_so_a_worker_holds_a_bounded_share(tmp_p
     with (tmp_path / "Condition.ndjson.gz").open("wb") as f:
         f.truncate(4 * PART_BYTES)  # compressed: counted at its expanded size
     assert partitions_for(tmp_path, 1) == 64
+
+
+def test_spark_engine_keeps_the_per_patient_and_line_limits(tmp_path, monkeypatch):
+    """Security round 2, #9: a patient over the limits is left out by Spark as by the embedded engine, before
+    any worker holds the record, and an over-long line never reaches Python."""
+    from cds_service.settings import get_settings
+    from demo import synthetic as syn
+
+    small = syn.eligible_patient(AS_OF, "small")
+    big = syn.eligible_patient(AS_OF, "big")
+    big += [dict(r, id=f"{r['id']}-again") for r in big[1:3]]  # over the resource limit set below
+    padded = dict(small[1], id="padded", note=[{"text": "x" * 5000}])  # over the line limit set below
+    folder = tmp_path / "export"
+    folder.mkdir()
+    by_type: dict[str, list[bytes]] = {}
+    for r in (*small, *big, padded):
+        by_type.setdefault(r["resourceType"], []).append(orjson.dumps(r))
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    longest = max(len(orjson.dumps(r)) for r in (*small, *big))
+    monkeypatch.setenv("TRIAL_MATCHER_SCREEN_MAX_PATIENT_RESOURCES", str(len(small)))
+    monkeypatch.setenv("TRIAL_MATCHER_SCREEN_MAX_LINE_BYTES", str(longest))
+    get_settings.cache_clear()
+    try:
+        dirs = (ROOT / "mappings", ROOT / "trials", 365)
+        embedded = screen(folder, dirs, AS_OF, workers=1)
+        from cds_service.screening.spark import screen_spark
+
+        spark = screen_spark(folder, dirs, AS_OF, master="local[1]")
+    finally:
+        get_settings.cache_clear()
+    assert embedded.stats.too_large == spark.stats.too_large == {"big"}
+    assert embedded.stats.too_long == 1  # Spark's reader skips it unseen, so only the embedded engine counts it
+    assert spark.rows == embedded.rows and {r["patient"] for r in spark.rows} == {"small"}

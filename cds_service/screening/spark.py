@@ -8,6 +8,10 @@ catalogue per worker. Medication resources, which belong to no patient, are broa
 patient as the embedded engine copies them into every partition, so both engines see the same record
 and give the same rows. `local[*]` by default; `--spark-master` names a cluster (whose workers need
 this package installed). PySpark is an optional dependency (`pip install .[spark]`).
+
+The embedded engine's limits hold here too: Hadoop's line reader skips lines over the line limit before
+they reach Python (uncounted: Spark does not say how many), and patients over the per-patient limits
+are found by a size aggregation and left out before their records are grouped, so no worker holds one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import orjson
 
 from cds_service.screening import run
-from cds_service.screening.bulk import ReadStats, classify, export_files
+from cds_service.screening.bulk import ReadLimits, ReadStats, classify, export_files
 
 
 def tag(line: str) -> tuple[str, str | None, str]:
@@ -58,11 +62,14 @@ def screen_spark(
     from pyspark.sql import SparkSession  # optional dependency: imported only when asked for
 
     start = time.perf_counter()
+    limits = ReadLimits.from_settings()
     spark = (
         SparkSession.builder.master(master)
         .appName("trial-matcher screen")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
+        # Hadoop keeps a line when the bytes it consumed, terminator included, are under the maximum
+        .config("spark.hadoop.mapreduce.input.linerecordreader.line.maxlength", str(limits.max_line_bytes + 2))
         .getOrCreate()
     )
     try:
@@ -73,7 +80,10 @@ def screen_spark(
         shared = tagged.filter(lambda t: t[0] == "medication").map(lambda t: t[2]).collect()
         mappings_dir, trials_dir, horizon = catalog_dirs
         init = (str(mappings_dir), str(trials_dir), horizon)
-        by_patient = tagged.filter(lambda t: t[0] in ("patient", "record")).map(lambda t: (t[1], t[2])).groupByKey()
+        owned = tagged.filter(lambda t: t[0] in ("patient", "record")).map(lambda t: (t[1], t[2]))
+        stats.too_large = _too_large(owned, limits)
+        big = sc.broadcast(stats.too_large)
+        by_patient = owned.filter(lambda kv: kv[0] not in big.value).groupByKey()
         out = by_patient.mapPartitions(lambda groups: evaluate(groups, init, as_of, trial_ids, shared)).collect()
     finally:
         spark.stop()
@@ -83,6 +93,15 @@ def screen_spark(
         if k == "funnel":
             funnel.merge(v)
     return run.Screening(rows, funnel, stats, time.perf_counter() - start, run.peak_rss_mb())
+
+
+def _too_large(owned: Any, limits: ReadLimits) -> set[str]:
+    """Patients over the per-patient limits, as the embedded reader counts them (bytes with the newline)."""
+    max_bytes, max_resources = limits.max_patient_bytes, limits.max_patient_resources
+    sizes = owned.mapValues(lambda line: (len(line.encode("utf-8")) + 1, 1)).reduceByKey(
+        lambda a, b: (a[0] + b[0], a[1] + b[1])
+    )
+    return set(sizes.filter(lambda kv: kv[1][0] > max_bytes or kv[1][1] > max_resources).keys().collect())
 
 
 def _stats(tagged: Any) -> ReadStats:
