@@ -340,3 +340,29 @@ def test_t1_exc6_none_on_record_keeps_the_standing_review(catalog, eligible):
     negated = condition(text="no Sjogren syndrome")
     assert not exc(catalog, [*eligible, negated], T1, "exc-6").flagged
     assert not exc(catalog, [*eligible, condition("M06.4")], T1, "exc-6").flagged  # inflammatory polyarthropathy
+
+
+# --- T1 exc-16: severe hepatic insufficiency (same finding, NW7: "cirrhosis codes could be flagged") -------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        condition("K74.60"),  # unspecified cirrhosis of liver
+        condition("K70.30"),  # alcoholic cirrhosis
+        condition("K72.10"),  # chronic hepatic failure (end-stage liver disease)
+        condition(snomed="19943007"),
+        condition(text="Liver cirrhosis, Child-Pugh B"),
+    ],
+)
+def test_t1_exc16_cirrhosis_or_hepatic_failure_on_record_goes_to_a_person(catalog, eligible, record):
+    r = exc(catalog, [*eligible, record], T1, "exc-16")
+    assert r.outcome == "review" and r.flagged
+
+
+def test_t1_exc16_none_or_resolved_keeps_the_standing_review(catalog, eligible):
+    assert not exc(catalog, eligible, T1, "exc-16").flagged
+    resolved = condition("K72.00")  # acute hepatic failure, resolved
+    resolved["clinicalStatus"]["coding"][0]["code"] = "resolved"
+    r = exc(catalog, [*eligible, resolved], T1, "exc-16")
+    assert r.outcome == "review" and not r.flagged
