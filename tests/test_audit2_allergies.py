@@ -366,3 +366,63 @@ def test_t1_exc16_none_or_resolved_keeps_the_standing_review(catalog, eligible):
     resolved["clinicalStatus"]["coding"][0]["code"] = "resolved"
     r = exc(catalog, [*eligible, resolved], T1, "exc-16")
     assert r.outcome == "review" and not r.flagged
+
+
+# --- T3 exc-2: intravenous antibiotics within one week (same finding, NW7; W13c) ---------------------------
+
+ROUTE = {"system": SNOMED, "code": "47625008", "display": "Intravenous route"}
+ORAL = {"system": SNOMED, "code": "26643006", "display": "Oral route"}
+
+
+def administration(mid: str, drug: str, days_ago: int, route: dict | None = ROUTE, atc: str | None = None) -> dict:
+    code: dict = {"text": drug}
+    if atc:
+        code = {"coding": [{"system": "http://www.whocc.no/atc", "code": atc}]}
+    res: dict = {
+        "resourceType": "MedicationAdministration",
+        "id": mid,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{P}"},
+        "medicationCodeableConcept": code,
+        "effectiveDateTime": date.fromordinal(AS_OF.toordinal() - days_ago).isoformat(),
+    }
+    if route is not None:
+        res["dosage"] = {"route": {"coding": [route]}}
+    return res
+
+
+def test_t3_exc2_iv_ceftriaxone_three_days_ago_excludes_until_a_week_after(catalog, eligible):
+    """W13c: IV ceftriaxone 3 days ago -> T3 exc-2 was review, the same as for a patient with none."""
+    res = [*eligible, administration("ma1", "cefTRIAXone 1 g in 50 mL", 3)]
+    r = exc(catalog, res, T3, "exc-2")
+    assert r.outcome == "fail" and r.until is not None and r.until > AS_OF
+    result = evaluate(catalog, res, T3, AS_OF)
+    assert result.status == "possibly-eligible" and result.eligible_from == r.until
+
+
+def test_t3_exc2_an_antibacterial_coded_only_in_atc_j01_counts(catalog, eligible):
+    r = exc(catalog, [*eligible, administration("ma1", "", 2, atc="J01XA01")], T3, "exc-2")
+    assert r.outcome == "fail"
+
+
+def test_t3_exc2_oral_or_older_courses_keep_the_standing_review(catalog, eligible):
+    oral = administration("ma1", "ciprofloxacin 500 mg", 2, route=ORAL)
+    old = administration("ma2", "ceftriaxone", 10)
+    r = exc(catalog, [*eligible, oral, old], T3, "exc-2")
+    assert r.outcome == "review" and not r.flagged
+    assert not exc(catalog, eligible, T3, "exc-2").flagged
+
+
+@pytest.mark.parametrize(
+    "route", [None, {"system": "urn:oid:local", "code": "X9"}], ids=["not recorded", "unrecognised"]
+)
+def test_t3_exc2_a_recent_antibiotic_of_unknown_route_goes_to_a_person(catalog, eligible, route):
+    r = exc(catalog, [*eligible, administration("ma1", "vancomycin", 2, route=route)], T3, "exc-2")
+    assert r.outcome == "review" and r.flagged
+    assert any("route not" in x for x in r.review)
+
+
+def test_t3_exc2_iv_antibiotic_source_not_read_is_unknown(catalog, eligible):
+    facts = catalog.facts(eligible, P, gathered={"Condition", "Observation"})
+    c = next(c for c in catalog.trials[T3].criteria if c.id == "exc-2")
+    assert catalog.engine.criterion(facts, c, AS_OF).outcome == "unknown"

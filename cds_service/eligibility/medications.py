@@ -38,6 +38,7 @@ class MedicationRule(Rule):
     match_review: str | None = None  # a match needs a person (e.g. a vaccine of unrecorded type)
     dose_per_kg: bool = False  # dose in mg/kg/day, with body weight from the record
     weight_at_dose: bool = False  # `dose_per_kg`: the body weight nearest the dose, not today's
+    route: str | None = None  # only courses given by this route (a key of medications.yaml `routes`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,17 @@ class CurrentDose(Rule):
 def parse_medication(p: RuleParser, arg: Any) -> Rule:
     check_keys(
         arg,
-        {"classes", "ingredients", "within", "dose", "dose_per_kg", "if_ongoing", "ongoing_note", "match_review"},
+        {
+            "classes",
+            "ingredients",
+            "within",
+            "dose",
+            "dose_per_kg",
+            "if_ongoing",
+            "ongoing_note",
+            "match_review",
+            "route",
+        },
         "medication",
     )
     ings, label = p.ingredients(arg, "medication")
@@ -74,6 +85,9 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
         )
     if dose.get("per_kg"):
         p.variables_used.add("weight")
+    route = arg.get("route")
+    if route is not None and route not in p.mappings.medications.routes:
+        raise RuleError(f"medication.route {route!r} is not a route of mappings/medications.yaml")
     if_ongoing = arg.get("if_ongoing", "match")
     if if_ongoing not in ("match", "review"):
         raise RuleError("medication.if_ongoing is 'match' or 'review'")
@@ -89,6 +103,7 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
         arg.get("match_review"),
         bool(dose.get("per_kg")),
         at_dose,
+        route,
     )
 
 
@@ -230,6 +245,13 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
             if not CMP[rule.dose_op](dose, rule.dose_value):
                 outside = True
                 continue
+        if rule.route is not None and rule.route not in m.routes:
+            if m.routes and "unrecognised" not in m.routes:
+                outside = True  # given by another route
+                continue
+            how = "route not recognised" if m.routes else "route not recorded"
+            review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: {how}; given {rule.route}?"]))
+            continue
         hit = _medication_hit(rule, m, ev, ongoing, since, ctx)
         (review if hit.truth == Truth.REVIEW else hits).append(hit)
     if hits:

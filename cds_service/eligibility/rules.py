@@ -15,7 +15,7 @@ register themselves here (see README "Rule vocabulary" for examples):
   conditions.py    condition {groups, within, dated_by, except, except_review, active_only, match_review,
                    onset_before}
   medications.py   medication {classes|ingredients, within, dose, dose_per_kg, if_ongoing, ongoing_note,
-                   match_review};
+                   match_review, route};
                    treated {classes, min_duration, min_distinct}; current_dose {classes, op, value}
   procedures.py    procedure {groups, within, match_review}
   allergies.py     allergy {ingredients|classes, match_review}; allergy {drugs: any, severe, match_review}

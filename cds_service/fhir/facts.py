@@ -120,6 +120,9 @@ class MedicationFact:
     # record was asserted, or today when nothing bounds it), never simply on the start date
     end_unknown: bool = False
     end_bound: date | None = None
+    # routes of administration recorded on its dosage lines (keys of mappings/medications.yaml `routes`,
+    # "non-systemic" or "unrecognised"); empty when no route is recorded
+    routes: frozenset[str] = frozenset()
 
     def last_use(self) -> date | None:
         return self.end or self.start

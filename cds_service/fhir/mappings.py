@@ -229,6 +229,11 @@ class NonSystemicRoutes(BaseModel):
     words: list[str]
 
 
+class RouteMap(BaseModel):
+    snomed: list[str] = Field(default_factory=list)
+    words: list[str] = Field(default_factory=list)
+
+
 class NoKnownAllergy(BaseModel):
     snomed: list[str] = Field(default_factory=list)
     words: list[str] = Field(default_factory=list)
@@ -240,6 +245,7 @@ class MedicationMappings(BaseModel):
     products: dict[str, Product] = Field(default_factory=dict)
     non_systemic_routes: NonSystemicRoutes
     no_known_allergy: NoKnownAllergy = Field(default_factory=NoKnownAllergy)
+    routes: dict[str, RouteMap] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> MedicationMappings:
@@ -336,6 +342,12 @@ class Mappings:
         self.steroid_ingredients = frozenset(steroids.members if steroids else ())
         self.non_systemic_snomed = set(meds.non_systemic_routes.snomed)
         self.non_systemic_words = [w.lower() for w in meds.non_systemic_routes.words]
+        self.route_snomed = {code: key for key, r in meds.routes.items() for code in r.snomed}
+        self.route_words = [
+            (re.compile(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])"), key)
+            for key, r in meds.routes.items()
+            for w in sorted(r.words, key=len, reverse=True)
+        ]
         self.no_allergy_snomed = frozenset(meds.no_known_allergy.snomed)
         self.no_allergy_words = tuple(w.lower() for w in meds.no_known_allergy.words)
 
@@ -391,6 +403,22 @@ class Mappings:
             return self._name_to_key[m.group(1)]
         m = self.fallback_pattern.search(text.lower()) if self.fallback_pattern else None
         return self._fallback_to_key[m.group(1)] if m else None
+
+    def route_of(self, codings: list[tuple[str, str]], text: str) -> str:
+        """The route a dosage's route concept names: a key of `routes`, "non-systemic" (topical, inhaled...),
+        or "unrecognised" (never read as any particular route)."""
+        for system, code in codings:
+            if system == SNOMED and code in self.route_snomed:
+                return self.route_snomed[code]
+            if system == SNOMED and code in self.non_systemic_snomed:
+                return "non-systemic"
+        t = " ".join(text.lower().split())
+        hits = {key for pattern, key in self.route_words if pattern.search(t)} if t else set()
+        if len(hits) == 1:
+            return hits.pop()
+        if not hits and any(w in t for w in self.non_systemic_words) and t:
+            return "non-systemic"
+        return "unrecognised"
 
     def ingredients_in_text(self, text: str) -> tuple[frozenset[str], frozenset[str]]:
         """Every ingredient free text names, negation first (allergy lists: "no known allergy to penicillin"):

@@ -152,8 +152,18 @@ class MedicationReader(Reader):
                 pred_eq_mg=pred,
                 end_unknown=end_unknown,
                 end_bound=end_bound,
+                routes=self._routes(dosages),
             )
         )
+
+    def _routes(self, dosages: list) -> frozenset[str]:
+        out = set()
+        for d in dosages:
+            route = _o(d).get("route")
+            if route is not None:
+                codings = [(system, code) for system, code, _ in _codings(route)]
+                out.add(self.m.route_of(codings, _cc_all_text(route)))
+        return frozenset(out)
 
     def _immunization(self, imm: dict, facts: PatientFacts) -> None:
         if _s(imm.get("status")) != "completed":
