@@ -16,6 +16,7 @@ from helpers import criterion, evaluate, open_service, plain
 from cds_service.fhir.codes import RXNORM, SNOMED
 from cds_service.fhir.facts import SOURCES
 from cds_service.fhir.gather import Gatherer
+from cds_service.fhir.normalize import Normalizer
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import READ_TYPES
@@ -145,6 +146,33 @@ def test_substances_map_to_ingredients_by_code_and_by_unnegated_text(catalog):
     assert by_id["AllergyIntolerance/a4"].ingredients == {"cyclophosphamide"}
     assert by_id["AllergyIntolerance/a5"].ingredients == set()
     assert by_id["AllergyIntolerance/a5"].doubtful == {"cyclophosphamide"}
+
+
+def test_strict_and_fast_readers_give_the_same_allergy_and_route_facts(catalog):
+    recs = [
+        allergy("a1", "Cyclophosphamide", category=["medication"], type="allergy", criticality="high"),
+        allergy(
+            "a2",
+            coding=[{"system": RXNORM, "code": "24698"}],
+            reaction=[{"severity": "severe", "manifestation": [{"text": "rash"}]}],
+        ),
+        allergy("a3", "Peanut", category=["food"], clinical="resolved"),
+    ]
+    fast = Normalizer(catalog.mappings).normalize(recs, P, SOURCES)
+    strict = Normalizer(catalog.mappings, strict=True).normalize(recs, P, SOURCES)
+    assert fast == strict and len(fast.allergies) == 3 and not fast.skipped
+
+
+def test_an_allergy_with_elements_of_the_wrong_type_is_skipped_and_reported(catalog):
+    res = [allergy("a1", "Cyclophosphamide", category="medication")]
+    facts = catalog.facts(res, P)
+    assert facts.allergies == [] and facts.skipped
+    assert facts.unread.get("AllergyIntolerance") == 1  # so it can never read as "none on record"
+
+
+def test_t3_exc1_an_invalid_allergy_record_is_unknown_not_none(catalog, eligible):
+    r = exc(catalog, [*eligible, allergy("a1", "Cyclophosphamide", category="medication")])
+    assert r.outcome == "unknown"
 
 
 @pytest.mark.parametrize("status", ["refuted", "entered-in-error"])

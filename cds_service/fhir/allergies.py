@@ -17,7 +17,7 @@ from typing import Any
 
 from cds_service.fhir.codes import SNOMED
 from cds_service.fhir.facts import AllergyFact, PatientFacts
-from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
+from cds_service.fhir.read import Invalid, Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
 
 _SEVERITY = {"mild": 1, "moderate": 2, "severe": 3}
 # "No known drug allergies", "None known", "Denies allergies": a record that states there is none
@@ -26,6 +26,15 @@ _STATES_NONE = re.compile(r"^\W*(no|none|nil|denies|denied|negative)\b")
 
 class AllergyReader(Reader):
     def _allergy(self, res: dict, facts: PatientFacts) -> None:
+        try:
+            self._read_allergy(res, facts)
+        except Invalid:
+            # skipped and reported like any invalid resource; an allergy that could not be read might be to
+            # any drug, so AllergyIntolerance can no longer say "none on record"
+            facts.unread["AllergyIntolerance"] = facts.unread.get("AllergyIntolerance", 0) + 1
+            raise
+
+    def _read_allergy(self, res: dict, facts: PatientFacts) -> None:
         verification = _first_code(res.get("verificationStatus"))
         if verification in ("refuted", "entered-in-error"):
             return
@@ -50,7 +59,8 @@ class AllergyReader(Reader):
         if not readable:  # nothing here can be read: this allergy might be to any drug
             facts.unread["AllergyIntolerance"] = facts.unread.get("AllergyIntolerance", 0) + 1
             return
-        if not self._valid(res, facts):
+        if not self._valid(res, facts):  # strict mode: skipped and reported, and not "none on record" either
+            facts.unread["AllergyIntolerance"] = facts.unread.get("AllergyIntolerance", 0) + 1
             return
         severities = [_s(_o(r).get("severity")) for r in _l(res.get("reaction"))]
         worst = max((s for s in severities if s in _SEVERITY), key=_SEVERITY.__getitem__, default=None)
