@@ -87,7 +87,7 @@ class BodySizeLimit:
 
     The body is counted as the endpoint reads it, not read ahead: with client authentication on, the
     JWT is checked (by an inner middleware) before a byte of the body is read, so an unauthenticated
-    caller cannot make the service buffer 32 MiB. Past the limit the read raises HTTPException(413),
+    caller cannot make the service buffer a body at all. Past the limit the read raises HTTPException(413),
     which FastAPI passes through its body parsing (any other error there would become a 400).
     """
 
