@@ -138,7 +138,11 @@ def test_no_store_and_pseudonymised_ids(tmp_path, monkeypatch, trials_dir, capsy
 
 def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, catalog):
     store = RunStore(f"sqlite:///{screened}")
-    trial = next(iter(catalog.trials.values()))
+    trial = next(t for t in catalog.trials.values() if not t.draft)
+    with sqlite3.connect(screened) as db:  # a card the service recorded as dismissed, in D2's month
+        db.execute(
+            "INSERT INTO dismissal VALUES ('subject-hash', ?, 0, 'patient-declined', ?)", (trial.id, D2.isoformat())
+        )
     out = tmp_path / "log"
     args = ["screening-log", "--trial", trial.id, "--from", D1.isoformat(), "--to", D2.isoformat(), "--out", str(out)]
     assert main(args) == 0
@@ -153,8 +157,9 @@ def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, 
     assert all(f["text"] in texts for f in failures)
     for m in months:
         assert int(m["failed"]) == sum(int(f["patients"]) for f in failures if f["month"] == m["month"])
+    assert [int(m["dismissed"]) for m in months] == [0, 1]
     page = (out / "screening-log.html").read_text()
-    assert "<svg" in page and "<script" not in page
+    assert "<svg" in page and "<script" not in page and "patient-declined" in page
     assert main(["screening-log", "--trial", "NCT00000000", "--from", "2026-01-01", "--to", "2026-02-01"]) == 2
 
 

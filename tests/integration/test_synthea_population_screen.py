@@ -76,3 +76,31 @@ def test_the_screen_starts_at_the_door(population, tmp_path):
         outside = sum(1 for r in rows if r["trial"] == trial and r["failed"] == COHORT_STEP)
         assert int(first["failed_here"]) == outside >= len(patients - with_sle)
     assert "cohort entry" in (out / "funnel.html").read_text(encoding="utf-8")
+
+
+def test_the_screening_log_of_a_synthea_population_adds_up(population, tmp_path, monkeypatch, catalog):
+    """The sponsor's log from the stored screen: screened = likely + possibly + not assessed + failed, every
+    patient counted once per trial, and each failure named by the trial file's own quoted text."""
+    from cds_service.settings import get_settings
+
+    export, _, _ = population
+    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    get_settings.cache_clear()
+    try:
+        argv = ["screen", str(export), "--out", str(tmp_path / "out"), "--as-of", REFERENCE.isoformat()]
+        assert main([*argv, "--workers", "2"]) == 0
+        for trial in (t for t in catalog.trials.values() if not t.draft):
+            out = tmp_path / "log" / trial.id
+            args = ["screening-log", "--trial", trial.id, "--from", REFERENCE.replace(day=1).isoformat(),
+                    "--to", REFERENCE.isoformat(), "--out", str(out)]  # fmt: skip
+            assert main(args) == 0
+            (month,) = list(csv.DictReader((out / "screening-log.csv").open(newline="", encoding="utf-8")))
+            parts = sum(int(month[k]) for k in ("likely", "possibly", "not_assessed", "failed"))
+            assert int(month["screened"]) == parts == GENERAL + SLE_CARE, trial.id
+            failures = list(csv.DictReader((out / "screening-failures.csv").open(newline="", encoding="utf-8")))
+            assert sum(int(f["patients"]) for f in failures) == int(month["failed"])
+            quoted = {c.text for c in trial.criteria} | {trial.entry.text}
+            assert failures and all(f["text"] in quoted for f in failures), trial.id
+            assert "<svg" in (out / "screening-log.html").read_text(encoding="utf-8")
+    finally:
+        get_settings.cache_clear()
