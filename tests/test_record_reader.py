@@ -207,3 +207,17 @@ def test_the_current_mrna_covid_formulas_count_as_mrna_lnp(catalog, eligible, cv
     imm = syn.immunization(P, cvx, "", d(60))
     imm["vaccineCode"] = {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": cvx}]}
     assert criterion(catalog, [*eligible, imm], T4, "exc-5", AS_OF).outcome == "fail"
+
+
+def test_a_condition_written_only_in_words_no_map_reads_leaves_exclusions_unknown(catalog, eligible):
+    """NS14 residual: "Breast cancer" as text only (no code) used to be dropped, so "no malignancy within 5
+    years" passed on a record that names one; an entry the maps cannot read makes "none on record" unknown."""
+    cancer = {"resourceType": "Condition", "id": "c-text", "subject": {"reference": f"Patient/{P}"},
+              "code": {"text": "Breast cancer"}, "onsetDateTime": d(200).isoformat()}  # fmt: skip
+    c = criterion(catalog, [*eligible, cancer], T1, "exc-20", AS_OF)
+    assert c.outcome == "unknown" and any("cannot be ruled out" in m for m in c.missing)
+    local = dict(cancer, code={"coding": [{"system": "urn:oid:1.2.3.4", "code": "BRCA-1"}], "text": "Breast cancer"})
+    assert criterion(catalog, [*eligible, local], T1, "exc-20", AS_OF).outcome == "unknown"
+    coded = dict(cancer, code={"coding": [{"system": SNOMED, "code": "195967001"}], "text": "Asthma"})
+    assert criterion(catalog, [*eligible, coded], T1, "exc-20", AS_OF).outcome == "pass"  # read: not a cancer
+    assert evaluate(catalog, [*eligible, cancer], T1, AS_OF).status == "possibly-eligible"

@@ -69,6 +69,11 @@ def evaluate_condition(rule: ConditionRule, ctx: Ctx) -> Res:
     # From here on the answer rests on what is NOT on record: the problem list must have been read.
     if "Condition" not in ctx.facts.gathered:
         return Res(Truth.UNKNOWN, missing=[f"problem list (Condition) not read, so {labels} cannot be ruled out"])
+    unread = ctx.facts.unread.get("Condition", 0)
+    if unread:  # a text-only or locally coded entry might be one of these
+        what = "condition is" if unread == 1 else "conditions are"
+        return Res(Truth.UNKNOWN, missing=[f"{unread} {what} recorded in words or codes this service does not "
+                                           f"read, so {labels} cannot be ruled out"])  # fmt: skip
     if found.out_of_window:
         return Res(
             Truth.FALSE, why=[f"{labels}: none within {rule.within}" if rule.within else f"{labels}: not current"]

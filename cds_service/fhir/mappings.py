@@ -385,6 +385,12 @@ class Mappings:
                 hits.add(key)
         return frozenset(hits)
 
+    def text_names_a_group(self, text: str) -> bool:
+        """The text speaks of a disease the maps know, even negated or excluded ("no SLE", "drug-induced
+        lupus"): it was understood, though it admits to no group."""
+        t = " ".join(text.lower().split())
+        return any(w in t for g in self.conditions.groups.values() for w in (*g.words, *g.words_exclude))
+
     def ingredient_for_code(self, system: str, code: str) -> str | None:
         key = self.med_code_index.get((system, code))
         if key:

@@ -138,8 +138,11 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         if not groups and text:
             groups |= self.m.condition_groups_from_text(text)
         if not groups:
-            if not text and not any(self.m.knows_condition_system(system) for system, _, _ in codings):
-                facts.unread["Condition"] = facts.unread.get("Condition", 0) + 1  # nothing here can be read
+            # No code in a system the maps are written in, and no text they understand: what this records
+            # is unknown ("Breast cancer" as text only), so no condition can be said to be absent.
+            known = any(self.m.knows_condition_system(system) for system, _, _ in codings)
+            if not known and not (text and self.m.text_names_a_group(text)):
+                facts.unread["Condition"] = facts.unread.get("Condition", 0) + 1
             return
         vs = {c for _, c, _ in _codings(cond.get("verificationStatus"))}
         if vs & {"refuted", "entered-in-error"} or not self._valid(cond, facts):
