@@ -172,3 +172,20 @@ def test_spark_engine_keeps_the_per_patient_and_line_limits(tmp_path, monkeypatc
     assert embedded.stats.too_large == spark.stats.too_large == {"big"}
     assert embedded.stats.too_long == 1  # Spark's reader skips it unseen, so only the embedded engine counts it
     assert spark.rows == embedded.rows and {r["patient"] for r in spark.rows} == {"small"}
+
+
+def test_files_are_read_by_their_lines_whatever_their_names(tmp_path, catalog):
+    """A folder from another tool: `condition.ndjson`, `Conditions.ndjson`, one mixed file. Every line is
+    routed by its own resourceType; skipping files by name put every patient outside the cohort."""
+    from demo import synthetic as syn
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    res = syn.eligible_patient(AS_OF, "n1")
+    (folder / "Patient.ndjson").write_bytes(orjson.dumps(res[0]) + b"\n")
+    (folder / "condition.ndjson").write_bytes(orjson.dumps(res[1]) + b"\n")
+    (folder / "mixed.ndjson").write_bytes(b"\n".join(orjson.dumps(r) for r in res[2:]) + b"\n")
+    result = screen(folder, (ROOT / "mappings", ROOT / "trials", 365), AS_OF, workers=1)
+    want = {t.id: t.status for t in catalog.report(catalog.facts(res, "n1"), AS_OF).trials}
+    assert {r["trial"]: r["status"] for r in result.rows} == want
+    assert COHORT_STEP not in {r["failed"] for r in result.rows}

@@ -120,9 +120,6 @@ def partition(folder: Path, work: Path, parts: int, limits: ReadLimits | None = 
         for rtype, path in export_files(folder):
             try:
                 with _open(path) as f:
-                    if rtype not in READ_TYPES:  # a Bulk Data file holds one type: no criterion reads these
-                        _count_unread(f, max_line, stats)
-                        continue
                     for line in lines(f, max_line, stats):
                         _route(line, rtype, files, medications, stats, parts)
             except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
@@ -133,14 +130,6 @@ def partition(folder: Path, work: Path, parts: int, limits: ReadLimits | None = 
         for out in files:
             out.close()
     return [work / f"part-{i:04d}.ndjson" for i in range(parts)], stats
-
-
-def _count_unread(f: IO[bytes], max_line: int, stats: ReadStats) -> None:
-    """Count a file of a type no criterion reads, line by line, without parsing a line of it."""
-    for line in lines(f, max_line, stats):
-        if line.strip():
-            stats.lines += 1
-            stats.other_types += 1
 
 
 def classify(line: bytes | str) -> tuple[str, str | None]:
