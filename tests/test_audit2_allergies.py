@@ -214,9 +214,9 @@ def test_t3_exc1_quotes_its_seed_and_names_the_three_drugs(catalog):
     "record",
     [
         allergy("a1", "Cyclophosphamide", category=["medication"], type="allergy"),
-        allergy("a2", coding=[{"system": RXNORM, "code": "3002", "display": "cyclophosphamide"}]),
-        allergy("a3", coding=[{"system": RXNORM, "code": "24698"}]),  # fludarabine by RxNorm alone
-        allergy("a4", "Obinutuzumab (Gazyva)", verification=None),
+        allergy("a2", coding=[{"system": RXNORM, "code": "3002", "display": "cyclophosphamide"}], type="allergy"),
+        allergy("a3", coding=[{"system": RXNORM, "code": "24698"}], type="allergy"),  # fludarabine by RxNorm
+        allergy("a4", "Obinutuzumab allergy", type="allergy"),
     ],
 )
 def test_t3_exc1_a_current_allergy_to_a_trial_drug_fails(catalog, eligible, record):
@@ -244,7 +244,7 @@ def test_t3_exc1_allergy_source_not_read_is_unknown(catalog, eligible):
 
 
 def test_t3_exc1_a_recorded_allergy_counts_even_when_the_source_was_not_read_completely(catalog, eligible):
-    facts = without_allergy_source(catalog, [*eligible, allergy("a1", "Cyclophosphamide")])
+    facts = without_allergy_source(catalog, [*eligible, allergy("a1", "Cyclophosphamide", type="allergy")])
     c = next(c for c in catalog.trials[T3].criteria if c.id == "exc-1")
     assert catalog.engine.criterion(facts, c, AS_OF).outcome == "fail"
 
@@ -256,6 +256,13 @@ def test_t3_exc1_a_recorded_allergy_counts_even_when_the_source_was_not_read_com
         (allergy("a2", "Cyclophosphamide", type="intolerance"), "intolerance"),
         (allergy("a3", "Cyclophosphamide", clinical=None), "clinical status not recorded"),
         (allergy("a4", "cyclophosphamide allergy ruled out"), "negation"),
+        # fresh-eyes review: words after the name, a missing type or verification never make a definite fail
+        (allergy("a5", "Cyclophosphamide: none", type="allergy"), "negation"),
+        (allergy("a6", "Possible fludarabine allergy", type="allergy"), "negation"),
+        (allergy("a7", "Cyclophosphamide - side effect, not allergy", type="allergy"), "negation"),
+        (allergy("a8", "Obinutuzumab (infusion reaction)", type="allergy"), "negation"),
+        (allergy("a9", "Cyclophosphamide", reaction=[{"manifestation": [{"text": "Nausea"}]}]), "not recorded as"),
+        (allergy("a10", "Cyclophosphamide", type="allergy", verification=None), "verification status"),
     ],
 )
 def test_t3_exc1_an_unsure_record_goes_to_a_person_never_fails(catalog, eligible, record, why):

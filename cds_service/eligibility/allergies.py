@@ -3,9 +3,10 @@
   allergy {ingredients|classes, severe, history, match_review}  an allergy to one of these drugs
   allergy {any: drug|substance, severe, history, match_review}  an allergy to any drug, or to anything
 
-A current (clinicalStatus active), confirmed or unqualified allergy to a named drug is TRUE; one recorded
-unconfirmed or presumed, as an intolerance, without a clinical status, or whose text may negate it ("allergy
-ruled out") goes to a person, and so does every match under `match_review` (a criterion that needs judgement:
+A current (clinicalStatus active), confirmed allergy (type allergy) to a named drug is TRUE; one recorded
+unconfirmed or presumed or without a verification status, as an intolerance or without a type, without a
+clinical status, or whose text says more than the drug's name ("cyclophosphamide: none", "possible fludarabine
+allergy") goes to a person, and so does every match under `match_review` (a criterion that needs judgement:
 "severe"). Inactive and resolved ones are not current: shown, never counted, unless `history: true` (a
 "history of" criterion). `severe: true` leaves out allergies recorded as not severe (low criticality, or only
 mild or moderate reactions); one with no severity recorded may be severe. A status this service does not know
@@ -131,11 +132,15 @@ def _doubt(rule: AllergyRule, a: AllergyFact) -> str | None:
     """Why a person must read this record rather than count it, or None when it counts."""
     named = a.ingredients & rule.ingredients if rule.ingredients is not None else a.ingredients or not a.doubtful
     if not named:
-        return "the text names the drug with a negation after it; a person reads it"
+        return "the text says more than the drug's name (a negation or a qualifier after it); a person reads it"
     if a.clinical is None and not rule.history:
         return "clinical status not recorded"
     if a.verification in ("unconfirmed", "presumed"):
         return f"recorded {a.verification}"
+    if a.verification is None:
+        return "verification status not recorded: whether the allergy was confirmed"
+    if a.type is None:
+        return "not recorded as an allergy or an intolerance: whether it is a hypersensitivity"
     if a.type == "intolerance":
         return "recorded as an intolerance, not an allergy: whether it is a hypersensitivity or a contraindication"
     if rule.ingredients is None and not rule.substance and not a.ingredients and not a.categories:

@@ -20,6 +20,9 @@ from cds_service.fhir.facts import AllergyFact, PatientFacts
 from cds_service.fhir.read import Invalid, Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
 
 _SEVERITY = {"mild": 1, "moderate": 2, "severe": 3}
+# what may stand beside a drug's name in an allergy's text without changing what it says
+_PLAIN_WORDS = frozenset({"allergy", "allergies", "allergic", "to", "hypersensitivity", "drug", "and", "or",
+                          "phosphate", "sodium", "hydrochloride", "hcl", "citrate", "sulfate", "acetate"})  # fmt: skip
 # "No known drug allergies", "None known", "Denies allergies": a record that states there is none
 _STATES_NONE = re.compile(r"^\W*(no|none|nil|denies|denied|negative)\b")
 
@@ -49,6 +52,8 @@ class AllergyReader(Reader):
             text = _cc_all_text(cc)
             if not by_code and text:
                 found, unsure = self.m.ingredients_in_text(text)
+                if found and self._says_more(text):  # "Cyclophosphamide: none", "possible fludarabine allergy"
+                    found, unsure = frozenset(), unsure | found
                 named |= found
                 doubtful |= unsure
             # a code alone that maps to no drug could still be one of the criteria's (a SNOMED CT substance, an
@@ -79,6 +84,13 @@ class AllergyReader(Reader):
                 doubtful=frozenset(doubtful - named),
             )
         )
+
+    def _says_more(self, text: str) -> bool:
+        """Words beside the drug's name other than "allergy (to)": they may negate or qualify it ("none",
+        "denies", "side effect, not allergy", "suspected"), so the record is for a person to read."""
+        t = " ".join(text.lower().split())
+        rest = self.m.name_pattern.sub(" ", t) if self.m.name_pattern else t
+        return bool(set(re.findall(r"[a-z0-9]+", rest)) - _PLAIN_WORDS)
 
     def _states_none(self, code: Any) -> bool:
         if any(system == SNOMED and c in self.m.no_allergy_snomed for system, c, _ in _codings(code)):
