@@ -221,3 +221,20 @@ def test_a_condition_written_only_in_words_no_map_reads_leaves_exclusions_unknow
     coded = dict(cancer, code={"coding": [{"system": SNOMED, "code": "195967001"}], "text": "Asthma"})
     assert criterion(catalog, [*eligible, coded], T1, "exc-20", AS_OF).outcome == "pass"  # read: not a cancer
     assert evaluate(catalog, [*eligible, cancer], T1, AS_OF).status == "possibly-eligible"
+
+
+def test_words_no_map_reads_are_told_from_words_it_does(catalog, eligible):
+    """Fresh-eyes review of the rule above: "Measles" is not "SLE", an excluding phrase alone names nothing,
+    a refuted entry is never unread, and "Drug-induced lupus" is read as the disease it names."""
+
+    def entry(text: str, **extra) -> dict:
+        return {"resourceType": "Condition", "id": f"c-{abs(hash(text))}", "subject": {"reference": f"Patient/{P}"},
+                "code": {"text": text}, **extra}  # fmt: skip
+
+    for text in ("Measles encephalitis", "Drug-induced seizures"):
+        assert criterion(catalog, [*eligible, entry(text)], T3, "exc-5", AS_OF).outcome == "unknown", text
+    refuted = entry("Breast cancer", verificationStatus={"coding": [{"code": "refuted"}]})
+    assert criterion(catalog, [*eligible, refuted], T1, "exc-20", AS_OF).outcome == "pass"
+    dil = entry("Drug-induced lupus", clinicalStatus={"coding": [{"code": "active"}]})
+    assert criterion(catalog, [*eligible, dil], T3, "exc-12", AS_OF).outcome == "fail"
+    assert criterion(catalog, [*eligible, dil], T1, "exc-20", AS_OF).outcome == "pass"  # read: not a cancer

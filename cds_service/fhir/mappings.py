@@ -386,10 +386,16 @@ class Mappings:
         return frozenset(hits)
 
     def text_names_a_group(self, text: str) -> bool:
-        """The text speaks of a disease the maps know, even negated or excluded ("no SLE", "drug-induced
-        lupus"): it was understood, though it admits to no group."""
-        t = " ".join(text.lower().split())
-        return any(w in t for g in self.conditions.groups.values() for w in (*g.words, *g.words_exclude))
+        """The text names, as whole words, a disease the maps know, even negated or excluded ("no SLE",
+        "drug-induced lupus"): it was understood, though it admits to no group. "Measles" is not "SLE", and
+        an excluding phrase alone ("drug-induced seizures") names nothing the maps know."""
+        words = set(re.findall(r"[a-z0-9]+", text.lower()))
+        t = " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+        return any(
+            (w in words) if " " not in w else (f" {w} " in f" {t} ")
+            for g in self.conditions.groups.values()
+            for w in (" ".join(re.findall(r"[a-z0-9]+", x)) for x in g.words)
+        )
 
     def ingredient_for_code(self, system: str, code: str) -> str | None:
         key = self.med_code_index.get((system, code))

@@ -126,6 +126,9 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
     # --- Condition and Procedure ------------------------------------------------------------------
 
     def _condition(self, cond: dict, facts: PatientFacts) -> None:
+        vs = {c for _, c, _ in _codings(cond.get("verificationStatus"))}
+        if vs & {"refuted", "entered-in-error"}:
+            return  # never a fact, and not a record left unread either
         code = _o(cond.get("code"))
         groups: set[str] = set()
         history = False
@@ -144,8 +147,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
             if not known and not (text and self.m.text_names_a_group(text)):
                 facts.unread["Condition"] = facts.unread.get("Condition", 0) + 1
             return
-        vs = {c for _, c, _ in _codings(cond.get("verificationStatus"))}
-        if vs & {"refuted", "entered-in-error"} or not self._valid(cond, facts):
+        if not self._valid(cond, facts):
             return
         cs = {c for _, c, _ in _codings(cond.get("clinicalStatus"))}
         active: bool | None
