@@ -73,7 +73,7 @@ def run_screen(folder: Path, out: Path, workers: int, spark: bool = False) -> tu
     """Seconds and peak RSS (MiB, largest process so far) of `trial-matcher screen` in its own process."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "cds_service", "screen", str(folder), "--out", str(out), "--as-of",
-           AS_OF.isoformat(), "--workers", str(workers)]  # fmt: skip
+           AS_OF.isoformat(), "--workers", str(workers), "--no-store"]  # fmt: skip
     if spark:
         cmd += ["--engine", "spark", "--spark-master", f"local[{workers}]"]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True)

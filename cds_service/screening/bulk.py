@@ -170,13 +170,25 @@ def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadS
         setattr(stats, kind, getattr(stats, kind) + 1)
         return
     if kind == "medication":
-        medications.append(line.rstrip(b"\n") + b"\n")
+        medications.append(b"null\t" + line.rstrip(b"\n") + b"\n")
         return
     assert pid is not None
     if kind == "patient":
         stats.patients.add(pid)
     digest = hashlib.blake2b(pid.encode(), digest_size=4).digest()
-    files[int.from_bytes(digest, "big") % parts].write(line.rstrip(b"\n") + b"\n")
+    # the owner found here travels with the line (a JSON string: no raw tab in it), so the partition's
+    # reader does not walk every reference of every resource a second time
+    files[int.from_bytes(digest, "big") % parts].write(orjson.dumps(pid) + b"\t" + line.rstrip(b"\n") + b"\n")
+
+
+def _owned(line: bytes) -> tuple[str | None, dict, int]:
+    """(owner, resource, bytes of the resource's line) of a partition line: `"pid"\t{...}`, `null\t{...}`
+    for a shared Medication, or plain NDJSON (whose owner is found again)."""
+    if line.startswith(b"{"):
+        res = orjson.loads(line)
+        return patient_of(res), res, len(line)
+    head, _, body = line.partition(b"\t")
+    return orjson.loads(head), orjson.loads(body), len(body)
 
 
 def patients_in(
@@ -191,14 +203,13 @@ def patients_in(
     shared: list[dict] = []
     with part.open("rb") as f:
         for line in f:
-            res = orjson.loads(line)
-            pid = patient_of(res)
+            pid, res, n = _owned(line)
             if pid is None:
                 shared.append(res)
                 continue
             if pid in dropped:
                 continue
-            size[pid] = size.get(pid, 0) + len(line)
+            size[pid] = size.get(pid, 0) + n
             mine = by_patient.setdefault(pid, [])
             mine.append(res)
             if size[pid] > limits.max_patient_bytes or len(mine) > limits.max_patient_resources:
