@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from cds_service.fhir.answers import coded_answer
-from cds_service.fhir.mappings import Mappings, Variable
+from cds_service.fhir.map_models import Variable
+from cds_service.fhir.mappings import Mappings
 
 _COMBINATORS = {"all", "any", "any_available"}
 _ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}

@@ -260,6 +260,11 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
         return Res(Truth.UNKNOWN).merge(unknown + review)
     if review:
         return Res(Truth.REVIEW).merge(review)
+    return _nothing_found(rule, ctx, outside)
+
+
+def _nothing_found(rule: MedicationRule, ctx: Ctx, outside: bool) -> Res:
+    """No qualifying use on record: FALSE only when every source that could hold the drug was read."""
     unread = _unread_sources(rule.ingredients, ctx)
     if unread:  # "none (within the window) on record" needs every source that could hold the drug
         return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {'; '.join(unread)}"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from cds_service.fhir.mappings import Variable
+from cds_service.fhir.map_models import Variable
 
 _ROMAN = ("VI", "IV", "V", "III", "II", "I")
 _TOKEN = re.compile(r"[A-Z]+")

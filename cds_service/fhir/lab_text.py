@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cds_service.fhir.mappings import Variable
+from cds_service.fhir.map_models import Variable
 
 _CMP = r"(<=|>=|≤|≥|<|>)"
 _NUM = r"(\d+(?:\.\d+)?)"

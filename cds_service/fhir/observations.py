@@ -19,7 +19,7 @@ from cds_service.fhir.lab_text import (
     same_unit,
     scale_free,
 )
-from cds_service.fhir.mappings import Variable
+from cds_service.fhir.map_models import Variable
 from cds_service.fhir.negation import LAB_CUE, find_negated, find_unnegated
 from cds_service.fhir.read import Reader, _b, _cc_text, _codings, _d, _fmt, _i, _l, _n, _o, _s, _unit
 
