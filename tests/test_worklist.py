@@ -191,3 +191,20 @@ def test_the_worklist_page_is_behind_the_admin_token(screened, tmp_path):
         assert c.get("/worklist").status_code == 200  # the session cookie
         c.cookies.set("tm_worklist", "9999999999.forged", path="/worklist")
         assert c.get("/worklist").status_code == 401
+
+
+def test_an_incremental_state_rests_on_its_own_sources_full_screen(tmp_path):
+    """A one-off screen of another export between a server's full screen and its `--since last` run is not
+    the baseline of that run's state: only the same source's full screen is."""
+    store = RunStore(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    row = {"patient": "p1", "trial": "NCT1", "status": "likely-eligible", "eligible_from": "", "failed": "",
+           "unknowns": "", "outcomes": ""}  # fmt: skip
+    run = {"as_of": D1.isoformat(), "kind": "full", "transaction_time": "2026-11-23T00:00:00+00:00",
+           "patients": 1, "pseudonymised": 0}  # fmt: skip
+    store.save({**run, "source": "http://fhir.example/r4"}, [row, {**row, "patient": "p2"}])
+    store.save({**run, "source": "/exports/other"}, [{**row, "patient": "x9"}])
+    store.save({**run, "source": "http://fhir.example/r4", "kind": "incremental"}, [{**row, "status": "ineligible"}])
+    runs = store.runs()
+    state = store.state(runs[-1], runs)
+    assert set(state) == {("p1", "NCT1"), ("p2", "NCT1")}  # before: x9's one-off run stood in for p2's
+    assert state[("p1", "NCT1")].status == "ineligible" and state[("p2", "NCT1")].status == "likely-eligible"

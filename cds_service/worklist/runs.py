@@ -140,17 +140,20 @@ class RunStore:
         return [Run(r[0], r[1], date.fromisoformat(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in found]
 
     def state(self, run: Run, runs: list[Run]) -> dict[tuple[str, str], StoredRow]:
-        """(patient, trial) -> the newest row since the last full run up to `run`."""
-        full = max((r.id for r in runs if r.kind == "full" and r.id <= run.id), default=run.id)
+        """(patient, trial) -> the newest row since the last full run of the same source up to `run` (runs of
+        other sources, a one-off screen of another export, are not part of this one's state)."""
+        mine = [r for r in runs if r.source == run.source]
+        full = max((r.id for r in mine if r.kind == "full" and r.id <= run.id), default=run.id)
         p = self.p
         sql = (
             "SELECT r.id, r.run_id, r.patient, r.trial, r.status, r.eligible_from, r.failed, r.unknowns, r.outcomes "
             "FROM screen_row r JOIN (SELECT patient, trial, MAX(run_id) AS m FROM screen_row "
-            f"WHERE run_id >= {p} AND run_id <= {p} GROUP BY patient, trial) x "
+            f"WHERE run_id >= {p} AND run_id <= {p} AND run_id IN (SELECT id FROM screen_run WHERE source = {p}) "
+            "GROUP BY patient, trial) x "
             "ON r.patient = x.patient AND r.trial = x.trial AND r.run_id = x.m"
         )
         with self._conn() as conn:
-            found = conn.execute(sql, (full, run.id)).fetchall()
+            found = conn.execute(sql, (full, run.id, run.source)).fetchall()
         return {(r[2], r[3]): _stored(r) for r in found}
 
     def dismissals(self, trial: str, start: date, end: date) -> list[tuple[str, str | None]]:
