@@ -33,11 +33,11 @@ from pathlib import Path
 import httpx
 import orjson
 
-from cds_service.api.app import tune_gc
 from cds_service.api.models import CardsResponse
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import QUERIES, Gatherer
 from cds_service.fhir.urls import AllowList
+from cds_service.runtime import tune_gc
 from cds_service.settings import REPO_ROOT
 from cds_service.views.cards import cards_for
 from demo.hook_request import prefetch_for

@@ -4,7 +4,6 @@ the error handlers."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,24 +26,11 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import Gatherer
 from cds_service.logs import setup_logging
 from cds_service.pipeline import ChecklistLinks, Matcher
+from cds_service.runtime import tune_gc
 from cds_service.settings import Settings, get_settings
 from cds_service.store import open_store
 
 log = logging.getLogger("trial_matcher")
-
-
-def tune_gc(threshold: int) -> None:
-    """Keep the start-up heap (catalog, models) out of every collection and collect young objects less often.
-
-    Parsing a multi-MB prefetch creates hundreds of thousands of containers; with Python's
-    default gen-0 threshold (700) the collector rescans them again and again, which made
-    parsing 2.5-4x slower in bench/. The code creates no reference cycles on the hot path.
-    """
-    gc.collect()
-    gc.freeze()
-    if threshold > 0:
-        _, g1, g2 = gc.get_threshold()
-        gc.set_threshold(threshold, max(g1, 50), max(g2, 100))
 
 
 class SharedReplay:
