@@ -12,6 +12,7 @@ from typing import Any
 from cds_service.eligibility.trials import Trial
 from cds_service.views.checklists import OUTCOME_LABEL, STATUS_LABEL, _env
 from cds_service.worklist.changes import LISTS, Worklist
+from cds_service.worklist.log import quoted
 from cds_service.worklist.runs import Run, StoredRow
 
 LIST_TITLE = {
@@ -56,13 +57,8 @@ def render_worklist(wl: Worklist, trials: dict[str, Trial], trial: str | None) -
 
 
 def criterion_text(trial: Trial | None, criterion: str) -> str:
-    if trial is None or not criterion:
-        return ""
-    if criterion == "cohort entry":
-        return trial.entry.text
-    first = criterion.split(";")[0]
-    found = next((c for c in trial.criteria if c.id == first), None)
-    return found.text if found is not None else ""
+    """A worklist entry's criterion (one id, `cohort entry`, or none) as the trial file quotes it."""
+    return (quoted(trial, criterion) if trial is not None and criterion else None) or ""
 
 
 def render_row(run: Run, row: StoredRow, trial: Trial | None) -> str:

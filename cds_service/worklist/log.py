@@ -76,12 +76,17 @@ def build(store: RunStore, trial: Trial, start: date, end: date) -> list[Month]:
     return list(months.values())
 
 
-def quote(trial: Trial, criterion: str) -> str:
-    """The criterion's text as the trial file quotes it; the entry's for the cohort step."""
+def quoted(trial: Trial, criterion: str) -> str | None:
+    """The criterion's text as the trial file quotes it; the entry's for the cohort step; None for an id the
+    trial no longer has."""
     if criterion == COHORT_STEP:
         return trial.entry.text
     found = next((c for c in trial.criteria if c.id == criterion), None)
-    return found.text if found is not None else criterion
+    return found.text if found is not None else None
+
+
+def quote(trial: Trial, criterion: str) -> str:
+    return quoted(trial, criterion) or criterion
 
 
 def write(months: list[Month], trial: Trial, start: date, end: date, out: Path) -> list[Path]:
