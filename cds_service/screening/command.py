@@ -41,7 +41,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         return screen_since(args, err)
     stamp: list[str | None] = [None]  # the export's transactionTime: where the next `--since last` starts
-    folder = _exported(args, err, stamp) if args.fhir_server else Path(args.input)
+    folder = exported(args, err, stamp) if args.fhir_server else Path(args.input)
     if folder is None:
         return 2
     if not folder.is_dir() or not export_files(folder):
@@ -125,16 +125,21 @@ def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
         return screen_spark(folder, dirs, as_of, args.trial, args.spark_master)
 
 
-def _exported(args: argparse.Namespace, err: Console, stamp: list[str | None]) -> Path | None:
-    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export; None (said why) when it fails.
-    The folder is emptied of an earlier export's files first: they would be screened with this one."""
-    token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN")
+def export_token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN") or None
+
+
+def exported(args: argparse.Namespace, err: Console, stamp: list[str | None], since: str | None = None) -> Path | None:
+    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export (only what changed after `since`, when
+    given); None (said why) when it fails. The folder is emptied of an earlier export's files first: they
+    would be screened with this one. `stamp` receives the export's transactionTime."""
+    token = export_token(args)
     target = Path(args.out) / "export"
     try:
         stale = clear_export(target)
         if stale:
             say(err, f"$export: removed {stale} file(s) of an earlier export from {target}")
-        export = BulkExport(args.fhir_server, token, args.max_poll_seconds)
+        export = BulkExport(args.fhir_server, token, args.max_poll_seconds, since=since)
         with err.status("Bulk Data $export: kick-off") as status:
             # X-Progress is the server's text: escaped, so markup in it is shown, never run
             files = asyncio.run(export.run(target, lambda msg: status.update(f"Bulk Data $export: {escape(msg)}")))

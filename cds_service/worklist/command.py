@@ -9,20 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening.command import clear_export, say
+from cds_service.screening.command import export_token, exported, say
 from cds_service.screening.csvsafe import safe_rows
-from cds_service.screening.export import BulkExport, ExportError
 from cds_service.settings import Settings, get_settings
 from cds_service.worklist import changes, log
 from cds_service.worklist.mirror import Mirror
@@ -58,27 +55,21 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
         return 2
     catalog = Catalog.load(s.mappings_dir, s.trials_dir, horizon_days=s.temporary_horizon_days)
     as_of = args.as_of or s.as_of or date.today()
-    token = args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN") or None
-    target = Path(args.out) / "export"
     started = time.perf_counter()
-    try:
-        clear_export(target)
-        export = BulkExport(args.fhir_server, token, args.max_poll_seconds, since=last.transaction_time)
-        with err.status("Bulk Data $export of the changes"):
-            asyncio.run(export.run(target))
-    except (ExportError, httpx.HTTPError) as e:
-        say(err, f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
+    stamp: list[str | None] = [None]
+    target = exported(args, err, stamp, since=last.transaction_time)
+    if target is None:
         return 2
-    exported = time.perf_counter()
+    done_export = time.perf_counter()
     state_bars = lifted(store.state(last, store.runs()), last.as_of, as_of)
-    reread = _reevaluate(last, target, state_bars, key, catalog, as_of, args, s, token, err)
+    reread = _reevaluate(last, target, state_bars, key, catalog, as_of, args, s, export_token(args), err)
     evaluated = time.perf_counter()
     rows = [r for r in reread.rows if not args.trial or r["trial"] in args.trial]
-    run_id = remember(s, rows, as_of, args.fhir_server, "incremental", export.transaction_time, last.mirror)
+    run_id = remember(s, rows, as_of, args.fhir_server, "incremental", stamp[0], last.mirror)
     say(err, f"re-screened {len({r['patient'] for r in rows})} patient(s): {len(reread.touched)} with changes, "
              f"{len(reread.lifted - reread.touched)} whose bar lifted; {reread.not_found} no longer on record; "
-             f"stored as screen run {run_id}; $export {exported - started:.1f} s, re-read and evaluated in "
-             f"{evaluated - exported:.1f} s")  # fmt: skip
+             f"stored as screen run {run_id}; $export {done_export - started:.1f} s, re-read and evaluated in "
+             f"{evaluated - done_export:.1f} s")  # fmt: skip
     return 0
 
 

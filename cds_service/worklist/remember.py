@@ -22,7 +22,7 @@ import httpx
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.gather import Gatherer
 from cds_service.fhir.urls import AllowList
-from cds_service.screening.bulk import ReadStats, classify, export_files, lines
+from cds_service.screening.bulk import ReadLimits, ReadStats, _open, classify, export_files, lines
 from cds_service.screening.run import cohort_first, row
 from cds_service.settings import Settings
 from cds_service.worklist.mirror import Mirror
@@ -72,9 +72,10 @@ def touched_patients(folder: Path) -> set[str]:
     """The patients the changed resources of an `_since` export belong to."""
     found: set[str] = set()
     stats = ReadStats()
+    max_line = ReadLimits.from_settings().max_line_bytes
     for _, path in export_files(folder):
-        with path.open("rb") as f:
-            for line in lines(f, 64 * 1024 * 1024, stats):
+        with _open(path) as f:
+            for line in lines(f, max_line, stats):
                 kind, pid = classify(line)
                 if pid is not None and kind in ("patient", "record"):
                     found.add(pid)
@@ -117,12 +118,11 @@ async def reevaluate(
 ) -> Reread:
     """Read each patient in full through the hook's searches and evaluate them; four at a time."""
     allow = AllowList.parse(server)
-    headers_client = httpx.AsyncClient(timeout=settings.fhir_timeout_seconds * 10, follow_redirects=False,
-                                       trust_env=False)  # fmt: skip
+    http = httpx.AsyncClient(timeout=settings.fhir_timeout_seconds * 10, follow_redirects=False, trust_env=False)
     rows: list[dict[str, Any]] = []
     missing = 0
     limit = asyncio.Semaphore(4)
-    async with headers_client as client:
+    async with http as client:
         gatherer = Gatherer(client, allow, settings.fhir_page_cap, budget_seconds=120.0,
                             observation_codes=frozenset(catalog.mappings.obs_index))  # fmt: skip
 
