@@ -3,7 +3,7 @@
 //   node checklist.mjs <service-url> <hook-request.json> <artifact-dir> [expired-checklist-url]
 // Prints one JSON object with what it found; the pytest side asserts on it.
 import { readFileSync, mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [serviceUrl, requestPath, artifacts, expiredUrl] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
@@ -17,11 +17,7 @@ const { cards } = await hook.json();
 const card = cards.find((c) => c.extension["org.trialmatcher"].trialId === "NCT06902844") ?? cards[0];
 const link = card.links.find((l) => /checklist/i.test(l.label));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const out = { hookStatus: hook.status, cards: cards.length, link: link.url };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

@@ -3,15 +3,11 @@
 // keeps screenshots, and prints one JSON object for the pytest side.
 //   node sandbox.mjs <page-url> <artifact-dir>
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [pageUrl, artifacts] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 let out = {};
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 1000 } });

@@ -4,15 +4,11 @@
 //   node worklist.mjs <service-url> <admin-token> <artifact-dir>
 // Prints one JSON object with what it found; the pytest side asserts on it.
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [serviceUrl, token, artifacts] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const out = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
