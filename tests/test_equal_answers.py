@@ -4,13 +4,15 @@ give the same verdicts for a record shuffled and with resources sent twice (real
 from __future__ import annotations
 
 import copy
+import json
 import random
 import uuid
 
 import pytest
 from helpers import ext, open_service
 
-from cds_service.screening.run import cohort_first
+from cds_service.screening.run import cohort_first, screen
+from cds_service.settings import REPO_ROOT
 from demo.hook_request import prefetch_for
 from demo.load import demo_bundles, resources
 
@@ -43,3 +45,40 @@ def test_shuffled_and_duplicated_records_get_the_same_verdicts(catalog, as_of, s
             shown = {(ext(c)["trialId"], ext(c)["status"]) for c in cards}
             expected = {(t, v[0]) for t, v in want.items() if v[0] in ("likely-eligible", "possibly-eligible")}
             assert shown == expected, pid
+
+
+def _line(r: dict, rng: random.Random) -> str:
+    """One resource as exporters write it: compact or spaced, slashes escaped, non-ASCII as \\u escapes."""
+    text = json.dumps(r, separators=rng.choice([(",", ":"), (", ", ": ")]), ensure_ascii=rng.random() < 0.3)
+    return text.replace("/", "\\/") if rng.random() < 0.2 else text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(catalog, as_of, seed, tmp_path):
+    """The screen reads only the lines of patients inside some cohort (prefilter.py). Whatever the order
+    (a patient's Observations before the Condition that brings them inside), the file names, the JSON
+    spelling and the repeats, its rows are the verdicts of each whole record."""
+    rng = random.Random(seed)
+    records = {pid: resources(b) for pid, b in demo_bundles(as_of).items()}
+    for pid, res in list(records.items())[:2]:  # the same records without their SLE: outside every cohort
+        out = f"{pid}-clinic"
+        records[out] = [
+            {**r, "subject": {"reference": f"Patient/{out}"}, "id": f"{r.get('id')}-c"}
+            if r["resourceType"] != "Patient" else {**r, "id": out}
+            for r in res
+            if r["resourceType"] != "Condition"
+        ]  # fmt: skip
+    lines = [_line(r, rng) for res in records.values() for r in scrambled(res, seed)]
+    rng.shuffle(lines)
+    export = tmp_path / "export"
+    export.mkdir()
+    for i, name in enumerate(("mixed", "more", "rest")):  # every file mixes types, none named for one
+        (export / f"{name}.ndjson").write_text("\n".join(lines[i::3]) + "\n")
+    got = screen(export, (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365), as_of, workers=1)
+    want = {
+        (pid, t.id): (t.status, t.eligible_from.isoformat() if t.eligible_from else "")
+        for pid, res in records.items()
+        for t in catalog.report(catalog.facts(res, pid), as_of).trials
+    }
+    assert {(r["patient"], r["trial"]): (r["status"], r["eligible_from"]) for r in got.rows} == want
+    assert got.stats.outside_cohort > 0  # the clinic records' lines were skipped, not parsed

@@ -28,11 +28,12 @@ from helpers import details, open_service
 from cds_service.cli import main
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList
-from cds_service.screening.bulk import ReadStats, partition
+from cds_service.screening.bulk import ReadStats
 from cds_service.screening.csvsafe import safe_cell
 from cds_service.screening.output import write_all
+from cds_service.screening.route import partition
 from cds_service.screening.run import Funnel, Screening
-from cds_service.settings import get_settings
+from cds_service.settings import REPO_ROOT, get_settings
 from cds_service.views import checklists
 from demo import synthetic as syn
 from demo.hook_request import hook_request, prefetch_for
@@ -331,7 +332,7 @@ def test_screening_sets_aside_resources_naming_two_patients_and_counts_them(tmp_
 PARTITION_SCRIPT = """
 import json, resource, sys, tempfile, tracemalloc
 from pathlib import Path
-from cds_service.screening.bulk import partition
+from cds_service.screening.route import partition
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()
 with tempfile.TemporaryDirectory() as work:
@@ -383,6 +384,8 @@ def test_a_patient_over_the_per_patient_cap_is_not_screened_and_is_counted(tmp_p
     small, small_obs = _patient_lines("small", 2)
     (export / "Patient.ndjson").write_bytes(big + b"\n" + small + b"\n")
     (export / "Observation.ndjson").write_bytes(b"\n".join(big_obs + small_obs) + b"\n")
+    # both inside the cohort: a patient outside every cohort has only their Conditions read (see below)
+    (export / "Condition.ndjson").write_bytes(b"\n".join(_sle_line(p) for p in ("big", "small")) + b"\n")
     monkeypatch.setenv("TRIAL_MATCHER_SCREEN_MAX_PATIENT_RESOURCES", "10")
     get_settings.cache_clear()
     try:
@@ -395,6 +398,33 @@ def test_a_patient_over_the_per_patient_cap_is_not_screened_and_is_counted(tmp_p
     said = "1 patients over the per-patient limit"
     assert said in " ".join(capsys.readouterr().err.split())
     assert said in (tmp_path / "out" / "funnel.html").read_text()
+
+
+def _sle_line(pid: str) -> bytes:
+    sle = {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}
+    return json.dumps(
+        {"resourceType": "Condition", "id": f"{pid}-sle", "subject": {"reference": f"Patient/{pid}"}, "code": sle}
+    ).encode()
+
+
+def test_a_large_record_outside_every_cohort_is_screened_from_its_conditions(tmp_path, monkeypatch):
+    """The cap guards what is held; a patient without the disease has only Patient and Conditions held
+    (their other lines are not parsed), so a long record no longer keeps them from their `ineligible`."""
+    from cds_service.screening.run import COHORT_STEP, screen
+
+    export = tmp_path / "export"
+    export.mkdir()
+    big, big_obs = _patient_lines("big", 12)
+    (export / "Patient.ndjson").write_bytes(big + b"\n")
+    (export / "Observation.ndjson").write_bytes(b"\n".join(big_obs) + b"\n")
+    monkeypatch.setenv("TRIAL_MATCHER_SCREEN_MAX_PATIENT_RESOURCES", "10")
+    get_settings.cache_clear()
+    try:
+        result = screen(export, (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365), date(2026, 11, 23))
+    finally:
+        get_settings.cache_clear()
+    assert result.stats.too_large == set() and result.stats.outside_cohort == len(big_obs)
+    assert result.rows and all(r["status"] == "ineligible" and r["failed"] == COHORT_STEP for r in result.rows)
 
 
 def test_patients_in_drops_a_patient_as_it_passes_the_byte_cap(tmp_path):

@@ -10,9 +10,7 @@ counted in ReadStats and shown in the funnel page and the command's summary."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ class ReadStats:
     other_types: int = 0  # resource types no criterion reads
     two_patients: int = 0  # a resource whose references name two different patients (set aside)
     too_long: int = 0  # lines over the line cap: skipped unread
+    outside_cohort: int = 0  # lines naming only patients outside every trial's cohort: not parsed
     patients: set[str] = field(default_factory=set)
     too_large: set[str] = field(default_factory=set)  # patients over the per-patient cap: not screened
 
@@ -109,76 +108,66 @@ def lines(f: IO[bytes], max_bytes: int, stats: ReadStats, piece: int = 1 << 20) 
             tail = f.readline(piece)
 
 
-def partition(folder: Path, work: Path, parts: int, limits: ReadLimits | None = None) -> tuple[list[Path], ReadStats]:
-    """Route every usable line of the export to partition files in `work`; Medication resources (no
-    patient) are copied into every partition, where each patient's references pick them up."""
-    stats = ReadStats()
-    max_line = (limits or ReadLimits.from_settings()).max_line_bytes
-    files = [(work / f"part-{i:04d}.ndjson").open("wb") for i in range(parts)]
-    medications: list[bytes] = []
-    try:
-        for rtype, path in export_files(folder):
-            try:
-                with _open(path) as f:
-                    for line in lines(f, max_line, stats):
-                        _route(line, rtype, files, medications, stats, parts)
-            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
-                raise ExportFileError(f"{path.name} cannot be read to its end ({type(e).__name__})") from None
-        for out in files:
-            out.writelines(medications)
-    finally:
-        for out in files:
-            out.close()
-    return [work / f"part-{i:04d}.ndjson" for i in range(parts)], stats
+def blocks(f: IO[bytes], max_bytes: int, stats: ReadStats, size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """(offset, block) runs of whole lines, each ending in a newline and each line of at most `max_bytes`
+    (newline aside), with the offset of the block in the (uncompressed) stream. The cap as in `lines`: a
+    longer line is dropped as soon as it passes it, counted in `stats.too_long`. Reading in blocks is what
+    lets the cohort filter test thousands of lines in one pass."""
+    size = min(size, max_bytes + 1)  # so a line wholly inside one read is within the cap
+    rest, rest_at, pos, dropping = bytearray(), 0, 0, False  # grown in place: a long line is not copied
+    while data := f.read(size):
+        at, pos = pos, pos + len(data)
+        cut = data.rfind(b"\n")
+        if cut < 0:  # no line ends in this read: the current line grows (or is being dropped)
+            if not dropping:
+                rest += data
+                if len(rest) > max_bytes:
+                    stats.too_long += 1
+                    rest, dropping = bytearray(), True
+            continue
+        nl = data.find(b"\n")
+        if dropping or len(rest) + nl > max_bytes:
+            stats.too_long += not dropping
+            start, block = at + nl + 1, data[nl + 1 : cut + 1]
+        else:
+            start, block = (rest_at if rest else at), bytes(rest + data[: cut + 1])
+        dropping = False
+        if block:
+            yield start, block
+        rest, rest_at = bytearray(data[cut + 1 :]), at + cut + 1
+    if rest and not dropping:
+        if len(rest) <= max_bytes:
+            yield rest_at, bytes(rest) + b"\n"
+        else:
+            stats.too_long += 1
 
 
 def classify(line: bytes | str) -> tuple[str, str | None]:
     """What one NDJSON line is, and whose: ("blank" | "malformed" | "other_types" | "medication" |
     "no_patient" | "two_patients" | "patient" | "record", patient id). Both engines set lines aside by
     these rules."""
+    kind, pid, _ = _parsed(line)
+    return kind, pid
+
+
+def _parsed(line: bytes | str) -> tuple[str, str | None, dict | None]:
+    """`classify`, with the parsed resource."""
     if not line.strip():
-        return "blank", None
+        return "blank", None, None
     try:
         res = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return "malformed", None
+        return "malformed", None, None
     if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-        return "malformed", None
+        return "malformed", None, None
     if res["resourceType"] not in READ_TYPES:
-        return "other_types", None
+        return "other_types", None, res
     if res["resourceType"] == "Medication":
-        return "medication", None
+        return "medication", None, res
     pid, two = owner(res)
     if pid is None:
-        return ("two_patients" if two else "no_patient"), None
-    return ("patient" if res["resourceType"] == "Patient" else "record"), pid
-
-
-def _route(line: bytes, rtype: str, files: list, medications: list, stats: ReadStats, parts: int) -> None:
-    kind, pid = classify(line)
-    if kind == "blank":
-        return
-    stats.lines += 1
-    if kind == "malformed":
-        stats.malformed += 1
-        return
-    if kind == "other_types":
-        stats.other_types += 1
-        return
-    stats.resources += 1
-    if kind in ("no_patient", "two_patients"):
-        setattr(stats, kind, getattr(stats, kind) + 1)
-        return
-    if kind == "medication":
-        medications.append(b"null\t" + line.rstrip(b"\n") + b"\n")
-        return
-    assert pid is not None
-    if kind == "patient":
-        stats.patients.add(pid)
-    digest = hashlib.blake2b(pid.encode(), digest_size=4).digest()
-    # the owner found here travels with the line (a JSON string: no raw tab in it), so the partition's
-    # reader does not walk every reference of every resource a second time
-    files[int.from_bytes(digest, "big") % parts].write(orjson.dumps(pid) + b"\t" + line.rstrip(b"\n") + b"\n")
+        return ("two_patients" if two else "no_patient"), None, res
+    return ("patient" if res["resourceType"] == "Patient" else "record"), pid, res
 
 
 def _owned(line: bytes) -> tuple[str | None, dict, int]:
@@ -192,10 +181,12 @@ def _owned(line: bytes) -> tuple[str | None, dict, int]:
 
 
 def patients_in(
-    part: Path, limits: ReadLimits | None = None, too_large: set[str] | None = None
+    part: Path, limits: ReadLimits | None = None, too_large: set[str] | None = None, only: set[str] | None = None
 ) -> Iterator[tuple[str, list[dict]]]:
     """The patients of one partition with their resources (Medication resources shared by all). A patient
-    past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`)."""
+    past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`). With
+    `only`, the lines of other patients are passed over unparsed (those outside every cohort, whose rows
+    the screen writes without their records: run.outside_rows)."""
     limits = limits or ReadLimits()
     by_patient: dict[str, list[dict]] = {}
     size: dict[str, int] = {}
@@ -203,6 +194,10 @@ def patients_in(
     shared: list[dict] = []
     with part.open("rb") as f:
         for line in f:
+            if only is not None and not line.startswith(b"{"):
+                whose = orjson.loads(line.partition(b"\t")[0])
+                if whose is not None and whose not in only:
+                    continue
             pid, res, n = _owned(line)
             if pid is None:
                 shared.append(res)

@@ -71,7 +71,7 @@ def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_ti
         if result is None:
             return 2
     else:
-        result = _embedded(folder, dirs, as_of, args, err)
+        result = _embedded(folder, dirs, as_of, args, err, catalog)
     paths = write_all(result, catalog, Path(args.out))
     _summary(err, result, paths)
     if not args.no_store and result.stats.patients:
@@ -102,7 +102,9 @@ def _mirror(folder: Path, out: Path, err: Console) -> str:
     return str(mirror.path)
 
 
-def _embedded(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening:
+def _embedded(
+    folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console, catalog: Catalog
+) -> Screening:
     columns = (TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as bar:
         task = bar.add_task("patients", total=None, rate="")
@@ -112,7 +114,7 @@ def _embedded(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, rate=f"{bar.tasks[0].completed / elapsed:.0f} patients/s")
 
-        return screen(folder, dirs, as_of, args.trial, args.workers, advance)
+        return screen(folder, dirs, as_of, args.trial, args.workers, advance, catalog=catalog)
 
 
 def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening | None:
@@ -182,7 +184,8 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
         f"patients/s); peak RSS {result.peak_rss_mb:.0f} MiB; set aside: {st.malformed} malformed lines, "
         f"{st.too_long} lines over the line limit, {st.no_patient} resources naming no patient, "
         f"{st.two_patients} naming two patients, {st.other_types} of other types; not screened: "
-        f"{len(st.too_large)} patients over the per-patient limit",
+        f"{len(st.too_large)} patients over the per-patient limit; not read (not needed): {st.outside_cohort} "
+        "lines of patients outside every trial's cohort",
         markup=False,
     )
     say(err, "wrote " + ", ".join(str(p) for p in paths.values()))

@@ -11,7 +11,7 @@ from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadStats
-from cds_service.screening.csvsafe import safe_rows
+from cds_service.screening.csvsafe import safe_cell
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
@@ -67,9 +67,12 @@ def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]
 def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]], for_spreadsheets: bool = True) -> None:
     """A CSV a coordinator opens in a spreadsheet: cells that would run as formulas are neutralised."""
     with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(safe_rows(rows) if for_spreadsheets else rows)
+        w = csv.writer(f)
+        w.writerow(fields)
+        if for_spreadsheets:  # rows as lists (not DictWriter): a screen writes millions of them
+            w.writerows([safe_cell(r.get(k, "")) for k in fields] for r in rows)
+        else:
+            w.writerows([r.get(k, "") for k in fields] for r in rows)
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:
@@ -95,7 +98,8 @@ def set_aside(stats: ReadStats, trials: int) -> str:
         f"{stats.malformed} malformed lines, {stats.too_long} lines over the line limit, {stats.no_patient} "
         f"resources naming no patient, {stats.two_patients} naming two different patients and "
         f"{stats.other_types} of types no criterion reads were set aside; {len(stats.too_large)} patients over "
-        "the per-patient limit were not screened."
+        "the per-patient limit were not screened; "
+        f"{stats.outside_cohort} lines of patients outside every trial's cohort were not read (not needed)."
     )
 
 

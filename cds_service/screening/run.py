@@ -14,12 +14,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.report import TrialResult
 from cds_service.fhir.read import iter_resources
 from cds_service.runtime import tune_gc
-from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, partition, patients_in
+from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
+from cds_service.screening.prefilter import CohortFilter
+from cds_service.screening.route import part_of, partition
 from cds_service.settings import get_settings
 
 ROW_FIELDS = (
@@ -39,26 +43,27 @@ class Funnel:
     unknown: dict[str, dict[str, int]] = field(default_factory=dict)
     screened: dict[str, int] = field(default_factory=dict)
 
-    def add(self, result: TrialResult) -> None:
+    def add(self, result: TrialResult, patients: int = 1) -> None:
         """The cohort entry is the first step (its fails are patients without the disease, its unknowns
-        patients whose conditions could not be read); criteria are counted within the cohort only."""
-        t = result.id
+        patients whose conditions could not be read); criteria are counted within the cohort only.
+        `patients`: how many patients had this same result."""
+        t, n = result.id, patients
         failed, unknown = self.failed.setdefault(t, {}), self.unknown.setdefault(t, {})
-        self.screened[t] = self.screened.get(t, 0) + 1
+        self.screened[t] = self.screened.get(t, 0) + n
         self.order.setdefault(t, [COHORT_STEP])
         entry = result.cohort.outcome if result.cohort is not None else "in"
         if entry != "in":
             bucket = failed if entry == "out" else unknown
-            bucket[COHORT_STEP] = bucket.get(COHORT_STEP, 0) + 1
+            bucket[COHORT_STEP] = bucket.get(COHORT_STEP, 0) + n
             return
         if len(self.order.get(t, ())) <= 1:
             self.order[t] = [COHORT_STEP, *(c.id for c in result.criteria)]
         for c in result.criteria:
             if c.outcome == "fail":
-                failed[c.id] = failed.get(c.id, 0) + 1
+                failed[c.id] = failed.get(c.id, 0) + n
                 break  # out of the cohort here: later criteria do not count against them
             if c.outcome == "unknown":
-                unknown[c.id] = unknown.get(c.id, 0) + 1
+                unknown[c.id] = unknown.get(c.id, 0) + n
 
     def merge(self, other: Funnel) -> None:
         for t in other.screened:
@@ -134,14 +139,61 @@ def cohort_first(
     return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
 
 
+def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[dict, str], bool]:
+    """Whether one Condition alone opens some chosen trial's entry (in, or unknown for a Condition that
+    cannot be interpreted): the test the partition step's cohort filter puts to each Condition.
+
+    A Condition reduced to its code opens at least every entry the whole one opens: statuses, categories
+    and dates can only keep a Condition from counting (refuted, resolved, a health concern, an invalid
+    date), never make it count. So the reduced answer, cached by the code as written, settles most
+    Conditions (hypertension opens nothing whatever its status); only those it does not are read whole.
+    In strict mode the reduced resource would fail validation, so every Condition is read whole.
+    """
+    live = [t for t in ([catalog.trials[t] for t in trial_ids] if trial_ids else catalog.trials.values())]
+    live = [t for t in live if not t.draft]
+    by_code: dict[bytes, bool] = {}
+
+    def opens_whole(condition: dict, pid: str) -> bool:
+        facts = catalog.facts([condition], pid)
+        return any(entry(t, facts, catalog.mappings).outcome != "out" for t in live)
+
+    def opens(condition: dict, pid: str) -> bool:
+        if catalog.normalizer.strict:
+            return opens_whole(condition, pid)
+        key = orjson.dumps(condition.get("code"), option=orjson.OPT_SORT_KEYS)
+        if key not in by_code:
+            if len(by_code) > 100_000:  # codes as written are few; a hostile export gets no unbounded cache
+                by_code.clear()
+            by_code[key] = opens_whole({"resourceType": "Condition", "code": condition.get("code")}, pid)
+        return by_code[key] and opens_whole(condition, pid)
+
+    return opens
+
+
 def screen_partition(
-    job: tuple[Path, date, list[str] | None, ReadLimits],
+    job: tuple[Path, date, list[str] | None, ReadLimits, set[str] | None],
 ) -> tuple[list[dict[str, Any]], Funnel, set[str]]:
-    """Rows and funnel of one partition, and the patients left out for being over the per-patient caps."""
-    part, as_of, trial_ids, limits = job
+    """Rows and funnel of one partition's patients (of those in `only`, when given), and the patients
+    left out for being over the per-patient caps."""
+    part, as_of, trial_ids, limits, only = job
     too_large: set[str] = set()
-    rows, funnel = evaluate_patients(patients_in(part, limits, too_large), as_of, trial_ids)
+    rows, funnel = evaluate_patients(patients_in(part, limits, too_large, only), as_of, trial_ids)
     return rows, funnel, too_large
+
+
+def outside_rows(
+    catalog: Catalog, patients: Iterable[str], as_of: date, trial_ids: list[str] | None
+) -> tuple[list[dict[str, Any]], Funnel]:
+    """Rows and funnel of patients none of whose Conditions opens any entry (the cohort filter's outside).
+    Each gets what `cohort_first` gives such a record: the results of a record with no Condition (every
+    entry closed, no criterion read), the same for all of them, so built once."""
+    results = catalog.report(catalog.facts([], "outside"), as_of, trial_ids).trials
+    template = [row("", r) for r in results]
+    pids = sorted(patients)
+    funnel = Funnel()
+    for r in results:
+        funnel.add(r, len(pids))
+    return [{**t, "patient": pid} for pid in pids for t in template], funnel
 
 
 PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time
@@ -172,24 +224,35 @@ def screen(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
     limits: ReadLimits | None = None,
+    catalog: Catalog | None = None,
 ) -> Screening:
-    """Partition the export on disk, then evaluate the partitions across `workers` processes."""
+    """Partition the export on disk, then evaluate the partitions across `workers` processes. `catalog`:
+    the one loaded from `catalog_dirs` already, if the caller has it."""
     start = time.perf_counter()
     limits = limits or ReadLimits.from_settings()
-    with tempfile.TemporaryDirectory(prefix="screen-") as tmp:
-        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers), limits)
-        jobs = [(p, as_of, trial_ids, limits) for p in parts]
-        rows: list[dict[str, Any]] = []
-        funnel = Funnel()
-        mappings_dir, trials_dir, horizon = catalog_dirs
-        init = (str(mappings_dir), str(trials_dir), horizon)
-        with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init) as pool:
-            for part_rows, part_funnel, too_large in pool.imap_unordered(screen_partition, jobs):
-                stats.too_large |= too_large
-                rows.extend(part_rows)
-                funnel.merge(part_funnel)
-                if progress:
-                    progress(len({r["patient"] for r in part_rows}))
+    mappings_dir, trials_dir, horizon = catalog_dirs
+    catalog = catalog or Catalog.load(mappings_dir, trials_dir, horizon_days=horizon)
+    cohort = CohortFilter(opens_an_entry(catalog, trial_ids))
+    init = (str(mappings_dir), str(trials_dir), horizon)
+    # the workers start (imports, catalogue) while this process reads the export
+    with (
+        tempfile.TemporaryDirectory(prefix="screen-") as tmp,
+        mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init) as pool,
+    ):
+        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers), limits, cohort)
+        inside = [set[str]() for _ in parts]
+        for pid in map(bytes.decode, cohort.added_at):
+            inside[part_of(pid, len(parts))].add(pid)
+        rows, funnel = outside_rows(catalog, stats.patients - {p for s in inside for p in s}, as_of, trial_ids)
+        if progress:
+            progress(len(rows) // max(1, len(funnel.screened)))
+        jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
+        for part_rows, part_funnel, too_large in pool.imap_unordered(screen_partition, jobs):
+            stats.too_large |= too_large
+            rows.extend(part_rows)
+            funnel.merge(part_funnel)
+            if progress:
+                progress(len({r["patient"] for r in part_rows}))
     rows.sort(key=lambda r: (r["patient"], r["trial"]))
     return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb())
 

@@ -1,0 +1,101 @@
+"""Reading only the lines of patients some trial could be about.
+
+Most of a health system's patients have no disease any trial studies. Their rows are decided by their
+Patient and Condition resources alone (the cohort entry, `run.cohort_first`), so their other lines
+(years of Observations, every medication) need not be parsed at all: parsing is most of what a screen
+costs, and skipping it is what lets a clinic-like export be screened near the cost of reading it.
+
+The test is on the raw bytes and errs one way only: a line is left unparsed when it provably names only
+patients outside every cohort; whenever the bytes cannot prove it (an escape that could hide a
+`Patient/` reference or a resource type, a line naming no patient, a Patient, Condition or Medication)
+the line is parsed as before. So the rows are those of a screen that parses everything; only the read
+counts differ (the skipped lines are counted as `outside_cohort`, not sorted into other types and the
+rest). Whole blocks of lines are tested at once where they can be (a few regular-expression passes in
+C), and line by line where a block holds anything the block test cannot settle.
+
+A patient is inside when one of their Conditions, read on its own, would open some trial's entry (in,
+or unknown because it could not be interpreted): the entry is decided per Condition, so any Condition
+that does it alone is exactly what makes the whole record's entry not `out`. Patients come inside as
+Conditions are read; a line judged outside before its patient came inside is judged again at the end
+(route.py keeps the version of the patients each was judged against).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+# the line may itself be a resource that is always read (also matches one contained in another: read anyway)
+_ALWAYS_READ = re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:Patient|Condition|Medication)"')
+# what `subjects.loose_id` reads from a reference: the text after `Patient/` up to the next `/` or the
+# string's end. A lookahead, so "Patient/Patient/x" yields "x" too (`loose_id` takes the last `Patient/`)
+_PATIENT_REF = re.compile(rb'Patient/(?=([^/"\\\n]*))')
+_ESCAPE_IN_REF = re.compile(rb'Patient/[^/"\\\n]*\\')  # an escape inside an id: the bytes cannot say whose
+_LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n")  # one match per line that names a patient at all
+
+
+def unsettled(buf: bytes) -> bool:
+    """True when escapes or always-read resources in `buf` keep the bytes from settling whose it is."""
+    if b"\\" in buf and (b"\\u" in buf or b"\\/" in buf or _ESCAPE_IN_REF.search(buf)):
+        return True
+    return _ALWAYS_READ.search(buf) is not None
+
+
+def is_entry_line(line: bytes) -> bool:
+    """True when the line may be a Patient, Condition or Medication, or an escape keeps it from being told."""
+    return unsettled(line)
+
+
+def named_ids(line: bytes) -> set[bytes]:
+    """The id after every `Patient/` in a line (of one line; `is_entry_line` false)."""
+    return set(_PATIENT_REF.findall(line))
+
+
+class CohortFilter:
+    """The patients found so far to be inside some trial's cohort, and the tests of lines against them.
+
+    `entered(condition, patient)` says whether one Condition resource alone opens some trial's entry.
+    `version` counts patients come inside; `added_at` says when each came.
+    """
+
+    def __init__(self, entered: Callable[[dict, str], bool]) -> None:
+        self._entered = entered
+        self.added_at: dict[bytes, int] = {}
+        self.version = 0
+
+    @property
+    def inside(self) -> set[bytes]:
+        return set(self.added_at)
+
+    def note(self, res: dict, pid: str) -> None:
+        """Read one parsed resource of patient `pid`: a Condition that opens an entry brings them inside."""
+        key = pid.encode()
+        if res.get("resourceType") == "Condition" and key not in self.added_at and self._entered(res, pid):
+            self.version += 1
+            self.added_at[key] = self.version
+
+    def outside(self, line: bytes) -> bool:
+        """True only when the line is not always read and names patients, all of them outside now."""
+        if unsettled(line):
+            return False
+        names = named_ids(line)
+        return bool(names) and self.added_at.keys().isdisjoint(names)
+
+    def inside_lines(self, buf: bytes) -> list[tuple[int, int]] | None:
+        """For a block of whole lines (each ending in a newline): the (start, end) of each line that names
+        a patient inside, in order, every other line being `outside`; None when the block cannot be
+        settled so (escapes, always-read resources, a line naming no patient): read it line by line.
+        A few passes in C over the block, then a look only where an inside patient is named."""
+        if unsettled(buf) or len(_LINE_WITH_REF.findall(buf)) != buf.count(b"\n"):
+            return None
+        hits = self.added_at.keys() & set(_PATIENT_REF.findall(buf))
+        spans = set()
+        for pid in hits:
+            needle = b"Patient/" + pid
+            at = buf.find(needle)
+            while at >= 0:
+                end = at + len(needle)
+                if buf[end : end + 1] in (b"/", b'"'):  # the whole id, not the start of a longer one
+                    spans.add((buf.rfind(b"\n", 0, at) + 1, buf.find(b"\n", end) + 1))
+                at = buf.find(needle, end)
+        return sorted(spans)

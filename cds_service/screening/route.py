@@ -1,0 +1,168 @@
+"""Routing an export's lines to partition files by patient, so a partition holds whole patients.
+
+Each line goes to one of N partition files by a hash of its patient, to the Medications every
+partition shares, or aside (counted in ReadStats). With a cohort filter (prefilter.py), lines that name
+only patients outside every trial's cohort are counted and not parsed; a block of them judged before a
+later Condition brought one of its patients inside is read again at the end, and those lines routed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from cds_service.screening.bulk import ExportFileError, ReadLimits, ReadStats, _open, _parsed, blocks, export_files
+from cds_service.screening.prefilter import CohortFilter
+
+ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
+
+
+def part_of(pid: str, parts: int) -> int:
+    """The partition a patient's lines go to."""
+    return int.from_bytes(hashlib.blake2b(pid.encode(), digest_size=4).digest(), "big") % parts
+
+
+def _lines(buf: bytes) -> list[bytes]:
+    """The lines of a block, newline-terminated only (a raw CR is JSON whitespace, not a line's end)."""
+    return [line for line in buf.split(b"\n") if line]
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A block of lines some of which were judged outside when `version` patients had come inside."""
+
+    path: Path
+    offset: int
+    length: int
+    version: int
+
+
+class Router:
+    def __init__(self, files: list[IO[bytes]], stats: ReadStats, cohort: CohortFilter | None) -> None:
+        self.files, self.stats, self.cohort = files, stats, cohort
+        self.medications: list[bytes] = []
+        self.judged: list[Judged] = []
+
+    def block(self, path: Path, offset: int, buf: bytes) -> None:
+        """Route one block of whole lines read at `offset` of `path`."""
+        if self.cohort is None:
+            for line in _lines(buf):
+                self.parse(line)
+            return
+        self._filtered(path, offset, buf)
+
+    def _filtered(self, path: Path, offset: int, buf: bytes) -> None:
+        """Lines naming only patients outside are counted, not parsed; the block test finds the others
+        (prefilter.inside_lines), or, where it cannot, each line is tested on its own."""
+        cohort = self.cohort
+        assert cohort is not None
+        spans = cohort.inside_lines(buf)
+        if spans is None:
+            pos = offset
+            for line in buf.split(b"\n")[:-1]:  # the block ends in a newline
+                if line and cohort.outside(line):
+                    self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
+                elif line:
+                    self.parse(line)
+                pos += len(line) + 1
+            return
+        done = 0  # no Condition in a settled block: the patients inside stay as they are through it
+        for start, end in [*spans, (len(buf), len(buf))]:
+            if start > done:
+                self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
+            if end > start:
+                self.parse(buf[start:end])
+            done = end
+
+    def _outside(self, path: Path, offset: int, length: int, lines: int) -> None:
+        assert self.cohort is not None
+        self.stats.lines += lines
+        self.stats.outside_cohort += lines
+        self._judged(path, offset, length, self.cohort.version)
+
+    def _judged(self, path: Path, offset: int, length: int, version: int) -> None:
+        """Remember lines left unparsed, as spans of lines judged against the same patients."""
+        last = self.judged[-1] if self.judged else None
+        if last and last.path is path and last.version == version and last.offset + last.length == offset:
+            self.judged[-1] = Judged(path, last.offset, last.length + length, version)
+        else:
+            self.judged.append(Judged(path, offset, length, version))
+
+    def recheck(self) -> None:
+        """Read again the lines left unparsed before the last patient came inside, and route those that
+        name a patient who came inside since they were judged."""
+        cohort = self.cohort
+        if cohort is None:
+            return
+        stale: dict[Path, list[Judged]] = {}
+        for j in self.judged:
+            if j.version < cohort.version:
+                stale.setdefault(j.path, []).append(j)
+        for path, js in stale.items():
+            with _open(path) as f:
+                for j in sorted(js, key=lambda j: j.offset):
+                    f.seek(j.offset)
+                    for line in _lines(f.read(j.length)):
+                        if not cohort.outside(line):
+                            self.stats.lines -= 1
+                            self.stats.outside_cohort -= 1
+                            self.parse(line)
+
+    def parse(self, line: bytes) -> None:
+        kind, pid, res = _parsed(line)
+        stats = self.stats
+        if kind == "blank":
+            return
+        stats.lines += 1
+        if kind in ("malformed", "other_types"):
+            setattr(stats, kind, getattr(stats, kind) + 1)
+            return
+        stats.resources += 1
+        if kind in ("no_patient", "two_patients"):
+            setattr(stats, kind, getattr(stats, kind) + 1)
+            return
+        if kind == "medication":
+            self.medications.append(b"null\t" + line.rstrip(b"\n") + b"\n")
+            return
+        assert pid is not None and res is not None
+        if kind == "patient":
+            stats.patients.add(pid)
+        elif self.cohort is not None:
+            self.cohort.note(res, pid)
+        # the owner found here travels with the line (a JSON string: no raw tab in it), so the partition's
+        # reader does not walk every reference of every resource a second time
+        out = self.files[part_of(pid, len(self.files))]
+        out.write(orjson.dumps(pid) + b"\t" + line.rstrip(b"\n") + b"\n")
+
+
+def partition(
+    folder: Path, work: Path, parts: int, limits: ReadLimits | None = None, cohort: CohortFilter | None = None
+) -> tuple[list[Path], ReadStats]:
+    """Route every usable line of the export to partition files in `work`; Medication resources (no
+    patient) are copied into every partition, where each patient's references pick them up. With a
+    cohort filter, lines naming only patients outside every cohort are not parsed (prefilter.py)."""
+    stats = ReadStats()
+    max_line = (limits or ReadLimits.from_settings()).max_line_bytes
+    files = [(work / f"part-{i:04d}.ndjson").open("wb") for i in range(parts)]
+    router = Router(files, stats, cohort)
+    ordered = sorted(export_files(folder), key=lambda tp: tp[0] not in ENTRY_TYPES)  # stable: names within
+    try:
+        for _, path in ordered:
+            try:
+                with _open(path) as f:
+                    for offset, buf in blocks(f, max_line, stats):
+                        router.block(path, offset, buf)
+            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
+                raise ExportFileError(f"{path.name} cannot be read to its end ({type(e).__name__})") from None
+        router.recheck()
+        for out in files:
+            out.writelines(router.medications)
+    finally:
+        for out in files:
+            out.close()
+    return [work / f"part-{i:04d}.ndjson" for i in range(parts)], stats
