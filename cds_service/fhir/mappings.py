@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -232,9 +233,14 @@ def _names_pattern(names: list[tuple[str, str]]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n, _ in names) + r")(?![a-z0-9])")
 
 
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the maps load in a tenth of the time
+
+
 def _read(path: Path) -> dict:
+    """One map file. Loaded by every screen worker and every service start, so with libyaml's loader (the
+    same safe constructors as `yaml.safe_load`, in C) where PyYAML was built with it."""
     with path.open(encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=_LOADER)  # noqa: S506 - a safe loader
 
 
 def load_mappings(folder: str | Path) -> Mappings:
