@@ -32,6 +32,7 @@ _ALWAYS_READ = re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:Patient|Cond
 _PATIENT_REF = re.compile(rb'Patient/(?=([^/"\\\n]*))')
 _ESCAPE_IN_REF = re.compile(rb'Patient/[^/"\\\n]*\\')  # an escape inside an id: the bytes cannot say whose
 _LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n")  # one match per line that names a patient at all
+FEW = 8  # inside patients a block may name and still be settled by finding their lines
 
 
 def unsettled(buf: bytes) -> bool:
@@ -89,6 +90,8 @@ class CohortFilter:
         if unsettled(buf) or len(_LINE_WITH_REF.findall(buf)) != buf.count(b"\n"):
             return None
         hits = self.added_at.keys() & set(_PATIENT_REF.findall(buf))
+        if len(hits) > FEW:  # mostly inside: nearly every line is parsed anyway, and each find below scans on
+            return None
         spans = set()
         for pid in hits:
             needle = b"Patient/" + pid
