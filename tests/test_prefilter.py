@@ -133,3 +133,23 @@ def test_the_cached_entry_test_answers_as_each_whole_condition(catalog):
         assert opens(cond, "p") == want, cond
         seen.add(want)
     assert seen == {True, False}
+
+
+def test_rows_spooled_to_disk_read_back_in_order(monkeypatch):
+    """A screen's rows go to disk past a bound (rows.HELD) and past OPEN files are merged into one; read
+    back they are every row, in (patient, trial) order, as often as asked."""
+    import random
+
+    from cds_service.screening import rows as spool
+
+    monkeypatch.setattr(spool, "HELD", 50)
+    monkeypatch.setattr(spool, "OPEN", 4)
+    rng = random.Random(7)
+    made = [{"patient": f"p{rng.randrange(300)}", "trial": f"T{rng.randrange(5)}", "n": i} for i in range(1000)]
+    kept = spool.Rows()
+    for i in range(0, len(made), 37):
+        kept.add(list(made[i : i + 37]))
+    assert kept.spooled and len(kept._files) <= 5  # noqa: SLF001 - the bound is the point
+    want = sorted(made, key=lambda r: (r["patient"], r["trial"]))
+    assert [(r["patient"], r["trial"]) for r in kept] == [(r["patient"], r["trial"]) for r in want]
+    assert sorted(r["n"] for r in kept) == list(range(1000)) and len(kept) == 1000 and list(kept) == list(kept)

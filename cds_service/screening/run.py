@@ -24,6 +24,7 @@ from cds_service.runtime import tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
 from cds_service.screening.prefilter import CohortFilter
 from cds_service.screening.route import part_of, partition
+from cds_service.screening.rows import Rows
 from cds_service.settings import get_settings
 
 ROW_FIELDS = (
@@ -181,19 +182,19 @@ def screen_partition(
     return rows, funnel, too_large
 
 
-def outside_rows(
-    catalog: Catalog, patients: Iterable[str], as_of: date, trial_ids: list[str] | None
-) -> tuple[list[dict[str, Any]], Funnel]:
-    """Rows and funnel of patients none of whose Conditions opens any entry (the cohort filter's outside).
-    Each gets what `cohort_first` gives such a record: the results of a record with no Condition (every
-    entry closed, no criterion read), the same for all of them, so built once."""
+def add_outside(
+    rows: Rows, funnel: Funnel, catalog: Catalog, patients: Iterable[str], as_of: date, trial_ids: list[str] | None
+) -> None:
+    """Rows and funnel counts of patients none of whose Conditions opens any entry (the cohort filter's
+    outside). Each gets what `cohort_first` gives such a record: the results of a record with no Condition
+    (every entry closed, no criterion read), the same for all of them, so built once."""
     results = catalog.report(catalog.facts([], "outside"), as_of, trial_ids).trials
-    template = [row("", r) for r in results]
+    template = sorted((row("", r) for r in results), key=lambda r: r["trial"])
     pids = sorted(patients)
-    funnel = Funnel()
     for r in results:
         funnel.add(r, len(pids))
-    return [{**t, "patient": pid} for pid in pids for t in template], funnel
+    for i in range(0, len(pids), 10_000):  # in (patient, trial) order already
+        rows.add([{**t, "patient": pid} for pid in pids[i : i + 10_000] for t in template], ordered=True)
 
 
 PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time
@@ -209,7 +210,7 @@ def partitions_for(folder: Path, workers: int) -> int:
 
 @dataclass
 class Screening:
-    rows: list[dict[str, Any]]
+    rows: Rows | list[dict[str, Any]]  # in (patient, trial) order
     funnel: Funnel
     stats: ReadStats
     seconds: float
@@ -243,17 +244,18 @@ def screen(
         inside = [set[str]() for _ in parts]
         for pid in map(bytes.decode, cohort.added_at):
             inside[part_of(pid, len(parts))].add(pid)
-        rows, funnel = outside_rows(catalog, stats.patients - {p for s in inside for p in s}, as_of, trial_ids)
+        rows, funnel = Rows(), Funnel()
+        outside = stats.patients - {p for s in inside for p in s}
+        add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
         if progress:
-            progress(len(rows) // max(1, len(funnel.screened)))
+            progress(len(outside))
         jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
         for part_rows, part_funnel, too_large in pool.imap_unordered(screen_partition, jobs):
             stats.too_large |= too_large
-            rows.extend(part_rows)
+            rows.add(part_rows)
             funnel.merge(part_funnel)
             if progress:
                 progress(len({r["patient"] for r in part_rows}))
-    rows.sort(key=lambda r: (r["patient"], r["trial"]))
     return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb())
 
 

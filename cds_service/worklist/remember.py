@@ -11,7 +11,7 @@ patients whose orders name it; the next full screen picks that up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,13 +42,14 @@ def patient_key(settings: Settings) -> str | None:
     return settings.patient_id_salt.get_secret_value()
 
 
-def stored_rows(rows: Iterable[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
-    return [{**r, "patient": pseudonym(r["patient"], key)} if key else r for r in rows]
+def stored_rows(rows: Iterable[dict[str, Any]], key: str | None) -> Iterator[dict[str, Any]]:
+    """The rows as stored, one at a time (a health system's screen is millions of them)."""
+    return ({**r, "patient": pseudonym(r["patient"], key)} if key else r for r in rows)
 
 
 def remember(
     settings: Settings,
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     as_of: date,
     source: str,
     kind: str = "full",

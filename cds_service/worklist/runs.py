@@ -123,7 +123,7 @@ class RunStore:
                 f"INSERT INTO screen_row (run_id, {', '.join(ROW_COLUMNS)}) "
                 f"VALUES ({', '.join([p] * (len(ROW_COLUMNS) + 1))})"
             )
-            cur.executemany(insert, [(run_id, *(r.get(c) or None for c in ROW_COLUMNS)) for r in rows])
+            cur.executemany(insert, ((run_id, *(r.get(c) or None for c in ROW_COLUMNS)) for r in rows))
         return run_id
 
     def runs(self, source: str | None = None) -> list[Run]:

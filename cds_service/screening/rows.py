@@ -1,0 +1,93 @@
+"""A screen's rows, kept on disk: one per patient and trial, millions for a health system.
+
+Held as dicts in the parent they grew with the export (475 MiB for 100,000 patients, so most of a
+machine for five million), while everything else a screen holds is bounded by a partition. So each
+batch (a partition's rows, the rows of the patients outside every cohort) is sorted and written to its
+own spool file as it arrives, and the rows are read back merged in (patient, trial) order, as often as
+the outputs, the store and the summary need them. Nothing but the current row of each batch is held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["patient"], row["trial"]
+
+
+def _read(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as f:
+        for line in f:
+            yield orjson.loads(line)
+
+
+HELD = 100_000  # rows kept in memory before the batches go to disk (about 65 MiB)
+OPEN = 64  # spool files merged into one past this, so reading them back stays within the open-file limit
+
+
+class Rows:
+    """The rows of one screen, in (patient, trial) order; iterable any number of times. Batches are held
+    in memory until there are more than HELD rows, then spooled to files in their own temporary folder,
+    removed with the object."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = ()) -> None:
+        self._folder: Path | None = None
+        self._held: list[list[dict[str, Any]]] = []
+        self._files: list[Path] = []
+        self._count = self._written = 0
+        self.add(list(rows))
+
+    def add(self, rows: list[dict[str, Any]], ordered: bool = False) -> None:
+        """Keep one batch (sorted here unless `ordered` says it already is)."""
+        if not rows:
+            return
+        if not ordered:
+            rows.sort(key=_key)
+        self._count += len(rows)
+        self._held.append(rows)
+        if self._count > HELD:
+            for batch in self._held:
+                self._spool(batch)
+            self._held = []
+        if len(self._files) > OPEN:
+            merged = list(self._files)
+            self._spool(heapq.merge(*(_read(p) for p in merged), key=_key))
+            for path in merged:
+                path.unlink()
+            self._files = self._files[len(merged) :]
+
+    def _spool(self, rows: Iterable[dict[str, Any]]) -> None:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="screen-rows-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self._written += 1
+        path = self._folder / f"batch-{self._written:06d}.ndjson"
+        with path.open("wb") as f:
+            f.writelines(orjson.dumps(r) + b"\n" for r in rows)
+        self._files.append(path)
+
+    @property
+    def spooled(self) -> bool:
+        return bool(self._files)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return heapq.merge(*self._held, *(_read(p) for p in self._files), key=_key)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Rows, list)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared by content
