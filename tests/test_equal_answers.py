@@ -82,3 +82,27 @@ def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(catalog,
     }
     assert {(r["patient"], r["trial"]): (r["status"], r["eligible_from"]) for r in got.rows} == want
     assert got.stats.outside_cohort > 0  # the clinic records' lines were skipped, not parsed
+
+
+def test_lines_routed_unparsed_are_counted_as_the_full_read_counts_them(as_of, tmp_path):
+    """The partition step sends a line whose bytes name one patient inside to that patient's partition
+    unparsed; the worker finds its owner. Set-aside lines of patients inside (no owner field, a second
+    patient by identifier only, a type no criterion reads) must be counted as a full read counts them."""
+    from cds_service.screening.route import partition
+
+    pid, bundle = next(iter(demo_bundles(as_of).items()))
+    ref = {"reference": f"Patient/{pid}"}
+    odd = [
+        {"resourceType": "Observation", "id": "perf-only", "performer": [ref], "status": "final"},
+        {"resourceType": "Observation", "id": "two", "subject": ref,
+         "performer": [{"type": "Patient", "identifier": {"value": "x"}}]},
+        {"resourceType": "Encounter", "id": "enc", "subject": ref},
+    ]  # fmt: skip
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Mixed.ndjson").write_text("\n".join(json.dumps(r) for r in [*resources(bundle), *odd]) + "\n")
+    got = screen(export, (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365), as_of, workers=1).stats
+    full = partition(export, tmp_path, 2)[1]
+    fields = ("lines", "resources", "malformed", "no_patient", "other_types", "two_patients")
+    assert [getattr(got, f) for f in fields] == [getattr(full, f) for f in fields]
+    assert (got.no_patient, got.two_patients, got.other_types) == (1, 1, 1)

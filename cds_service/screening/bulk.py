@@ -43,6 +43,12 @@ class ReadStats:
     patients: set[str] = field(default_factory=set)
     too_large: set[str] = field(default_factory=set)  # patients over the per-patient cap: not screened
 
+    def absorb(self, other: ReadStats) -> None:
+        """Add what a worker counted reading its partition (the lines themselves were counted here)."""
+        for name in ("resources", "malformed", "no_patient", "other_types", "two_patients"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.too_large |= other.too_large
+
 
 MIB = 1024 * 1024
 
@@ -170,35 +176,56 @@ def _parsed(line: bytes | str) -> tuple[str, str | None, dict | None]:
     return ("patient" if res["resourceType"] == "Patient" else "record"), pid, res
 
 
-def _owned(line: bytes) -> tuple[str | None, dict, int]:
+OWNER_UNREAD = b"true"  # a partition line's head for a line routed by its bytes: its owner is found here
+
+
+def _owned(line: bytes, stats: ReadStats) -> tuple[str | None, dict | None, int]:
     """(owner, resource, bytes of the resource's line) of a partition line: `"pid"\t{...}`, `null\t{...}`
-    for a shared Medication, or plain NDJSON (whose owner is found again)."""
+    for a shared Medication, `true\t{...}` for a line routed by the one patient its bytes name (parsed
+    here first: set aside and counted in `stats`, resource None, unless it is that patient's record),
+    or plain NDJSON (whose owner is found again)."""
     if line.startswith(b"{"):
         res = orjson.loads(line)
         return patient_of(res), res, len(line)
     head, _, body = line.partition(b"\t")
-    return orjson.loads(head), orjson.loads(body), len(body)
+    if head != OWNER_UNREAD:
+        return orjson.loads(head), orjson.loads(body), len(body)
+    kind, pid, res = _parsed(body)
+    if kind not in ("malformed", "other_types"):
+        stats.resources += 1
+    if kind == "record":
+        return pid, res, len(body)
+    setattr(stats, kind, getattr(stats, kind) + 1)  # a Patient or a Medication is never routed so
+    return None, None, len(body)
 
 
 def patients_in(
-    part: Path, limits: ReadLimits | None = None, too_large: set[str] | None = None, only: set[str] | None = None
+    part: Path,
+    limits: ReadLimits | None = None,
+    too_large: set[str] | None = None,
+    only: set[str] | None = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[tuple[str, list[dict]]]:
     """The patients of one partition with their resources (Medication resources shared by all). A patient
     past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`). With
     `only`, the lines of other patients are passed over unparsed (those outside every cohort, whose rows
-    the screen writes without their records: run.outside_rows)."""
+    the screen writes without their records: run.add_outside). `stats` counts the resources of lines the
+    partition step routed unread, and those of them set aside."""
     limits = limits or ReadLimits()
     by_patient: dict[str, list[dict]] = {}
     size: dict[str, int] = {}
     dropped: set[str] = set() if too_large is None else too_large
+    counted = ReadStats() if stats is None else stats
     shared: list[dict] = []
     with part.open("rb") as f:
         for line in f:
             if only is not None and not line.startswith(b"{"):
                 whose = orjson.loads(line.partition(b"\t")[0])
-                if whose is not None and whose not in only:
+                if isinstance(whose, str) and whose not in only:
                     continue
-            pid, res, n = _owned(line)
+            pid, res, n = _owned(line, counted)
+            if res is None:
+                continue
             if pid is None:
                 shared.append(res)
                 continue

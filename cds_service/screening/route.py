@@ -16,8 +16,17 @@ from typing import IO
 
 import orjson
 
-from cds_service.screening.bulk import ExportFileError, ReadLimits, ReadStats, _open, _parsed, blocks, export_files
-from cds_service.screening.prefilter import CohortFilter
+from cds_service.screening.bulk import (
+    OWNER_UNREAD,
+    ExportFileError,
+    ReadLimits,
+    ReadStats,
+    _open,
+    _parsed,
+    blocks,
+    export_files,
+)
+from cds_service.screening.prefilter import CohortFilter, named_ids, unsettled
 
 ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
 
@@ -68,7 +77,7 @@ class Router:
                 if line and cohort.outside(line):
                     self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
                 elif line:
-                    self.parse(line)
+                    self.take(line)
                 pos += len(line) + 1
             return
         done = 0  # no Condition in a settled block: the patients inside stay as they are through it
@@ -76,7 +85,7 @@ class Router:
             if start > done:
                 self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
             if end > start:
-                self.parse(buf[start:end])
+                self.take(buf[start:end])
             done = end
 
     def _outside(self, path: Path, offset: int, length: int, lines: int) -> None:
@@ -112,6 +121,24 @@ class Router:
                             self.stats.lines -= 1
                             self.stats.outside_cohort -= 1
                             self.parse(line)
+
+    def take(self, line: bytes) -> None:
+        """Route a line that is to be read. One whose bytes name a single patient and hide nothing (no
+        escape, not a Patient, Condition or Medication) goes to that patient's partition unparsed: its
+        worker parses it anyway and finds its owner there (`bulk.patients_in`), so it is parsed once."""
+        if not unsettled(line):
+            ids = named_ids(line)
+            if len(ids) == 1:
+                try:
+                    pid = next(iter(ids)).decode()
+                except UnicodeDecodeError:  # not UTF-8: parsed here, where it is counted malformed
+                    pid = None
+                if pid:
+                    self.stats.lines += 1
+                    out = self.files[part_of(pid, len(self.files))]
+                    out.write(OWNER_UNREAD + b"\t" + line.rstrip(b"\n") + b"\n")
+                    return
+        self.parse(line)
 
     def parse(self, line: bytes) -> None:
         kind, pid, res = _parsed(line)

@@ -173,13 +173,14 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
 
 def screen_partition(
     job: tuple[Path, date, list[str] | None, ReadLimits, set[str] | None],
-) -> tuple[list[dict[str, Any]], Funnel, set[str]]:
-    """Rows and funnel of one partition's patients (of those in `only`, when given), and the patients
-    left out for being over the per-patient caps."""
+) -> tuple[list[dict[str, Any]], Funnel, ReadStats]:
+    """Rows and funnel of one partition's patients (of those in `only`, when given), and what its reading
+    counted: the patients left out for being over the per-patient caps, and the resources of the lines
+    the partition step routed unparsed (bulk.patients_in)."""
     part, as_of, trial_ids, limits, only = job
-    too_large: set[str] = set()
-    rows, funnel = evaluate_patients(patients_in(part, limits, too_large, only), as_of, trial_ids)
-    return rows, funnel, too_large
+    counted = ReadStats()
+    rows, funnel = evaluate_patients(patients_in(part, limits, counted.too_large, only, counted), as_of, trial_ids)
+    return rows, funnel, counted
 
 
 def add_outside(
@@ -250,8 +251,8 @@ def screen(
         if progress:
             progress(len(outside))
         jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
-        for part_rows, part_funnel, too_large in pool.imap_unordered(screen_partition, jobs):
-            stats.too_large |= too_large
+        for part_rows, part_funnel, counted in pool.imap_unordered(screen_partition, jobs):
+            stats.absorb(counted)
             rows.add(part_rows)
             funnel.merge(part_funnel)
             if progress:
