@@ -1,17 +1,20 @@
 """Population screening throughput, as ratios measured side by side in one run.
 
     .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark] [--sle-every 100]
+    .venv/bin/python -m bench.screen --grow 10000 100000 [--resources 40] [--sle-every 100]
 
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
 with each worker count (and on Spark with --spark). Prints patients/s, patients/s per core, the ratio
-to the floor and peak RSS, and draws the comparison as an SVG bar chart (bench-screen.svg).
+to the floor and peak RSS (the screen process's and its largest worker's), and draws the comparison as
+an SVG bar chart (bench-screen.svg). With --grow: the peaks at each export size (a worker's is bounded
+by a partition, so it should not grow with the export).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,16 +72,44 @@ def floor(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_screen(folder: Path, out: Path, workers: int, spark: bool = False) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB, largest process so far) of `trial-matcher screen` in its own process."""
+CHILD = """
+import json, resource, sys
+from cds_service.cli import main
+status = main(sys.argv[1:])
+print(json.dumps({"status": status, "parent": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), file=sys.stderr)
+"""
+
+
+def run_screen(folder: Path, out: Path, workers: int, spark: bool = False) -> tuple[float, float, float]:
+    """Seconds, the screen process's peak RSS and its largest worker's (MiB) of `trial-matcher screen`,
+    run in its own process."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "cds_service", "screen", str(folder), "--out", str(out), "--as-of",
+    cmd = [sys.executable, "-c", CHILD, "screen", str(folder), "--out", str(out), "--as-of",
            AS_OF.isoformat(), "--workers", str(workers), "--no-store"]  # fmt: skip
     if spark:
         cmd += ["--engine", "spark", "--spark-master", f"local[{workers}]"]
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return time.perf_counter() - start, peak
+    run = subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peaks = orjson.loads(run.stderr.strip().splitlines()[-1])
+    return seconds, peaks["parent"], peaks["workers"]
+
+
+def grow(sizes: list[int], resources: int, sle_every: int, tmp: Path) -> int:
+    """Peak memory as the export grows: one worker per size; the largest worker's peak should not grow."""
+    print("| patients | seconds | screen process peak MiB | largest worker peak MiB |")
+    print("|---|---|---|---|")
+    peaks = []
+    for n in sizes:
+        export = tmp / f"export-{n}"
+        export.mkdir()
+        write_export(export, n, resources, sle_every)
+        secs, parent, worker = run_screen(export, tmp / f"out-{n}", 1)
+        peaks.append(worker)
+        print(f"| {n} | {secs:.1f} | {parent:.0f} | {worker:.0f} |")
+        shutil.rmtree(export)
+    print(f"largest worker, {sizes[-1]} against {sizes[0]} patients: {peaks[-1] / peaks[0]:.2f}x (target: within 10 %)")
+    return 0
 
 
 def main() -> int:
@@ -88,7 +119,11 @@ def main() -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--spark", action="store_true", help="also the Spark engine, local[W] for the largest W")
     p.add_argument("--sle-every", type=int, default=1, help="one patient in N has SLE (100: a clinic-like export)")
+    p.add_argument("--grow", type=int, nargs="+", metavar="N", help="instead: peak memory at each export size")
     args = p.parse_args()
+    if args.grow:
+        with tempfile.TemporaryDirectory(prefix="bench-grow-") as tmp:
+            return grow(args.grow, args.resources, args.sle_every, Path(tmp))
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
         export = Path(tmp) / "export"
         export.mkdir()
@@ -97,14 +132,15 @@ def main() -> int:
         print(f"{args.patients} patients, {total} resources; floor (orjson, 1 process): "
               f"{args.patients / base:.0f} patients/s")  # fmt: skip
         rows = [("floor: orjson parse, 1 core", args.patients / base)]
-        print("| workers | seconds | patients/s | per core | time / floor | peak RSS MiB |")
+        print("| workers | seconds | patients/s | per core | time / floor | peak RSS MiB (screen / worker) |")
         print("|---|---|---|---|---|---|")
         runs = [(w, False) for w in args.workers] + ([(max(args.workers), True)] if args.spark else [])
         for w, spark in runs:
-            secs, peak = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark)
+            secs, parent, worker = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark)
             rate = args.patients / secs
             label = f"spark local[{w}]" if spark else str(w)
-            print(f"| {label} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {secs / base:.1f} | {peak:.0f} |")
+            ratio, peaks = secs / base, f"{parent:.0f} / {worker:.0f}"
+            print(f"| {label} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {ratio:.1f} | {peaks} |")
             rows.append((f"screen, {'spark ' if spark else ''}{w} worker(s)", rate))
         bar_chart(rows, REPO_ROOT / "bench-screen.svg", "{:.0f}/s", "Screening throughput, patients/s")
         print("chart: bench-screen.svg")

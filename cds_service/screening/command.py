@@ -181,7 +181,8 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
     n = len(st.patients)
     err.print(
         f"{n} patients, {st.resources} resources in {result.seconds:.1f} s ({n / max(result.seconds, 1e-9):.0f} "
-        f"patients/s); peak RSS {result.peak_rss_mb:.0f} MiB; set aside: {st.malformed} malformed lines, "
+        f"patients/s); peak RSS {result.peak_rss_mb:.0f} MiB (largest worker {result.worker_peak_mb:.0f}); "
+        f"set aside: {st.malformed} malformed lines, "
         f"{st.too_long} lines over the line limit, {st.no_patient} resources naming no patient, "
         f"{st.two_patients} naming two patients, {st.other_types} of other types; not screened: "
         f"{len(st.too_large)} patients over the per-patient limit; not read (not needed): {st.outside_cohort} "

@@ -173,14 +173,14 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
 
 def screen_partition(
     job: tuple[Path, date, list[str] | None, ReadLimits, set[str] | None],
-) -> tuple[list[dict[str, Any]], Funnel, ReadStats]:
-    """Rows and funnel of one partition's patients (of those in `only`, when given), and what its reading
-    counted: the patients left out for being over the per-patient caps, and the resources of the lines
-    the partition step routed unparsed (bulk.patients_in)."""
+) -> tuple[list[dict[str, Any]], Funnel, ReadStats, float]:
+    """Rows and funnel of one partition's patients (of those in `only`, when given), what its reading
+    counted (the patients left out for being over the per-patient caps, and the resources of the lines
+    the partition step routed unparsed: bulk.patients_in), and this worker's peak RSS so far (MiB)."""
     part, as_of, trial_ids, limits, only = job
     counted = ReadStats()
     rows, funnel = evaluate_patients(patients_in(part, limits, counted.too_large, only, counted), as_of, trial_ids)
-    return rows, funnel, counted
+    return rows, funnel, counted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def add_outside(
@@ -216,6 +216,7 @@ class Screening:
     stats: ReadStats
     seconds: float
     peak_rss_mb: float
+    worker_peak_mb: float = 0.0  # the largest worker's: bounded by a partition, not by the export
 
 
 def screen(
@@ -251,13 +252,15 @@ def screen(
         if progress:
             progress(len(outside))
         jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
-        for part_rows, part_funnel, counted in pool.imap_unordered(screen_partition, jobs):
+        worker_peak = 0.0
+        for part_rows, part_funnel, counted, peak in pool.imap_unordered(screen_partition, jobs):
             stats.absorb(counted)
+            worker_peak = max(worker_peak, peak)
             rows.add(part_rows)
             funnel.merge(part_funnel)
             if progress:
                 progress(len({r["patient"] for r in part_rows}))
-    return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb())
+    return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb(), worker_peak)
 
 
 def peak_rss_mb() -> float:
