@@ -3,9 +3,12 @@ grouping it by patient without holding it in memory: each line is routed to one 
 by a hash of its patient, so a partition holds whole patients and is small enough to load on its own.
 
 Memory is bounded whatever the export holds: a line longer than `max_line_bytes` is skipped without
-being held (read in pieces to its end), and a patient whose record passes `max_patient_bytes` or
+being held (read in pieces to its end), and a patient whose held record passes `max_patient_bytes` or
 `max_patient_resources` is not screened (a cut record would read as "none on record"). Both are
-counted in ReadStats and shown in the funnel page and the command's summary."""
+counted in ReadStats and shown in the funnel page and the command's summary. What is held of a patient
+outside every trial's cohort is their Patient and Conditions only (their other lines are not read:
+prefilter.py), so the caps count those; such a patient is screened, outside the cohort, however long
+the rest of their record."""
 
 from __future__ import annotations
 

@@ -95,12 +95,12 @@ def row(pid: str, r: TrialResult) -> dict[str, Any]:
     }
 
 
-def _init(mappings_dir: str, trials_dir: str, horizon_days: int) -> None:
+def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = False) -> None:
     """A worker's catalogue, then the collector tuned as the service tunes it: a partition holds tens of
     thousands of parsed resources, and Python's default threshold made the collector walk them again and
     again (1.3 s of 1.9 s reading 300 patients)."""
     global _CATALOG
-    _CATALOG = Catalog.load(mappings_dir, trials_dir, horizon_days=horizon_days)
+    _CATALOG = Catalog.load(mappings_dir, trials_dir, strict, horizon_days)
     tune_gc(get_settings().gc_threshold)
 
 
@@ -140,6 +140,9 @@ def cohort_first(
     return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
 
 
+CODE_KEY_BYTES, CODE_KEYS = 2048, 20_000  # the entry test's cache of Conditions by code (opens_an_entry)
+
+
 def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[dict, str], bool]:
     """Whether one Condition alone opens some chosen trial's entry (in, or unknown for a Condition that
     cannot be interpreted): the test the partition step's cohort filter puts to each Condition.
@@ -161,9 +164,14 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
     def opens(condition: dict, pid: str) -> bool:
         if catalog.normalizer.strict:
             return opens_whole(condition, pid)
-        key = orjson.dumps(condition.get("code"), option=orjson.OPT_SORT_KEYS)
+        try:
+            key = orjson.dumps(condition.get("code"), option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):  # nested past what orjson writes (254 levels): no key
+            return opens_whole(condition, pid)
+        if len(key) > CODE_KEY_BYTES:  # codes as written are short; a hostile one is not kept
+            return opens_whole(condition, pid)
         if key not in by_code:
-            if len(by_code) > 100_000:  # codes as written are few; a hostile export gets no unbounded cache
+            if len(by_code) >= CODE_KEYS:  # nor are endless distinct ones: at most about 40 MiB
                 by_code.clear()
             by_code[key] = opens_whole({"resourceType": "Condition", "code": condition.get("code")}, pid)
         return by_code[key] and opens_whole(condition, pid)
@@ -236,7 +244,7 @@ def screen(
     mappings_dir, trials_dir, horizon = catalog_dirs
     catalog = catalog or Catalog.load(mappings_dir, trials_dir, horizon_days=horizon)
     cohort = CohortFilter(opens_an_entry(catalog, trial_ids))
-    init = (str(mappings_dir), str(trials_dir), horizon)
+    init = (str(mappings_dir), str(trials_dir), horizon, catalog.normalizer.strict)  # workers read as the parent
     # the workers start (imports, catalogue) while this process reads the export
     with (
         tempfile.TemporaryDirectory(prefix="screen-") as tmp,
