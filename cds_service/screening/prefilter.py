@@ -42,13 +42,8 @@ def unsettled(buf: bytes) -> bool:
     return _ALWAYS_READ.search(buf) is not None
 
 
-def is_entry_line(line: bytes) -> bool:
-    """True when the line may be a Patient, Condition or Medication, or an escape keeps it from being told."""
-    return unsettled(line)
-
-
 def named_ids(line: bytes) -> set[bytes]:
-    """The id after every `Patient/` in a line (of one line; `is_entry_line` false)."""
+    """The id after every `Patient/` in one line (of a line not `unsettled`)."""
     return set(_PATIENT_REF.findall(line))
 
 
@@ -63,10 +58,6 @@ class CohortFilter:
         self._entered = entered
         self.added_at: dict[bytes, int] = {}
         self.version = 0
-
-    @property
-    def inside(self) -> set[bytes]:
-        return set(self.added_at)
 
     def note(self, res: dict, pid: str) -> None:
         """Read one parsed resource of patient `pid`: a Condition that opens an entry brings them inside."""

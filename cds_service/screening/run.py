@@ -251,11 +251,12 @@ def screen(
         mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init) as pool,
     ):
         parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers), limits, cohort)
-        inside = [set[str]() for _ in parts]
-        for pid in map(bytes.decode, cohort.added_at):
+        inside_ids = set(map(bytes.decode, cohort.added_at))
+        inside = [set[str]() for _ in parts]  # each partition's patients inside, for its worker
+        for pid in inside_ids:
             inside[part_of(pid, len(parts))].add(pid)
         rows, funnel = Rows(), Funnel()
-        outside = stats.patients - {p for s in inside for p in s}
+        outside = stats.patients - inside_ids
         add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
         if progress:
             progress(len(outside))
