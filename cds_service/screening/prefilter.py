@@ -73,15 +73,18 @@ class CohortFilter:
         names = named_ids(line)
         return bool(names) and self.added_at.keys().isdisjoint(names)
 
+    @staticmethod
+    def settled(buf: bytes) -> bool:
+        """True when the bytes of a block of whole lines (each ending in a newline) can say whose each line
+        is: no escape or always-read resource, and every line names some patient. A few passes in C."""
+        return not unsettled(buf) and len(_LINE_WITH_REF.findall(buf)) == buf.count(b"\n")
+
     def inside_lines(self, buf: bytes) -> list[tuple[int, int]] | None:
-        """For a block of whole lines (each ending in a newline): the (start, end) of each line that names
-        a patient inside, in order, every other line being `outside`; None when the block cannot be
-        settled so (escapes, always-read resources, a line naming no patient): read it line by line.
-        A few passes in C over the block, then a look only where an inside patient is named."""
-        if unsettled(buf) or len(_LINE_WITH_REF.findall(buf)) != buf.count(b"\n"):
-            return None
+        """For a settled block: the (start, end) of each line that names a patient inside, in order, every
+        other line being `outside`; None past FEW inside patients (look at each line instead). A find
+        only where an inside patient is named."""
         hits = self.added_at.keys() & set(_PATIENT_REF.findall(buf))
-        if len(hits) > FEW:  # mostly inside: nearly every line is parsed anyway, and each find below scans on
+        if len(hits) > FEW:  # mostly inside: nearly every line is read anyway, and each find below scans on
             return None
         spans = set()
         for pid in hits:

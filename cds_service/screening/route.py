@@ -66,27 +66,32 @@ class Router:
         self._filtered(path, offset, buf)
 
     def _filtered(self, path: Path, offset: int, buf: bytes) -> None:
-        """Lines naming only patients outside are counted, not parsed; the block test finds the others
-        (prefilter.inside_lines), or, where it cannot, each line is tested on its own."""
+        """Lines naming only patients outside are counted, not parsed. In a settled block (prefilter) the
+        bytes say whose each line is: the block test finds the lines of patients inside, or, past a few
+        of them, each line's ids do. Otherwise each line is tested on its own."""
         cohort = self.cohort
         assert cohort is not None
-        spans = cohort.inside_lines(buf)
-        if spans is None:
-            pos = offset
-            for line in buf.split(b"\n")[:-1]:  # the block ends in a newline
-                if line and cohort.outside(line):
-                    self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
-                elif line:
-                    self.take(line)
-                pos += len(line) + 1
+        settled = cohort.settled(buf)
+        spans = cohort.inside_lines(buf) if settled else None
+        if spans is not None:  # no Condition in a settled block: the patients inside stay as they are
+            done = 0
+            for start, end in [*spans, (len(buf), len(buf))]:
+                if start > done:
+                    self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
+                if end > start:
+                    self.take(buf[start:end], named_ids(buf[start:end]))
+                done = end
             return
-        done = 0  # no Condition in a settled block: the patients inside stay as they are through it
-        for start, end in [*spans, (len(buf), len(buf))]:
-            if start > done:
-                self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
-            if end > start:
-                self.take(buf[start:end])
-            done = end
+        pos = offset
+        for line in buf.split(b"\n")[:-1]:  # the block ends in a newline
+            ids = named_ids(line) if settled else None
+            if not line:
+                pass
+            elif (cohort.added_at.keys().isdisjoint(ids)) if ids is not None else cohort.outside(line):
+                self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
+            else:
+                self.take(line, ids)
+            pos += len(line) + 1
 
     def _outside(self, path: Path, offset: int, length: int, lines: int) -> None:
         assert self.cohort is not None
@@ -122,22 +127,23 @@ class Router:
                             self.stats.outside_cohort -= 1
                             self.parse(line)
 
-    def take(self, line: bytes) -> None:
+    def take(self, line: bytes, ids: set[bytes] | None = None) -> None:
         """Route a line that is to be read. One whose bytes name a single patient and hide nothing (no
         escape, not a Patient, Condition or Medication) goes to that patient's partition unparsed: its
-        worker parses it anyway and finds its owner there (`bulk.patients_in`), so it is parsed once."""
-        if not unsettled(line):
+        worker parses it anyway and finds its owner there (`bulk.patients_in`), so it is parsed once.
+        `ids`: the line's `named_ids`, when its block is settled (so the line is)."""
+        if ids is None and not unsettled(line):
             ids = named_ids(line)
-            if len(ids) == 1:
-                try:
-                    pid = next(iter(ids)).decode()
-                except UnicodeDecodeError:  # not UTF-8: parsed here, where it is counted malformed
-                    pid = None
-                if pid:
-                    self.stats.lines += 1
-                    out = self.files[part_of(pid, len(self.files))]
-                    out.write(OWNER_UNREAD + b"\t" + line.rstrip(b"\n") + b"\n")
-                    return
+        if ids is not None and len(ids) == 1:
+            try:
+                pid = next(iter(ids)).decode()
+            except UnicodeDecodeError:  # not UTF-8: parsed here, where it is counted malformed
+                pid = None
+            if pid:
+                self.stats.lines += 1
+                out = self.files[part_of(pid, len(self.files))]
+                out.write(OWNER_UNREAD + b"\t" + line.rstrip(b"\n") + b"\n")
+                return
         self.parse(line)
 
     def parse(self, line: bytes) -> None:
