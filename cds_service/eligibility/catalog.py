@@ -63,8 +63,12 @@ class Catalog:
                 )
         return self.normalizer.normalize(resources, patient_id, kinds)
 
+    def chosen(self, trial_ids: list[str] | None = None) -> list[Trial]:
+        """The trials named, in that order, or every trial."""
+        return [self.trials[t] for t in trial_ids] if trial_ids else list(self.trials.values())
+
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
-        chosen = [self.trials[t] for t in trial_ids] if trial_ids else list(self.trials.values())
+        chosen = self.chosen(trial_ids)
         return Report(
             patient=facts.patient,
             as_of=as_of,

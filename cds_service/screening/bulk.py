@@ -46,6 +46,15 @@ class ReadStats:
     patients: set[str] = field(default_factory=set)
     too_large: set[str] = field(default_factory=set)  # patients over the per-patient cap: not screened
 
+    def tally(self, kind: str) -> None:
+        """Count one parsed line of this `classify` kind (its line is counted where it was read)."""
+        if kind in ("malformed", "other_types"):
+            setattr(self, kind, getattr(self, kind) + 1)
+            return
+        self.resources += 1
+        if kind in ("no_patient", "two_patients"):
+            setattr(self, kind, getattr(self, kind) + 1)
+
     def absorb(self, other: ReadStats) -> None:
         """Add what a worker counted reading its partition (the lines themselves were counted here)."""
         for name in ("resources", "malformed", "no_patient", "other_types", "two_patients"):
@@ -194,12 +203,10 @@ def _owned(line: bytes, stats: ReadStats) -> tuple[str | None, dict | None, int]
     if head != OWNER_UNREAD:
         return orjson.loads(head), orjson.loads(body), len(body)
     kind, pid, res = _parsed(body)
-    if kind not in ("malformed", "other_types"):
-        stats.resources += 1
+    stats.tally(kind)
     if kind == "record":
         return pid, res, len(body)
-    setattr(stats, kind, getattr(stats, kind) + 1)  # a Patient or a Medication is never routed so
-    return None, None, len(body)
+    return None, None, len(body)  # set aside (a Patient or a Medication is never routed so)
 
 
 def patients_in(

@@ -79,7 +79,8 @@ class Router:
                 if start > done:
                     self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
                 if end > start:
-                    self.take(buf[start:end], named_ids(buf[start:end]))
+                    line = buf[start:end]
+                    self.take(line, named_ids(line))
                 done = end
             return
         pos = offset
@@ -152,12 +153,8 @@ class Router:
         if kind == "blank":
             return
         stats.lines += 1
-        if kind in ("malformed", "other_types"):
-            setattr(stats, kind, getattr(stats, kind) + 1)
-            return
-        stats.resources += 1
-        if kind in ("no_patient", "two_patients"):
-            setattr(stats, kind, getattr(stats, kind) + 1)
+        stats.tally(kind)
+        if kind in ("malformed", "other_types", "no_patient", "two_patients"):
             return
         if kind == "medication":
             self.medications.append(b"null\t" + line.rstrip(b"\n") + b"\n")

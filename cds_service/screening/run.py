@@ -19,6 +19,8 @@ import orjson
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.report import TrialResult
+from cds_service.eligibility.trials import Trial
+from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.read import iter_resources
 from cds_service.runtime import tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
@@ -134,10 +136,19 @@ def cohort_first(
     """
     entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
     quick = catalog.facts(entry_only, pid)
-    chosen = [catalog.trials[t] for t in trial_ids] if trial_ids else list(catalog.trials.values())
-    if all(entry(t, quick, catalog.mappings).outcome == "out" for t in chosen if not t.draft):
+    if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
         return catalog.report(quick, as_of, trial_ids).trials  # every trial stops at its entry: no criterion
     return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
+
+
+def live_trials(catalog: Catalog, trial_ids: list[str] | None) -> list[Trial]:
+    """The chosen trials that are evaluated (a draft's entry is never read)."""
+    return [t for t in catalog.chosen(trial_ids) if not t.draft]
+
+
+def opens_some_entry(catalog: Catalog, facts: PatientFacts, live: list[Trial]) -> bool:
+    """True when these facts put the patient inside, or possibly inside, some trial's cohort."""
+    return any(entry(t, facts, catalog.mappings).outcome != "out" for t in live)
 
 
 CODE_KEY_BYTES, CODE_KEYS = 2048, 20_000  # the entry test's cache of Conditions by code (opens_an_entry)
@@ -153,13 +164,11 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
     Conditions (hypertension opens nothing whatever its status); only those it does not are read whole.
     In strict mode the reduced resource would fail validation, so every Condition is read whole.
     """
-    live = [t for t in ([catalog.trials[t] for t in trial_ids] if trial_ids else catalog.trials.values())]
-    live = [t for t in live if not t.draft]
+    live = live_trials(catalog, trial_ids)
     by_code: dict[bytes, bool] = {}
 
     def opens_whole(condition: dict, pid: str) -> bool:
-        facts = catalog.facts([condition], pid)
-        return any(entry(t, facts, catalog.mappings).outcome != "out" for t in live)
+        return opens_some_entry(catalog, catalog.facts([condition], pid), live)
 
     def opens(condition: dict, pid: str) -> bool:
         if catalog.normalizer.strict:
