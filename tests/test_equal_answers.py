@@ -11,6 +11,7 @@ import uuid
 import pytest
 from helpers import ext, open_service
 
+from cds_service.screening.bulk import COUNTS
 from cds_service.screening.run import cohort_first, screen
 from cds_service.settings import REPO_ROOT
 from demo.hook_request import prefetch_for
@@ -53,11 +54,19 @@ def _line(r: dict, rng: random.Random) -> str:
     return text.replace("/", "\\/") if rng.random() < 0.2 else text
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(catalog, as_of, seed, tmp_path):
+@pytest.mark.parametrize(
+    ("seed", "workers", "span", "first"), [(0, 1, None, "mixed"), (1, 1, 4096, "Condition"), (2, 2, 4096, "Patient"),
+                                           (3, 2, None, "mixed"), (4, 2, 2048, "mixed")]
+)  # fmt: skip
+def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(
+    catalog, as_of, seed, workers, span, first, tmp_path, monkeypatch
+):
     """The screen reads only the lines of patients inside some cohort (prefilter.py). Whatever the order
     (a patient's Observations before the Condition that brings them inside), the file names, the JSON
-    spelling and the repeats, its rows are the verdicts of each whole record."""
+    spelling and the repeats, its rows are the verdicts of each whole record. Also when the files are cut
+    into spans routed by several workers, each learning of patients inside from the Conditions in its own
+    spans only (`span`: bytes per span, cutting lines anywhere), and when the first file, of mixed types,
+    is named for a type the cohort entry reads (its spans shared between the screen and its workers)."""
     rng = random.Random(seed)
     records = {pid: resources(b) for pid, b in demo_bundles(as_of).items()}
     for pid, res in list(records.items())[:2]:  # the same records without their SLE: outside every cohort
@@ -72,9 +81,16 @@ def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(catalog,
     rng.shuffle(lines)
     export = tmp_path / "export"
     export.mkdir()
-    for i, name in enumerate(("mixed", "more", "rest")):  # every file mixes types, none named for one
+    for i, name in enumerate((first, "more", "rest")):  # every file mixes types
         (export / f"{name}.ndjson").write_text("\n".join(lines[i::3]) + "\n")
-    got = screen(export, (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365), as_of, workers=1)
+    dirs = (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365)
+    whole = screen(export, dirs, as_of, workers=1) if span else None  # each file one span, one router
+    if span:
+        monkeypatch.setattr("cds_service.screening.spans.SPAN_BYTES", span)
+        monkeypatch.setattr("cds_service.screening.run.ENTRY_SPAN_BYTES", span)
+    got = screen(export, dirs, as_of, workers=workers)
+    if whole is not None:  # the same lines read, parsed and left unparsed
+        assert [getattr(got.stats, f) for f in COUNTS] == [getattr(whole.stats, f) for f in COUNTS]
     want = {
         (pid, t.id): (t.status, t.eligible_from.isoformat() if t.eligible_from else "")
         for pid, res in records.items()

@@ -72,6 +72,34 @@ def test_a_patient_comes_inside_only_by_a_condition_that_opens_an_entry():
 
 
 @pytest.mark.parametrize("seed", range(20))
+def test_spans_cut_anywhere_hold_each_line_once(seed, tmp_path):
+    """A file cut into spans at any byte (inside a line, on its newline, inside a line over the cap) gives
+    each line to exactly one span, the one it starts in, at its offset, with the cap's counts unchanged."""
+    import io
+    import random
+
+    from cds_service.screening.bulk import ReadStats, lines
+    from cds_service.screening.spans import Span, span_blocks
+
+    rng = random.Random(seed)
+    data = b"".join(
+        b"x" * rng.choice([0, 1, 5, 40, 200, 900]) + rng.choice([b"\n", b"\r\n", b"\n"]) for _ in range(200)
+    ) + b"y" * rng.choice([0, 3, 300])
+    path = tmp_path / "Observation.ndjson"
+    path.write_bytes(data)
+    cap = rng.choice([10, 50, 300, 5000])
+    cuts = sorted({0, *rng.sample(range(1, len(data)), k=rng.choice([1, 3, 17, 60]))})
+    want_stats, got_stats = ReadStats(), ReadStats()
+    want = [line.rstrip(b"\n") for line in lines(io.BytesIO(data), cap, want_stats)]
+    got = []
+    for a, b in zip(cuts, [*cuts[1:], None], strict=True):
+        for offset, block in span_blocks(Span(path, a, b), cap, got_stats):
+            assert data[offset : offset + len(block)] in (block, block[:-1])
+            got += block.split(b"\n")[:-1]
+    assert got == want and got_stats.too_long == want_stats.too_long
+
+
+@pytest.mark.parametrize("seed", range(20))
 def test_blocks_hold_the_lines_the_line_reader_gives_at_their_offsets(seed):
     """`blocks` (read in big pieces, for the cohort filter) keeps `lines`' cap and counts, and each block
     sits at its offset in the stream (the filter reads judged blocks again from there)."""

@@ -56,10 +56,15 @@ class ReadStats:
             setattr(self, kind, getattr(self, kind) + 1)
 
     def absorb(self, other: ReadStats) -> None:
-        """Add what a worker counted reading its partition (the lines themselves were counted here)."""
-        for name in ("resources", "malformed", "no_patient", "other_types", "two_patients"):
+        """Add what another reader counted: a router of part of the export, or a worker reading its
+        partition (which counts the resources of lines routed unparsed, and the patients over the caps)."""
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.patients |= other.patients
         self.too_large |= other.too_large
+
+
+COUNTS = ("lines", "resources", "malformed", "no_patient", "other_types", "two_patients", "too_long", "outside_cohort")
 
 
 MIB = 1024 * 1024
@@ -148,7 +153,8 @@ def blocks(f: IO[bytes], max_bytes: int, stats: ReadStats, size: int = 1 << 20) 
             stats.too_long += not dropping
             start, block = at + nl + 1, data[nl + 1 : cut + 1]
         else:
-            start, block = (rest_at if rest else at), bytes(rest + data[: cut + 1])
+            whole = not rest and cut + 1 == len(data)  # the usual read: no copy (else one)
+            start, block = (rest_at if rest else at), data if whole else b"".join((rest, memoryview(data)[: cut + 1]))
         dropping = False
         if block:
             yield start, block
@@ -209,8 +215,14 @@ def _owned(line: bytes, stats: ReadStats) -> tuple[str | None, dict | None, int]
     return None, None, len(body)  # set aside (a Patient or a Medication is never routed so)
 
 
+def _partition_lines(files: list[Path]) -> Iterator[bytes]:
+    for path in files:
+        with path.open("rb") as f:
+            yield from f
+
+
 def patients_in(
-    part: Path,
+    part: Path | list[Path],
     limits: ReadLimits | None = None,
     too_large: set[str] | None = None,
     only: set[str] | None = None,
@@ -227,26 +239,25 @@ def patients_in(
     dropped: set[str] = set() if too_large is None else too_large
     counted = ReadStats() if stats is None else stats
     shared: list[dict] = []
-    with part.open("rb") as f:
-        for line in f:
-            if only is not None and not line.startswith(b"{"):
-                whose = orjson.loads(line.partition(b"\t")[0])
-                if isinstance(whose, str) and whose not in only:
-                    continue
-            pid, res, n = _owned(line, counted)
-            if res is None:
+    for line in _partition_lines([part] if isinstance(part, Path) else part):
+        if only is not None and not line.startswith(b"{"):
+            whose = orjson.loads(line.partition(b"\t")[0])
+            if isinstance(whose, str) and whose not in only:
                 continue
-            if pid is None:
-                shared.append(res)
-                continue
-            if pid in dropped:
-                continue
-            size[pid] = size.get(pid, 0) + n
-            mine = by_patient.setdefault(pid, [])
-            mine.append(res)
-            if size[pid] > limits.max_patient_bytes or len(mine) > limits.max_patient_resources:
-                dropped.add(pid)
-                del by_patient[pid]  # freed now; the rest of this patient's lines are read one at a time
+        pid, res, n = _owned(line, counted)
+        if res is None:
+            continue
+        if pid is None:
+            shared.append(res)
+            continue
+        if pid in dropped:
+            continue
+        size[pid] = size.get(pid, 0) + n
+        mine = by_patient.setdefault(pid, [])
+        mine.append(res)
+        if size[pid] > limits.max_patient_bytes or len(mine) > limits.max_patient_resources:
+            dropped.add(pid)
+            del by_patient[pid]  # freed now; the rest of this patient's lines are read one at a time
     for pid, resources in by_patient.items():
         if any(r.get("resourceType") == "Patient" for r in resources):
             yield pid, resources + shared

@@ -23,7 +23,7 @@ Conditions are read; a line judged outside before its patient came inside is jud
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 # the line may itself be a resource that is always read (also matches one contained in another: read anyway)
 _ALWAYS_READ = re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:Patient|Condition|Medication)"')
@@ -51,12 +51,13 @@ class CohortFilter:
     """The patients found so far to be inside some trial's cohort, and the tests of lines against them.
 
     `entered(condition, patient)` says whether one Condition resource alone opens some trial's entry.
-    `version` counts patients come inside; `added_at` says when each came.
+    `version` counts patients come inside; `added_at` says when each came (`known`: those found inside
+    before, by another router: at version 0).
     """
 
-    def __init__(self, entered: Callable[[dict, str], bool]) -> None:
+    def __init__(self, entered: Callable[[dict, str], bool], known: Iterable[bytes] = ()) -> None:
         self._entered = entered
-        self.added_at: dict[bytes, int] = {}
+        self.added_at: dict[bytes, int] = dict.fromkeys(known, 0)
         self.version = 0
 
     def note(self, res: dict, pid: str) -> None:
@@ -65,6 +66,13 @@ class CohortFilter:
         if res.get("resourceType") == "Condition" and key not in self.added_at and self._entered(res, pid):
             self.version += 1
             self.added_at[key] = self.version
+
+    def learn(self, ids: Iterable[bytes]) -> None:
+        """Patients another router found inside."""
+        for key in ids:
+            if key not in self.added_at:
+                self.version += 1
+                self.added_at[key] = self.version
 
     def outside(self, line: bytes) -> bool:
         """True only when the line is not always read and names patients, all of them outside now."""

@@ -1,9 +1,13 @@
-"""Routing an export's lines to partition files by patient, so a partition holds whole patients.
+"""Routing an export's lines to partitions by patient, so a partition holds whole patients.
 
-Each line goes to one of N partition files by a hash of its patient, to the Medications every
-partition shares, or aside (counted in ReadStats). With a cohort filter (prefilter.py), lines that name
-only patients outside every trial's cohort are counted and not parsed; a block of them judged before a
-later Condition brought one of its patients inside is read again at the end, and those lines routed.
+Each line goes to one of N partitions by a hash of its patient, to the Medications every partition
+shares, or aside (counted in ReadStats). With a cohort filter (prefilter.py), lines that name only
+patients outside every trial's cohort are counted and not parsed; a block of them judged before a later
+Condition brought one of its patients inside is read again at the end, and those lines routed.
+
+Several routers can share the work (spans.py): each writes its own file of each partition (a partition
+is the list of those files, and the Medications), and the lines each left unparsed are read again against
+the patients the others brought inside (`recheck_across`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from cds_service.screening.bulk import (
     ReadStats,
     _open,
     _parsed,
-    blocks,
     export_files,
 )
 from cds_service.screening.prefilter import CohortFilter, named_ids, unsettled
+from cds_service.screening.spans import Span, span_blocks
 
 ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
 
@@ -51,8 +55,38 @@ class Judged:
     version: int
 
 
+class PartFiles:
+    """One router's file of each partition (`part-NNNN.<tag>.ndjson`), each opened when first written, to
+    append: the routers of one process write theirs in turn."""
+
+    def __init__(self, work: Path, parts: int, tag: str) -> None:
+        self.work, self.parts, self.tag = work, parts, tag
+        self.open: dict[int, IO[bytes]] = {}
+
+    def of(self, pid: str) -> IO[bytes]:
+        i = part_of(pid, self.parts)
+        out = self.open.get(i)
+        if out is None:
+            out = self.open[i] = (self.work / f"part-{i:04d}.{self.tag}.ndjson").open("ab")
+        return out
+
+    def close(self) -> None:
+        for out in self.open.values():
+            out.close()
+        self.open.clear()
+
+
+def partition_files(work: Path, parts: int) -> list[list[Path]]:
+    """Each partition's files, written by every router, and the Medications all of them share."""
+    shared = [work / MEDICATIONS] if (work / MEDICATIONS).exists() else []
+    return [sorted(work.glob(f"part-{i:04d}.*.ndjson")) + shared for i in range(parts)]
+
+
+MEDICATIONS = "medications.ndjson"
+
+
 class Router:
-    def __init__(self, files: list[IO[bytes]], stats: ReadStats, cohort: CohortFilter | None) -> None:
+    def __init__(self, files: PartFiles, stats: ReadStats, cohort: CohortFilter | None) -> None:
         self.files, self.stats, self.cohort = files, stats, cohort
         self.medications: list[bytes] = []
         self.judged: list[Judged] = []
@@ -142,7 +176,7 @@ class Router:
                 pid = None
             if pid:
                 self.stats.lines += 1
-                out = self.files[part_of(pid, len(self.files))]
+                out = self.files.of(pid)
                 out.write(OWNER_UNREAD + b"\t" + line.rstrip(b"\n") + b"\n")
                 return
         self.parse(line)
@@ -166,33 +200,82 @@ class Router:
             self.cohort.note(res, pid)
         # the owner found here travels with the line (a JSON string: no raw tab in it), so the partition's
         # reader does not walk every reference of every resource a second time
-        out = self.files[part_of(pid, len(self.files))]
+        out = self.files.of(pid)
         out.write(orjson.dumps(pid) + b"\t" + line.rstrip(b"\n") + b"\n")
+
+
+@dataclass
+class Routed:
+    """What one router did: its counts, the Medications it found, the spans of lines it left unparsed,
+    and the patients it knew inside at the end (what those lines were last judged against)."""
+
+    stats: ReadStats
+    medications: list[bytes]
+    judged: list[Judged]
+    known: frozenset[bytes]
+
+
+def route(spans: list[Span], files: PartFiles, max_line: int, cohort: CohortFilter | None) -> Routed:
+    """Route the lines of `spans` in order, then read again those judged before a later Condition."""
+    router = Router(files, ReadStats(), cohort)
+    try:
+        for span in spans:
+            try:
+                for offset, buf in span_blocks(span, max_line, router.stats):
+                    router.block(span.path, offset, buf)
+            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
+                name = span.path.name
+                raise ExportFileError(f"{name} cannot be read to its end ({type(e).__name__})") from None
+        router.recheck()
+    finally:
+        files.close()
+    known = frozenset(cohort.added_at) if cohort is not None else frozenset()
+    return Routed(router.stats, router.medications, router.judged, known)
+
+
+def recheck_across(done: list[Routed], files: PartFiles, stats: ReadStats, cohort: CohortFilter) -> None:
+    """Route the lines a router left unparsed that name a patient another router brought inside (and none
+    it knew of: those it routed itself), counting them in `stats` as read rather than outside."""
+    inside = cohort.added_at.keys()
+    late = Router(files, stats, cohort)
+    try:
+        for r in done:
+            news = inside - r.known
+            if not news:
+                continue
+            for j in r.judged:
+                with _open(j.path) as f:
+                    f.seek(j.offset)
+                    for line in _lines(f.read(j.length)):
+                        ids = named_ids(line)
+                        if not news.isdisjoint(ids) and r.known.isdisjoint(ids):
+                            stats.lines -= 1
+                            stats.outside_cohort -= 1
+                            late.parse(line)
+    finally:
+        files.close()
+
+
+def write_medications(work: Path, medications: list[bytes]) -> None:
+    with (work / MEDICATIONS).open("wb") as out:
+        out.writelines(medications)
+
+
+def entry_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The export's files named for the resources a cohort entry reads, and the others (names sorted)."""
+    files = export_files(folder)
+    return [p for t, p in files if t in ENTRY_TYPES], [p for t, p in files if t not in ENTRY_TYPES]
 
 
 def partition(
     folder: Path, work: Path, parts: int, limits: ReadLimits | None = None, cohort: CohortFilter | None = None
-) -> tuple[list[Path], ReadStats]:
-    """Route every usable line of the export to partition files in `work`; Medication resources (no
-    patient) are copied into every partition, where each patient's references pick them up. With a
-    cohort filter, lines naming only patients outside every cohort are not parsed (prefilter.py)."""
-    stats = ReadStats()
+) -> tuple[list[list[Path]], ReadStats]:
+    """Route every usable line of the export, in one process, to partitions in `work` (each a list of
+    files); Medication resources (no patient) go to a file every partition shares, where each patient's
+    references pick them up. With a cohort filter, lines naming only patients outside every cohort are not
+    parsed (prefilter.py)."""
     max_line = (limits or ReadLimits.from_settings()).max_line_bytes
-    files = [(work / f"part-{i:04d}.ndjson").open("wb") for i in range(parts)]
-    router = Router(files, stats, cohort)
-    ordered = sorted(export_files(folder), key=lambda tp: tp[0] not in ENTRY_TYPES)  # stable: names within
-    try:
-        for _, path in ordered:
-            try:
-                with _open(path) as f:
-                    for offset, buf in blocks(f, max_line, stats):
-                        router.block(path, offset, buf)
-            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation an EOFError
-                raise ExportFileError(f"{path.name} cannot be read to its end ({type(e).__name__})") from None
-        router.recheck()
-        for out in files:
-            out.writelines(router.medications)
-    finally:
-        for out in files:
-            out.close()
-    return [work / f"part-{i:04d}.ndjson" for i in range(parts)], stats
+    entry, rest = entry_files(folder)
+    done = route([Span(p) for p in entry + rest], PartFiles(work, parts, "all"), max_line, cohort)
+    write_medications(work, done.medications)
+    return partition_files(work, parts), done.stats

@@ -1,10 +1,12 @@
-"""Screening across cores: each worker loads the catalogue once and evaluates whole partitions, returning
-one row per patient and trial and its share of the funnel counts (so nothing per-criterion per-patient
-crosses back to the parent)."""
+"""Screening across cores. Each worker loads the catalogue once, routes spans of the export to its own
+file of each partition (route.py, spans.py; the screen process routes a share of the Patient and Condition
+files while the workers start), then evaluates whole partitions, returning one row per patient and trial
+and its share of the funnel counts (so nothing per-criterion per-patient crosses back to the parent)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -25,8 +27,18 @@ from cds_service.fhir.read import iter_resources
 from cds_service.runtime import tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
 from cds_service.screening.prefilter import CohortFilter
-from cds_service.screening.route import part_of, partition
+from cds_service.screening.route import (
+    PartFiles,
+    Routed,
+    entry_files,
+    part_of,
+    partition_files,
+    recheck_across,
+    route,
+    write_medications,
+)
 from cds_service.screening.rows import Rows
+from cds_service.screening.spans import Span, spans_of
 from cds_service.settings import get_settings
 
 ROW_FIELDS = (
@@ -189,7 +201,7 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
 
 
 def screen_partition(
-    job: tuple[Path, date, list[str] | None, ReadLimits, set[str] | None],
+    job: tuple[list[Path], date, list[str] | None, ReadLimits, set[str] | None],
 ) -> tuple[list[dict[str, Any]], Funnel, ReadStats, float]:
     """Rows and funnel of one partition's patients (of those in `only`, when given), what its reading
     counted (the patients left out for being over the per-patient caps, and the resources of the lines
@@ -259,19 +271,20 @@ def screen(
         tempfile.TemporaryDirectory(prefix="screen-") as tmp,
         mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init) as pool,
     ):
-        parts, stats = partition(folder, Path(tmp), partitions_for(folder, workers), limits, cohort)
+        parts, stats = route_export(pool, folder, Path(tmp), limits, cohort, trial_ids, workers)
         inside_ids = set(map(bytes.decode, cohort.added_at))
         inside = [set[str]() for _ in parts]  # each partition's patients inside, for its worker
         for pid in inside_ids:
             inside[part_of(pid, len(parts))].add(pid)
+        jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
+        pending = pool.imap_unordered(screen_partition, jobs)  # the workers start on them now
         rows, funnel = Rows(), Funnel()
         outside = stats.patients - inside_ids
         add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
         if progress:
             progress(len(outside))
-        jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
         worker_peak = 0.0
-        for part_rows, part_funnel, counted, peak in pool.imap_unordered(screen_partition, jobs):
+        for part_rows, part_funnel, counted, peak in pending:
             stats.absorb(counted)
             worker_peak = max(worker_peak, peak)
             rows.add(part_rows)
@@ -279,6 +292,68 @@ def screen(
             if progress:
                 progress(len({r["patient"] for r in part_rows}))
     return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb(), worker_peak)
+
+
+_ENTRY_TESTS: dict[tuple[str, ...], Callable[[dict, str], bool]] = {}  # a worker's, by the trials chosen
+
+
+def route_span(job: tuple[Span, Path, int, int, frozenset[bytes], list[str] | None]) -> Routed:
+    """Route one span of the export (in a worker) to this process's file of each partition, with the
+    patients the entry files brought inside; Conditions in the span may bring in more."""
+    span, work, parts, max_line, inside, trial_ids = job
+    key = tuple(trial_ids or ())
+    if key not in _ENTRY_TESTS:
+        assert _CATALOG is not None
+        _ENTRY_TESTS[key] = opens_an_entry(_CATALOG, trial_ids)
+    cohort = CohortFilter(_ENTRY_TESTS[key], inside)
+    return route([span], PartFiles(work, parts, f"w{os.getpid()}"), max_line, cohort)
+
+
+def route_export(
+    pool: Any,
+    folder: Path,
+    work: Path,
+    limits: ReadLimits,
+    cohort: CohortFilter,
+    trial_ids: list[str] | None,
+    workers: int,
+) -> tuple[list[list[Path]], ReadStats]:
+    """Route the export to partitions in `work` (`partitions_for`), in spans across the workers. The files
+    named for Patients and Conditions go first, this process taking its share while the workers start, so
+    the patients inside are known before the rest is read; then the rest; then the lines one router left
+    unparsed that another's Conditions brought inside."""
+    parts, max_line = partitions_for(folder, workers), limits.max_line_bytes
+    entry, rest = entry_files(folder)
+
+    def jobs(spans: list[Span]) -> list[tuple]:
+        return [(s, work, parts, max_line, frozenset(cohort.added_at), trial_ids) for s in spans]
+
+    mine, theirs = share(spans_of(entry, workers, least=ENTRY_SPAN_BYTES), workers + 1)
+    pending = pool.imap_unordered(route_span, jobs(theirs))
+    done = [route(mine, PartFiles(work, parts, "entry"), max_line, cohort), *pending]
+    for d in done:
+        cohort.learn(d.known)
+    done += pool.imap_unordered(route_span, jobs(spans_of(rest, workers)))
+    stats = ReadStats()
+    for d in done:
+        stats.absorb(d.stats)
+        cohort.learn(d.known)
+    recheck_across(done, PartFiles(work, parts, "late"), stats, cohort)
+    write_medications(work, [line for d in done for line in d.medications])
+    return partition_files(work, parts), stats
+
+
+ENTRY_SPAN_BYTES = 4 * 1024 * 1024  # smaller: this process's share of them must be a fair one
+
+
+def share(spans: list[Span], ways: int) -> tuple[list[Span], list[Span]]:
+    """About 1/ways of the spans' bytes, and the rest."""
+    sizes = [(s.end if s.end is not None else s.path.stat().st_size) - s.start for s in spans]
+    mine, taken = 0, 0
+    while mine < len(spans) and (taken + sizes[mine]) * ways <= sum(sizes):
+        taken += sizes[mine]
+        mine += 1
+    return spans[:mine], spans[mine:]
 
 
 def peak_rss_mb() -> float:
