@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cds_service.views.checklists import OUTCOME_LABEL, STATUS_LABEL
 from demo.hook_request import hook_request
+from demo.load import demo_bundles
 
 from .test_faults_privacy_shutdown import Service
 
@@ -55,15 +57,20 @@ def test_checklist_in_a_real_browser(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         seen = json.loads(run.stdout.strip().splitlines()[-1])
         bruno = httpx.post(f"{main.url}/cds-services/trial-matcher", json=hook_request("demo-bruno"))
+        report = httpx.post(f"{main.url}/match", json=demo_bundles()["demo-bruno"], params={"trial": seen["trialId"]})
     finally:
         main.stop()
         short.stop()
     assert seen["hookStatus"] == 200 and seen["cards"] == len(bruno.json()["cards"]) > 0
     assert seen["status"] == 200 and seen["cacheControl"] == "no-store"
-    assert "Equecabtagene" in seen["h1"]
-    assert seen["statusHeading"].startswith("Possibly eligible from")
-    assert seen["rows"] == 35 and {"Met", "Not met", "Needs review"} <= {o.strip("✓✗?! ") for o in seen["outcomes"]}
-    assert seen["registryLink"] == "https://clinicaltrials.gov/study/NCT06902844"
+    # the page says what the service's report of the same patient and trial says, criterion by criterion
+    trial = report.json()["trials"][0]
+    assert trial["id"] == seen["trialId"] and seen["h1"] == trial["title"]
+    heading = STATUS_LABEL[trial["status"]] + (f" from {trial['eligible_from']}" if trial.get("eligible_from") else "")
+    assert seen["statusHeading"] == heading
+    assert seen["rows"] == len(trial["criteria"]) > 0
+    assert [o.strip("✓✗?! ") for o in seen["outcomes"]] == [OUTCOME_LABEL[c["outcome"]] for c in trial["criteria"]]
+    assert seen["registryLink"] == f"https://clinicaltrials.gov/study/{seen['trialId']}"
     assert seen["firstTabTarget"] == "Skip to content"
     assert seen["mobileOverflow"] is False and seen["printHidesHeader"] is True
     assert seen["forgedStatus"] == 404 and "not valid" in seen["forgedText"]
