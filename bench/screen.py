@@ -2,13 +2,15 @@
 
     .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark] [--sle-every 100]
     .venv/bin/python -m bench.screen --grow 10000 100000 [--resources 40] [--sle-every 100]
+    .venv/bin/python -m bench.screen ... --against /tmp/before   # git worktree add /tmp/before <commit>
 
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
 with each worker count (and on Spark with --spark). Prints patients/s, patients/s per core, the ratio
 to the floor and peak RSS (the screen process's and its largest worker's), and draws the comparison as
 an SVG bar chart (bench-screen.svg). With --grow: the peaks at each export size (a worker's is bounded
-by a partition, so it should not grow with the export).
+by a partition, so it should not grow with the export). With --against, each worker count also runs
+on another checkout's code, just before this one's, on the same files.
 """
 
 from __future__ import annotations
@@ -81,15 +83,17 @@ print(json.dumps({"status": status, "parent": resource.getrusage(resource.RUSAGE
 """
 
 
-def run_screen(folder: Path, out: Path, workers: int, spark: bool = False) -> tuple[float, float, float]:
+def run_screen(
+    folder: Path, out: Path, workers: int, spark: bool = False, code: Path = REPO_ROOT
+) -> tuple[float, float, float]:
     """Seconds, the screen process's peak RSS and its largest worker's (MiB) of `trial-matcher screen`,
-    run in its own process."""
+    run in its own process, with the code of the checkout `code` (this one, or `--against`'s)."""
     start = time.perf_counter()
     cmd = [sys.executable, "-c", CHILD, "screen", str(folder), "--out", str(out), "--as-of",
            AS_OF.isoformat(), "--workers", str(workers), "--no-store"]  # fmt: skip
     if spark:
         cmd += ["--engine", "spark", "--spark-master", f"local[{workers}]"]
-    run = subprocess.run(cmd, check=True, cwd=REPO_ROOT, capture_output=True, text=True)
+    run = subprocess.run(cmd, check=True, cwd=code, capture_output=True, text=True)  # `-c` imports from cwd
     seconds = time.perf_counter() - start
     peaks = orjson.loads(run.stderr.strip().splitlines()[-1])
     return seconds, peaks["parent"], peaks["workers"]
@@ -120,6 +124,8 @@ def main() -> int:
     p.add_argument("--spark", action="store_true", help="also the Spark engine, local[W] for the largest W")
     p.add_argument("--sle-every", type=int, default=1, help="one patient in N has SLE (100: a clinic-like export)")
     p.add_argument("--grow", type=int, nargs="+", metavar="N", help="instead: peak memory at each export size")
+    p.add_argument("--against", type=Path, metavar="CHECKOUT",
+                   help="also screen with another checkout's code (a git worktree of the commit before)")  # fmt: skip
     args = p.parse_args()
     if args.grow:
         with tempfile.TemporaryDirectory(prefix="bench-grow-") as tmp:
@@ -134,14 +140,23 @@ def main() -> int:
         rows = [("floor: orjson parse, 1 core", args.patients / base)]
         print("| workers | seconds | patients/s | per core | time / floor | peak RSS MiB (screen / worker) |")
         print("|---|---|---|---|---|---|")
-        runs = [(w, False) for w in args.workers] + ([(max(args.workers), True)] if args.spark else [])
-        for w, spark in runs:
-            secs, parent, worker = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark)
+        runs = [(w, False, REPO_ROOT) for w in args.workers] + (
+            [(max(args.workers), True, REPO_ROOT)] if args.spark else []
+        )
+        if args.against:  # each worker count on the other checkout first, then on this one: side by side
+            runs = [
+                run
+                for w, spark, code in runs
+                for run in ([(w, spark, args.against)] if not spark else []) + [(w, spark, code)]
+            ]
+        for w, spark, code in runs:
+            secs, parent, worker = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark, code)
             rate = args.patients / secs
-            label = f"spark local[{w}]" if spark else str(w)
+            label = (f"spark local[{w}]" if spark else str(w)) + (" (against)" if code != REPO_ROOT else "")
             ratio, peaks = secs / base, f"{parent:.0f} / {worker:.0f}"
             print(f"| {label} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {ratio:.1f} | {peaks} |")
-            rows.append((f"screen, {'spark ' if spark else ''}{w} worker(s)", rate))
+            against = ", against" if code != REPO_ROOT else ""
+            rows.append((f"screen, {'spark ' if spark else ''}{w} worker(s){against}", rate))
         bar_chart(rows, REPO_ROOT / "bench-screen.svg", "{:.0f}/s", "Screening throughput, patients/s")
         print("chart: bench-screen.svg")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -98,7 +99,15 @@ def test_cli_writes_every_output(export, tmp_path, capsys):
     page = (out / "funnel.html").read_text()
     assert page.count("<svg") == len({f["trial"] for f in funnel})
     assert not any(x in page for x in ("<script", "src=", "<link"))  # one page, readable offline
-    assert "patients/s" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "patients/s" in said
+    # the summary's table counts what patients.csv holds, per trial and status
+    for trial in {r["trial"] for r in rows}:
+        n = [
+            sum(r["trial"] == trial and r["status"] == s for r in rows)
+            for s in ("likely-eligible", "possibly-eligible", "ineligible")
+        ]
+        assert re.search(rf"{trial}\s*│\s*{n[0]}\s*│\s*{n[1]}\s*│\s*{n[2]}\s*│", said), trial
 
 
 def test_bad_input_and_empty_exports(tmp_path, capsys):

@@ -170,11 +170,7 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
     table = Table(title="Feasibility", title_justify="left")
     for col in ("trial", "likely", "possibly", "ineligible"):
         table.add_column(col, justify="right" if col != "trial" else "left")
-    counts: dict[str, dict[str, int]] = {}
-    for r in result.rows:
-        counts.setdefault(r["trial"], {}).setdefault(r["status"], 0)
-        counts[r["trial"]][r["status"]] += 1
-    for trial, c in sorted(counts.items()):
+    for trial, c in sorted(result.funnel.statuses.items()):  # the rows' statuses, counted as they came
         table.add_row(trial, *(str(c.get(k, 0)) for k in ("likely-eligible", "possibly-eligible", "ineligible")))
     err.print(table)
     st = result.stats

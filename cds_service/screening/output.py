@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import html
+from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +55,35 @@ def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]
     paths = {name: out / name for name in ("patients.csv", "patients.parquet", "funnel.csv", "funnel.html")}
     raw = out / ".patients.raw.csv"  # the ids as they are, for Parquet (no spreadsheet opens it)
     try:
-        _csv(raw, ROW_FIELDS, result.rows, for_spreadsheets=False)
+        _patients_csv(result.rows, raw, paths["patients.csv"])
         _parquet(raw, paths["patients.parquet"])
     finally:
         raw.unlink(missing_ok=True)
-    _csv(paths["patients.csv"], ROW_FIELDS, result.rows)
     frows = funnel_rows(result.funnel, catalog)
     _csv(paths["funnel.csv"], FUNNEL_FIELDS, frows)
     paths["funnel.html"].write_text(render_html(frows, catalog, result), encoding="utf-8")
     return paths
 
 
-def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]], for_spreadsheets: bool = True) -> None:
+def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     """A CSV a coordinator opens in a spreadsheet: cells that would run as formulas are neutralised."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(fields)
-        if for_spreadsheets:  # rows as lists (not DictWriter): a screen writes millions of them
-            w.writerows([safe_cell(r.get(k, "")) for k in fields] for r in rows)
-        else:
-            w.writerows([r.get(k, "") for k in fields] for r in rows)
+        w.writerows([safe_cell(r.get(k, "")) for k in fields] for r in rows)
+
+
+def _patients_csv(rows: Iterable[dict[str, Any]], raw: Path, safe: Path) -> None:
+    """The rows, read once (from disk, for a large screen), as two CSVs: `raw` with the ids as they are (for
+    Parquet), `safe` for spreadsheets. Rows as lists, not DictWriter: a screen writes millions of them."""
+    with raw.open("w", newline="", encoding="utf-8") as f, safe.open("w", newline="", encoding="utf-8") as g:
+        as_is, neutral = csv.writer(f), csv.writer(g)
+        as_is.writerow(ROW_FIELDS)
+        neutral.writerow(ROW_FIELDS)
+        it = iter(rows)
+        while cells := [[r.get(k, "") for k in ROW_FIELDS] for r in islice(it, 10_000)]:
+            as_is.writerows(cells)
+            neutral.writerows([safe_cell(v) for v in c] for c in cells)
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:

@@ -57,6 +57,7 @@ class Funnel:
     failed: dict[str, dict[str, int]] = field(default_factory=dict)
     unknown: dict[str, dict[str, int]] = field(default_factory=dict)
     screened: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, dict[str, int]] = field(default_factory=dict)  # per trial: patients per status
 
     def add(self, result: TrialResult, patients: int = 1) -> None:
         """The cohort entry is the first step (its fails are patients without the disease, its unknowns
@@ -65,6 +66,8 @@ class Funnel:
         t, n = result.id, patients
         failed, unknown = self.failed.setdefault(t, {}), self.unknown.setdefault(t, {})
         self.screened[t] = self.screened.get(t, 0) + n
+        statuses = self.statuses.setdefault(t, {})
+        statuses[result.status] = statuses.get(result.status, 0) + n
         self.order.setdefault(t, [COHORT_STEP])
         entry = result.cohort.outcome if result.cohort is not None else "in"
         if entry != "in":
@@ -85,7 +88,8 @@ class Funnel:
             if len(other.order.get(t, ())) > len(self.order.get(t, ())):
                 self.order[t] = other.order[t]
             self.screened[t] = self.screened.get(t, 0) + other.screened.get(t, 0)
-            for mine, theirs in ((self.failed, other.failed), (self.unknown, other.unknown)):
+            pairs = ((self.failed, other.failed), (self.unknown, other.unknown), (self.statuses, other.statuses))
+            for mine, theirs in pairs:
                 bucket = mine.setdefault(t, {})
                 for cid, n in theirs.get(t, {}).items():
                     bucket[cid] = bucket.get(cid, 0) + n
