@@ -20,7 +20,7 @@ from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ExportFileError, export_files
-from cds_service.screening.export import BulkExport, ExportError
+from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Screening, screen
 from cds_service.settings import get_settings
@@ -160,7 +160,8 @@ def clear_export(folder: Path) -> int:
     """Delete the NDJSON files an earlier export left in `folder` (only those: nothing else is ours)."""
     if not folder.is_dir():
         return 0
-    stale = [path for _, path in export_files(folder)]
+    gone = folder / DELETED  # an earlier export's deletions would be applied again
+    stale = [path for _, path in export_files(folder)] + ([p for _, p in export_files(gone)] if gone.is_dir() else [])
     for path in stale:
         path.unlink()
     return len(stale)

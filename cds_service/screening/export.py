@@ -3,7 +3,10 @@
 Follows the Bulk Data Access IG (v2): `GET [base]/$export?_type=...` with `Prefer: respond-async`
 gives 202 and a `Content-Location` to poll; the poll answers 202 (with `Retry-After`, honoured up to a
 cap, and `X-Progress`) until the manifest (200, JSON) lists the NDJSON files, which are downloaded
-with the token when the manifest says `requiresAccessToken`. Every URL the server sends back
+with the token when the manifest says `requiresAccessToken`. The manifest's `deleted` files (an `_since`
+export's deleted resources, as transaction Bundles of DELETE entries) go to `deleted/` beside them, where
+the screen does not read them as data and `--since last` removes those resources from its copy of the
+export (worklist/mirror.py). Every URL the server sends back
 (status, files) is hostile until checked: it must stay on the server's scheme, host and port, under
 its base path (urls.py), or it is not contacted. Errors say what failed, never the server's body.
 
@@ -28,6 +31,8 @@ from cds_service.fhir.capped import ACCEPT_ENCODING, FetchError, Inflater
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 from cds_service.screening.bulk import READ_TYPES
 from cds_service.settings import get_settings
+
+DELETED = "deleted"  # the folder of the manifest's `deleted` files, beside the export's own
 
 
 class ExportError(Exception):
@@ -167,6 +172,7 @@ class BulkExport:
             o for o in manifest.get("output", []) if isinstance(o, dict) and isinstance(o.get("type"), str)
             and o["type"] in READ_TYPES
         ]  # fmt: skip
+        deleted = manifest.get("deleted") if isinstance(manifest.get("deleted"), list) else []
         headers = {**self._headers("application/fhir+ndjson"), "Accept-Encoding": ACCEPT_ENCODING}
         if not manifest.get("requiresAccessToken"):
             headers.pop("Authorization", None)  # the files are open: the token stays home
@@ -174,6 +180,15 @@ class BulkExport:
         jobs = [
             (self._checked(o.get("url"), "file"), out / f"{o['type']}.{i:03d}.ndjson") for i, o in enumerate(outputs)
         ]
+        if deleted:  # an `_since` export's deletions: Bundles of DELETE entries, kept apart from the data
+            (out / DELETED).mkdir(exist_ok=True)
+            jobs += [
+                (
+                    self._checked(o.get("url") if isinstance(o, dict) else None, "file"),
+                    out / DELETED / f"Bundle.{i:03d}.ndjson",
+                )
+                for i, o in enumerate(deleted)
+            ]
         limit = asyncio.Semaphore(4)
 
         async def one(url: str, path: Path) -> Path | None:

@@ -22,7 +22,7 @@ from cds_service.screening.command import export_token, exported, say
 from cds_service.screening.csvsafe import safe_rows
 from cds_service.settings import Settings, get_settings
 from cds_service.worklist import changes, log
-from cds_service.worklist.mirror import Mirror
+from cds_service.worklist.mirror import Mirror, deleted_in
 from cds_service.worklist.remember import (
     Reread,
     SetupError,
@@ -83,6 +83,10 @@ def _reevaluate(
         with err.status("re-evaluating from the mirror"):
             return from_mirror(Mirror(Path(last.mirror)), changes, bars, key, catalog, as_of, args.trial)
     touched = touched_patients(changes)
+    untraced = sum(1 for rtype, _ in deleted_in(changes) if rtype != "Patient")
+    if untraced:
+        say(err, f"{untraced} resource(s) deleted on the server name no patient without the last screen's copy "
+                 "of the export: the next full screen applies them")  # fmt: skip
     wanted = touched | (bars if key is None else set())
     with err.status(f"re-reading {len(wanted)} patient(s) from the server"):
         reread = asyncio.run(reevaluate(wanted, args.fhir_server, token, catalog, as_of, s))

@@ -6,13 +6,16 @@ it over the mirror by type and id, and evaluates the touched patients, and those
 the mirror: no FHIR search per patient. The mirror is a copy of exported records, so it lives where the
 export does and is protected like it.
 
-An `_since` export lists changed and new resources, not deleted ones (the Bulk Data manifest's
-`deleted` array is not read): a resource deleted on the server stays in the mirror until the next
-full screen, which rebuilds it.
+An `_since` export lists changed and new resources in its output, and deleted ones in the manifest's
+`deleted` files (transaction Bundles of `DELETE Type/id` entries, kept in `deleted/` by export.py). The
+deletions are applied first: each removes its resource from the mirror and touches its patient (a deleted
+Patient leaves the mirror with its record), so a diagnosis removed on the server no longer counts. A
+server that does not report deletions leaves them in the mirror until the next full screen rebuilds it.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from cds_service.screening.bulk import READ_TYPES, ReadLimits, ReadStats, _open, export_files, lines, patient_of
+from cds_service.screening.export import DELETED
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS res (rtype TEXT NOT NULL, id TEXT NOT NULL, patient TEXT, body BLOB NOT NULL,"
@@ -72,6 +76,18 @@ class Mirror:
                 conn.executemany("INSERT OR REPLACE INTO res VALUES (?, ?, ?, ?)", batch)
         return touched
 
+    def forget(self, folder: Path, limits: ReadLimits | None = None) -> set[str]:
+        """Remove the resources the export's `deleted` files name (`folder`/deleted); the patients they
+        belonged to. A line that is not such a Bundle, or an entry that is not a DELETE of a resource
+        type the screen reads, is passed over."""
+        touched: set[str] = set()
+        with self._conn() as conn:
+            for rtype, rid in deleted_in(folder, limits):
+                found = conn.execute("SELECT patient FROM res WHERE rtype = ? AND id = ?", (rtype, rid))
+                touched.update(pid for (pid,) in found.fetchall() if pid is not None)
+                conn.execute("DELETE FROM res WHERE rtype = ? AND id = ?", (rtype, rid))
+        return touched
+
     def patients(self) -> set[str]:
         with self._conn() as conn:
             return {p for (p,) in conn.execute("SELECT DISTINCT patient FROM res WHERE rtype = 'Patient'")}
@@ -84,6 +100,47 @@ class Mirror:
                 mine = [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE patient = ?", (pid,))]
                 if any(r.get("resourceType") == "Patient" for r in mine):
                     yield pid, mine + shared
+
+
+def deleted_in(folder: Path, limits: ReadLimits | None = None) -> Iterator[tuple[str, str]]:
+    """(type, id) of every resource the export's `deleted` files (`folder`/deleted) name."""
+    gone = folder / DELETED
+    if not gone.is_dir():
+        return
+    max_line = (limits or ReadLimits.from_settings()).max_line_bytes
+    for _, path in export_files(gone):
+        with _open(path) as f:
+            for line in lines(f, max_line, ReadStats()):
+                yield from deletions(line)
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR id
+
+
+def deletions(line: bytes) -> list[tuple[str, str]]:
+    """(type, id) of each `DELETE` entry of one Bundle line of a `deleted` file, for the types the screen
+    reads. The url is `Type/id`, or a full URL ending so (a version after `_history` is dropped); the
+    server's text is only matched, never followed."""
+    try:
+        bundle = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return []
+    entries = bundle.get("entry") if isinstance(bundle, dict) and bundle.get("resourceType") == "Bundle" else None
+    out = []
+    for e in entries if isinstance(entries, list) else []:
+        request = e.get("request") if isinstance(e, dict) else None
+        if (
+            not isinstance(request, dict)
+            or request.get("method") != "DELETE"
+            or not isinstance(request.get("url"), str)
+        ):
+            continue
+        parts = [p for p in request["url"].split("?")[0].split("/") if p]
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        if len(parts) >= 2 and parts[-2] in READ_TYPES and _ID.fullmatch(parts[-1]):
+            out.append((parts[-2], parts[-1]))
+    return out
 
 
 def _row(line: bytes) -> tuple[str, str, str | None, bytes] | None:

@@ -25,7 +25,7 @@ from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadLimits, ReadStats, _open, classify, export_files, lines
 from cds_service.screening.run import cohort_first, row
 from cds_service.settings import Settings
-from cds_service.worklist.mirror import Mirror
+from cds_service.worklist.mirror import Mirror, deleted_in
 from cds_service.worklist.runs import Run, RunStore, StoredRow, pseudonym
 
 
@@ -70,8 +70,9 @@ def last_run_of(store: RunStore, source: str) -> Run | None:
 
 
 def touched_patients(folder: Path) -> set[str]:
-    """The patients the changed resources of an `_since` export belong to."""
-    found: set[str] = set()
+    """The patients the changed resources of an `_since` export belong to, and the Patients it says were
+    deleted (other deleted resources name no patient: only the mirror knows whose they were)."""
+    found = {rid for rtype, rid in deleted_in(folder) if rtype == "Patient"}
     stats = ReadStats()
     max_line = ReadLimits.from_settings().max_line_bytes
     for _, path in export_files(folder):
@@ -92,9 +93,11 @@ def from_mirror(
     mirror: Mirror, changes: Path, bars: set[str], key: str | None, catalog: Catalog, as_of: date,
     trials: list[str] | None,
 ) -> Reread:  # fmt: skip
-    """Write the changes over the mirror and evaluate the patients they touch and those whose bar lifted
-    (stored as pseudonyms when the site pseudonymises: matched against the mirror's ids)."""
-    touched = mirror.take(changes)
+    """Remove what the export says was deleted, write the changes over the mirror, and evaluate the
+    patients they touch and those whose bar lifted (stored as pseudonyms when the site pseudonymises:
+    matched against the mirror's ids)."""
+    touched = mirror.forget(changes)  # first: a resource deleted and then created again is in the output
+    touched |= mirror.take(changes)
     if key is not None:
         bars = {pid for pid in mirror.patients() if pseudonym(pid, key) in bars}
     wanted = touched | bars
