@@ -29,7 +29,7 @@ from cds_service.cli import main
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadStats
-from cds_service.screening.csvsafe import safe_cell
+from cds_service.screening.csvsafe import safe_cell, safe_cells
 from cds_service.screening.output import write_all
 from cds_service.screening.route import partition
 from cds_service.screening.run import Funnel, Screening
@@ -63,6 +63,7 @@ FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3
 def test_formula_cells_get_a_leading_quote(value):
     assert safe_cell(value) == "'" + value
     assert safe_cell("p-1") == "p-1" and safe_cell(-3) == -3 and safe_cell("") == ""
+    assert safe_cells([value, "p-1", -3, "", None]) == ["'" + value, "p-1", -3, "", None]  # the rows' form
 
 
 def test_patient_ids_that_are_formulas_are_inert_in_patients_csv_and_exact_in_parquet(tmp_path, catalog):

@@ -8,12 +8,13 @@ import csv
 import html
 from collections.abc import Iterable
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadStats
-from cds_service.screening.csvsafe import safe_cell
+from cds_service.screening.csvsafe import safe_cell, safe_cells
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
@@ -80,10 +81,10 @@ def _patients_csv(rows: Iterable[dict[str, Any]], raw: Path, safe: Path) -> None
         as_is, neutral = csv.writer(f), csv.writer(g)
         as_is.writerow(ROW_FIELDS)
         neutral.writerow(ROW_FIELDS)
-        it = iter(rows)
-        while cells := [[r.get(k, "") for k in ROW_FIELDS] for r in islice(it, 10_000)]:
+        it, cells_of = iter(rows), itemgetter(*ROW_FIELDS)  # every row has them all (run.row)
+        while cells := [cells_of(r) for r in islice(it, 10_000)]:
             as_is.writerows(cells)
-            neutral.writerows([safe_cell(v) for v in c] for c in cells)
+            neutral.writerows(map(safe_cells, cells))
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:
