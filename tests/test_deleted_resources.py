@@ -14,6 +14,7 @@ from cds_service.screening.command import clear_export
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.worklist.mirror import Mirror, deletions
 from cds_service.worklist.remember import from_mirror, touched_patients
+from cds_service.worklist.runs import REMOVED
 from demo import synthetic as syn
 
 AS_OF = date(2026, 11, 23)
@@ -31,7 +32,8 @@ def _bundle(*urls: str, method: str = "DELETE") -> bytes:
     [
         (_bundle("Condition/c-1"), [("Condition", "c-1")]),
         (_bundle("Patient/p1", "Observation/o.2"), [("Patient", "p1"), ("Observation", "o.2")]),
-        (_bundle("http://127.0.0.1:9999/fhir/Condition/c-1"), [("Condition", "c-1")]),  # a full URL
+        (_bundle(f"{BASE}/Condition/c-1"), [("Condition", "c-1")]),  # a full URL on the exporting server
+        (_bundle("http://attacker.example/fhir/Condition/c-1"), []),  # another server's: not ours to delete
         (_bundle("Condition/c-1/_history/3"), [("Condition", "c-1")]),
         (_bundle("Condition/c-1", method="PUT"), []),  # not a deletion
         (_bundle("Encounter/e1"), []),  # a type no criterion reads
@@ -44,7 +46,7 @@ def _bundle(*urls: str, method: str = "DELETE") -> bytes:
     ],
 )
 def test_a_deleted_file_line_names_the_resources_it_deletes(line, want):
-    assert deletions(line) == want
+    assert deletions(line, BASE) == want
 
 
 def _export(folder, patients: list[list[dict]]) -> None:
@@ -81,8 +83,11 @@ def test_deleted_resources_leave_the_mirror_and_their_patients_are_read_again(ca
     # da's rows are those of their record without the deleted diagnosis: outside every trial's cohort
     without = [r for r in a if r.get("id") != sle]
     want = {t.id: t.status for t in catalog.report(catalog.facts(without, "da"), AS_OF).trials}
-    assert {r["trial"]: r["status"] for r in reread.rows} == want != {t: r.status for t, r in before.items()}
-    assert {r["patient"] for r in reread.rows} == {"da"}
+    mine = {r["trial"]: r["status"] for r in reread.rows if r["patient"] == "da"}
+    assert mine == want != {t: r.status for t, r in before.items()}
+    # db is gone: a row per trial that stands over their earlier ones, and no one else is read again
+    assert {(r["patient"], r["status"]) for r in reread.rows if r["patient"] != "da"} == {("db", REMOVED)}
+    assert reread.gone == {"db"}
 
 
 def test_without_the_mirror_deleted_patients_are_read_again(tmp_path):

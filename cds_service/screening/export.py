@@ -172,7 +172,8 @@ class BulkExport:
             o for o in manifest.get("output", []) if isinstance(o, dict) and isinstance(o.get("type"), str)
             and o["type"] in READ_TYPES
         ]  # fmt: skip
-        deleted = manifest.get("deleted") if isinstance(manifest.get("deleted"), list) else []
+        deleted = [o for o in manifest.get("deleted") or [] if isinstance(o, dict)] if isinstance(
+            manifest.get("deleted"), list) else []  # fmt: skip
         headers = {**self._headers("application/fhir+ndjson"), "Accept-Encoding": ACCEPT_ENCODING}
         if not manifest.get("requiresAccessToken"):
             headers.pop("Authorization", None)  # the files are open: the token stays home

@@ -38,6 +38,9 @@ PAGE_HEADERS = {
 }
 
 
+EXTRA_LABELS = {"not-assessed": "Not assessed", "not-on-record": "No longer on record"}
+
+
 def render_worklist(wl: Worklist, trials: dict[str, Trial], trial: str | None) -> str:
     sections: list[dict[str, Any]] = []
     for name in LISTS:
@@ -51,7 +54,7 @@ def render_worklist(wl: Worklist, trials: dict[str, Trial], trial: str | None) -
         sections=sections,
         trials=trials,
         selected=trial,
-        status_label=STATUS_LABEL | {"not-assessed": "Not assessed"},
+        status_label=STATUS_LABEL | EXTRA_LABELS,
         criterion_text=lambda t, c: criterion_text(trials.get(t), c),
     )
 
@@ -73,7 +76,7 @@ def render_row(run: Run, row: StoredRow, trial: Trial | None) -> str:
         trial=trial,
         criteria=criteria,
         outcome_label=OUTCOME_LABEL,
-        status_label=STATUS_LABEL | {"not-assessed": "Not assessed"},
+        status_label=STATUS_LABEL | EXTRA_LABELS,
     )
 
 

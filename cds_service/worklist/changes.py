@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cds_service.screening.run import COHORT_STEP
-from cds_service.worklist.runs import Run, RunStore, StoredRow
+from cds_service.worklist.runs import REMOVED, Run, RunStore, StoredRow
 
 LISTS = ("newly-eligible", "bar-lifts-soon", "no-longer-eligible")
 CSV_HEADER = ("list", "trial", "patient", "status", "eligible_from", "criterion")
@@ -62,6 +62,8 @@ def _why_in(cur: StoredRow, prev: StoredRow | None) -> str:
 
 
 def _why_out(cur: StoredRow) -> str:
+    if cur.status == REMOVED:
+        return "no longer on record"
     if cur.status == "not-assessed" and not cur.failed:
         return COHORT_STEP
     return _first(cur.failed) or COHORT_STEP

@@ -66,7 +66,8 @@ def screen_since(args: argparse.Namespace, err: Console) -> int:
     evaluated = time.perf_counter()
     rows = [r for r in reread.rows if not args.trial or r["trial"] in args.trial]
     run_id = remember(s, rows, as_of, args.fhir_server, "incremental", stamp[0], last.mirror)
-    say(err, f"re-screened {len({r['patient'] for r in rows})} patient(s): {len(reread.touched)} with changes, "
+    screened = {r["patient"] for r in rows} - reread.gone
+    say(err, f"re-screened {len(screened)} patient(s): {len(reread.touched)} with changes, "
              f"{len(reread.lifted - reread.touched)} whose bar lifted; {reread.not_found} no longer on record; "
              f"stored as screen run {run_id}; $export {done_export - started:.1f} s, re-read and evaluated in "
              f"{evaluated - done_export:.1f} s")  # fmt: skip
@@ -81,9 +82,10 @@ def _reevaluate(
     through the hook's searches (pseudonyms cannot be read back: their lifted bars show by date alone)."""
     if last.mirror and Path(last.mirror).is_file():
         with err.status("re-evaluating from the mirror"):
-            return from_mirror(Mirror(Path(last.mirror)), changes, bars, key, catalog, as_of, args.trial)
-    touched = touched_patients(changes)
-    untraced = sum(1 for rtype, _ in deleted_in(changes) if rtype != "Patient")
+            return from_mirror(Mirror(Path(last.mirror)), changes, bars, key, catalog, as_of, args.trial,
+                               args.fhir_server)  # fmt: skip
+    touched = touched_patients(changes, args.fhir_server)
+    untraced = sum(1 for rtype, _ in deleted_in(changes, args.fhir_server) if rtype != "Patient")
     if untraced:
         say(err, f"{untraced} resource(s) deleted on the server name no patient without the last screen's copy "
                  "of the export: the next full screen applies them")  # fmt: skip

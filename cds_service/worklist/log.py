@@ -18,7 +18,7 @@ from pathlib import Path
 from cds_service.eligibility.trials import Trial
 from cds_service.screening.csvsafe import safe_rows
 from cds_service.screening.run import COHORT_STEP
-from cds_service.worklist.runs import RunStore
+from cds_service.worklist.runs import REMOVED, RunStore
 
 LOG_FIELDS = ("month", "trial", "screened", "likely", "possibly", "not_assessed", "failed", "dismissed")
 FAILURE_FIELDS = ("month", "trial", "criterion", "text", "patients")
@@ -57,7 +57,7 @@ def build(store: RunStore, trial: Trial, start: date, end: date) -> list[Month]:
             continue
         m.run = in_month[-1].id
         for (_, t), row in store.state(in_month[-1], runs).items():
-            if t != trial.id:
+            if t != trial.id or row.status == REMOVED:  # no longer on the server: not screened
                 continue
             m.screened += 1
             if row.status == "likely-eligible":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from cds_service.fhir.facts import MEDICATION_SOURCES
 from cds_service.screening.bulk import READ_TYPES, ReadLimits, ReadStats, _open, export_files, lines, patient_of
 from cds_service.screening.export import DELETED
 
@@ -56,6 +57,7 @@ class Mirror:
     def take(self, folder: Path, limits: ReadLimits | None = None) -> set[str]:
         """Write the export's resources over the mirror (by type and id); the patients they belong to."""
         touched: set[str] = set()
+        medications: set[str] = set()
         max_line = (limits or ReadLimits.from_settings()).max_line_bytes
         stats = ReadStats()
         with self._conn() as conn:
@@ -70,22 +72,33 @@ class Mirror:
                             batch.append(row)
                             if row[2] is not None:
                                 touched.add(row[2])
+                            elif row[0] == "Medication":
+                                medications.add(row[1])
                         if len(batch) >= 5000:
                             conn.executemany("INSERT OR REPLACE INTO res VALUES (?, ?, ?, ?)", batch)
                             batch = []
                 conn.executemany("INSERT OR REPLACE INTO res VALUES (?, ?, ?, ?)", batch)
+            touched |= _naming(conn, medications)
         return touched
 
-    def forget(self, folder: Path, limits: ReadLimits | None = None) -> set[str]:
+    def forget(self, folder: Path, server: str | None = None, limits: ReadLimits | None = None) -> set[str]:
         """Remove the resources the export's `deleted` files name (`folder`/deleted); the patients they
-        belonged to. A line that is not such a Bundle, or an entry that is not a DELETE of a resource
-        type the screen reads, is passed over."""
+        belonged to, and those whose medication resources name a deleted Medication. A deleted Patient
+        takes their whole record with them. A line that is not such a Bundle, or an entry that is not a
+        DELETE of a resource type the screen reads (on `server`, for a full URL), is passed over."""
         touched: set[str] = set()
+        medications: set[str] = set()
         with self._conn() as conn:
-            for rtype, rid in deleted_in(folder, limits):
+            for rtype, rid in deleted_in(folder, server, limits):
                 found = conn.execute("SELECT patient FROM res WHERE rtype = ? AND id = ?", (rtype, rid))
                 touched.update(pid for (pid,) in found.fetchall() if pid is not None)
                 conn.execute("DELETE FROM res WHERE rtype = ? AND id = ?", (rtype, rid))
+                if rtype == "Patient":
+                    touched.add(rid)
+                    conn.execute("DELETE FROM res WHERE patient = ?", (rid,))
+                elif rtype == "Medication":
+                    medications.add(rid)
+            touched |= _naming(conn, medications)
         return touched
 
     def patients(self) -> set[str]:
@@ -102,7 +115,18 @@ class Mirror:
                     yield pid, mine + shared
 
 
-def deleted_in(folder: Path, limits: ReadLimits | None = None) -> Iterator[tuple[str, str]]:
+def _naming(conn: sqlite3.Connection, medications: set[str]) -> set[str]:
+    """The patients whose medication resources reference one of these Medications (changed or deleted on
+    their own, they change what those orders say). One pass over the medication resources."""
+    if not medications:
+        return set()
+    ref = re.compile(rb"Medication(?:/|\\/)(?:" + b"|".join(re.escape(m.encode()) for m in medications) + rb')"')
+    marks = ",".join("?" * len(MEDICATION_SOURCES))
+    found = conn.execute(f"SELECT patient, body FROM res WHERE rtype IN ({marks})", MEDICATION_SOURCES)
+    return {pid for pid, body in found if pid is not None and ref.search(body)}
+
+
+def deleted_in(folder: Path, server: str | None = None, limits: ReadLimits | None = None) -> Iterator[tuple[str, str]]:
     """(type, id) of every resource the export's `deleted` files (`folder`/deleted) name."""
     gone = folder / DELETED
     if not gone.is_dir():
@@ -111,16 +135,17 @@ def deleted_in(folder: Path, limits: ReadLimits | None = None) -> Iterator[tuple
     for _, path in export_files(gone):
         with _open(path) as f:
             for line in lines(f, max_line, ReadStats()):
-                yield from deletions(line)
+                yield from deletions(line, server)
 
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR id
 
 
-def deletions(line: bytes) -> list[tuple[str, str]]:
+def deletions(line: bytes, server: str | None = None) -> list[tuple[str, str]]:
     """(type, id) of each `DELETE` entry of one Bundle line of a `deleted` file, for the types the screen
-    reads. The url is `Type/id`, or a full URL ending so (a version after `_history` is dropped); the
-    server's text is only matched, never followed."""
+    reads. The url is `Type/id`, or a full URL under `server`'s base ending so (another server's resource
+    is not ours to delete); a version after `_history` is dropped. The text is only matched, never
+    followed."""
     try:
         bundle = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -135,7 +160,10 @@ def deletions(line: bytes) -> list[tuple[str, str]]:
             or not isinstance(request.get("url"), str)
         ):
             continue
-        parts = [p for p in request["url"].split("?")[0].split("/") if p]
+        url = request["url"].split("?")[0].split("#")[0]
+        if "://" in url and not (server and url.startswith(server.rstrip("/") + "/")):
+            continue
+        parts = [p for p in url.removeprefix(server.rstrip("/") + "/" if server else "").split("/") if p]
         if len(parts) >= 4 and parts[-2] == "_history":
             parts = parts[:-2]
         if len(parts) >= 2 and parts[-2] in READ_TYPES and _ID.fullmatch(parts[-1]):

@@ -20,13 +20,14 @@ from typing import Any
 import httpx
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.eligibility.trials import Trial
 from cds_service.fhir.gather import Gatherer
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadLimits, ReadStats, _open, classify, export_files, lines
 from cds_service.screening.run import cohort_first, row
 from cds_service.settings import Settings
 from cds_service.worklist.mirror import Mirror, deleted_in
-from cds_service.worklist.runs import Run, RunStore, StoredRow, pseudonym
+from cds_service.worklist.runs import REMOVED, Run, RunStore, StoredRow, pseudonym
 
 
 class SetupError(ValueError):
@@ -69,10 +70,10 @@ def last_run_of(store: RunStore, source: str) -> Run | None:
     return next((r for r in reversed(store.runs(source)) if r.transaction_time), None)
 
 
-def touched_patients(folder: Path) -> set[str]:
+def touched_patients(folder: Path, server: str | None = None) -> set[str]:
     """The patients the changed resources of an `_since` export belong to, and the Patients it says were
     deleted (other deleted resources name no patient: only the mirror knows whose they were)."""
-    found = {rid for rtype, rid in deleted_in(folder) if rtype == "Patient"}
+    found = {rid for rtype, rid in deleted_in(folder, server) if rtype == "Patient"}
     stats = ReadStats()
     max_line = ReadLimits.from_settings().max_line_bytes
     for _, path in export_files(folder):
@@ -91,22 +92,23 @@ def lifted(state: dict[tuple[str, str], StoredRow], since: date, as_of: date) ->
 
 def from_mirror(
     mirror: Mirror, changes: Path, bars: set[str], key: str | None, catalog: Catalog, as_of: date,
-    trials: list[str] | None,
+    trials: list[str] | None, server: str | None = None,
 ) -> Reread:  # fmt: skip
     """Remove what the export says was deleted, write the changes over the mirror, and evaluate the
     patients they touch and those whose bar lifted (stored as pseudonyms when the site pseudonymises:
     matched against the mirror's ids)."""
-    touched = mirror.forget(changes)  # first: a resource deleted and then created again is in the output
+    touched = mirror.forget(changes, server)  # first: a resource deleted and then created again is in the output
     touched |= mirror.take(changes)
     if key is not None:
         bars = {pid for pid in mirror.patients() if pseudonym(pid, key) in bars}
     wanted = touched | bars
     rows: list[dict[str, Any]] = []
-    seen = 0
+    seen: set[str] = set()
     for pid, resources in mirror.records(wanted):
-        seen += 1
+        seen.add(pid)
         rows.extend(row(pid, r) for r in cohort_first(catalog, pid, resources, as_of, trials))
-    return Reread(rows, len(wanted) - seen, touched, bars)
+    rows += removed(wanted - seen, catalog.chosen(trials))
+    return Reread(rows, len(wanted - seen), touched, bars, wanted - seen)
 
 
 @dataclass
@@ -115,6 +117,15 @@ class Reread:
     not_found: int
     touched: set[str] = field(default_factory=set)
     lifted: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)  # read again, and no longer on the server
+
+
+def removed(gone: set[str], trials: list[Trial]) -> list[dict[str, Any]]:
+    """A row per trial for each patient no longer on the server: it stands over their earlier rows, so they
+    leave the eligible lists (runs.REMOVED)."""
+    empty = {"eligible_from": "", "pass": 0, "fail": 0, "unknown": 0, "review": 0, "failed": "", "unknowns": "",
+             "outcomes": ""}  # fmt: skip
+    return [{"patient": p, "trial": t.id, "status": REMOVED, **empty} for p in sorted(gone) for t in trials]
 
 
 async def reevaluate(
@@ -124,22 +135,22 @@ async def reevaluate(
     allow = AllowList.parse(server)
     http = httpx.AsyncClient(timeout=settings.fhir_timeout_seconds * 10, follow_redirects=False, trust_env=False)
     rows: list[dict[str, Any]] = []
-    missing = 0
+    missing: set[str] = set()
     limit = asyncio.Semaphore(4)
     async with http as client:
         gatherer = Gatherer(client, allow, settings.fhir_page_cap, budget_seconds=120.0,
                             observation_codes=frozenset(catalog.mappings.obs_index))  # fmt: skip
 
         async def one(pid: str) -> None:
-            nonlocal missing
             async with limit:
                 got = await gatherer.gather(pid, None, server, token)
             if not got.patient_found:
-                missing += 1
+                missing.add(pid)
                 return
             facts = catalog.facts(got.resources, pid, got.complete)
             rows.extend(row(pid, r) for r in catalog.report(facts, as_of).trials)
 
         await asyncio.gather(*(one(p) for p in sorted(patients)))
+    rows += removed(missing, catalog.chosen())
     rows.sort(key=lambda r: (r["patient"], r["trial"]))
-    return Reread(rows, missing)
+    return Reread(rows, len(missing), gone=missing)

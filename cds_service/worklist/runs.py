@@ -37,6 +37,9 @@ SCHEMA = (
 )
 ROW_COLUMNS = ("patient", "trial", "status", "eligible_from", "failed", "unknowns", "outcomes")
 ELIGIBLE = ("likely-eligible", "possibly-eligible")
+# an incremental run's row for a patient no longer on the server (their Patient deleted, or not found): it
+# stands over their earlier rows, so they leave the state's eligible lists; nobody is screened with it
+REMOVED = "not-on-record"
 
 
 @dataclass(frozen=True)
