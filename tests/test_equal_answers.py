@@ -122,3 +122,40 @@ def test_lines_routed_unparsed_are_counted_as_the_full_read_counts_them(as_of, t
     fields = ("lines", "resources", "malformed", "no_patient", "other_types", "two_patients")
     assert [getattr(got, f) for f in fields] == [getattr(full, f) for f in fields]
     assert (got.no_patient, got.two_patients, got.other_types) == (1, 1, 1)
+
+
+def test_one_memo_for_all_trials_gives_what_each_trial_alone_gives(catalog, as_of):
+    """Catalog.report works out each window and each lab's newest usable result once for every criterion of
+    every trial (logic.Memo). Each trial evaluated on its own, with nothing shared, gives the same results,
+    for the demo records and for long synthetic ones (years of labs), today and a year on."""
+    from datetime import timedelta
+
+    from bench.patients import make_patient
+
+    records = {pid: resources(b) for pid, b in demo_bundles(as_of).items()}
+    records |= {f"bench{i}": make_patient(200, f"bench{i}", as_of) for i in range(3)}
+    for day in (as_of, as_of + timedelta(days=365)):
+        for pid, res in records.items():
+            facts = catalog.facts(res, pid)
+            shared = catalog.report(facts, day).trials
+            alone = [catalog.engine.evaluate(facts, t, day) for t in catalog.trials.values() if not t.draft]
+            assert [t.model_dump() for t in shared if t.status != "draft"] == [t.model_dump() for t in alone], pid
+
+
+def test_the_memo_keeps_each_window_and_each_test_apart(catalog, as_of):
+    """One lab asked with two recency windows, and for a value and for a positive, within one patient's
+    evaluation: each question keeps its own answer (a memo keyed too coarsely would hand the first answer on)."""
+    from datetime import timedelta
+
+    from cds_service.eligibility.labs import current, has_positive, has_value
+    from cds_service.eligibility.logic import Ctx, Memo
+    from cds_service.eligibility.rules import Window
+    from demo import synthetic as syn
+
+    old = as_of - timedelta(days=45)  # outside hemoglobin's 30-day recency, inside 60 days
+    facts = catalog.facts([syn.patient("w1"), syn.quantity("w1", "718-7", 12.5, "g/dL", old)], "w1")
+    ctx = Ctx.of(Memo(facts, as_of), catalog.mappings, exclusion=False)
+    assert current("hemoglobin", None, ctx, has_value)[0] is None  # the variable's own 30 days
+    assert current("hemoglobin", Window(60, "day"), ctx, has_value)[0].value == 125.0
+    assert current("hemoglobin", None, ctx, has_value)[0] is None  # asked again: still its own answer
+    assert current("hemoglobin", Window(60, "day"), ctx, has_positive)[0] is None  # a number, not a positive

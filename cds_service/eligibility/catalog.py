@@ -13,6 +13,7 @@ from typing import Any
 
 from cds_service.authoring.lint import Problem, load_checked
 from cds_service.eligibility.engine import Engine
+from cds_service.eligibility.logic import Memo
 from cds_service.eligibility.report import Report, TrialResult
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
@@ -69,10 +70,11 @@ class Catalog:
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = self.chosen(trial_ids)
+        memo = Memo(facts, as_of)  # what every trial asks of this record on this date, worked out once
         return Report(
             patient=facts.patient,
             as_of=as_of,
-            trials=[draft_result(t) if t.draft else self.engine.evaluate(facts, t, as_of) for t in chosen],
+            trials=[draft_result(t) if t.draft else self.engine.evaluate(facts, t, as_of, memo) for t in chosen],
             skipped_resources=facts.skipped,
         )
 

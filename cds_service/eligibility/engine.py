@@ -19,10 +19,12 @@ from the latest of those dates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
+from typing import Any
 
 from cds_service.eligibility.cohort import entry
-from cds_service.eligibility.logic import Ctx, Res, Truth, all_of, any_of, dedupe_evidence
+from cds_service.eligibility.logic import Ctx, Memo, Res, Truth, all_of, any_of, dedupe_evidence
 from cds_service.eligibility.report import CriterionResult, TrialResult
 from cds_service.eligibility.rules import (
     LEAVES,
@@ -34,7 +36,6 @@ from cds_service.eligibility.rules import (
     Not,
     ReviewLeaf,
     Rule,
-    Window,
 )
 from cds_service.eligibility.trials import Criterion, Trial
 from cds_service.fhir.facts import PatientFacts
@@ -48,14 +49,20 @@ class Engine:
     def __init__(self, mappings: Mappings, horizon_days: int = 365) -> None:
         self.m = mappings
         self.horizon = timedelta(days=horizon_days)
+        self._combinators: dict[type, Callable[[Any, Ctx], Res]] = {
+            All: self._all, AnyOf: self._any, AnyAvailable: self._any_available, ReviewLeaf: self._review,
+            Not: self._not, NoneOnRecord: self._none_on_record, Implies: self._implies,
+        }  # fmt: skip
 
-    def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date) -> TrialResult:
+    def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialResult:
+        """`memo`: shared by the trials evaluated for this patient on this date (Catalog.report)."""
         cohort = entry(trial, patient, self.m)
         if cohort.outcome != "in":  # outside the population the trial studies: no criterion is read
             status = "ineligible" if cohort.outcome == "out" else "not-assessed"
             return TrialResult(id=trial.id, title=trial.title, status=status, url=trial.url, cohort=cohort, criteria=[])
-        starts: dict[Window, date] = {}
-        results = [self.criterion(patient, c, as_of, rule, starts) for c, rule in trial.plan]
+        if memo is None or memo.facts is not patient or memo.as_of != as_of:
+            memo = Memo(patient, as_of)
+        results = [self.criterion(patient, c, as_of, rule, memo) for c, rule in trial.plan]
         horizon = as_of + self.horizon
         for r in results:
             if r.outcome == "fail" and r.until is not None and r.until > horizon:
@@ -96,7 +103,7 @@ class Engine:
         c: Criterion,
         as_of: date,
         rule: Rule | None = None,
-        starts: dict[Window, date] | None = None,
+        memo: Memo | None = None,
     ) -> CriterionResult:
         rule = rule if rule is not None else c.compiled
         if rule is None:
@@ -111,7 +118,9 @@ class Engine:
                 missing=[],
                 review=[c.review or "needs a person"],
             )
-        ctx = Ctx(patient, as_of, self.m, exclusion=c.type == "exclusion", starts=starts if starts is not None else {})
+        if memo is None or memo.facts is not patient or memo.as_of != as_of:
+            memo = Memo(patient, as_of)
+        ctx = Ctx.of(memo, self.m, c.type == "exclusion")
         r = self.rule(rule, ctx)
         holds, fails_when = (Truth.TRUE, Truth.FALSE) if c.type == "inclusion" else (Truth.FALSE, Truth.TRUE)
         until = None
@@ -147,29 +156,39 @@ class Engine:
         )
 
     def rule(self, rule: Rule, ctx: Ctx) -> Res:
-        """Combinators here; every leaf through the evaluator its family module registered."""
-        if isinstance(rule, All):
-            return all_of([self.rule(x, ctx) for x in rule.items])
-        if isinstance(rule, AnyOf):
-            return any_of([self.rule(x, ctx) for x in rule.items])
-        if isinstance(rule, AnyAvailable):
-            rs = [self.rule(x, ctx) for x in rule.items]
-            known = [r for r in rs if r.truth != Truth.UNKNOWN]
-            if known:
-                return any_of(known)
-            return any_of(rs)
-        if isinstance(rule, ReviewLeaf):
-            return Res(Truth.REVIEW, notes=[rule.reason], standing=[rule.reason])
-        if isinstance(rule, Not):
-            r = self.rule(rule.item, ctx.flipped())
-            flip = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}
-            r.truth = flip.get(r.truth, r.truth)
-            return r
-        if isinstance(rule, NoneOnRecord):
-            r = self.rule(rule.item, ctx)
-            if r.truth == Truth.UNKNOWN and self.rule(rule.item, ctx.absence_readable()).truth == Truth.FALSE:
-                return Res(Truth.REVIEW, notes=[rule.reason])  # read completely, nothing found (audit 2, NS16)
-            return r
-        if isinstance(rule, Implies):
-            return any_of([self.rule(Not("not", rule.condition), ctx), self.rule(rule.then, ctx)])
+        """Combinators here (by their class: a rule tree has about 430 nodes a patient); every leaf through
+        the evaluator its family module registered."""
+        combine = self._combinators.get(type(rule))
+        if combine is not None:
+            return combine(rule, ctx)
         return LEAVES[rule.kind].evaluate(rule, ctx)
+
+    def _all(self, rule: All, ctx: Ctx) -> Res:
+        return all_of([self.rule(x, ctx) for x in rule.items])
+
+    def _any(self, rule: AnyOf, ctx: Ctx) -> Res:
+        return any_of([self.rule(x, ctx) for x in rule.items])
+
+    def _any_available(self, rule: AnyAvailable, ctx: Ctx) -> Res:
+        rs = [self.rule(x, ctx) for x in rule.items]
+        known = [r for r in rs if r.truth is not Truth.UNKNOWN]
+        return any_of(known or rs)
+
+    def _review(self, rule: ReviewLeaf, ctx: Ctx) -> Res:
+        return Res(Truth.REVIEW, notes=[rule.reason], standing=[rule.reason])
+
+    def _not(self, rule: Not, ctx: Ctx) -> Res:
+        r = self.rule(rule.item, ctx.flipped())
+        return Res(FLIP.get(r.truth, r.truth), r.until, r.evidence, r.missing, r.notes, r.why, r.standing)
+
+    def _none_on_record(self, rule: NoneOnRecord, ctx: Ctx) -> Res:
+        r = self.rule(rule.item, ctx)
+        if r.truth is Truth.UNKNOWN and self.rule(rule.item, ctx.absence_readable()).truth is Truth.FALSE:
+            return Res(Truth.REVIEW, notes=[rule.reason])  # read completely, nothing found (audit 2, NS16)
+        return r
+
+    def _implies(self, rule: Implies, ctx: Ctx) -> Res:
+        return any_of([self._not(Not("not", rule.condition), ctx), self.rule(rule.then, ctx)])
+
+
+FLIP = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}

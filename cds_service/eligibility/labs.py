@@ -8,6 +8,7 @@ negatives: a positive older than its window is kept (pregnancy) or goes to a per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -141,13 +142,36 @@ def parse_answer(p: RuleParser, arg: Any) -> Rule:
     )
 
 
+def has_value(r: LabResult) -> bool:
+    return r.value is not None
+
+
+def has_positive(r: LabResult) -> bool:
+    return r.positive is not None
+
+
+def has_answer(r: LabResult) -> bool:
+    return r.answer is not None
+
+
 def current(
-    var: str, within: Window | None, ctx: Ctx, usable: Any, prelim: bool = False
+    var: str, within: Window | None, ctx: Ctx, usable: Callable[[LabResult], bool], prelim: bool = False
 ) -> tuple[LabResult | None, str | None]:
-    """Newest result of `var` dated within the recency window that `usable` accepts; preliminary results
-    count only when `prelim` (see preliminary.py).
+    """Newest result of `var` dated within the recency window that `usable` (one of the tests above)
+    accepts; preliminary results count only when `prelim` (see preliminary.py). Asked once per patient
+    and date (logic.Memo): the answer depends on nothing else.
 
     Returns (result, None) or (None, why-missing)."""
+    key = (var, within, usable, prelim)
+    found = ctx.memo.current.get(key)
+    if found is None:
+        found = ctx.memo.current[key] = _current(var, within, ctx, usable, prelim)
+    return found
+
+
+def _current(
+    var: str, within: Window | None, ctx: Ctx, usable: Callable[[LabResult], bool], prelim: bool
+) -> tuple[LabResult | None, str | None]:
     v = ctx.m.variables[var]
     window = within or Window(v.current_days, "day")
     since = ctx.since(window)
@@ -244,7 +268,7 @@ def _censored_decides(op: str, comparator: str, value: float, threshold: float) 
 
 
 def evaluate_lab(rule: Lab, ctx: Ctx, prelim: bool = False) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.value is not None, prelim)
+    r, why = current(rule.var, rule.within, ctx, has_value, prelim)
     if r is None:
         return Res(Truth.UNKNOWN, missing=[why or rule.var])
     assert r.value is not None
@@ -288,7 +312,7 @@ def evaluate_lab(rule: Lab, ctx: Ctx, prelim: bool = False) -> Res:
 
 
 def evaluate_positive(rule: Positive, ctx: Ctx, prelim: bool = False) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.positive is not None, prelim)
+    r, why = current(rule.var, rule.within, ctx, has_positive, prelim)
     label = ctx.m.variables[rule.var].label
     if r is not None:
         return Res(
@@ -339,7 +363,7 @@ def evaluate_grade_count(rule: GradeCount, ctx: Ctx, prelim: bool = False) -> Re
     hits: list[LabResult] = []
     missing: list[str] = []
     for var in rule.vars:
-        r, why = current(var, rule.within, ctx, lambda x: x.answer is not None, prelim)
+        r, why = current(var, rule.within, ctx, has_answer, prelim)
         if r is None:
             missing.append(why or var)
         elif r.answer in rule.grades:
@@ -356,7 +380,7 @@ def evaluate_grade_count(rule: GradeCount, ctx: Ctx, prelim: bool = False) -> Re
 
 
 def evaluate_answer(rule: Answer, ctx: Ctx, prelim: bool = False) -> Res:
-    r, why = current(rule.var, rule.within, ctx, lambda x: x.answer is not None, prelim)
+    r, why = current(rule.var, rule.within, ctx, has_answer, prelim)
     if r is None:
         return Res(Truth.UNKNOWN, missing=[why or rule.var])
     ok = r.answer in rule.values

@@ -53,6 +53,8 @@ def with_preliminaries(evaluate: Evaluator, inputs: Inputs = _no_inputs) -> Call
 
     def run(rule: Any, ctx: Ctx) -> Res:
         final = evaluate(rule, ctx, False)
+        if not ctx.facts.preliminary_labs:  # most records: no preliminary result to weigh
+            return final
         variables = tuple(x for var in _variables(rule) for x in (var, *inputs(ctx.m, var)))
         prelim = newest_preliminary(variables, ctx)
         if prelim is None:
