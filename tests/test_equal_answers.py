@@ -54,19 +54,31 @@ def _line(r: dict, rng: random.Random) -> str:
     return text.replace("/", "\\/") if rng.random() < 0.2 else text
 
 
+# who routes the spans: this process until a worker is up (as it runs), the workers alone, this process
+# alone, or this process the first half of each phase's spans
+ROUTERS = {
+    "race": None,
+    "workers": lambda spans, ready, take: spans,
+    "here": lambda spans, ready, take: [take(s) for s in spans] and [],
+    "half": lambda spans, ready, take: [take(s) for s in spans[: len(spans) // 2]] and spans[len(spans) // 2 :],
+}
+
+
 @pytest.mark.parametrize(
-    ("seed", "workers", "span", "first"), [(0, 1, None, "mixed"), (1, 1, 4096, "Condition"), (2, 2, 4096, "Patient"),
-                                           (3, 2, None, "mixed"), (4, 2, 2048, "mixed")]
+    ("seed", "workers", "span", "first", "who"),
+    [(0, 1, None, "mixed", "race"), (1, 1, 4096, "Condition", "workers"), (2, 2, 4096, "Patient", "half"),
+     (3, 2, None, "mixed", "here"), (4, 2, 2048, "mixed", "workers"), (5, 2, 2048, "Condition", "here")],
 )  # fmt: skip
 def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(
-    catalog, as_of, seed, workers, span, first, tmp_path, monkeypatch
+    catalog, as_of, seed, workers, span, first, who, tmp_path, monkeypatch
 ):
     """The screen reads only the lines of patients inside some cohort (prefilter.py). Whatever the order
     (a patient's Observations before the Condition that brings them inside), the file names, the JSON
     spelling and the repeats, its rows are the verdicts of each whole record. Also when the files are cut
     into spans routed by several workers, each learning of patients inside from the Conditions in its own
     spans only (`span`: bytes per span, cutting lines anywhere), and when the first file, of mixed types,
-    is named for a type the cohort entry reads (its spans shared between the screen and its workers)."""
+    is named for a type the cohort entry reads; whoever routes the spans (`who`: the screen process takes
+    them while the workers start)."""
     rng = random.Random(seed)
     records = {pid: resources(b) for pid, b in demo_bundles(as_of).items()}
     for pid, res in list(records.items())[:2]:  # the same records without their SLE: outside every cohort
@@ -88,6 +100,8 @@ def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(
     if span:
         monkeypatch.setattr("cds_service.screening.spans.SPAN_BYTES", span)
         monkeypatch.setattr("cds_service.screening.run.ENTRY_SPAN_BYTES", span)
+    if ROUTERS[who] is not None:
+        monkeypatch.setattr("cds_service.screening.run.until_ready", ROUTERS[who])
     got = screen(export, dirs, as_of, workers=workers)
     if whole is not None:  # the same lines read, parsed and left unparsed
         assert [getattr(got.stats, f) for f in COUNTS] == [getattr(whole.stats, f) for f in COUNTS]

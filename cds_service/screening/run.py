@@ -323,21 +323,25 @@ def route_export(
     workers: int,
 ) -> tuple[list[list[Path]], ReadStats]:
     """Route the export to partitions in `work` (`partitions_for`), in spans across the workers. The files
-    named for Patients and Conditions go first, this process taking its share while the workers start, so
-    the patients inside are known before the rest is read; then the rest; then the lines one router left
-    unparsed that another's Conditions brought inside."""
+    named for Patients and Conditions go first, so the patients inside are known before the rest is read;
+    then the rest; then the lines one router left unparsed that another's Conditions brought inside. This
+    process routes spans itself only until a worker has started (`until_ready`), so a small export does
+    not wait idle for the workers, and a large one is routed by the workers alone."""
     parts, max_line = partitions_for(folder, workers), limits.max_line_bytes
     entry, rest = entry_files(folder)
+    ready = pool.apply_async(os.getpid)  # answered once a worker has loaded its catalogue
+    done: list[Routed] = []
 
-    def jobs(spans: list[Span]) -> list[tuple]:
-        return [(s, work, parts, max_line, frozenset(cohort.added_at), trial_ids) for s in spans]
+    def phase(spans: list[Span]) -> None:
+        spans = until_ready(spans, ready, lambda s: done.append(route([s], files, max_line, cohort)))
+        known = frozenset(cohort.added_at)
+        done.extend(pool.imap_unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans]))
+        for d in done:
+            cohort.learn(d.known)
 
-    mine, theirs = share(spans_of(entry, workers, least=ENTRY_SPAN_BYTES), workers + 1)
-    pending = pool.imap_unordered(route_span, jobs(theirs))
-    done = [route(mine, PartFiles(work, parts, "entry"), max_line, cohort), *pending]
-    for d in done:
-        cohort.learn(d.known)
-    done += pool.imap_unordered(route_span, jobs(spans_of(rest, workers)))
+    files = PartFiles(work, parts, "here")
+    phase(spans_of(entry, workers, least=ENTRY_SPAN_BYTES))
+    phase(spans_of(rest, workers))
     stats = ReadStats()
     for d in done:
         stats.absorb(d.stats)
@@ -347,17 +351,16 @@ def route_export(
     return partition_files(work, parts), stats
 
 
-ENTRY_SPAN_BYTES = 4 * 1024 * 1024  # smaller: this process's share of them must be a fair one
+ENTRY_SPAN_BYTES = 4 * 1024 * 1024  # smaller: this process takes them one by one while the workers start
 
 
-def share(spans: list[Span], ways: int) -> tuple[list[Span], list[Span]]:
-    """About 1/ways of the spans' bytes, and the rest."""
-    sizes = [(s.end if s.end is not None else s.path.stat().st_size) - s.start for s in spans]
-    mine, taken = 0, 0
-    while mine < len(spans) and (taken + sizes[mine]) * ways <= sum(sizes):
-        taken += sizes[mine]
-        mine += 1
-    return spans[:mine], spans[mine:]
+def until_ready(spans: list[Span], ready: Any, take: Callable[[Span], None]) -> list[Span]:
+    """`take` spans here, one at a time, until `ready` (an AsyncResult) is; the spans left."""
+    taken = 0
+    while taken < len(spans) and not ready.ready():
+        take(spans[taken])
+        taken += 1
+    return spans[taken:]
 
 
 def peak_rss_mb() -> float:
