@@ -168,7 +168,7 @@ def test_the_memo_keeps_each_window_and_each_test_apart(catalog, as_of):
 
     old = as_of - timedelta(days=45)  # outside hemoglobin's 30-day recency, inside 60 days
     facts = catalog.facts([syn.patient("w1"), syn.quantity("w1", "718-7", 12.5, "g/dL", old)], "w1")
-    ctx = Ctx.of(Memo(facts, as_of), catalog.mappings, exclusion=False)
+    ctx = Ctx(facts, as_of, catalog.mappings, False, False, Memo(facts, as_of))
     assert current("hemoglobin", None, ctx, has_value)[0] is None  # the variable's own 30 days
     assert current("hemoglobin", Window(60, "day"), ctx, has_value)[0].value == 125.0
     assert current("hemoglobin", None, ctx, has_value)[0] is None  # asked again: still its own answer

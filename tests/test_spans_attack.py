@@ -71,7 +71,7 @@ def test_spans_hold_every_line_once_whatever_the_cuts_and_the_line_cap(tmp_path,
     path.write_bytes(data)
     whole_stats, span_stats = ReadStats(), ReadStats()
     whole = list(span_blocks(Span(path), cap, whole_stats))
-    got = [b for s in spans_of([path], 1, least=size) for b in span_blocks(s, cap, span_stats)]
+    got = [b for s in spans_of([path], 1, fixed=size) for b in span_blocks(s, cap, span_stats)]
     assert b"".join(b for _, b in got) == b"".join(b for _, b in whole)
     assert span_stats.too_long == whole_stats.too_long
     for offset, buf in got:  # each block at its own offset in the file

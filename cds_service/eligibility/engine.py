@@ -62,7 +62,8 @@ class Engine:
             return TrialResult(id=trial.id, title=trial.title, status=status, url=trial.url, cohort=cohort, criteria=[])
         if memo is None or memo.facts is not patient or memo.as_of != as_of:
             memo = Memo(patient, as_of)
-        results = [self.criterion(patient, c, as_of, rule, memo) for c, rule in trial.plan]
+        contexts = {e: Ctx(patient, as_of, self.m, e, False, memo) for e in (False, True)}  # by exclusion
+        results = [self.criterion(patient, c, as_of, rule, contexts[c.type == "exclusion"]) for c, rule in trial.plan]
         horizon = as_of + self.horizon
         for r in results:
             if r.outcome == "fail" and r.until is not None and r.until > horizon:
@@ -103,8 +104,9 @@ class Engine:
         c: Criterion,
         as_of: date,
         rule: Rule | None = None,
-        memo: Memo | None = None,
+        ctx: Ctx | None = None,
     ) -> CriterionResult:
+        """`ctx`: the trial's context for this criterion's type (Engine.evaluate), else one of its own."""
         rule = rule if rule is not None else c.compiled
         if rule is None:
             return CriterionResult(
@@ -118,9 +120,8 @@ class Engine:
                 missing=[],
                 review=[c.review or "needs a person"],
             )
-        if memo is None or memo.facts is not patient or memo.as_of != as_of:
-            memo = Memo(patient, as_of)
-        ctx = Ctx.of(memo, self.m, c.type == "exclusion")
+        if ctx is None:
+            ctx = Ctx(patient, as_of, self.m, c.type == "exclusion", False, Memo(patient, as_of))
         r = self.rule(rule, ctx)
         holds, fails_when = (Truth.TRUE, Truth.FALSE) if c.type == "inclusion" else (Truth.FALSE, Truth.TRUE)
         until = None

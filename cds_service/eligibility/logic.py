@@ -94,7 +94,9 @@ def any_of(rs: list[Res]) -> Res:
 class Memo:
     """What one patient's evaluation on one date works out once for every criterion of every trial: each
     window's first day, and each lab's newest usable result (`labs.current`, asked about 200 times for
-    a patient's 5 trials, 56 distinct questions). Neither depends on which way absence cuts.
+    a patient's 5 trials, 56 distinct questions). Neither depends on which way absence cuts. Nothing here
+    refers back to a context, so a patient's memo and facts are freed with the last context (a cycle would
+    keep them until the collector runs, which a screen's worker tunes to run rarely).
 
     (Results of whole leaves, 262 a patient and 176 distinct, were memoised too and measured no faster:
     hashing a leaf costs about what evaluating it does.)"""
@@ -103,7 +105,6 @@ class Memo:
     as_of: date
     starts: dict[Window, date] = field(default_factory=dict)
     current: dict[tuple, tuple] = field(default_factory=dict)
-    contexts: dict[tuple[bool, bool], Ctx] = field(default_factory=dict)  # by (exclusion, negated): Ctx.of
 
 
 @dataclass(slots=True)
@@ -116,15 +117,6 @@ class Ctx:
     exclusion: bool
     negated: bool
     memo: Memo  # shared by the patient's criteria on this date
-
-    @classmethod
-    def of(cls, memo: Memo, m: Mappings, exclusion: bool) -> Ctx:
-        """A criterion's context for the memo's patient and date, made once per direction (123 asks a
-        patient)."""
-        ctx = memo.contexts.get((exclusion, False))
-        if ctx is None:
-            ctx = memo.contexts[exclusion, False] = cls(memo.facts, memo.as_of, m, exclusion, False, memo)
-        return ctx
 
     def since(self, window: Window) -> date:
         starts = self.memo.starts

@@ -340,7 +340,7 @@ def route_export(
             cohort.learn(d.known)
 
     files = PartFiles(work, parts, "here")
-    phase(spans_of(entry, workers, least=ENTRY_SPAN_BYTES))
+    phase(spans_of(entry, workers, fixed=ENTRY_SPAN_BYTES))
     phase(spans_of(rest, workers))
     stats = ReadStats()
     for d in done:
@@ -351,7 +351,9 @@ def route_export(
     return partition_files(work, parts), stats
 
 
-ENTRY_SPAN_BYTES = 4 * 1024 * 1024  # smaller: this process takes them one by one while the workers start
+# Patient and Condition files in spans of this size whatever the export's: this process takes them one by
+# one while the workers start, and a router holds the patient ids of its span (a worker's peak stays flat)
+ENTRY_SPAN_BYTES = 1024 * 1024
 
 
 def until_ready(spans: list[Span], ready: Any, take: Callable[[Span], None]) -> list[Span]:

@@ -17,6 +17,7 @@ from typing import IO
 from cds_service.screening.bulk import ReadStats, _open, blocks
 
 SPAN_BYTES = 16 * 1024 * 1024  # at least this much per span: a worker's task costs a few file opens
+MAX_SPAN_BYTES = 128 * 1024 * 1024  # at most: what a router keeps of a span (its judged lines) stays bounded
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,12 @@ class Span:
     end: int | None = None
 
 
-def spans_of(paths: list[Path], workers: int, least: int | None = None) -> list[Span]:
-    """Spans of about the same size (at least `least`, SPAN_BYTES by default), several per worker so the
-    cores stay busy to the end."""
+def spans_of(paths: list[Path], workers: int, fixed: int | None = None) -> list[Span]:
+    """Spans of about the same size: at least SPAN_BYTES, and several per worker so the cores stay busy to
+    the end; or of `fixed` bytes whatever the export's size (what a router holds of a span, the patient
+    ids of a Patient file, then stays bounded as the export grows)."""
     total = sum(p.stat().st_size for p in paths if p.suffix != ".gz")
-    size = max(SPAN_BYTES if least is None else least, total // (8 * max(1, workers)) + 1)
+    size = fixed or min(MAX_SPAN_BYTES, max(SPAN_BYTES, total // (8 * max(1, workers)) + 1))
     out = []
     for path in paths:
         length = path.stat().st_size
