@@ -1,7 +1,7 @@
 """Screening across cores. Each worker loads the catalogue once, routes spans of the export to its own
-file of each partition (route.py, spans.py; the screen process routes a share of the Patient and Condition
-files while the workers start), then evaluates whole partitions, returning one row per patient and trial
-and its share of the funnel counts (so nothing per-criterion per-patient crosses back to the parent)."""
+file of each partition (route.py, spans.py; the screen process routes spans too until a worker has
+started), then evaluates whole partitions, returning one row per patient and trial and its share of the
+funnel counts (so nothing per-criterion per-patient crosses back to the parent)."""
 
 from __future__ import annotations
 
@@ -336,7 +336,7 @@ def route_export(
         spans = until_ready(spans, ready, lambda s: done.append(route([s], files, max_line, cohort)))
         known = frozenset(cohort.added_at)
         done.extend(pool.imap_unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans]))
-        for d in done:
+        for d in done:  # what every router found inside, this process's own included
             cohort.learn(d.known)
 
     files = PartFiles(work, parts, "here")
@@ -345,7 +345,6 @@ def route_export(
     stats = ReadStats()
     for d in done:
         stats.absorb(d.stats)
-        cohort.learn(d.known)
     recheck_across(done, PartFiles(work, parts, "late"), stats, cohort)
     write_medications(work, [line for d in done for line in d.medications])
     return partition_files(work, parts), stats
