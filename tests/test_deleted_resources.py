@@ -34,6 +34,9 @@ def _bundle(*urls: str, method: str = "DELETE") -> bytes:
         (_bundle("Patient/p1", "Observation/o.2"), [("Patient", "p1"), ("Observation", "o.2")]),
         (_bundle(f"{BASE}/Condition/c-1"), [("Condition", "c-1")]),  # a full URL on the exporting server
         (_bundle("http://attacker.example/fhir/Condition/c-1"), []),  # another server's: not ours to delete
+        (_bundle(f"{BASE}/../other/Condition/c-1"), []),  # another base on the same host
+        (_bundle("../Condition/c-1"), []),
+        (_bundle(f"{BASE}/Condition%2Fc-1"), []),
         (_bundle("Condition/c-1/_history/3"), [("Condition", "c-1")]),
         (_bundle("Condition/c-1", method="PUT"), []),  # not a deletion
         (_bundle("Encounter/e1"), []),  # a type no criterion reads

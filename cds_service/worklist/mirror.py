@@ -164,6 +164,8 @@ def deletions(line: bytes, server: str | None = None) -> list[tuple[str, str]]:
         if "://" in url and not (server and url.startswith(server.rstrip("/") + "/")):
             continue
         parts = [p for p in url.removeprefix(server.rstrip("/") + "/" if server else "").split("/") if p]
+        if "%" in url or "\\" in url or any(p in (".", "..") for p in parts):
+            continue  # dot segments or escapes could name another base on the same host: not ours to delete
         if len(parts) >= 4 and parts[-2] == "_history":
             parts = parts[:-2]
         if len(parts) >= 2 and parts[-2] in READ_TYPES and _ID.fullmatch(parts[-1]):
