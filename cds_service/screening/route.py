@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -85,6 +86,18 @@ def partition_files(work: Path, parts: int) -> list[list[Path]]:
 MEDICATIONS = "medications.ndjson"
 
 
+def reread(judged: Iterable[Judged]) -> Iterator[bytes]:
+    """The lines of judged spans, read again: each file opened once, its spans in offset order."""
+    by_path: dict[Path, list[Judged]] = {}
+    for j in judged:
+        by_path.setdefault(j.path, []).append(j)
+    for path, js in by_path.items():
+        with _open(path) as f:
+            for j in sorted(js, key=lambda j: j.offset):
+                f.seek(j.offset)
+                yield from _lines(f.read(j.length))
+
+
 class Router:
     def __init__(self, files: PartFiles, stats: ReadStats, cohort: CohortFilter | None) -> None:
         self.files, self.stats, self.cohort = files, stats, cohort
@@ -148,19 +161,11 @@ class Router:
         cohort = self.cohort
         if cohort is None:
             return
-        stale: dict[Path, list[Judged]] = {}
-        for j in self.judged:
-            if j.version < cohort.version:
-                stale.setdefault(j.path, []).append(j)
-        for path, js in stale.items():
-            with _open(path) as f:
-                for j in sorted(js, key=lambda j: j.offset):
-                    f.seek(j.offset)
-                    for line in _lines(f.read(j.length)):
-                        if not cohort.outside(line):
-                            self.stats.lines -= 1
-                            self.stats.outside_cohort -= 1
-                            self.parse(line)
+        for line in reread(j for j in self.judged if j.version < cohort.version):
+            if not cohort.outside(line):
+                self.stats.lines -= 1
+                self.stats.outside_cohort -= 1
+                self.parse(line)
 
     def take(self, line: bytes, ids: set[bytes] | None = None) -> None:
         """Route a line that is to be read. One whose bytes name a single patient and hide nothing (no
@@ -243,15 +248,12 @@ def recheck_across(done: list[Routed], files: PartFiles, stats: ReadStats, cohor
             news = inside - r.known
             if not news:
                 continue
-            for j in r.judged:
-                with _open(j.path) as f:
-                    f.seek(j.offset)
-                    for line in _lines(f.read(j.length)):
-                        ids = named_ids(line)
-                        if not news.isdisjoint(ids) and r.known.isdisjoint(ids):
-                            stats.lines -= 1
-                            stats.outside_cohort -= 1
-                            late.parse(line)
+            for line in reread(r.judged):
+                ids = named_ids(line)
+                if not news.isdisjoint(ids) and r.known.isdisjoint(ids):
+                    stats.lines -= 1
+                    stats.outside_cohort -= 1
+                    late.parse(line)
     finally:
         files.close()
 
