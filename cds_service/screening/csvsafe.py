@@ -8,10 +8,24 @@ patients.csv in Excel or LibreOffice. Every CSV the project writes passes its ce
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # incl. full-width
+
+
+# A cell starting with one of FORMULA_STARTS, in CSV text as `csv.writer` writes it (minimal quoting): after
+# a delimiter or a line's start, bare or opening a quoted cell (one holding a line break is always quoted, so
+# a bare carriage return is a line's end). Errs one way only: a match inside a quoted cell is a false alarm.
+_BARE = "".join(re.escape(c) for c in FORMULA_STARTS if c not in "\r\n")
+_FORMULA_IN_CSV = re.compile(f'[,\\n](?:[{_BARE}]|"[{"".join(map(re.escape, FORMULA_STARTS))}])')
+
+
+def may_hold_formula(csv_text: str) -> bool:
+    """False only when no cell of `csv_text` (whole rows written by `csv.writer`) starts as a formula would:
+    then the text is safe as it is, and a batch of rows need not be neutralised cell by cell."""
+    return _FORMULA_IN_CSV.search("\n" + csv_text) is not None
 
 
 def safe_cell(value: Any) -> Any:

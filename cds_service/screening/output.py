@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 from collections.abc import Iterable
 from itertools import islice
 from operator import itemgetter
@@ -14,7 +15,7 @@ from typing import Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadStats
-from cds_service.screening.csvsafe import safe_cell, safe_cells
+from cds_service.screening.csvsafe import may_hold_formula, safe_cell, safe_cells
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
@@ -76,15 +77,25 @@ def _csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> Non
 
 def _patients_csv(rows: Iterable[dict[str, Any]], raw: Path, safe: Path) -> None:
     """The rows, read once (from disk, for a large screen), as two CSVs: `raw` with the ids as they are (for
-    Parquet), `safe` for spreadsheets. Rows as lists, not DictWriter: a screen writes millions of them."""
+    Parquet), `safe` for spreadsheets. Rows as lists, not DictWriter: a screen writes millions of them. A
+    batch is written as text once; `safe` gets the same text unless a cell in it may start as a formula
+    (then that batch's cells are neutralised one by one): ids that do are rare, checking every cell is not."""
     with raw.open("w", newline="", encoding="utf-8") as f, safe.open("w", newline="", encoding="utf-8") as g:
-        as_is, neutral = csv.writer(f), csv.writer(g)
-        as_is.writerow(ROW_FIELDS)
+        csv.writer(f).writerow(ROW_FIELDS)
+        neutral = csv.writer(g)
         neutral.writerow(ROW_FIELDS)
         it, cells_of = iter(rows), itemgetter(*ROW_FIELDS)  # every row has them all (run.row)
+        batch = io.StringIO(newline="")
         while cells := [cells_of(r) for r in islice(it, 10_000)]:
-            as_is.writerows(cells)
-            neutral.writerows(map(safe_cells, cells))
+            batch.seek(0)
+            batch.truncate()
+            csv.writer(batch).writerows(cells)
+            text = batch.getvalue()
+            f.write(text)
+            if may_hold_formula(text):
+                neutral.writerows(map(safe_cells, cells))
+            else:
+                g.write(text)
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:

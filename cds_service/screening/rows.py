@@ -5,6 +5,9 @@ machine for five million), while everything else a screen holds is bounded by a 
 batch (a partition's rows, the rows of the patients outside every cohort) is sorted and written to its
 own spool file as it arrives, and the rows are read back merged in (patient, trial) order, as often as
 the outputs, the store and the summary need them. Nothing but the current row of each batch is held.
+
+The rows of patients outside every cohort (most of a health system) differ only in the patient: they are
+kept as one row per trial and the sorted patient ids (`add_uniform`), and built only as they are read.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ class Rows:
         self._folder: Path | None = None
         self._held: list[list[dict[str, Any]]] = []
         self._files: list[Path] = []
+        self._uniform: list[tuple[list[dict[str, Any]], list[str]]] = []
         self._count = self._written = 0
         self.add(list(rows))
 
@@ -65,6 +70,14 @@ class Rows:
                 path.unlink()
             self._files = self._files[len(merged) :]
 
+    def add_uniform(self, template: list[dict[str, Any]], patients: list[str]) -> None:
+        """A row of `template` (one per trial, in trial order) for each of `patients` (sorted), with the
+        patient's id. Held as that: 8 bytes a patient (the ids are the screen's own strings), where the
+        rows built, spooled and read back cost about as much as reading those patients' Conditions."""
+        if template and patients:
+            self._uniform.append((template, patients))
+            self._count += len(template) * len(patients)
+
     def _spool(self, rows: Iterable[dict[str, Any]]) -> None:
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="screen-rows-"))
@@ -80,7 +93,8 @@ class Rows:
         return bool(self._files)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return heapq.merge(*self._held, *(_read(p) for p in self._files), key=_key)
+        uniform = (_expand(template, patients) for template, patients in self._uniform)
+        return heapq.merge(*self._held, *(_read(p) for p in self._files), *uniform, key=_key)
 
     def __len__(self) -> int:
         return self._count
@@ -91,3 +105,7 @@ class Rows:
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # compared by content
+
+
+def _expand(template: list[dict[str, Any]], patients: list[str]) -> Iterator[dict[str, Any]]:
+    return chain.from_iterable([{**t, "patient": pid} for t in template] for pid in patients)

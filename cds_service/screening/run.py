@@ -223,12 +223,10 @@ def add_outside(
     outside). Each gets what `cohort_first` gives such a record: the results of a record with no Condition
     (every entry closed, no criterion read), the same for all of them, so built once."""
     results = catalog.report(catalog.facts([], "outside"), as_of, trial_ids).trials
-    template = sorted((row("", r) for r in results), key=lambda r: r["trial"])
     pids = sorted(patients)
     for r in results:
         funnel.add(r, len(pids))
-    for i in range(0, len(pids), 10_000):  # in (patient, trial) order already
-        rows.add([{**t, "patient": pid} for pid in pids[i : i + 10_000] for t in template], ordered=True)
+    rows.add_uniform(sorted((row("", r) for r in results), key=lambda r: r["trial"]), pids)
 
 
 PART_BYTES = 32 * 1024 * 1024  # NDJSON per partition: a worker holds one partition's resources at a time
