@@ -18,14 +18,13 @@ import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-
-def _key(row: dict[str, Any]) -> tuple[str, str]:
-    return row["patient"], row["trial"]
+_key = itemgetter("patient", "trial")  # the rows' order; in C, as heapq.merge asks it of every row
 
 
 def _read(path: Path) -> Iterator[dict[str, Any]]:
