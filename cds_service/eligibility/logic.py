@@ -72,10 +72,9 @@ def all_of(rs: list[Res]) -> Res:
     false = [r for r in rs if r.truth is Truth.FALSE]
     if false:
         return Res(Truth.FALSE, max_until(false)).merge(false)
-    truths = {r.truth for r in rs}
-    for t in (Truth.UNKNOWN, Truth.REVIEW):
-        if t in truths:
-            return Res(t).merge([r for r in rs if r.truth is not Truth.TRUE])
+    undecided = _first_undecided(rs)
+    if undecided is not None:
+        return Res(undecided).merge([r for r in rs if r.truth is not Truth.TRUE])
     return Res(Truth.TRUE, min_until(rs)).merge(rs)
 
 
@@ -83,11 +82,21 @@ def any_of(rs: list[Res]) -> Res:
     true = [r for r in rs if r.truth is Truth.TRUE]
     if true:
         return Res(Truth.TRUE, max_until(true)).merge(true)
-    truths = {r.truth for r in rs}
-    for t in (Truth.UNKNOWN, Truth.REVIEW):
-        if t in truths:
-            return Res(t).merge([r for r in rs if r.truth is not Truth.FALSE])
+    undecided = _first_undecided(rs)
+    if undecided is not None:
+        return Res(undecided).merge([r for r in rs if r.truth is not Truth.FALSE])
     return Res(Truth.FALSE, min_until(rs)).merge(rs)
+
+
+def _first_undecided(rs: list[Res]) -> Truth | None:
+    """UNKNOWN when any result is (missing data outranks a review), else REVIEW when any is, else None.
+    By identity, not in a set: an Enum member hashes in Python, and this runs for every combinator."""
+    review = False
+    for r in rs:
+        if r.truth is Truth.UNKNOWN:
+            return Truth.UNKNOWN
+        review = review or r.truth is Truth.REVIEW
+    return Truth.REVIEW if review else None
 
 
 @dataclass(slots=True)

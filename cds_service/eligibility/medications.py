@@ -153,7 +153,7 @@ def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
     """What keeps "none on record" from being said: sources that could hold these drugs but were not read,
     and records in read sources whose drug could not be identified (an unresolvable medicationReference)."""
     needed = list(MEDICATION_SOURCES)
-    if any(ctx.m.medications.ingredients[i].cvx for i in ingredients):
+    if not ingredients.isdisjoint(ctx.m.vaccine_ingredients):
         needed.append("Immunization")
     out = [f"{SOURCE_NAMES[s]} not read" for s in needed if s not in ctx.facts.gathered]
     for s in needed:

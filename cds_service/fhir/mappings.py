@@ -80,6 +80,8 @@ class Mappings:
     def _index_medications(self, meds: MedicationMappings) -> None:
         # Medication codes -> ingredient keys
         self.med_code_index: dict[tuple[str, str], str] = {}
+        # ingredients given as vaccines (a CVX code): for them the immunization record is a source too
+        self.vaccine_ingredients = frozenset(key for key, ing in meds.ingredients.items() if ing.cvx)
         for key, ing in meds.ingredients.items():
             for code in ing.rxnorm:
                 self.med_code_index[(RXNORM, code)] = key
