@@ -75,11 +75,12 @@ def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None
     kept: list[dict] = []
     medications: dict[str, dict] = {}
     aside = 0
+    wanted = subjects.wanted_references(patient_id, base)
     for res in resources:
         rtype = res.get("resourceType")
         if rtype == "Medication":
             medications.setdefault(f"Medication/{res.get('id')}", res)
-        elif (rtype == "Patient" and res.get("id") == patient_id) or subjects.about(res, patient_id, base):
+        elif (rtype == "Patient" and res.get("id") == patient_id) or subjects.about(res, wanted):
             kept.append(res)
         else:
             aside += 1

@@ -72,11 +72,27 @@ def owner(res: dict) -> tuple[str | None, bool]:
     return (next(iter(named)) if named and owned else None), False
 
 
-def about(res: dict, patient_id: str, base: Origin | None) -> bool:
-    """True when `res` is the context patient's record for a hook: an owner field names the patient
-    (`Patient/ID`, or absolute on the FHIR server read) and every patient reference it holds names them."""
-    wanted = {f"Patient/{patient_id}"} | ({f"{base.url}/Patient/{patient_id}"} if base is not None else set())
-    owners = patient_references(res, OWNER_FIELDS)
-    if not owners:
-        return False
-    return all(ref.get("reference") in wanted for ref in patient_references(res))
+def wanted_references(patient_id: str, base: Origin | None) -> frozenset[str]:
+    """The references that name the context patient in a hook: `Patient/ID`, and absolute on the FHIR
+    server read."""
+    return frozenset({f"Patient/{patient_id}"} | ({f"{base.url}/Patient/{patient_id}"} if base is not None else set()))
+
+
+ALL_FIELDS = tuple((f, f in OWNER_FIELDS) for f in OWNER_FIELDS + OTHER_FIELDS)
+
+
+def about(res: dict, wanted: frozenset[str]) -> bool:
+    """True when `res` is the context patient's record for a hook: an owner field names the patient (one of
+    `wanted_references`) and every patient reference it holds names them. One pass over the fields, for
+    each of the thousand resources a hook may bring."""
+    owned = False
+    for f, owner_field in ALL_FIELDS:
+        value = res.get(f)
+        if value is None:
+            continue
+        for ref in _references(value):
+            if _names_a_patient(ref):
+                if ref.get("reference") not in wanted:
+                    return False
+                owned = owned or owner_field
+    return owned
