@@ -208,3 +208,24 @@ def test_an_incremental_state_rests_on_its_own_sources_full_screen(tmp_path):
     state = store.state(runs[-1], runs)
     assert set(state) == {("p1", "NCT1"), ("p2", "NCT1")}  # before: x9's one-off run stood in for p2's
     assert state[("p1", "NCT1")].status == "ineligible" and state[("p2", "NCT1")].status == "likely-eligible"
+
+
+def test_a_screens_rows_are_stored_in_one_pass_with_their_patients_counted(tmp_path):
+    """The run's patient count is taken as the rows go in (a screen's rows are read once), given or not;
+    empty cells are stored as NULL, so a row without a bar has no eligible_from."""
+    from cds_service.screening.rows import Rows
+
+    store = RunStore(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    cells = {"status": "ineligible", "eligible_from": "", "failed": "cohort entry", "unknowns": "", "outcomes": ""}
+    template = [{"patient": "", "trial": t, **cells} for t in ("NCT1", "NCT2")]
+    rows = Rows()
+    rows.add([{"patient": "p05", "trial": t, **cells, "status": "possibly-eligible"} for t in ("NCT2", "NCT1")])
+    rows.add_uniform(template, [f"p{i:02d}" for i in range(10) if i != 5])
+    run = {"as_of": D1.isoformat(), "source": "/exports/a", "kind": "full", "pseudonymised": 0}
+    store.save(run, rows)
+    store.save({**run, "patients": 7}, [{"patient": "q", "trial": "NCT1", **cells}])  # given: kept as given
+    first, second = store.runs()
+    assert (first.patients, second.patients) == (10, 7)
+    state = store.state(first, [first])
+    assert len(state) == 20 and state[("p05", "NCT1")].status == "possibly-eligible"
+    assert state[("p03", "NCT2")].eligible_from is None and state[("p03", "NCT2")].unknowns in ("", None)

@@ -57,11 +57,10 @@ def remember(
     transaction_time: str | None = None,
     mirror: str | None = None,
 ) -> int:
-    """Store a run's rows; the run id."""
+    """Store a run's rows (each patient's rows together, as a screen gives them); the run id."""
     key = patient_key(settings)
-    patients = len({r["patient"] for r in rows})
     run = {"as_of": as_of.isoformat(), "source": source, "kind": kind, "transaction_time": transaction_time,
-           "patients": patients, "pseudonymised": int(key is not None), "mirror": mirror}  # fmt: skip
+           "pseudonymised": int(key is not None), "mirror": mirror}  # fmt: skip  # patients: counted as stored
     return RunStore(settings.database_url).save(run, stored_rows(rows, key))
 
 

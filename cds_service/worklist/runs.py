@@ -113,20 +113,27 @@ class RunStore:
             conn.close()
 
     def save(self, run: dict[str, Any], rows: Iterable[dict[str, Any]]) -> int:
-        """Store one run and its rows in one transaction; the run's id."""
+        """Store one run and its rows in one transaction; the run's id. Without `run["patients"]`, the patients
+        are counted as the rows go in (each patient's rows together, as a screen gives them), so a screen's
+        millions of rows are read once. The rows go to the database as they are (named parameters), an empty
+        cell as NULL: no tuple is built in Python for each."""
         p = self.p
         cols = ("created_at", "as_of", "source", "kind", "transaction_time", "patients", "pseudonymised", "mirror")
-        values = (datetime.now(UTC).isoformat(timespec="seconds"), *(run.get(c) for c in cols[1:]))
+        values = [datetime.now(UTC).isoformat(timespec="seconds"), *(run.get(c) for c in cols[1:])]
+        values[cols.index("patients")] = run.get("patients") or 0  # counted below when not given
+        named = (lambda c: f":{c}") if p == "?" else (lambda c: f"%({c})s")
+        counted = _PatientCount(rows)
         with self._conn() as conn:
             cur = conn.cursor()
             sql = f"INSERT INTO screen_run ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))}) RETURNING id"
             cur.execute(sql, values)
             run_id = int(cur.fetchone()[0])
-            insert = (
-                f"INSERT INTO screen_row (run_id, {', '.join(ROW_COLUMNS)}) "
-                f"VALUES ({', '.join([p] * (len(ROW_COLUMNS) + 1))})"
+            cells = ", ".join(f"NULLIF({named(c)}, '')" for c in ROW_COLUMNS)
+            cur.executemany(
+                f"INSERT INTO screen_row (run_id, {', '.join(ROW_COLUMNS)}) VALUES ({run_id}, {cells})", counted
             )
-            cur.executemany(insert, ((run_id, *(r.get(c) or None for c in ROW_COLUMNS)) for r in rows))
+            if run.get("patients") is None:
+                cur.execute(f"UPDATE screen_run SET patients = {p} WHERE id = {p}", (counted.patients, run_id))
         return run_id
 
     def runs(self, source: str | None = None) -> list[Run]:
@@ -186,3 +193,18 @@ def _stored(r: tuple) -> StoredRow:
         int(r[0]), int(r[1]), r[2], r[3], r[4], date.fromisoformat(r[5]) if r[5] else None, r[6] or "", r[7] or "",
         r[8] or "",
     )  # fmt: skip
+
+
+class _PatientCount:
+    """The rows, passed through once, counting patients as each one's rows begin."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._rows, self.patients = rows, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        last = None
+        for row in self._rows:
+            if row["patient"] != last:
+                last = row["patient"]
+                self.patients += 1
+            yield row
