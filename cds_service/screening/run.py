@@ -123,15 +123,16 @@ def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = 
 
 
 def evaluate_patients(
-    patients: Iterable[tuple[str, list[dict]]], as_of: date, trial_ids: list[str] | None
+    patients: Iterable[tuple[str, list[dict]]], as_of: date, trial_ids: list[str] | None, inside: bool = False
 ) -> tuple[list[dict[str, Any]], Funnel]:
     """Rows and funnel counts of whole patient records (an export is the whole record: every source
-    complete), with this worker's catalogue. Both engines evaluate through here."""
+    complete), with this worker's catalogue. Both engines evaluate through here. `inside`: every patient
+    is known to be inside some trial's cohort (`cohort_first`)."""
     assert _CATALOG is not None
     rows: list[dict[str, Any]] = []
     funnel = Funnel()
     for pid, resources in patients:
-        for r in cohort_first(_CATALOG, pid, resources, as_of, trial_ids):
+        for r in cohort_first(_CATALOG, pid, resources, as_of, trial_ids, inside):
             rows.append(row(pid, r))
             funnel.add(r)
     return rows, funnel
@@ -141,15 +142,19 @@ ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (e
 
 
 def cohort_first(
-    catalog: Catalog, pid: str, resources: list[dict], as_of: date, trial_ids: list[str] | None
+    catalog: Catalog, pid: str, resources: list[dict], as_of: date, trial_ids: list[str] | None, inside: bool = False
 ) -> list[TrialResult]:
     """The patient's results, reading the whole record only for a patient inside some trial's cohort.
 
     Most of a health system's patients do not have the disease any trial studies; for them the entry,
     which reads only Conditions, is the whole answer (`ineligible`, no criterion read), so their
     Observations and medications are never normalised. The results are those of the full evaluation:
-    the entry is decided first there too, from the same Conditions.
+    the entry is decided first there too, from the same Conditions. `inside`: the partition step's cohort
+    filter found a Condition of this patient that alone opens some entry, so the whole record's Conditions
+    do too (a Condition can only add to an entry): the entry-only test is skipped.
     """
+    if inside:
+        return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
     entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
     quick = catalog.facts(entry_only, pid)
     if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
@@ -212,7 +217,8 @@ def screen_partition(
     the partition step routed unparsed: bulk.patients_in), and this worker's peak RSS so far (MiB)."""
     part, as_of, trial_ids, limits, only = job
     counted = ReadStats()
-    rows, funnel = evaluate_patients(patients_in(part, limits, counted.too_large, only, counted), as_of, trial_ids)
+    patients = patients_in(part, limits, counted.too_large, only, counted)
+    rows, funnel = evaluate_patients(patients, as_of, trial_ids, inside=only is not None)
     return rows, funnel, counted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
