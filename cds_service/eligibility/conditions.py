@@ -66,7 +66,7 @@ def evaluate_condition(rule: ConditionRule, ctx: Ctx) -> Res:
     if found.too_recent:
         return Res(Truth.FALSE, min_until(found.too_recent)).merge(found.too_recent)
     # From here on the answer rests on what is NOT on record: the problem list must have been read.
-    labels = ", ".join(ctx.m.conditions.groups[g].label for g in sorted(rule.groups))
+    labels = ctx.m.group_labels(rule.groups)
     if "Condition" not in ctx.facts.gathered:
         return Res(Truth.UNKNOWN, missing=[f"problem list (Condition) not read, so {labels} cannot be ruled out"])
     unread = ctx.facts.unread.get("Condition", 0)

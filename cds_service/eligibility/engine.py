@@ -152,9 +152,9 @@ class Engine:
             text=c.text,
             outcome=outcome,
             until=until,
-            explanation="; ".join(dict.fromkeys(r.why)) or None,
-            evidence=dedupe_evidence(r.evidence),
-            missing=list(dict.fromkeys(r.missing)),
+            explanation=("; ".join(dict.fromkeys(r.why)) or None) if r.why else None,
+            evidence=dedupe_evidence(r.evidence) if r.evidence else [],
+            missing=list(dict.fromkeys(r.missing)) if r.missing else [],
             review=review,
             flagged=flagged,
         )

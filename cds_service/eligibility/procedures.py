@@ -25,7 +25,7 @@ def parse_procedure(p: RuleParser, arg: Any) -> Rule:
 
 
 def evaluate_procedure(rule: ProcedureRule, ctx: Ctx) -> Res:
-    labels = ", ".join(ctx.m.procedures.groups[g].label for g in sorted(rule.groups))
+    labels = ctx.m.group_labels(rule.groups, procedures=True)
     hits: list[Res] = []
     review: list[Res] = []
     outside = False

@@ -60,7 +60,18 @@ class Mappings:
         self.positive_words = {w.lower() for w in q.positive_words}
         self.negative_words = {w.lower() for w in q.negative_words}
 
+    def group_labels(self, groups: frozenset[str], procedures: bool = False) -> str:
+        """The labels of condition (or procedure) groups, in key order, as rules name them in their reasons:
+        worked out once per set of groups (every rule that finds nothing on record says them)."""
+        key = (groups, procedures)
+        labels = self._group_labels.get(key)
+        if labels is None:
+            table = (self.procedures if procedures else self.conditions).groups
+            labels = self._group_labels[key] = ", ".join(table[g].label for g in sorted(groups))
+        return labels
+
     def _index_conditions_and_procedures(self) -> None:
+        self._group_labels: dict[tuple[frozenset[str], bool], str] = {}
         # SNOMED concept -> groups; ICD-10-CM is matched by prefix/range per group (cached per code)
         self.snomed_groups: dict[str, set[str]] = {}
         for key, g in self.conditions.groups.items():
