@@ -92,7 +92,8 @@ def about(res: dict, wanted: frozenset[str]) -> bool:
             continue
         for ref in _references(value):
             if _names_a_patient(ref):
-                if ref.get("reference") not in wanted:
+                text = ref.get("reference")  # a list or an object where a string belongs names nobody we know
+                if not isinstance(text, str) or text not in wanted:
                     return False
                 owned = owned or owner_field
     return owned
