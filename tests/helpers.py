@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import orjson
 from fastapi.testclient import TestClient
 
 from cds_service.api.app import create_app
@@ -133,3 +134,24 @@ def reading_settings(base: str, db: Path, token: str | None = None, **overrides)
         **overrides,
     }
     return Settings(**values)
+
+
+def delete_bundle(*urls: str) -> bytes:
+    """A transaction Bundle of DELETE entries, as a Bulk Data manifest's `deleted` files hold."""
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction",
+                         "entry": [{"request": {"method": "DELETE", "url": u}} for u in urls]})  # fmt: skip
+
+
+def export_folder(path: Path, resources: list[dict], deleted: list[str] | tuple[str, ...] = ()) -> Path:
+    """A Bulk Data export on disk: the resources in one NDJSON file a type, and the DELETE urls of
+    `deleted` under the folder's `deleted/` (screening/export.py)."""
+    from cds_service.screening.export import DELETED
+
+    path.mkdir(parents=True)
+    for r in resources:
+        with (path / f"{r['resourceType']}.ndjson").open("ab") as f:
+            f.write(orjson.dumps(r) + b"\n")
+    if deleted:
+        (path / DELETED).mkdir()
+        (path / DELETED / "Bundle.000.ndjson").write_bytes(delete_bundle(*deleted) + b"\n")
+    return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import delete_bundle, export_folder
 from test_prefilter_attack import _as, _diff, _export, _med_request, _ordered, _whole
 
 from cds_service.screening.bulk import COUNTS, ReadLimits, ReadStats, patients_in
@@ -139,22 +140,6 @@ BASE = "http://127.0.0.1:9999/fhir"
 STATUS = f"{BASE}/$export-poll-status?_jobId=1"
 
 
-def _bundle(*urls: str) -> bytes:
-    return orjson.dumps({"resourceType": "Bundle", "type": "transaction",
-                         "entry": [{"request": {"method": "DELETE", "url": u}} for u in urls]})  # fmt: skip
-
-
-def _folder(path: Path, resources: list[dict], deleted: list[str] = ()) -> Path:
-    path.mkdir(parents=True)
-    for r in resources:
-        with (path / f"{r['resourceType']}.ndjson").open("ab") as f:
-            f.write(orjson.dumps(r) + b"\n")
-    if deleted:
-        (path / DELETED).mkdir()
-        (path / DELETED / "Bundle.000.ndjson").write_bytes(_bundle(*deleted) + b"\n")
-    return path
-
-
 def _store(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'runs.sqlite3'}"
     return SimpleNamespace(database_url=url, worklist_patient_ids="plain", patient_id_salt=None), RunStore(url)
@@ -174,8 +159,8 @@ def test_a_deleted_patient_leaves_the_mirror_with_its_record(as_of, catalog, tmp
     # FAILS: Mirror.forget deletes only the Patient row; the record the mirror docstring says leaves with it stays
     res = _as(resources(next(iter(demo_bundles(as_of).values()))), "gone")
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", res))
-    changes = _folder(tmp_path / "changes", [], ["Patient/gone"])
+    mirror.take(export_folder(tmp_path / "full", res))
+    changes = export_folder(tmp_path / "changes", [], ["Patient/gone"])
     from_mirror(mirror, changes, set(), None, catalog, as_of, None)
     with sqlite3.connect(mirror.path) as conn:
         left = conn.execute("SELECT rtype, id FROM res WHERE patient = 'gone'").fetchall()
@@ -192,9 +177,9 @@ def test_a_deleted_patient_is_no_longer_eligible_in_the_stored_state(as_of, cata
     assert gone is not None, "no demo record is eligible for any trial"
     settings, store = _store(tmp_path)
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", [r for res in records.values() for r in res]))
+    mirror.take(export_folder(tmp_path / "full", [r for res in records.values() for r in res]))
     remember(settings, rows, as_of, BASE, "full", "2026-11-01T00:00:00Z", str(mirror.path))
-    changes = _folder(tmp_path / "changes", [], [f"Patient/{gone}"])
+    changes = export_folder(tmp_path / "changes", [], [f"Patient/{gone}"])
     reread = from_mirror(mirror, changes, set(), None, catalog, as_of, None)
     assert gone in reread.touched
     remember(settings, reread.rows, as_of, BASE, "incremental", "2026-11-22T00:00:00Z", str(mirror.path))
@@ -218,9 +203,9 @@ def test_a_deleted_shared_medication_reevaluates_the_patients_whose_orders_name_
         pytest.skip("the Medication changes no demo record's rows")
     settings, store = _store(tmp_path)
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", [MED, *(r for res in records.values() for r in res)]))
+    mirror.take(export_folder(tmp_path / "full", [MED, *(r for res in records.values() for r in res)]))
     remember(settings, with_med, as_of, BASE, "full", "2026-11-01T00:00:00Z", str(mirror.path))
-    changes = _folder(tmp_path / "changes", [], ["Medication/m1"])
+    changes = export_folder(tmp_path / "changes", [], ["Medication/m1"])
     reread = from_mirror(mirror, changes, set(), None, catalog, as_of, None)
     remember(settings, reread.rows, as_of, BASE, "incremental", "2026-11-22T00:00:00Z", str(mirror.path))
     runs = store.runs()
@@ -232,8 +217,8 @@ def test_a_resource_deleted_and_written_again_in_the_same_export_stays(as_of, ca
     res = _as(resources(next(iter(demo_bundles(as_of).values()))), "back")
     cond = next(r for r in res if r["resourceType"] == "Condition")
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", res))
-    changes = _folder(tmp_path / "changes", [cond], [f"Condition/{cond['id']}"])
+    mirror.take(export_folder(tmp_path / "full", res))
+    changes = export_folder(tmp_path / "changes", [cond], [f"Condition/{cond['id']}"])
     reread = from_mirror(mirror, changes, set(), None, catalog, as_of, None)
     assert reread.rows == _rows(catalog, {"back": res}, [], as_of)
 
@@ -243,15 +228,15 @@ def test_ids_shared_across_types_delete_only_the_type_named(as_of, catalog, tmp_
     obs = {"resourceType": "Observation", "id": "x1", "status": "final", "subject": {"reference": "Patient/x1"},
            "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]}}  # fmt: skip
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", [pat, obs]))
-    from_mirror(mirror, _folder(tmp_path / "changes", [], ["Observation/x1?_cascade=delete"]), set(), None,
+    mirror.take(export_folder(tmp_path / "full", [pat, obs]))
+    from_mirror(mirror, export_folder(tmp_path / "changes", [], ["Observation/x1?_cascade=delete"]), set(), None,
                 catalog, as_of, None)  # fmt: skip
     assert [r["resourceType"] for r in dict(mirror.records({"x1"}))["x1"]] == ["Patient"]
 
 
 def test_a_delete_of_another_servers_resource_is_not_applied():
     # FAILS: mirror.deletions matches any absolute URL ending Type/id, whichever server it names
-    assert deletions(_bundle("http://attacker.example/fhir/Condition/c-1")) == []
+    assert deletions(delete_bundle("http://attacker.example/fhir/Condition/c-1")) == []
 
 
 @respx.mock
@@ -264,7 +249,7 @@ def test_a_malformed_deleted_entry_is_passed_over_as_a_malformed_output_entry_is
     respx.get(STATUS).respond(200, json=manifest)
     respx.delete(STATUS).respond(202)
     respx.get(f"{BASE}/Binary/1").respond(200, content=b'{"resourceType":"Patient","id":"p1"}\n')
-    respx.get(f"{BASE}/Binary/2").respond(200, content=_bundle("Condition/c-1") + b"\n")
+    respx.get(f"{BASE}/Binary/2").respond(200, content=delete_bundle("Condition/c-1") + b"\n")
     files = asyncio.run(BulkExport(BASE, "tok", since="2026-11-01T00:00:00Z").run(tmp_path))
     kept = {f.parent.name == DELETED: f for f in files}
     assert len(files) == 2 and deletions(kept[True].read_bytes()) == [("Condition", "c-1")]

@@ -32,8 +32,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-import orjson
 import pytest
+from helpers import export_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -334,22 +334,6 @@ def test_a_screens_merged_rows_are_counted_per_patient_plain_or_pseudonymised(tm
     assert {p for p, *_ in _stored(tmp_path / "runs.sqlite3")} == want
 
 
-def _folder(path: Path, resources: list[dict], deleted: list[str] = ()) -> Path:
-    from cds_service.screening.export import DELETED
-
-    path.mkdir(parents=True)
-    for r in resources:
-        with (path / f"{r['resourceType']}.ndjson").open("ab") as f:
-            f.write(orjson.dumps(r) + b"\n")
-    if deleted:
-        entries = [{"request": {"method": "DELETE", "url": u}} for u in deleted]
-        (path / DELETED).mkdir()
-        (path / DELETED / "Bundle.000.ndjson").write_bytes(
-            orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}) + b"\n"
-        )
-    return path
-
-
 @pytest.mark.parametrize("salt", [None, "s3cret"])
 def test_an_incremental_runs_rows_are_counted_per_patient(catalog, as_of, tmp_path, salt):
     """from_mirror gives the re-read patients in id order, then the deleted ones: not sorted as a whole, but
@@ -358,9 +342,9 @@ def test_an_incremental_runs_rows_are_counted_per_patient(catalog, as_of, tmp_pa
 
     records = {p: syn.eligible_patient(as_of, p) for p in ("b", "a", "c")}
     mirror = Mirror(tmp_path / "mirror.sqlite3")
-    mirror.take(_folder(tmp_path / "full", [r for res in records.values() for r in res]))
+    mirror.take(export_folder(tmp_path / "full", [r for res in records.values() for r in res]))
     lab = syn.quantity("c", "718-7", 9.1, "g/dL", as_of - timedelta(days=1))
-    changes = _folder(tmp_path / "changes", [lab, {**lab, "id": "b-new", "subject": {"reference": "Patient/b"}}],
+    changes = export_folder(tmp_path / "changes", [lab, {**lab, "id": "b-new", "subject": {"reference": "Patient/b"}}],
                       ["Patient/a"])  # fmt: skip
     reread = from_mirror(mirror, changes, set(), None, catalog, as_of, None)
     order = list(dict.fromkeys(r["patient"] for r in reread.rows))
