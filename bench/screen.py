@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.screen --patients 10000 [--resources 200] [--workers 1 2] [--spark] [--sle-every 100]
     .venv/bin/python -m bench.screen --grow 10000 100000 [--resources 40] [--sle-every 100]
     .venv/bin/python -m bench.screen ... --against /tmp/before   # git worktree add /tmp/before <commit>
+    .venv/bin/python -m bench.screen ... --store   # as a coordinator runs it: the rows kept for the worklist
 
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
@@ -16,6 +17,7 @@ on another checkout's code, just before this one's, on the same files.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -84,16 +86,18 @@ print(json.dumps({"status": status, "parent": resource.getrusage(resource.RUSAGE
 
 
 def run_screen(
-    folder: Path, out: Path, workers: int, spark: bool = False, code: Path = REPO_ROOT
+    folder: Path, out: Path, workers: int, spark: bool = False, code: Path = REPO_ROOT, store: bool = False
 ) -> tuple[float, float, float]:
     """Seconds, the screen process's peak RSS and its largest worker's (MiB) of `trial-matcher screen`,
-    run in its own process, with the code of the checkout `code` (this one, or `--against`'s)."""
+    run in its own process, with the code of the checkout `code` (this one, or `--against`'s); with
+    `store`, keeping the run for the worklist (the default of the command) in a new SQLite file in `out`."""
     start = time.perf_counter()
     cmd = [sys.executable, "-c", CHILD, "screen", str(folder), "--out", str(out), "--as-of",
-           AS_OF.isoformat(), "--workers", str(workers), "--no-store"]  # fmt: skip
+           AS_OF.isoformat(), "--workers", str(workers)] + ([] if store else ["--no-store"])  # fmt: skip
     if spark:
         cmd += ["--engine", "spark", "--spark-master", f"local[{workers}]"]
-    run = subprocess.run(cmd, check=True, cwd=code, capture_output=True, text=True)  # `-c` imports from cwd
+    env = {**os.environ, "TRIAL_MATCHER_DATABASE_URL": f"sqlite:///{out.resolve()}/worklist.sqlite3"}
+    run = subprocess.run(cmd, check=True, cwd=code, capture_output=True, text=True, env=env)  # `-c`: from cwd
     seconds = time.perf_counter() - start
     peaks = orjson.loads(run.stderr.strip().splitlines()[-1])
     return seconds, peaks["parent"], peaks["workers"]
@@ -126,6 +130,9 @@ def main() -> int:
     p.add_argument("--grow", type=int, nargs="+", metavar="N", help="instead: peak memory at each export size")
     p.add_argument("--against", type=Path, metavar="CHECKOUT",
                    help="also screen with another checkout's code (a git worktree of the commit before)")  # fmt: skip
+    p.add_argument(
+        "--store", action="store_true", help="keep each run for the worklist, as the command does by default"
+    )
     args = p.parse_args()
     if args.grow:
         with tempfile.TemporaryDirectory(prefix="bench-grow-") as tmp:
@@ -150,7 +157,8 @@ def main() -> int:
                 for run in ([(w, spark, args.against)] if not spark else []) + [(w, spark, code)]
             ]
         for w, spark, code in runs:
-            secs, parent, worker = run_screen(export, Path(tmp) / f"out{w}{spark}", w, spark, code)
+            out = Path(tmp) / f"out{w}{spark}{code.name}"
+            secs, parent, worker = run_screen(export, out, w, spark, code, args.store)
             rate = args.patients / secs
             label = (f"spark local[{w}]" if spark else str(w)) + (" (against)" if code != REPO_ROOT else "")
             ratio, peaks = secs / base, f"{parent:.0f} / {worker:.0f}"
