@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -343,9 +344,15 @@ def _run_measuring_disk(export: BulkExport, out) -> tuple[BaseException | None, 
     """Run the export while a thread samples the bytes on disk under `out` every millisecond; the peak."""
     peak, done = [0], threading.Event()
 
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:  # removed between the listing and the look (a cut file is deleted)
+            return 0
+
     def sample() -> None:
         while not done.is_set():
-            sizes = [p.stat().st_size for p in out.glob("*") if p.is_file()] if out.exists() else []
+            sizes = [size(p) for p in out.glob("*")] if out.exists() else []
             peak[0] = max(peak[0], sum(sizes))
             time.sleep(0.001)
 
