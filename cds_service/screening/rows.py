@@ -50,12 +50,11 @@ class Rows:
         self._count = self._written = 0
         self.add(list(rows))
 
-    def add(self, rows: list[dict[str, Any]], ordered: bool = False) -> None:
-        """Keep one batch (sorted here unless `ordered` says it already is)."""
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Keep one batch (sorted here)."""
         if not rows:
             return
-        if not ordered:
-            rows.sort(key=_key)
+        rows.sort(key=_key)
         self._count += len(rows)
         self._held.append(rows)
         if self._count > HELD:

@@ -153,12 +153,11 @@ def cohort_first(
     filter found a Condition of this patient that alone opens some entry, so the whole record's Conditions
     do too (a Condition can only add to an entry): the entry-only test is skipped.
     """
-    if inside:
-        return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
-    entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
-    quick = catalog.facts(entry_only, pid)
-    if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
-        return catalog.report(quick, as_of, trial_ids).trials  # every trial stops at its entry: no criterion
+    if not inside:
+        entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
+        quick = catalog.facts(entry_only, pid)
+        if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
+            return catalog.report(quick, as_of, trial_ids).trials  # every trial stops at its entry: no criterion
     return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
 
 
