@@ -17,7 +17,9 @@ never against a trial id):
    definition did too): such a resource is set aside now.
 5. engine.compile_rule / Engine.plan / Engine.outcome: every criterion of every trial compiled to closures gives
    what the previous tree-walking evaluator (embedded below as `_walk`, with the previous set-based all/any and
-   the previous outcome) gives, for generated patients.
+   the previous outcome) gives, for generated patients. Leaves numbered by Engine.plan and kept in the
+   patient's memo: a whole report gives every criterion what it gives evaluated alone; a memo of another
+   engine, patient or date is set aside.
 """
 
 from __future__ import annotations
@@ -601,3 +603,79 @@ def test_a_trials_plan_is_compiled_once_and_follows_the_trial(catalog, as_of):
     assert [run is None for _, run in plan] == [rule is None for _, rule in trial.plan]
     other = trial.model_copy()
     assert catalog.engine.plan(other) is not plan
+
+
+def _same(got: CriterionResult, alone: CriterionResult) -> None:
+    """A criterion in a whole report against the same criterion evaluated on its own; the report only adds
+    to the explanation of a fail that lifts beyond the horizon."""
+    assert got.model_dump(exclude={"explanation"}) == alone.model_dump(exclude={"explanation"}), got.id
+    assert (got.explanation or "").startswith(alone.explanation or ""), got.id
+
+
+def test_a_leaf_shared_by_criteria_and_trials_gives_each_what_it_gives_alone(catalog, as_of):
+    """Engine.plan numbers equal leaves and a patient's memo keeps each one's result by number and by the
+    way absence cuts: a whole report, every trial sharing one memo, must give every criterion what it gives
+    evaluated alone (Engine.criterion: compiled afresh, unnumbered, its own memo)."""
+    for pid, res, gathered, day in _patients(as_of, 60):
+        facts = catalog.facts(res, pid, gathered)
+        report = catalog.report(facts, day)
+        for trial, result in zip(catalog.chosen(), report.trials, strict=True):
+            assert result.id == trial.id
+            for got in result.criteria:
+                c = next(c for c in trial.criteria if c.id == got.id)
+                _same(got, catalog.engine.criterion(facts, c, day))
+
+
+def test_a_memo_of_another_engine_or_patient_is_not_read(catalog, as_of):
+    """Leaf results are kept under one engine's numbers: a memo filled by another engine, or for another
+    patient or date, is set aside rather than read."""
+    from cds_service.eligibility.engine import Engine
+
+    pid, res, gathered, day = next(p for p in _patients(as_of, 12) if p[2] is None)
+    facts = catalog.facts(res, pid, gathered)
+    other_patient = catalog.facts(make_patient(40, "other", day), "other")
+    trial = catalog.chosen()[0]
+    alone = catalog.engine.evaluate(facts, trial, day)
+    stranger = Engine(catalog.mappings)
+    for memo in (Memo(facts, day, engine=stranger), Memo(other_patient, day, engine=catalog.engine),
+                 Memo(facts, day + timedelta(days=400), engine=catalog.engine)):  # fmt: skip
+        for t in reversed(catalog.chosen()):  # fill it as another evaluation would (the stranger numbers
+            # the leaves in another order)
+            (stranger if memo.engine is stranger else catalog.engine).evaluate(memo.facts, t, memo.as_of, memo)
+        assert memo.leaves
+        assert catalog.engine.evaluate(facts, trial, day, memo) == alone
+
+
+def test_a_leaf_asked_both_ways_round_is_kept_apart(catalog, as_of):
+    """The same leaf under `not` and outside it, in an inclusion and an exclusion: absence reads differently
+    each way, so the memo must keep four results apart. A record with no condition read completely."""
+    leaves = [r for t in catalog.chosen() for _, r in t.plan if type(r).__name__ == "ConditionRule"]
+    patient = next(r for r in make_patient(40, "x", as_of) if r["resourceType"] == "Patient")
+    facts = catalog.facts([patient], "x")
+    for leaf in leaves[:10]:
+        for rule in (AnyOf("any", (leaf, Not("not", leaf))), All("all", (Not("not", leaf), leaf))):
+            for exclusion in (False, True):
+                memo = Memo(facts, as_of)
+                kept = compile_rule(rule, {})(Ctx(facts, as_of, catalog.mappings, exclusion, False, memo))
+                alone = compile_rule(rule)(Ctx(facts, as_of, catalog.mappings, exclusion, False, Memo(facts, as_of)))
+                assert kept == alone, (leaf, exclusion)
+                assert len(memo.leaves) == 2
+
+
+def test_a_leaf_that_cannot_be_numbered_is_evaluated_each_time(catalog, as_of, monkeypatch):
+    """A leaf kind holding a list cannot be hashed: compiled unnumbered, never kept in the memo."""
+    rule = next(r for t in catalog.chosen() for _, r in t.plan if r is not None and type(r).__name__ == "Lab")
+    calls = []
+    kind = LEAVES[rule.kind]
+
+    def evaluate(r: object, ctx: Ctx) -> Res:
+        calls.append(r)
+        return kind.evaluate(rule, ctx)
+
+    monkeypatch.setitem(LEAVES, rule.kind, SimpleNamespace(evaluate=evaluate))
+    unhashable = SimpleNamespace(kind=rule.kind)  # a namespace has no hash
+    run = compile_rule(unhashable, {})  # type: ignore[arg-type]
+    facts = catalog.facts(make_patient(40, "x", as_of), "x")
+    ctx = Ctx(facts, as_of, catalog.mappings, False, False, Memo(facts, as_of))
+    assert run(ctx) == run(ctx) == compile_rule(rule)(ctx)
+    assert calls.count(unhashable) == 2 and not ctx.memo.leaves

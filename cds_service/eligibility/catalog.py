@@ -70,7 +70,7 @@ class Catalog:
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = self.chosen(trial_ids)
-        memo = Memo(facts, as_of)  # what every trial asks of this record on this date, worked out once
+        memo = Memo(facts, as_of, engine=self.engine)  # what every trial asks of this record on this date, once
         return Report(
             patient=facts.patient,
             as_of=as_of,
