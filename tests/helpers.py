@@ -20,10 +20,10 @@ from cds_service.settings import Settings
 
 @contextmanager
 def open_service(folder: Path, name: str = "db", **settings) -> Iterator[TestClient]:
-    """The service with auth off on its own SQLite store in `folder`, as a test client."""
-    s = Settings(
-        database_url=f"sqlite:///{folder / name}.sqlite3", auth_required=False, log_level="WARNING", **settings
-    )
+    """The service with auth off on its own SQLite store in `folder` (or the `database_url` given), as a test
+    client."""
+    settings.setdefault("database_url", f"sqlite:///{folder / name}.sqlite3")
+    s = Settings(auth_required=False, log_level="WARNING", **settings)
     with TestClient(create_app(s)) as c:
         yield c
 

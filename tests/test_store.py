@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -85,47 +79,6 @@ def test_sqlite_store_persists_across_reopen(tmp_path):
 def test_unknown_database_url_is_refused():
     with pytest.raises(ValueError, match="sqlite"):
         open_store("mysql://x")
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    initdb = shutil.which("initdb")
-    if os.environ.get("TEST_POSTGRES_DSN"):
-        yield os.environ["TEST_POSTGRES_DSN"]
-        return
-    if not initdb:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine and TEST_POSTGRES_DSN is unset")
-    root = tempfile.mkdtemp(prefix="pgtest-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, user="postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = f"{root}/data"
-    subprocess.run([*as_user, "initdb", "-D", data, "-A", "trust", "-U", "test"], check=True, capture_output=True)
-    subprocess.run(
-        [
-            *as_user,
-            "pg_ctl",
-            "-D",
-            data,
-            "-l",
-            f"{root}/log",
-            "-w",
-            "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://test@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_postgres_store(postgres_dsn):

@@ -1,6 +1,7 @@
 """Screens that remember: two screens of an export that changed in between give a worklist that lists
 exactly the changes (a new SLE patient, a washout that lifted, a new exclusion), and the screening log
-adds up. Expectations come from the stored rows and the engine, never from the trial catalogue."""
+adds up. Expectations come from the stored rows and the engine, never from the trial catalogue. Each runs
+on both databases the store supports: SQLite, and a PostgreSQL server the tests start (conftest)."""
 
 from __future__ import annotations
 
@@ -48,16 +49,29 @@ def _population() -> tuple[list[list[dict]], list[list[dict]]]:
     return [a, b, c], [a, b, [*c, hiv], d]
 
 
+def _sql(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """One statement on the store's database, outside the code under test."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///") :]) as db:
+            return db.execute(sql, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        cur = db.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
 @pytest.fixture
-def screened(tmp_path, monkeypatch, trials_dir) -> Path:
-    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+def screened(tmp_path, monkeypatch, trials_dir, database_url) -> str:
+    """The database URL of a store holding two screens, D1's and D2's."""
+    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", database_url)
     get_settings.cache_clear()
     first, second = _population()
     for n, (day, pop) in enumerate(((D1, first), (D2, second))):
         export = _write_export(tmp_path / f"export{n}", pop)
         out = tmp_path / f"out{n}"
         assert main(["screen", str(export), "--out", str(out), "--as-of", day.isoformat(), "--workers", "1"]) == 0
-    return tmp_path / "store.sqlite3"
+    return database_url
 
 
 def _worklist(capsys, *extra: str) -> list[dict[str, str]]:
@@ -74,7 +88,7 @@ def test_two_screens_give_exactly_the_three_changes(screened, capsys):
     assert by_list["newly-eligible"] == {"pb", "pd"}  # the washout that lifted, the new patient
     assert by_list["no-longer-eligible"] == {"pc"}  # the new exclusion
     assert "pa" not in {r["patient"] for r in rows}
-    store = RunStore(f"sqlite:///{screened}")
+    store = RunStore(screened)
     runs = store.runs()
     first, last = store.state(runs[0], runs), store.state(runs[1], runs)
     for r in rows:
@@ -101,7 +115,7 @@ def test_bar_lifts_soon_lists_dates_within_the_window(screened, capsys):
             assert r["criterion"]
         if within == 0:
             assert rows == []
-    store = RunStore(f"sqlite:///{screened}")
+    store = RunStore(screened)
     runs = store.runs()
     later = [k for k, row in store.state(runs[-1], runs).items() if row.eligible_from and row.eligible_from > D2]
     assert len(rows) == len(later)  # with 400 days, every stored bar still ahead is listed
@@ -116,9 +130,8 @@ def test_the_trial_filter_and_the_table(screened, capsys):
     assert "newly-eligible" in capsys.readouterr().out
 
 
-def test_no_store_and_pseudonymised_ids(tmp_path, monkeypatch, trials_dir, capsys):
-    db = tmp_path / "p.sqlite3"
-    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", f"sqlite:///{db}")
+def test_no_store_and_pseudonymised_ids(tmp_path, monkeypatch, trials_dir, capsys, database_url):
+    monkeypatch.setenv("TRIAL_MATCHER_DATABASE_URL", database_url)
     get_settings.cache_clear()
     export = _write_export(tmp_path / "e", _population()[1])
     args = ["screen", str(export), "--out", str(tmp_path / "o"), "--as-of", D2.isoformat(), "--workers", "1"]
@@ -131,18 +144,20 @@ def test_no_store_and_pseudonymised_ids(tmp_path, monkeypatch, trials_dir, capsy
     monkeypatch.setenv("TRIAL_MATCHER_PATIENT_ID_SALT", "site-secret")
     get_settings.cache_clear()
     assert main(args) == 0
-    raw = sqlite3.connect(db).execute("SELECT patient FROM screen_row").fetchall()
+    raw = _sql(database_url, "SELECT patient FROM screen_row")
     assert raw and not {p for (p,) in raw} & {"pa", "pb", "pc", "pd"}
     assert all(len(p) == 32 for (p,) in raw)
 
 
 def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, catalog):
-    store = RunStore(f"sqlite:///{screened}")
+    store = RunStore(screened)
     trial = next(t for t in catalog.trials.values() if not t.draft)
-    with sqlite3.connect(screened) as db:  # a card the service recorded as dismissed, in D2's month
-        db.execute(
-            "INSERT INTO dismissal VALUES ('subject-hash', ?, 0, 'patient-declined', ?)", (trial.id, D2.isoformat())
-        )
+    # a card the service recorded as dismissed, in D2's month
+    _sql(
+        screened,
+        "INSERT INTO dismissal VALUES ('subject-hash', ?, 0, 'patient-declined', ?)",
+        (trial.id, D2.isoformat()),
+    )
     out = tmp_path / "log"
     args = ["screening-log", "--trial", trial.id, "--from", D1.isoformat(), "--to", D2.isoformat(), "--out", str(out)]
     assert main(args) == 0
@@ -166,9 +181,9 @@ def test_screening_log_adds_up_and_quotes_the_trial(screened, capsys, tmp_path, 
 def test_the_worklist_page_is_behind_the_admin_token(screened, tmp_path):
     from helpers import open_service
 
-    with open_service(tmp_path, name="store") as off:
+    with open_service(tmp_path, database_url=screened) as off:
         assert off.get("/worklist").status_code == 404  # no admin token: the admin pages do not exist
-    with open_service(tmp_path, name="store", admin_token="admin-secret-1") as c:
+    with open_service(tmp_path, database_url=screened, admin_token="admin-secret-1") as c:
         anonymous = c.get("/worklist")
         assert anonymous.status_code == 401 and "Admin token" in anonymous.text and "pb" not in anonymous.text
         assert "form-action 'self'" in anonymous.headers["content-security-policy"]
@@ -193,10 +208,10 @@ def test_the_worklist_page_is_behind_the_admin_token(screened, tmp_path):
         assert c.get("/worklist").status_code == 401
 
 
-def test_an_incremental_state_rests_on_its_own_sources_full_screen(tmp_path):
+def test_an_incremental_state_rests_on_its_own_sources_full_screen(database_url):
     """A one-off screen of another export between a server's full screen and its `--since last` run is not
     the baseline of that run's state: only the same source's full screen is."""
-    store = RunStore(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    store = RunStore(database_url)
     row = {"patient": "p1", "trial": "NCT1", "status": "likely-eligible", "eligible_from": "", "failed": "",
            "unknowns": "", "outcomes": ""}  # fmt: skip
     run = {"as_of": D1.isoformat(), "kind": "full", "transaction_time": "2026-11-23T00:00:00+00:00",
@@ -210,12 +225,12 @@ def test_an_incremental_state_rests_on_its_own_sources_full_screen(tmp_path):
     assert state[("p1", "NCT1")].status == "ineligible" and state[("p2", "NCT1")].status == "likely-eligible"
 
 
-def test_a_screens_rows_are_stored_in_one_pass_with_their_patients_counted(tmp_path):
+def test_a_screens_rows_are_stored_in_one_pass_with_their_patients_counted(database_url):
     """The run's patient count is taken as the rows go in (a screen's rows are read once), given or not;
     empty cells are stored as NULL, so a row without a bar has no eligible_from."""
     from cds_service.screening.rows import Rows
 
-    store = RunStore(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    store = RunStore(database_url)
     cells = {"status": "ineligible", "eligible_from": "", "failed": "cohort entry", "unknowns": "", "outcomes": ""}
     template = [{"patient": "", "trial": t, **cells} for t in ("NCT1", "NCT2")]
     rows = Rows()
