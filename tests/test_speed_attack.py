@@ -19,7 +19,8 @@ never against a trial id):
    what the previous tree-walking evaluator (embedded below as `_walk`, with the previous set-based all/any and
    the previous outcome) gives, for generated patients. Leaves numbered by Engine.plan and kept in the
    patient's memo: a whole report gives every criterion what it gives evaluated alone; a memo of another
-   engine, patient or date is set aside.
+   engine, patient or date is set aside. Engine.verdict (the screen's evaluation, without explanations)
+   decides what Engine.evaluate does.
 """
 
 from __future__ import annotations
@@ -610,6 +611,39 @@ def _same(got: CriterionResult, alone: CriterionResult) -> None:
     to the explanation of a fail that lifts beyond the horizon."""
     assert got.model_dump(exclude={"explanation"}) == alone.model_dump(exclude={"explanation"}), got.id
     assert (got.explanation or "").startswith(alone.explanation or ""), got.id
+
+
+def _kept(r: object) -> tuple:
+    """What a screen keeps of a trial's result."""
+    cohort = r.cohort.model_dump() if r.cohort is not None else None  # type: ignore[attr-defined]
+    criteria = [(c.id, c.outcome) for c in r.criteria]  # type: ignore[attr-defined]
+    return (
+        r.id,
+        r.status,
+        r.eligible_from,
+        cohort,
+        criteria,
+        [r.count(o) for o in ("pass", "fail", "unknown", "review")],
+    )  # type: ignore[attr-defined]
+
+
+def test_a_verdict_is_the_report_without_its_explanations(catalog, as_of):
+    """Catalog.verdicts (the screen's evaluation) decides what Catalog.report does, trial by trial: status,
+    the date a bar lifts, the cohort entry and every criterion's outcome, for generated patients of every
+    shape, on other dates, with sources unread, and for a deceased patient."""
+    seen = set()
+    whole = ("e0", syn.eligible_patient(as_of, "e0"), None, as_of)  # the all-in-range patient, untouched
+    washout = syn.med_statement("e1", "121191", "riTUXimab 10 MG/ML", as_of - timedelta(days=75),
+                                as_of - timedelta(days=45), status="completed")  # fmt: skip
+    barred = ("e1", [*syn.eligible_patient(as_of, "e1"), washout], None, as_of)  # a bar that lifts
+    for pid, res, gathered, day in [whole, barred, *_patients(as_of, 60)]:
+        for record in (res, [{**r, "deceasedBoolean": True} if r["resourceType"] == "Patient" else r for r in res]):
+            facts = catalog.facts(record, pid, gathered)
+            report, verdicts = catalog.report(facts, day).trials, catalog.verdicts(facts, day)
+            assert [_kept(v) for v in verdicts] == [_kept(r) for r in report], pid
+            seen |= {(r.status, r.eligible_from is not None) for r in report}
+    assert {s for s, _ in seen} >= {"likely-eligible", "possibly-eligible", "ineligible"}
+    assert ("possibly-eligible", True) in seen  # a bar that lifts
 
 
 def test_a_leaf_shared_by_criteria_and_trials_gives_each_what_it_gives_alone(catalog, as_of):

@@ -14,7 +14,7 @@ from typing import Any
 from cds_service.authoring.lint import Problem, load_checked
 from cds_service.eligibility.engine import Engine
 from cds_service.eligibility.logic import Memo
-from cds_service.eligibility.report import Report, TrialResult
+from cds_service.eligibility.report import Report, TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
@@ -77,6 +77,14 @@ class Catalog:
             trials=[draft_result(t) if t.draft else self.engine.evaluate(facts, t, as_of, memo) for t in chosen],
             skipped_resources=facts.skipped,
         )
+
+    def verdicts(
+        self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None
+    ) -> list[TrialVerdict | TrialResult]:
+        """What `report` decides, without the explanations (Engine.verdict), for a screen; a draft trial's
+        result as in the report."""
+        memo, verdict = Memo(facts, as_of, engine=self.engine), self.engine.verdict
+        return [draft_result(t) if t.draft else verdict(facts, t, as_of, memo) for t in self.chosen(trial_ids)]
 
 
 DRAFT_NOTE = "draft, not yet encoded: its criteria are not evaluated for any patient"

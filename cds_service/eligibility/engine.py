@@ -26,7 +26,14 @@ from typing import Any
 
 from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.logic import Ctx, Memo, Res, Truth, all_of, any_of, dedupe_evidence
-from cds_service.eligibility.report import CriterionResult, TrialResult
+from cds_service.eligibility.report import (
+    CriterionResult,
+    CriterionVerdict,
+    Outcome,
+    TrialResult,
+    TrialStatus,
+    TrialVerdict,
+)
 from cds_service.eligibility.rules import (
     LEAVES,
     All,
@@ -68,12 +75,10 @@ class Engine:
         """`memo`: shared by the trials this engine evaluates for this patient on this date (Catalog.report)."""
         cohort = entry(trial, patient, self.m)
         if cohort.outcome != "in":  # outside the population the trial studies: no criterion is read
-            status = "ineligible" if cohort.outcome == "out" else "not-assessed"
-            return TrialResult(id=trial.id, title=trial.title, status=status, url=trial.url, cohort=cohort, criteria=[])
-        if memo is None or memo.facts is not patient or memo.as_of != as_of or memo.engine is not self:
-            memo = Memo(patient, as_of, engine=self)  # leaf results are kept by this engine's numbers
-        contexts = {e: Ctx(patient, as_of, self.m, e, False, memo) for e in (False, True)}  # by exclusion
-        results = [self.outcome(c, run, contexts[c.type == "exclusion"]) for c, run in self.plan(trial)]
+            return TrialResult(id=trial.id, title=trial.title, status=_OUTSIDE[cohort.outcome], url=trial.url,
+                               cohort=cohort, criteria=[])  # fmt: skip
+        ctx = self._contexts(patient, as_of, memo)
+        results = [self.outcome(c, run, ctx[c.type == "exclusion"]) for c, run in self.plan(trial)]
         horizon = as_of + self.horizon
         for r in results:
             if r.outcome == "fail" and r.until is not None and r.until > horizon:
@@ -84,19 +89,7 @@ class Engine:
         if patient.deceased:
             died = f" ({patient.deceased_date.isoformat()})" if patient.deceased_date else ""
             notes.insert(0, f"the patient is recorded as deceased{died}")
-        permanent_fail = patient.deceased or any(
-            r.outcome == "fail" and (r.until is None or r.until > horizon) for r in results
-        )
-        temporary = [r.until for r in results if r.outcome == "fail" and r.until is not None]
-        eligible_from = None
-        if permanent_fail:
-            status = "ineligible"
-        elif temporary:
-            status, eligible_from = "possibly-eligible", max(temporary)
-        elif any(r.outcome == "unknown" or r.flagged for r in results):
-            status = "possibly-eligible"  # data missing, or the record points towards an exclusion
-        else:
-            status = "likely-eligible"
+        status, eligible_from = self._status(patient, as_of, [(r.outcome, r.until, r.flagged) for r in results])
         return TrialResult(
             id=trial.id,
             title=trial.title,
@@ -108,6 +101,37 @@ class Engine:
             notes=notes,
         )
 
+    def verdict(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialVerdict:
+        """What `evaluate` decides, without the explanations a card shows: the status and each criterion's
+        outcome, all a screen keeps. Building the explanations is about a quarter of an evaluation."""
+        cohort = entry(trial, patient, self.m)
+        if cohort.outcome != "in":
+            return TrialVerdict(trial.id, _OUTSIDE[cohort.outcome], None, cohort, [])
+        ctx, plan = self._contexts(patient, as_of, memo), self.plan(trial)
+        decided = [decide(c, run(ctx[c.type == "exclusion"])) if run else FOR_A_PERSON for c, run in plan]
+        status, eligible_from = self._status(patient, as_of, decided)
+        outcomes = [CriterionVerdict(c.id, d[0]) for (c, _), d in zip(plan, decided, strict=True)]
+        return TrialVerdict(trial.id, status, eligible_from, cohort, outcomes)
+
+    def _contexts(self, patient: PatientFacts, as_of: date, memo: Memo | None) -> dict[bool, Ctx]:
+        """The contexts of a trial's criteria, by whether the criterion is an exclusion."""
+        if memo is None or memo.facts is not patient or memo.as_of != as_of or memo.engine is not self:
+            memo = Memo(patient, as_of, engine=self)  # leaf results are kept by this engine's numbers
+        return {e: Ctx(patient, as_of, self.m, e, False, memo) for e in (False, True)}
+
+    def _status(self, patient: PatientFacts, as_of: date, decided: list[Decision]) -> tuple[TrialStatus, date | None]:
+        """The trial's status and the date it is possibly eligible from, from its criteria's (outcome,
+        until, flagged)."""
+        horizon = as_of + self.horizon
+        if patient.deceased or any(o == "fail" and (u is None or u > horizon) for o, u, _ in decided):
+            return "ineligible", None
+        temporary = [u for o, u, _ in decided if o == "fail" and u is not None]
+        if temporary:
+            return "possibly-eligible", max(temporary)
+        if any(o == "unknown" or flagged for o, _, flagged in decided):
+            return "possibly-eligible", None  # data missing, or the record points towards an exclusion
+        return "likely-eligible", None
+
     def criterion(self, patient: PatientFacts, c: Criterion, as_of: date) -> CriterionResult:
         """One criterion on its own (a trial's are evaluated together by `evaluate`)."""
         ctx = Ctx(patient, as_of, self.m, c.type == "exclusion", False, Memo(patient, as_of))
@@ -115,7 +139,7 @@ class Engine:
 
     def outcome(self, c: Criterion, run: Compiled | None, ctx: Ctx) -> CriterionResult:
         """The criterion's outcome from its compiled rule `run` (None: a criterion for a person) in `ctx`, the
-        context of its type."""
+        context of its type, with the explanation, evidence, what is missing and what a person must review."""
         if run is None:
             return CriterionResult(
                 id=c.id,
@@ -129,25 +153,10 @@ class Engine:
                 review=[c.review or "needs a person"],
             )
         r = run(ctx)
-        holds, fails_when = (Truth.TRUE, Truth.FALSE) if c.type == "inclusion" else (Truth.FALSE, Truth.TRUE)
-        until = None
-        if r.truth is holds:
-            outcome = "pass"
-        elif r.truth is fails_when:
-            outcome = "fail"
-            until = r.until
-        elif r.truth is Truth.UNKNOWN:
-            outcome = "unknown"
-        else:
-            outcome = "review"
+        outcome, until, flagged = decide(c, r)
         # review notes only from the branches that decided: a pass or a fail carries none of its own
-        review = list(dict.fromkeys(r.notes)) if outcome in ("review", "unknown") else []
-        # the record itself raised this review (evidence points towards a fail), unlike a standing one
-        flagged = outcome == "review" and r.doubt
-        if outcome == "pass" and c.also_review:
-            outcome = "review"
-            review.append(c.also_review)
-        elif c.also_review and outcome == "review":
+        review = list(dict.fromkeys(r.notes)) if r.truth is Truth.UNKNOWN or r.truth is Truth.REVIEW else []
+        if c.also_review and outcome == "review":  # a pass with a standing note, or a review
             review.append(c.also_review)
         return CriterionResult(
             id=c.id,
@@ -161,6 +170,27 @@ class Engine:
             review=review,
             flagged=flagged,
         )
+
+
+Decision = tuple[Outcome, date | None, bool]  # a criterion's outcome, the date a fail lifts, flagged
+FOR_A_PERSON: Decision = ("review", None, False)  # a criterion with no rule
+_OUTSIDE: dict[str, TrialStatus] = {"out": "ineligible", "unknown": "not-assessed"}  # by cohort entry
+
+
+def decide(c: Criterion, r: Res) -> Decision:
+    """The criterion's outcome from its rule's result: the result that holds passes, the opposite fails
+    (until the date it lifts, if any), unknown stays unknown, and the rest is a review. `flagged`: a review
+    the record raised (evidence points towards a fail), unlike a standing one. A pass of a criterion with
+    a standing review note (`also_review`) is a review."""
+    holds, fails_when = (Truth.TRUE, Truth.FALSE) if c.type == "inclusion" else (Truth.FALSE, Truth.TRUE)
+    t = r.truth
+    if t is holds:
+        return ("review" if c.also_review else "pass"), None, False
+    if t is fails_when:
+        return "fail", r.until, False
+    if t is Truth.UNKNOWN:
+        return "unknown", None, False
+    return "review", None, r.doubt
 
 
 Compiled = Callable[[Ctx], Res]  # a rule compiled: the patient's context in, the rule's result out

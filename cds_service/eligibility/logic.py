@@ -71,21 +71,30 @@ def min_until(results: list[Res]) -> date | None:
 def all_of(rs: list[Res]) -> Res:
     false = [r for r in rs if r.truth is Truth.FALSE]
     if false:
-        return Res(Truth.FALSE, max_until(false)).merge(false)
+        return _joined(Truth.FALSE, max_until(false), false)
     undecided = _first_undecided(rs)
     if undecided is not None:
-        return Res(undecided).merge([r for r in rs if r.truth is not Truth.TRUE])
-    return Res(Truth.TRUE, min_until(rs)).merge(rs)
+        return _joined(undecided, None, [r for r in rs if r.truth is not Truth.TRUE])
+    return _joined(Truth.TRUE, min_until(rs), rs)
 
 
 def any_of(rs: list[Res]) -> Res:
     true = [r for r in rs if r.truth is Truth.TRUE]
     if true:
-        return Res(Truth.TRUE, max_until(true)).merge(true)
+        return _joined(Truth.TRUE, max_until(true), true)
     undecided = _first_undecided(rs)
     if undecided is not None:
-        return Res(undecided).merge([r for r in rs if r.truth is not Truth.FALSE])
-    return Res(Truth.FALSE, min_until(rs)).merge(rs)
+        return _joined(undecided, None, [r for r in rs if r.truth is not Truth.FALSE])
+    return _joined(Truth.FALSE, min_until(rs), rs)
+
+
+def _joined(truth: Truth, until: date | None, rs: list[Res]) -> Res:
+    """A combinator's result, with what its deciding items say. One item's lists are shared, not copied:
+    a result is never changed once made (`merge` is only called on a result just built)."""
+    if len(rs) == 1:
+        r = rs[0]
+        return Res(truth, until, r.evidence, r.missing, r.notes, r.why, r.standing)
+    return Res(truth, until).merge(rs)
 
 
 def _first_undecided(rs: list[Res]) -> Truth | None:

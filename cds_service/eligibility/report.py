@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -81,6 +82,29 @@ class TrialResult(BaseModel):
             for m in c.missing:
                 seen.setdefault(m, None)
         return list(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionVerdict:
+    """A criterion's outcome without its explanation (Engine.verdict)."""
+
+    id: str
+    outcome: Outcome
+
+
+@dataclass(slots=True)
+class TrialVerdict:
+    """What a screen keeps of a trial's result (Engine.verdict): the status and each criterion's outcome,
+    decided as in a TrialResult, without the explanations. Read as a TrialResult is by the screen."""
+
+    id: str
+    status: TrialStatus
+    eligible_from: dt.date | None
+    cohort: Cohort | None
+    criteria: list[CriterionVerdict]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for c in self.criteria if c.outcome == outcome)
 
 
 class Report(BaseModel):

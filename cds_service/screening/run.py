@@ -20,7 +20,7 @@ import orjson
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.cohort import entry
-from cds_service.eligibility.report import TrialResult
+from cds_service.eligibility.report import TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.read import iter_resources
@@ -59,7 +59,7 @@ class Funnel:
     screened: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, dict[str, int]] = field(default_factory=dict)  # per trial: patients per status
 
-    def add(self, result: TrialResult, patients: int = 1) -> None:
+    def add(self, result: TrialResult | TrialVerdict, patients: int = 1) -> None:
         """The cohort entry is the first step (its fails are patients without the disease, its unknowns
         patients whose conditions could not be read); criteria are counted within the cohort only.
         `patients`: how many patients had this same result."""
@@ -95,7 +95,7 @@ class Funnel:
                     bucket[cid] = bucket.get(cid, 0) + n
 
 
-def row(pid: str, r: TrialResult) -> dict[str, Any]:
+def row(pid: str, r: TrialResult | TrialVerdict) -> dict[str, Any]:
     entry = r.cohort.outcome if r.cohort is not None else "in"
     return {
         "patient": pid,
@@ -143,8 +143,9 @@ ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (e
 
 def cohort_first(
     catalog: Catalog, pid: str, resources: list[dict], as_of: date, trial_ids: list[str] | None, inside: bool = False
-) -> list[TrialResult]:
-    """The patient's results, reading the whole record only for a patient inside some trial's cohort.
+) -> list[TrialVerdict | TrialResult]:
+    """The patient's results (verdicts: what a screen keeps, Catalog.verdicts), reading the whole record only
+    for a patient inside some trial's cohort.
 
     Most of a health system's patients do not have the disease any trial studies; for them the entry,
     which reads only Conditions, is the whole answer (`ineligible`, no criterion read), so their
@@ -157,8 +158,8 @@ def cohort_first(
         entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
         quick = catalog.facts(entry_only, pid)
         if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
-            return catalog.report(quick, as_of, trial_ids).trials  # every trial stops at its entry: no criterion
-    return catalog.report(catalog.facts(resources, pid), as_of, trial_ids).trials
+            return catalog.verdicts(quick, as_of, trial_ids)  # every trial stops at its entry: no criterion
+    return catalog.verdicts(catalog.facts(resources, pid), as_of, trial_ids)
 
 
 def live_trials(catalog: Catalog, trial_ids: list[str] | None) -> list[Trial]:
@@ -227,7 +228,7 @@ def add_outside(
     """Rows and funnel counts of patients none of whose Conditions opens any entry (the cohort filter's
     outside). Each gets what `cohort_first` gives such a record: the results of a record with no Condition
     (every entry closed, no criterion read), the same for all of them, so built once."""
-    results = catalog.report(catalog.facts([], "outside"), as_of, trial_ids).trials
+    results = catalog.verdicts(catalog.facts([], "outside"), as_of, trial_ids)
     pids = sorted(patients)
     for r in results:
         funnel.add(r, len(pids))

@@ -147,7 +147,7 @@ async def reevaluate(
                 missing.add(pid)
                 return
             facts = catalog.facts(got.resources, pid, got.complete)
-            rows.extend(row(pid, r) for r in catalog.report(facts, as_of).trials)
+            rows.extend(row(pid, r) for r in catalog.verdicts(facts, as_of))
 
         await asyncio.gather(*(one(p) for p in sorted(patients)))
     rows += removed(missing, catalog.chosen())
