@@ -11,13 +11,22 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cds_service.api.auth import TrustedIssuer
 from cds_service.fhir.urls import AllowList
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TrustedIssuer(BaseModel):
+    """One entry of TRIAL_MATCHER_TRUSTED_ISSUERS: an EHR whose client tokens the service accepts (api/auth.py).
+    Configuration, so defined here: settings are read by the screen's workers too, which need no HTTP client."""
+
+    iss: str = Field(min_length=1)
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    jku_allowed: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
-from pydantic import BaseModel, Field
+
+from cds_service.settings import TrustedIssuer
 
 ALLOWED_ALGORITHMS = frozenset({"ES256", "ES384", "RS256", "RS384"})
 _KEY_TYPES = {"ES256": "EC", "ES384": "EC", "RS256": "RSA", "RS384": "RSA"}
@@ -36,13 +37,6 @@ _KEY_TYPES = {"ES256": "EC", "ES384": "EC", "RS256": "RSA", "RS384": "RSA"}
 
 class AuthError(Exception):
     """Why a token was refused, as a short fixed category (safe to log)."""
-
-
-class TrustedIssuer(BaseModel):
-    iss: str = Field(min_length=1)
-    jwks_url: str | None = None
-    jwks_file: Path | None = None
-    jku_allowed: list[str] = Field(default_factory=list)
 
 
 class ReplayGuard(Protocol):

@@ -21,7 +21,7 @@ from typing import IO
 
 import orjson
 
-from cds_service.fhir.gather import QUERIES
+from cds_service.fhir.queries import QUERIES
 from cds_service.fhir.subjects import owner
 
 READ_TYPES = frozenset({t for _, t in QUERIES.values()} | {"Medication"})
