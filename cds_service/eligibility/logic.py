@@ -8,6 +8,7 @@ trial whose fails are all temporary can say when the patient becomes eligible.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
@@ -30,25 +31,37 @@ class Truth(Enum):
     REVIEW = "review"
 
 
+NONE: tuple = ()  # an empty list of a result, shared: a result's lists are never changed in place
+
+
 @dataclass(slots=True)
 class Res:
+    """A rule's result: its truth, the date that truth is expected to flip, and what explains it. Never
+    changed once made (memoised leaves and `not` share their items' lists), except by `merge` on a result
+    just built; the lists default to one shared empty tuple, so a leaf with nothing to say allocates none."""
+
     truth: Truth
     until: date | None = None  # the date this truth value is expected to flip; None = not expected to
-    evidence: list[Evidence] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    why: list[str] = field(default_factory=list)
+    evidence: Sequence[Evidence] = NONE
+    missing: Sequence[str] = NONE
+    notes: Sequence[str] = NONE
+    why: Sequence[str] = NONE
     # review notes that stand whatever the record says (consent, "stop the drug before enrolment"), as
     # opposed to a review raised because the record points towards a fail (which makes "possibly")
-    standing: list[str] = field(default_factory=list)
+    standing: Sequence[str] = NONE
 
-    def merge(self, others: list[Res]) -> Res:
+    def merge(self, others: Sequence[Res]) -> Res:
+        """This result, just built, with what `others` say added to its own."""
+        evidence, missing, notes, why, standing = (
+            list(self.evidence), list(self.missing), list(self.notes), list(self.why), list(self.standing)
+        )  # fmt: skip
         for o in others:
-            self.evidence.extend(o.evidence)
-            self.missing.extend(o.missing)
-            self.notes.extend(o.notes)
-            self.why.extend(o.why)
-            self.standing.extend(o.standing)
+            evidence += o.evidence
+            missing += o.missing
+            notes += o.notes
+            why += o.why
+            standing += o.standing
+        self.evidence, self.missing, self.notes, self.why, self.standing = evidence, missing, notes, why, standing
         return self
 
     @property
@@ -162,7 +175,7 @@ class Ctx:
         return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated, self.memo)
 
 
-def dedupe_evidence(ev: list[Evidence]) -> list[Evidence]:
+def dedupe_evidence(ev: Sequence[Evidence]) -> list[Evidence]:
     seen: set[tuple] = set()
     out = []
     for e in ev:
