@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -84,9 +84,9 @@ class TrialResult(BaseModel):
         return list(seen)
 
 
-@dataclass(frozen=True, slots=True)
-class CriterionVerdict:
-    """A criterion's outcome without its explanation (Engine.verdict)."""
+class CriterionVerdict(NamedTuple):
+    """A criterion's outcome without its explanation (Engine.verdict). A tuple: 123 of them a patient, and
+    a frozen dataclass sets each field through object.__setattr__."""
 
     id: str
     outcome: Outcome
