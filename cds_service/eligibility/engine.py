@@ -103,7 +103,7 @@ class Engine:
 
     def verdict(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialVerdict:
         """What `evaluate` decides, without the explanations a card shows: the status and each criterion's
-        outcome, all a screen keeps. Building the explanations is about a quarter of an evaluation."""
+        outcome, all a screen keeps. Building the explanations is about a third of an evaluation."""
         cohort = entry(trial, patient, self.m)
         if cohort.outcome != "in":
             return TrialVerdict(trial.id, _OUTSIDE[cohort.outcome], None, cohort, [])
