@@ -19,6 +19,7 @@ from the latest of those dates.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import date, timedelta
 from functools import partial
@@ -62,13 +63,19 @@ class Engine:
         self._plans: dict[int, tuple[Trial, list[tuple[Criterion, Compiled | None]]]] = {}
         # one number per distinct leaf of every plan: a leaf the five trials ask twice is evaluated once
         self._slots: dict[Rule, int] = {}
+        # plans compile on a trial's first evaluation, and the service evaluates hooks in worker threads: two
+        # compiling at once could read one `len(slots)` and give two different leaves one number
+        self._compiling = threading.Lock()
 
     def plan(self, trial: Trial) -> list[tuple[Criterion, Compiled | None]]:
         """The trial's criteria in page order, each with its rule compiled (`compile_rule`), or None."""
         held = self._plans.get(id(trial))
         if held is None or held[0] is not trial:
-            compiled = [(c, compile_rule(r, self._slots) if r else None) for c, r in trial.plan]
-            held = self._plans[id(trial)] = (trial, compiled)
+            with self._compiling:  # one plan compiles at a time (the numbering is shared); then read freely
+                held = self._plans.get(id(trial))
+                if held is None or held[0] is not trial:
+                    compiled = [(c, compile_rule(r, self._slots) if r else None) for c, r in trial.plan]
+                    held = self._plans[id(trial)] = (trial, compiled)
         return held[1]
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialResult:
