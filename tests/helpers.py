@@ -155,3 +155,17 @@ def export_folder(path: Path, resources: list[dict], deleted: list[str] | tuple[
         (path / DELETED).mkdir()
         (path / DELETED / "Bundle.000.ndjson").write_bytes(delete_bundle(*deleted) + b"\n")
     return path
+
+
+def screen_kept(r: object) -> tuple:
+    """What a screen keeps of a trial's result (a TrialResult or a TrialVerdict): id, status, the date a bar
+    lifts, the cohort entry, every criterion's outcome and the counts."""
+    cohort = r.cohort.model_dump() if r.cohort is not None else None  # type: ignore[attr-defined]
+    return (
+        r.id,  # type: ignore[attr-defined]
+        r.status,  # type: ignore[attr-defined]
+        r.eligible_from,  # type: ignore[attr-defined]
+        cohort,
+        [(c.id, c.outcome) for c in r.criteria],  # type: ignore[attr-defined]
+        [r.count(o) for o in ("pass", "fail", "unknown", "review")],  # type: ignore[attr-defined]
+    )

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import export_folder
+from helpers import export_folder, screen_kept
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -618,20 +618,6 @@ def _same(got: CriterionResult, alone: CriterionResult) -> None:
     assert (got.explanation or "").startswith(alone.explanation or ""), got.id
 
 
-def _kept(r: object) -> tuple:
-    """What a screen keeps of a trial's result."""
-    cohort = r.cohort.model_dump() if r.cohort is not None else None  # type: ignore[attr-defined]
-    criteria = [(c.id, c.outcome) for c in r.criteria]  # type: ignore[attr-defined]
-    return (
-        r.id,
-        r.status,
-        r.eligible_from,
-        cohort,
-        criteria,
-        [r.count(o) for o in ("pass", "fail", "unknown", "review")],
-    )  # type: ignore[attr-defined]
-
-
 def test_a_verdict_is_the_report_without_its_explanations(catalog, as_of):
     """Catalog.verdicts (the screen's evaluation) decides what Catalog.report does, trial by trial: status,
     the date a bar lifts, the cohort entry and every criterion's outcome, for generated patients of every
@@ -645,7 +631,7 @@ def test_a_verdict_is_the_report_without_its_explanations(catalog, as_of):
         for record in (res, [{**r, "deceasedBoolean": True} if r["resourceType"] == "Patient" else r for r in res]):
             facts = catalog.facts(record, pid, gathered)
             report, verdicts = catalog.report(facts, day).trials, catalog.verdicts(facts, day)
-            assert [_kept(v) for v in verdicts] == [_kept(r) for r in report], pid
+            assert [screen_kept(v) for v in verdicts] == [screen_kept(r) for r in report], pid
             seen |= {(r.status, r.eligible_from is not None) for r in report}
     assert {s for s, _ in seen} >= {"likely-eligible", "possibly-eligible", "ineligible"}
     assert ("possibly-eligible", True) in seen  # a bar that lifts
