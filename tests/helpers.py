@@ -169,3 +169,9 @@ def screen_kept(r: object) -> tuple:
         [(c.id, c.outcome) for c in r.criteria],  # type: ignore[attr-defined]
         [r.count(o) for o in ("pass", "fail", "unknown", "review")],  # type: ignore[attr-defined]
     )
+
+
+def res_content(r: object) -> tuple:
+    """A rule result's whole content, whatever sequence holds its lists (an empty one is a shared tuple)."""
+    lists = (r.missing, r.notes, r.why, r.standing)  # type: ignore[attr-defined]
+    return (r.truth, r.until, [e.model_dump() for e in r.evidence], *(list(x) for x in lists))  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import export_folder, screen_kept
+from helpers import export_folder, res_content, screen_kept
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -575,11 +575,6 @@ def _patients(as_of: date, n: int) -> list[tuple[str, list[dict], set[str] | Non
     return out
 
 
-def _plain(r: Res) -> tuple:
-    """A result's content, whatever sequence holds each of its lists (an empty one is a shared tuple)."""
-    return r.truth, r.until, *(list(x) for x in (r.evidence, r.missing, r.notes, r.why, r.standing))
-
-
 def test_compiled_rules_give_what_the_tree_walk_gave_for_every_criterion(catalog, as_of):
     seen: set[str] = set()
     for pid, res, gathered, day in _patients(as_of, 60):
@@ -596,7 +591,7 @@ def test_compiled_rules_give_what_the_tree_walk_gave_for_every_criterion(catalog
                                                    Memo(facts, day)))  # fmt: skip
                     walked = _walk(rule, Ctx(facts, day, catalog.mappings, c.type == "exclusion", True,
                                              Memo(facts, day)))  # fmt: skip
-                    assert _plain(fresh) == _plain(walked), (pid, trial.id, c.id)
+                    assert res_content(fresh) == res_content(walked), (pid, trial.id, c.id)
                 seen.add(got.outcome)
     assert seen == {"pass", "fail", "unknown", "review"}  # the patients reach every outcome
 

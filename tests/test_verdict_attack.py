@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import export_folder, screen_kept
+from helpers import export_folder, res_content, screen_kept
 from pydantic import ValidationError
 from test_auth import ISS, KEYS, PUBLIC, get, jwk, token
 
@@ -132,12 +132,6 @@ def _records(as_of: date, n: int, seed: int = 0) -> list[tuple[str, list[dict], 
     return out
 
 
-def _plain(r: Res) -> tuple:
-    """A rule result's whole content, whatever sequence holds its lists."""
-    lists = (r.missing, r.notes, r.why, r.standing)
-    return (r.truth, r.until, [e.model_dump() for e in r.evidence], *(list(x) for x in lists))
-
-
 def _leaves(rule: object):
     """The leaves of a rule tree."""
     if isinstance(rule, All | AnyOf | AnyAvailable):
@@ -195,7 +189,7 @@ def test_a_leaf_in_every_context_gives_what_it_gives_unmemoised(catalog, as_of):
         for i, e in asks:
             got = numbered[i](Ctx(facts, day, catalog.mappings, e, False, memo))
             fresh = alone[i](Ctx(facts, day, catalog.mappings, e, False, Memo(facts, day)))
-            assert _plain(got) == _plain(fresh), (pid, rules[i], e)
+            assert res_content(got) == res_content(fresh), (pid, rules[i], e)
             seen.add(got.truth)
         assert memo.leaves
     assert seen == set(Truth)
@@ -243,9 +237,9 @@ def test_equal_leaves_written_differently_decide_alike(catalog, as_of):
                 for e in (False, True):
                     got = compile_rule(rule, {})(Ctx(facts, day, catalog.mappings, e, False, Memo(facts, day)))
                     fresh = compile_rule(rule)(Ctx(facts, day, catalog.mappings, e, False, Memo(facts, day)))
-                    assert _plain(got)[:3] == _plain(fresh)[:3], (pid, rule, e)
+                    assert res_content(got)[:3] == res_content(fresh)[:3], (pid, rule, e)
                     if a is twins[0][0]:
-                        assert _plain(got) == _plain(fresh), (pid, rule, e)
+                        assert res_content(got) == res_content(fresh), (pid, rule, e)
 
 
 def test_plans_compiled_by_two_threads_at_once_keep_distinct_leaves_apart(catalog, as_of):
@@ -462,7 +456,7 @@ def test_results_kept_in_a_memo_never_change_when_read_again(catalog, as_of):
         facts = catalog.facts(res, pid, gathered)
         memo = Memo(facts, day, engine=engine)
         first = [engine.evaluate(facts, t, day, memo) for t in catalog.chosen()]
-        kept = {k: _plain(v) for k, v in memo.leaves.items()}
+        kept = {k: res_content(v) for k, v in memo.leaves.items()}
         verdicts = [engine.verdict(facts, t, day, memo) for t in catalog.chosen()]
         for r in first:  # a caller free to change what it was given
             r.notes.append("changed by a caller")
@@ -479,7 +473,7 @@ def test_results_kept_in_a_memo_never_change_when_read_again(catalog, as_of):
         again = [screen_kept(engine.verdict(facts, t, day, filled)) for t in catalog.chosen()]
         assert again == [screen_kept(r) for r in fresh]
         assert [screen_kept(v) for v in verdicts] == [screen_kept(r) for r in fresh], pid
-        assert {k: _plain(v) for k, v in memo.leaves.items()} == kept, pid
+        assert {k: res_content(v) for k, v in memo.leaves.items()} == kept, pid
     assert logic.NONE == () and Res(Truth.TRUE).evidence is logic.NONE
 
 
