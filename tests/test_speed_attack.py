@@ -427,6 +427,22 @@ def test_scope_to_patient_keeps_what_the_previous_definition_kept(resources, pid
     assert len(kept) + aside == len(resources)
 
 
+def _owner_before(res: dict) -> tuple[str | None, bool]:
+    """subjects.owner before the one-pass rewrite (two walks: patients_named, then the owner fields)."""
+    named = subjects.patients_named(res)
+    if len(named) > 1 or subjects.UNRESOLVED in named:
+        return None, len(named) > 1
+    owned = res.get("resourceType") == "Patient" or bool(subjects.patient_references(res, subjects.OWNER_FIELDS))
+    return (next(iter(named)) if named and owned else None), False
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_resource, st.sampled_from(["Patient", "Observation", "Immunization"]), st.sampled_from(["p1", "", 7, None]))
+def test_owner_agrees_with_the_previous_definition(res, kind, pid):
+    res = {**res, "resourceType": kind} | ({"id": pid} if pid is not None else {})
+    assert subjects.owner(res) == _owner_before(res)
+
+
 # A JSON array or object where a patient-typed Reference's `reference` should be a string (a hostile or broken
 # export; JSON allows it). The previous definition looked at owner fields first and answered False for a
 # resource naming no owner (and raised with one); the one-pass rewrite looked the unhashable value up in a

@@ -21,6 +21,7 @@ from cds_service.fhir.urls import Origin
 
 OWNER_FIELDS = ("subject", "patient", "beneficiary")  # whose record the resource is
 OTHER_FIELDS = ("performer", "focus", "asserter", "recorder", "requester", "informationSource", "reportedReference")
+ALL_FIELDS = tuple((f, f in OWNER_FIELDS) for f in OWNER_FIELDS + OTHER_FIELDS)  # (field, names the owner)
 UNRESOLVED = ""  # a patient reference whose patient cannot be told (identifier only, no Patient/ID)
 
 
@@ -64,11 +65,35 @@ def patients_named(res: dict) -> set[str]:
 
 def owner(res: dict) -> tuple[str | None, bool]:
     """(the patient whose record this is, or None; True when it names more than one patient). A record
-    needs its owner field (or to be the Patient itself): a performer alone does not make it theirs."""
-    named = patients_named(res)
+    needs its owner field (or to be the Patient itself): a performer alone does not make it theirs.
+
+    `patients_named` and an owner-field test in one pass over the fields, with `_references` and `loose_id`
+    written inline: a screen asks this of every line it parses, and the two walks and their generators
+    were most of what reading a partition cost beyond orjson (tests/test_speed_attack.py holds it to them).
+    """
+    named: set[str] = set()
+    owned = res.get("resourceType") == "Patient"
+    if owned:
+        named.add(res["id"] if isinstance(res.get("id"), str) and res["id"] else UNRESOLVED)
+    for f, owner_field in ALL_FIELDS:
+        value = res.get(f)
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else (value,):
+            if not isinstance(item, dict):
+                continue
+            actor = item.get("actor")
+            ref = actor if isinstance(actor, dict) else item
+            text = ref.get("reference")
+            if isinstance(text, str) and "Patient/" in text:
+                named.add(text.rsplit("Patient/", 1)[1].split("/", 1)[0])
+            elif ref.get("type") == "Patient":
+                named.add(UNRESOLVED)
+            else:
+                continue
+            owned = owned or owner_field
     if len(named) > 1 or UNRESOLVED in named:
         return None, len(named) > 1
-    owned = res.get("resourceType") == "Patient" or bool(patient_references(res, OWNER_FIELDS))
     return (next(iter(named)) if named and owned else None), False
 
 
@@ -76,9 +101,6 @@ def wanted_references(patient_id: str, base: Origin | None) -> frozenset[str]:
     """The references that name the context patient in a hook: `Patient/ID`, and absolute on the FHIR
     server read."""
     return frozenset({f"Patient/{patient_id}"} | ({f"{base.url}/Patient/{patient_id}"} if base is not None else set()))
-
-
-ALL_FIELDS = tuple((f, f in OWNER_FIELDS) for f in OWNER_FIELDS + OTHER_FIELDS)
 
 
 def about(res: dict, wanted: frozenset[str]) -> bool:

@@ -56,6 +56,9 @@ class Judged:
     version: int
 
 
+KNOWN_PATIENTS = 50_000  # a router's memo of patients' partitions: a few MiB, whatever the export
+
+
 class PartFiles:
     """One router's file of each partition (`part-NNNN.<tag>.ndjson`), each opened when first written, to
     append: the routers of one process write theirs in turn."""
@@ -63,9 +66,14 @@ class PartFiles:
     def __init__(self, work: Path, parts: int, tag: str) -> None:
         self.work, self.parts, self.tag = work, parts, tag
         self.open: dict[int, IO[bytes]] = {}
+        self.known: dict[str, int] = {}  # patient -> partition, at most KNOWN_PATIENTS of them
 
     def of(self, pid: str) -> IO[bytes]:
-        i = part_of(pid, self.parts)
+        i = self.known.get(pid)
+        if i is None:  # hashed once per patient while the memo holds them, not once per line
+            if len(self.known) >= KNOWN_PATIENTS:
+                self.known.clear()
+            i = self.known[pid] = part_of(pid, self.parts)
         out = self.open.get(i)
         if out is None:
             out = self.open[i] = (self.work / f"part-{i:04d}.{self.tag}.ndjson").open("ab")
@@ -130,15 +138,18 @@ class Router:
                     self.take(line, named_ids(line))
                 done = end
             return
-        pos = offset
+        pos, inside = offset, cohort.added_at.keys()
         for line in buf.split(b"\n")[:-1]:  # the block ends in a newline
-            ids = named_ids(line) if settled else None
             if not line:
                 pass
-            elif (cohort.added_at.keys().isdisjoint(ids)) if ids is not None else cohort.outside(line):
-                self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
+            elif not settled and unsettled(line):  # the bytes cannot say whose (CohortFilter.outside): read
+                self.parse(line)
             else:
-                self.take(line, ids)
+                ids = named_ids(line)
+                if ids and inside.isdisjoint(ids):
+                    self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
+                else:
+                    self.take(line, ids)
             pos += len(line) + 1
 
     def _outside(self, path: Path, offset: int, length: int, lines: int) -> None:
