@@ -178,14 +178,12 @@ class Router:
                 self.stats.outside_cohort -= 1
                 self.parse(line)
 
-    def take(self, line: bytes, ids: set[bytes] | None = None) -> None:
-        """Route a line that is to be read. One whose bytes name a single patient and hide nothing (no
-        escape, not a Patient, Condition or Medication) goes to that patient's partition unparsed: its
-        worker parses it anyway and finds its owner there (`bulk.patients_in`), so it is parsed once.
-        `ids`: the line's `named_ids`, when its block is settled (so the line is)."""
-        if ids is None and not unsettled(line):
-            ids = named_ids(line)
-        if ids is not None and len(ids) == 1:
+    def take(self, line: bytes, ids: set[bytes]) -> None:
+        """Route a line that is to be read, whose bytes hide nothing (not `unsettled`: no escape, not a
+        Patient, Condition or Medication; the caller has tested it or its block). One naming a single
+        patient (`ids`: its `named_ids`) goes to that patient's partition unparsed: its worker parses it
+        anyway and finds its owner there (`bulk.patients_in`), so it is parsed once."""
+        if len(ids) == 1:
             try:
                 pid = next(iter(ids)).decode()
             except UnicodeDecodeError:  # not UTF-8: parsed here, where it is counted malformed
