@@ -112,6 +112,7 @@ def test_a_shuffled_mixed_export_screens_as_each_record_evaluated_whole(
     }
     assert {(r["patient"], r["trial"]): (r["status"], r["eligible_from"]) for r in got.rows} == want
     assert got.stats.outside_cohort > 0  # the clinic records' lines were skipped, not parsed
+    assert got.stats.lines == len(lines)  # every line counted once, whether parsed or skipped in a block
 
 
 def test_lines_routed_unparsed_are_counted_as_the_full_read_counts_them(as_of, tmp_path):

@@ -87,7 +87,7 @@ def test_tiny_spans_over_hostile_files_screen_as_each_whole_record_and_count_as_
     catalog, as_of, tmp_path, monkeypatch, workers, span
 ):
     """Every Condition in a file named for another type and after the lines it brings in, Patients in an
-    Observation file, Observations in the Patient and Condition files, CRLF, a line over the cap crossing
+    Observation file, Observations in the Patient, Condition and Observation files, CRLF, a line over the cap crossing
     cuts, an empty file, a gzip entry file, a file without its final newline, the shared Medication written
     in several files: rows are those of each whole record; counts those of one router."""
     records = _records(as_of)
@@ -100,7 +100,8 @@ def test_tiny_spans_over_hostile_files_screen_as_each_whole_record_and_count_as_
             elif r["resourceType"] == "Patient":
                 lines["Observation.ndjson"].append(text)
             else:
-                lines[["Patient.ndjson", "Condition.ndjson"][(i + j) % 2]].append(text)
+                # entry files are parsed whole (route.is_entry_file); the Observation file's lines are filtered
+                lines[["Patient.ndjson", "Condition.ndjson", "Observation.ndjson"][(i + j) % 3]].append(text)
     cap = 3000
     long = {**records["in0"][1], "id": "long", "note": [{"text": "L" * 5000}]}
     lines["Patient.ndjson"].insert(len(lines["Patient.ndjson"]) // 2, orjson.dumps(long))

@@ -25,7 +25,7 @@ from cds_service.fhir.queries import QUERIES
 from cds_service.fhir.subjects import owner
 
 READ_TYPES = frozenset({t for _, t in QUERIES.values()} | {"Medication"})
-_FILE = re.compile(r"^([A-Za-z]+)(?:\.[^.]+)*\.ndjson(?:\.gz)?$")
+EXPORT_FILE = re.compile(r"^([A-Za-z]+)(?:\.[^.]+)*\.ndjson(?:\.gz)?$")
 
 
 class ExportFileError(Exception):
@@ -90,7 +90,7 @@ def export_files(folder: Path) -> list[tuple[str, Path]]:
     """(resource type, file) for every NDJSON file of the export, sorted."""
     out = []
     for path in sorted(folder.iterdir()):
-        m = _FILE.match(path.name)
+        m = EXPORT_FILE.match(path.name)
         if m and path.is_file():
             out.append((m.group(1), path))
     return out

@@ -82,10 +82,14 @@ class CohortFilter:
         return bool(names) and self.added_at.keys().isdisjoint(names)
 
     @staticmethod
-    def settled(buf: bytes) -> bool:
-        """True when the bytes of a block of whole lines (each ending in a newline) can say whose each line
-        is: no escape or always-read resource, and every line names some patient. A few passes in C."""
-        return not unsettled(buf) and len(_LINE_WITH_REF.findall(buf)) == buf.count(b"\n")
+    def settled(buf: bytes) -> int:
+        """The number of lines of a block of whole lines (each ending in a newline) when its bytes can say
+        whose each line is (no escape or always-read resource, and every line names some patient), else 0.
+        A few passes in C."""
+        if unsettled(buf):
+            return 0
+        lines = buf.count(b"\n")
+        return lines if len(_LINE_WITH_REF.findall(buf)) == lines else 0
 
     def inside_lines(self, buf: bytes) -> list[tuple[int, int]] | None:
         """For a settled block: the (start, end) of each line that names a patient inside, in order, every

@@ -22,6 +22,7 @@ from typing import IO
 import orjson
 
 from cds_service.screening.bulk import (
+    EXPORT_FILE,
     OWNER_UNREAD,
     ExportFileError,
     ReadLimits,
@@ -34,6 +35,12 @@ from cds_service.screening.prefilter import CohortFilter, named_ids, unsettled
 from cds_service.screening.spans import Span, span_blocks
 
 ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
+
+
+def is_entry_file(path: Path) -> bool:
+    """Whether the export file is named for a resource type a cohort entry reads (Patient, Condition)."""
+    m = EXPORT_FILE.match(path.name)
+    return m is not None and m.group(1) in ENTRY_TYPES
 
 
 def part_of(pid: str, parts: int) -> int:
@@ -113,8 +120,11 @@ class Router:
         self.judged: list[Judged] = []
 
     def block(self, path: Path, offset: int, buf: bytes) -> None:
-        """Route one block of whole lines read at `offset` of `path`."""
-        if self.cohort is None:
+        """Route one block of whole lines read at `offset` of `path`. A file named for Patients or
+        Conditions is parsed line by line without the bytes test: it holds lines that are always read, and
+        testing each for it first cost about as much as the parse (a line that is not one is parsed too,
+        which the filter may always do: only its count differs)."""
+        if self.cohort is None or is_entry_file(path):
             for line in _lines(buf):
                 self.parse(line)
             return
@@ -126,18 +136,20 @@ class Router:
         of them, each line's ids do. Otherwise each line is tested on its own."""
         cohort = self.cohort
         assert cohort is not None
-        settled = cohort.settled(buf)
-        spans = cohort.inside_lines(buf) if settled else None
+        lines = cohort.settled(buf)
+        spans = cohort.inside_lines(buf) if lines else None
         if spans is not None:  # no Condition in a settled block: the patients inside stay as they are
+            self._count_outside(lines - len(spans))  # each span is one line
             done = 0
             for start, end in [*spans, (len(buf), len(buf))]:
                 if start > done:
-                    self._outside(path, offset + done, start - done, buf.count(b"\n", done, start))
+                    self._judged(path, offset + done, start - done, cohort.version)
                 if end > start:
                     line = buf[start:end]
                     self.take(line, named_ids(line))
                 done = end
             return
+        settled = bool(lines)
         pos, inside = offset, cohort.added_at.keys()
         for line in buf.split(b"\n")[:-1]:  # the block ends in a newline
             if not line:
@@ -147,16 +159,15 @@ class Router:
             else:
                 ids = named_ids(line)
                 if ids and inside.isdisjoint(ids):
-                    self._outside(path, pos, len(line) + 1, 1)  # a Condition in this block may move it
+                    self._count_outside(1)  # a Condition later in this block may move it: judged
+                    self._judged(path, pos, len(line) + 1, cohort.version)
                 else:
                     self.take(line, ids)
             pos += len(line) + 1
 
-    def _outside(self, path: Path, offset: int, length: int, lines: int) -> None:
-        assert self.cohort is not None
+    def _count_outside(self, lines: int) -> None:
         self.stats.lines += lines
         self.stats.outside_cohort += lines
-        self._judged(path, offset, length, self.cohort.version)
 
     def _judged(self, path: Path, offset: int, length: int, version: int) -> None:
         """Remember lines left unparsed, as spans of lines judged against the same patients."""
