@@ -28,7 +28,7 @@ from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFac
 from cds_service.fhir.medications import MedicationReader
 from cds_service.fhir.observations import ObservationReader
 from cds_service.fhir.read import (
-    MODELS,
+    NORMALIZED_TYPES,
     Invalid,
     _b,
     _cc_all_text,
@@ -79,7 +79,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
             if rtype == "Medication":
                 if self._valid(res, facts):
                     meds_by_ref[f"Medication/{res.get('id')}"] = res
-            elif rtype in MODELS:
+            elif rtype in NORMALIZED_TYPES:
                 pending.append(res)
         for res in pending:
             rtype = res["resourceType"]
