@@ -342,8 +342,18 @@ def test_access_log_names_the_route_not_the_checklist_token(tmp_path, caplog):
     with make_client(tmp_path, log_level="INFO") as c, service_log(caplog):
         r = c.get(f"/checklist/{secret}")
     assert r.status_code == 404
-    paths = [getattr(x, "path", None) for x in caplog.records if x.getMessage() == "request"]
-    assert paths == ["/checklist/{token}"] and secret not in written(caplog)
+    lines = [(x.method, x.path, x.status) for x in caplog.records if x.getMessage() == "request"]
+    assert lines == [("GET", "/checklist/{token}", 404)] and secret not in written(caplog)
+
+
+def test_access_log_has_one_line_per_request_with_its_status(tmp_path, caplog):
+    """Answers from a route, from no route, and the bare 500 of an error escaping the app: one line each."""
+    with make_client(tmp_path, log_level="INFO") as c, service_log(caplog):
+        assert c.get("/cds-services").status_code == 200
+        assert c.post("/nowhere", json={}).status_code == 404
+    lines = [(x.method, x.path, x.status) for x in caplog.records if x.getMessage() == "request"]
+    assert lines == [("GET", "/cds-services", 200), ("POST", "(no route)", 404)]
+    assert all(isinstance(x.duration_ms, float) for x in caplog.records if x.getMessage() == "request")
 
 
 def test_feedback_is_capped_and_unknown_fields_are_not_stored(tmp_path):

@@ -5,7 +5,6 @@ the error handlers."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service import __version__
 from cds_service.api.auth import Authenticator, JwksCache
-from cds_service.api.middleware import BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
+from cds_service.api.middleware import AccessLog, BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
 from cds_service.api.responses import OrjsonRoute, error
 from cds_service.api.routes import admin, cds_hooks, checklist, health, match, trials, worklist
 from cds_service.dismissals import Dismissals
@@ -128,7 +127,7 @@ def _lifespan(settings: Settings, catalog: Catalog, jwt_client: httpx.AsyncClien
 
 def _add_middleware(app: FastAPI, settings: Settings, jwt_client: httpx.AsyncClient) -> None:
     """Outermost last: CORS answers preflights before auth; the body limit applies before anything reads
-    the body; NoTraceback catches whatever escapes every other layer."""
+    the body; NoTraceback catches whatever escapes every other layer; the access log sees every answer."""
     app.add_middleware(RequireJsonBody)
     if settings.auth_required:
         authenticator = Authenticator(
@@ -158,22 +157,7 @@ def _add_middleware(app: FastAPI, settings: Settings, jwt_client: httpx.AsyncCli
         )
     app.add_middleware(NoTraceback)
 
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                # the route template, never the path: /checklist/{token} must not put live tokens in the log
-                "path": getattr(route, "path", "(no route)"),
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 1),
-            },
-        )
-        return response
+    app.add_middleware(AccessLog)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

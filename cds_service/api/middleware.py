@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -55,6 +56,41 @@ class NoTraceback:
             log.error("unexpected error", extra={"error_type": type(e).__name__})
             if scope["type"] == "http" and not started:
                 await _send_json(send, 500, {"error": "internal error"})
+
+
+class AccessLog:
+    """Outermost: one log line per request, with the route template, the status and the duration.
+
+    The route template, never the path: /checklist/{token} must not put live tokens in the log. Plain
+    ASGI rather than Starlette's `@app.middleware("http")`, which passes every response through a task
+    group and a memory stream of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def noting_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": getattr(scope.get("route"), "path", "(no route)"),  # the router puts it in the scope
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+                },
+            )
 
 
 FORM_PATHS = {"/worklist/login"}  # the one HTML form: it runs nothing, only checks the admin token
