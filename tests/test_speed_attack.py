@@ -50,6 +50,7 @@ from cds_service.fhir import subjects
 from cds_service.fhir.facts import SOURCES
 from cds_service.fhir.gather import scope_to_patient
 from cds_service.fhir.urls import AllowList
+from cds_service.screening import prefilter
 from cds_service.screening import rows as spool
 from cds_service.screening.csvsafe import FORMULA_STARTS, may_hold_formula, safe_cells
 from cds_service.screening.output import _patients_csv
@@ -715,3 +716,37 @@ def test_a_leaf_that_cannot_be_numbered_is_evaluated_each_time(catalog, as_of, m
     ctx = Ctx(facts, as_of, catalog.mappings, False, False, Memo(facts, as_of))
     assert run(ctx) == run(ctx) == compile_rule(rule)(ctx)
     assert calls.count(unhashable) == 2 and not ctx.memo.leaves
+
+
+# --- prefilter.CohortFilter.inside_lines: one scan for every inside patient ------------------------------------
+
+
+def _inside_lines_before(inside: set[bytes], buf: bytes) -> list[tuple[int, int]]:
+    """inside_lines before the one-scan rewrite: a find of `Patient/<id>` per inside patient the block names."""
+    spans = set()
+    for pid in inside & set(prefilter._PATIENT_REF.findall(buf)):
+        needle = b"Patient/" + pid
+        at = buf.find(needle)
+        while at >= 0:
+            end = at + len(needle)
+            if buf[end : end + 1] in (b"/", b'"'):
+                spans.add((buf.rfind(b"\n", 0, at) + 1, buf.find(b"\n", end) + 1))
+            at = buf.find(needle, end)
+    return sorted(spans)
+
+
+# ids that are prefixes of one another, regular-expression syntax, an empty one; references as they are written
+_IDS = st.sampled_from([b"p", b"p1", b"p10", b"1", b"p.1", b"p|1", b"(p)", b"p*", b"[p]", b"", b"Patient", b"x?"])
+_REF = st.tuples(st.sampled_from([b"Patient/", b"Patient/Patient/", b"x/Patient/"]), _IDS,
+                 st.sampled_from([b'"', b"/_history/2\"", b"/", b"a\"", b" "])).map(b"".join)  # fmt: skip
+_LINE = st.lists(st.one_of(_REF, st.sampled_from([b'{"a":', b"Patient", b",", b"9"])), min_size=1, max_size=5)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_LINE.map(b"".join), min_size=1, max_size=8), st.sets(_IDS, max_size=6))
+def test_lines_of_inside_patients_agree_with_the_previous_definition(lines, inside):
+    buf = b"".join(line.replace(b"\n", b" ") + b"\n" for line in lines)
+    hits = inside & set(prefilter._PATIENT_REF.findall(buf))
+    assert prefilter.lines_naming(buf, hits) == _inside_lines_before(inside, buf)
+    got = prefilter.CohortFilter(lambda *_: False, inside).inside_lines(buf)
+    assert got is None or got == _inside_lines_before(inside, buf)  # None: each line is looked at instead

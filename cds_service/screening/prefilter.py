@@ -32,7 +32,8 @@ _ALWAYS_READ = re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:Patient|Cond
 _PATIENT_REF = re.compile(rb'Patient/(?=([^/"\\\n]*))')
 _ESCAPE_IN_REF = re.compile(rb'Patient/[^/"\\\n]*\\')  # an escape inside an id: the bytes cannot say whose
 _LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n")  # one match per line that names a patient at all
-FEW = 8  # inside patients a block may name and still be settled by finding their lines
+# inside patients a block may name and still be settled by finding their lines: past it most lines are inside
+FEW = 48
 
 
 def unsettled(buf: bytes) -> bool:
@@ -93,18 +94,23 @@ class CohortFilter:
 
     def inside_lines(self, buf: bytes) -> list[tuple[int, int]] | None:
         """For a settled block: the (start, end) of each line that names a patient inside, in order, every
-        other line being `outside`; None past FEW inside patients (look at each line instead). A find
-        only where an inside patient is named."""
-        hits = self.added_at.keys() & set(_PATIENT_REF.findall(buf))
-        if len(hits) > FEW:  # mostly inside: nearly every line is read anyway, and each find below scans on
+        other line being `outside`; None past FEW inside patients, or when they are most of the patients the
+        block names (look at each line instead)."""
+        named = set(_PATIENT_REF.findall(buf))
+        hits = self.added_at.keys() & named
+        if len(hits) > FEW or 2 * len(hits) > len(named):  # mostly inside: most lines are read, one by one
             return None
-        spans = set()
-        for pid in hits:
-            needle = b"Patient/" + pid
-            at = buf.find(needle)
-            while at >= 0:
-                end = at + len(needle)
-                if buf[end : end + 1] in (b"/", b'"'):  # the whole id, not the start of a longer one
-                    spans.add((buf.rfind(b"\n", 0, at) + 1, buf.find(b"\n", end) + 1))
-                at = buf.find(needle, end)
-        return sorted(spans)
+        return lines_naming(buf, hits)
+
+
+def lines_naming(buf: bytes, ids: set[bytes]) -> list[tuple[int, int]]:
+    """The (start, end) of each line of `buf` (whole lines) naming `Patient/` and one of `ids`, whole (a `/`
+    or `"` after it), in order. One regular-expression scan for all of them, not one find each."""
+    if not ids:
+        return []
+    named = re.compile(rb"Patient/(?:" + b"|".join(map(re.escape, ids)) + rb')(?=[/"])')
+    spans, at = [], 0
+    while found := named.search(buf, at):  # from the end of the line last found: one span a line
+        at = buf.find(b"\n", found.end()) + 1
+        spans.append((buf.rfind(b"\n", 0, found.start()) + 1, at))
+    return spans
