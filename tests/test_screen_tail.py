@@ -79,3 +79,49 @@ def test_uniform_rows_merge_in_order_with_evaluated_and_spooled_ones(monkeypatch
     for _ in range(2):
         assert [(r["patient"], r["trial"], r["status"]) for r in kept] == want
     assert template[0]["patient"] == ""  # the template itself is never written into
+
+
+# ids a CSV quotes, a spreadsheet would run, that sort oddly, or are empty
+_ODD_IDS = st.sampled_from(["p1", "p2", "p10", "", "a,b", 'q"x', "l\nf", "c\rr", "=1+1", "-2", "@x", "\tt", " s",
+                            "é", "😀", "\uff1dx", "p1 ", "'='", "n\x00l"])  # fmt: skip
+_TAIL = st.sampled_from(["", "cohort entry", "=x", "a,b", 'q"', "-", "c1;c2"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ODD_IDS, unique=True), st.lists(_ODD_IDS, unique=True), _TAIL, _TAIL, st.integers(1, 3),
+       st.sampled_from([3, 10_000]))  # fmt: skip
+def test_patients_csv_of_kept_rows_is_that_of_the_same_rows_one_by_one(tmp_path_factory, inside, outside, failed,
+                                                                       status, trials, held):  # fmt: skip
+    """Outside patients' rows written as text from their trials' rows (output._run_text), among evaluated rows
+    held or spooled: both CSVs byte for byte those written row by row from the same rows as dicts."""
+    tmp = tmp_path_factory.mktemp("csv")
+    spool.HELD, before = held, spool.HELD
+    try:
+        outside = sorted(set(outside) - set(inside))
+        full = dict.fromkeys(ROW_FIELDS, "")
+        names = ["T2", "T10", "=T"][:trials]
+        kept = spool.Rows()
+        for i in range(0, len(inside), 2):
+            kept.add([{**full, "patient": p, "trial": t, "status": "possibly", "pass": 3} for p in inside[i : i + 2]
+                      for t in names])  # fmt: skip
+        template = [{**full, "trial": t, "status": status, "failed": failed, "fail": 1} for t in sorted(names)]
+        kept.add_uniform(template, outside)
+        _patients_csv(kept, tmp / "raw.csv", tmp / "safe.csv")
+        _patients_csv(list(kept), tmp / "raw1.csv", tmp / "safe1.csv")
+    finally:
+        spool.HELD = before
+    for name in ("raw", "safe"):
+        assert (tmp / f"{name}.csv").read_bytes() == (tmp / f"{name}1.csv").read_bytes()
+    with (tmp / "raw.csv").open(newline="", encoding="utf-8") as f:
+        assert len(list(csv.reader(f))) == 1 + len(kept) == 1 + (len(inside) + len(outside)) * trials
+
+
+def test_a_patient_both_outside_and_evaluated_is_written_row_by_row(tmp_path):
+    """Never by construction; if it were, rows.Overlap sends patients.csv back to writing row by row."""
+    full = dict.fromkeys(ROW_FIELDS, "")
+    kept = spool.Rows([{**full, "patient": "p2", "trial": "B", "status": "possibly"}])
+    kept.add_uniform([{**full, "trial": t, "status": "ineligible"} for t in "AC"], ["p1", "p2", "p3"])
+    _patients_csv(kept, tmp_path / "raw.csv", tmp_path / "safe.csv")
+    with (tmp_path / "raw.csv").open(newline="", encoding="utf-8") as f:
+        got = [(r["patient"], r["trial"]) for r in csv.DictReader(f)]
+    assert got == [("p1", "A"), ("p1", "C"), ("p2", "A"), ("p2", "B"), ("p2", "C"), ("p3", "A"), ("p3", "C")]

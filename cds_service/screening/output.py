@@ -7,15 +7,16 @@ from __future__ import annotations
 import csv
 import html
 import io
+import re
 from collections.abc import Iterable
-from itertools import islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadStats
 from cds_service.screening.csvsafe import may_hold_formula, safe_cell, safe_cells
+from cds_service.screening.rows import Overlap, Rows, Run
 from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
@@ -79,23 +80,73 @@ def _patients_csv(rows: Iterable[dict[str, Any]], raw: Path, safe: Path) -> None
     """The rows, read once (from disk, for a large screen), as two CSVs: `raw` with the ids as they are (for
     Parquet), `safe` for spreadsheets. Rows as lists, not DictWriter: a screen writes millions of them. A
     batch is written as text once; `safe` gets the same text unless a cell in it may start as a formula
-    (then that batch's cells are neutralised one by one): ids that do are rare, checking every cell is not."""
+    (then that batch's cells are neutralised one by one): ids that do are rare, checking every cell is not.
+    The rows of patients outside every cohort (most of a clinic's) are written as text from their trials'
+    rows (`_run_text`), never built one by one."""
+    if isinstance(rows, Rows):
+        try:
+            return _write_patients(rows.segments(), raw, safe)
+        except Overlap:
+            pass  # never by construction; row by row below is right whatever the rows
+    _write_patients(rows, raw, safe)
+
+
+_BATCH = 10_000  # rows (or patients of a Run) written as one text
+
+
+def _write_patients(items: Iterable[dict[str, Any] | Run], raw: Path, safe: Path) -> None:
     with raw.open("w", newline="", encoding="utf-8") as f, safe.open("w", newline="", encoding="utf-8") as g:
         csv.writer(f).writerow(ROW_FIELDS)
-        neutral = csv.writer(g)
-        neutral.writerow(ROW_FIELDS)
-        it, cells_of = iter(rows), itemgetter(*ROW_FIELDS)  # every row has them all (run.row)
-        batch = io.StringIO(newline="")
-        while cells := [cells_of(r) for r in islice(it, 10_000)]:
-            batch.seek(0)
-            batch.truncate()
-            csv.writer(batch).writerows(cells)
-            text = batch.getvalue()
-            f.write(text)
-            if may_hold_formula(text):
-                neutral.writerows(map(safe_cells, cells))
+        csv.writer(g).writerow(ROW_FIELDS)
+        pending: list[tuple] = []
+        for item in items:
+            if isinstance(item, Run):
+                _write_cells(pending, f, g)
+                pending = []
+                for i in range(0, len(item.patients), _BATCH):
+                    _write_run(item.template, item.patients[i : i + _BATCH], f, g)
             else:
-                g.write(text)
+                pending.append(_CELLS_OF(item))  # every row has them all (run.row)
+                if len(pending) >= _BATCH:
+                    _write_cells(pending, f, g)
+                    pending = []
+        _write_cells(pending, f, g)
+
+
+_CELLS_OF = itemgetter(*ROW_FIELDS)
+
+
+def _write_cells(cells: list[tuple], f: IO[str], g: IO[str]) -> None:
+    text = _csv_text(cells)
+    f.write(text)
+    g.write(_csv_text([safe_cells(c) for c in cells]) if may_hold_formula(text) else text)
+
+
+def _write_run(template: list[dict[str, Any]], patients: list[str], f: IO[str], g: IO[str]) -> None:
+    text = _run_text(template, patients)
+    f.write(text)
+    g.write(_run_text(template, patients, neutral=True) if may_hold_formula(text) else text)
+
+
+def _csv_text(rows: Iterable[Iterable[Any]]) -> str:
+    batch = io.StringIO(newline="")
+    csv.writer(batch).writerows(rows)
+    return batch.getvalue()
+
+
+_QUOTED = re.compile('[,"\r\n]')  # a cell holding one is quoted by csv.writer (minimal quoting); any other is not
+
+
+def _run_text(template: list[dict[str, Any]], patients: list[str], neutral: bool = False) -> str:
+    """The CSV text csv.writer writes for the template's rows with each of `patients` (neutralised: that of
+    every cell `safe_cell`ed). A row is its patient's cell and its trial's row after the patient cell, which
+    is the same for every patient (a cell is quoted on its own)."""
+    prepare = safe_cells if neutral else list
+    tails = [_csv_text([prepare(("", *_CELLS_OF(t)[1:]))]) for t in template]  # "," and the rest of the row
+    ids = [safe_cell(p) for p in patients] if neutral else patients
+    if _QUOTED.search("".join(ids)):
+        ids = [_csv_text([(i, "")])[:-3] for i in ids]  # with a second cell: an empty id alone is quoted
+    return "".join([i + tail for i in ids for tail in tails])
 
 
 def _parquet(csv_path: Path, parquet_path: Path) -> None:

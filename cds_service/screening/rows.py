@@ -16,7 +16,9 @@ import heapq
 import shutil
 import tempfile
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -25,6 +27,19 @@ from typing import Any
 import orjson
 
 _key = itemgetter("patient", "trial")  # the rows' order; in C, as heapq.merge asks it of every row
+
+
+@dataclass(frozen=True)
+class Run:
+    """The rows of consecutive patients outside every cohort: `template` (a row per trial, in trial order,
+    patient "") for each of `patients`, in order."""
+
+    template: list[dict[str, Any]]
+    patients: list[str]
+
+
+class Overlap(Exception):
+    """A patient with both uniform and other rows (Rows.segments)."""
 
 
 def _read(path: Path) -> Iterator[dict[str, Any]]:
@@ -85,6 +100,27 @@ class Rows:
         with path.open("wb") as f:
             f.writelines(orjson.dumps(r) + b"\n" for r in rows)
         self._files.append(path)
+
+    def segments(self) -> Iterator[dict[str, Any] | Run]:
+        """The rows in the same order, with the patients of the one uniform batch between two evaluated
+        rows given as a `Run`, not row by row: what a CSV writes as text. With several uniform batches,
+        row by row. Raises Overlap if a uniform patient also has other rows (never, by construction: a
+        patient is either outside every cohort or evaluated)."""
+        if len(self._uniform) != 1:
+            yield from self
+            return
+        template, patients = self._uniform[0]
+        done = 0
+        for r in heapq.merge(*self._held, *(_read(p) for p in self._files), key=_key):
+            at = bisect_left(patients, r["patient"], done)
+            if at < len(patients) and patients[at] == r["patient"]:
+                raise Overlap(r["patient"])
+            if at > done:
+                yield Run(template, patients[done:at])
+                done = at
+            yield r
+        if done < len(patients):
+            yield Run(template, patients[done:])
 
     @property
     def spooled(self) -> bool:
