@@ -362,13 +362,45 @@ def test_an_incremental_runs_rows_are_counted_per_patient(catalog, as_of, tmp_pa
 # --- 4. whose record a resource is --------------------------------------------------------------------------
 
 
+# The walks of a resource's patient references before the one-pass rewrites (3fa03da^, 4259169^), kept here
+# as the definitions the product's subjects.about, owner and patients_named must agree with.
+
+
+def _references_before(value) -> list[dict]:
+    items = value if isinstance(value, list) else [value]
+    items = [i["actor"] if isinstance(i, dict) and isinstance(i.get("actor"), dict) else i for i in items]
+    return [i for i in items if isinstance(i, dict)]
+
+
+def _patient_references_before(res: dict, fields=subjects.OWNER_FIELDS + subjects.OTHER_FIELDS) -> list[dict]:
+    def names_a_patient(ref: dict) -> bool:
+        text = ref.get("reference")
+        return (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient"
+
+    return [ref for f in fields if f in res for ref in _references_before(res[f]) if names_a_patient(ref)]
+
+
+def _loose_id_before(ref: dict) -> str:
+    text = ref.get("reference")
+    if not isinstance(text, str) or "Patient/" not in text:
+        return subjects.UNRESOLVED
+    return text.rsplit("Patient/", 1)[1].split("/", 1)[0]
+
+
+def _patients_named_before(res: dict) -> set[str]:
+    named = {_loose_id_before(ref) for ref in _patient_references_before(res)}
+    if res.get("resourceType") == "Patient":
+        named.add(res["id"] if isinstance(res.get("id"), str) and res["id"] else subjects.UNRESOLVED)
+    return named
+
+
 def _about_before(res: dict, patient_id: str, base) -> bool:
     """subjects.about before the one-pass rewrite (3fa03da^), the definition the rewrite must keep."""
     wanted = {f"Patient/{patient_id}"} | ({f"{base.url}/Patient/{patient_id}"} if base is not None else set())
-    owners = subjects.patient_references(res, subjects.OWNER_FIELDS)
+    owners = _patient_references_before(res, subjects.OWNER_FIELDS)
     if not owners:
         return False
-    return all(ref.get("reference") in wanted for ref in subjects.patient_references(res))
+    return all(ref.get("reference") in wanted for ref in _patient_references_before(res))
 
 
 _BASE = AllowList.parse("https://fhir.example/r4").check("https://fhir.example/r4")
@@ -430,10 +462,10 @@ def test_scope_to_patient_keeps_what_the_previous_definition_kept(resources, pid
 
 def _owner_before(res: dict) -> tuple[str | None, bool]:
     """subjects.owner before the one-pass rewrite (two walks: patients_named, then the owner fields)."""
-    named = subjects.patients_named(res)
+    named = _patients_named_before(res)
     if len(named) > 1 or subjects.UNRESOLVED in named:
         return None, len(named) > 1
-    owned = res.get("resourceType") == "Patient" or bool(subjects.patient_references(res, subjects.OWNER_FIELDS))
+    owned = res.get("resourceType") == "Patient" or bool(_patient_references_before(res, subjects.OWNER_FIELDS))
     return (next(iter(named)) if named and owned else None), False
 
 
@@ -442,6 +474,7 @@ def _owner_before(res: dict) -> tuple[str | None, bool]:
 def test_owner_agrees_with_the_previous_definition(res, kind, pid):
     res = {**res, "resourceType": kind} | ({"id": pid} if pid is not None else {})
     assert subjects.owner(res) == _owner_before(res)
+    assert subjects.patients_named(res) == _patients_named_before(res)
 
 
 # A JSON array or object where a patient-typed Reference's `reference` should be a string (a hostile or broken

@@ -40,37 +40,29 @@ def _names_a_patient(ref: dict) -> bool:
     return (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient"
 
 
-def patient_references(res: dict, fields: tuple[str, ...] = OWNER_FIELDS + OTHER_FIELDS) -> list[dict]:
-    """Every Reference in these fields of `res` that names a patient."""
-    return [ref for f in fields if f in res for ref in _references(res[f]) if _names_a_patient(ref)]
-
-
-def loose_id(ref: dict) -> str:
-    """The patient id a reference names, on whatever server (`.../Patient/ID[/_history/N]`); UNRESOLVED
-    when it has none. For data of one source (an export, a posted Bundle), where ids are that source's."""
-    text = ref.get("reference")
-    if not isinstance(text, str) or "Patient/" not in text:
-        return UNRESOLVED
-    return text.rsplit("Patient/", 1)[1].split("/", 1)[0]
-
-
 def patients_named(res: dict) -> set[str]:
     """The ids of every patient a resource names (a Patient names itself), UNRESOLVED among them when a
     patient reference cannot be resolved. One id: one patient's. None: nobody's. More: set it aside."""
-    named = {loose_id(ref) for ref in patient_references(res)}
-    if res.get("resourceType") == "Patient":
-        named.add(res["id"] if isinstance(res.get("id"), str) and res["id"] else UNRESOLVED)
-    return named
+    return _named(res)[0]
 
 
 def owner(res: dict) -> tuple[str | None, bool]:
     """(the patient whose record this is, or None; True when it names more than one patient). A record
-    needs its owner field (or to be the Patient itself): a performer alone does not make it theirs.
+    needs its owner field (or to be the Patient itself): a performer alone does not make it theirs."""
+    named, owned = _named(res)
+    if len(named) > 1 or UNRESOLVED in named:
+        return None, len(named) > 1
+    return (next(iter(named)) if named and owned else None), False
 
-    `patients_named` and an owner-field test in one pass over the fields, with `_references` and `loose_id`
-    written inline: a screen asks this of every line it parses, and the two walks and their generators
-    were most of what reading a partition cost beyond orjson (tests/test_speed_attack.py holds it to them).
-    """
+
+def _named(res: dict) -> tuple[set[str], bool]:
+    """`patients_named`, and whether an owner field names a patient (or the resource is the Patient), in one
+    pass over the fields: a screen asks it of every line it parses, and two walks through generators were
+    most of what reading a partition cost beyond orjson (tests/test_speed_attack.py holds it to them).
+
+    A reference names a patient when its `reference` is `.../Patient/ID[/_history/N]` (the id after the last
+    `Patient/`, on whatever server: for data of one source, an export or a posted Bundle, whose ids are that
+    source's) or its `type` is Patient (then UNRESOLVED, unless the reference gives the id)."""
     named: set[str] = set()
     owned = res.get("resourceType") == "Patient"
     if owned:
@@ -92,9 +84,7 @@ def owner(res: dict) -> tuple[str | None, bool]:
             else:
                 continue
             owned = owned or owner_field
-    if len(named) > 1 or UNRESOLVED in named:
-        return None, len(named) > 1
-    return (next(iter(named)) if named and owned else None), False
+    return named, owned
 
 
 def wanted_references(patient_id: str, base: Origin | None) -> frozenset[str]:
