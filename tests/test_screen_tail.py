@@ -89,13 +89,14 @@ _TAIL = st.sampled_from(["", "cohort entry", "=x", "a,b", 'q"', "-", "c1;c2"])
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_ODD_IDS, unique=True), st.lists(_ODD_IDS, unique=True), _TAIL, _TAIL, st.integers(1, 3),
-       st.sampled_from([3, 10_000]))  # fmt: skip
+       st.sampled_from([3, 10_000]), st.sampled_from([1, 2, 10_000]))  # fmt: skip
 def test_patients_csv_of_kept_rows_is_that_of_the_same_rows_one_by_one(tmp_path_factory, inside, outside, failed,
-                                                                       status, trials, held):  # fmt: skip
-    """Outside patients' rows written as text from their trials' rows (output._run_text), among evaluated rows
-    held or spooled: both CSVs byte for byte those written row by row from the same rows as dicts."""
+                                                                       status, trials, held, run):  # fmt: skip
+    """Outside patients' rows written as text from their trials' rows (output._run_text), in runs of any
+    length among evaluated rows held or spooled: both CSVs byte for byte those written row by row from the
+    same rows as dicts."""
     tmp = tmp_path_factory.mktemp("csv")
-    spool.HELD, before = held, spool.HELD
+    (spool.HELD, spool.RUN_PATIENTS), before = (held, run), (spool.HELD, spool.RUN_PATIENTS)
     try:
         outside = sorted(set(outside) - set(inside))
         full = dict.fromkeys(ROW_FIELDS, "")
@@ -109,7 +110,7 @@ def test_patients_csv_of_kept_rows_is_that_of_the_same_rows_one_by_one(tmp_path_
         _patients_csv(kept, tmp / "raw.csv", tmp / "safe.csv")
         _patients_csv(list(kept), tmp / "raw1.csv", tmp / "safe1.csv")
     finally:
-        spool.HELD = before
+        spool.HELD, spool.RUN_PATIENTS = before
     for name in ("raw", "safe"):
         assert (tmp / f"{name}.csv").read_bytes() == (tmp / f"{name}1.csv").read_bytes()
     with (tmp / "raw.csv").open(newline="", encoding="utf-8") as f:

@@ -91,7 +91,7 @@ def _patients_csv(rows: Iterable[dict[str, Any]], raw: Path, safe: Path) -> None
     _write_patients(rows, raw, safe)
 
 
-_BATCH = 10_000  # rows (or patients of a Run) written as one text
+_BATCH = 10_000  # rows written as one text
 
 
 def _write_patients(items: Iterable[dict[str, Any] | Run], raw: Path, safe: Path) -> None:
@@ -103,8 +103,7 @@ def _write_patients(items: Iterable[dict[str, Any] | Run], raw: Path, safe: Path
             if isinstance(item, Run):
                 _write_cells(pending, f, g)
                 pending = []
-                for i in range(0, len(item.patients), _BATCH):
-                    _write_run(item.template, item.patients[i : i + _BATCH], f, g)
+                _write_run(item.template, item.patients, f, g)
             else:
                 pending.append(_CELLS_OF(item))  # every row has them all (run.row)
                 if len(pending) >= _BATCH:

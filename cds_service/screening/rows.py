@@ -38,6 +38,14 @@ class Run:
     patients: list[str]
 
 
+RUN_PATIENTS = 10_000  # patients of one Run at most: what a writer holds of it stays small
+
+
+def _runs(template: list[dict[str, Any]], patients: list[str], start: int, end: int) -> Iterator[Run]:
+    for at in range(start, end, RUN_PATIENTS):
+        yield Run(template, patients[at : min(end, at + RUN_PATIENTS)])
+
+
 class Overlap(Exception):
     """A patient with both uniform and other rows (Rows.segments)."""
 
@@ -103,9 +111,9 @@ class Rows:
 
     def segments(self) -> Iterator[dict[str, Any] | Run]:
         """The rows in the same order, with the patients of the one uniform batch between two evaluated
-        rows given as a `Run`, not row by row: what a CSV writes as text. With several uniform batches,
-        row by row. Raises Overlap if a uniform patient also has other rows (never, by construction: a
-        patient is either outside every cohort or evaluated)."""
+        rows given as Runs (of at most RUN_PATIENTS), not row by row: what a CSV writes as text. With
+        several uniform batches, row by row. Raises Overlap if a uniform patient also has other rows
+        (never, by construction: a patient is either outside every cohort or evaluated)."""
         if len(self._uniform) != 1:
             yield from self
             return
@@ -115,12 +123,10 @@ class Rows:
             at = bisect_left(patients, r["patient"], done)
             if at < len(patients) and patients[at] == r["patient"]:
                 raise Overlap(r["patient"])
-            if at > done:
-                yield Run(template, patients[done:at])
-                done = at
+            yield from _runs(template, patients, done, at)
+            done = at
             yield r
-        if done < len(patients):
-            yield Run(template, patients[done:])
+        yield from _runs(template, patients, done, len(patients))
 
     @property
     def spooled(self) -> bool:
