@@ -30,7 +30,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_prefilter_attack import _as, _diff, _whole
+from test_prefilter_attack import _as, _diff, _export, _whole
 
 from cds_service.screening import rows as spool
 from cds_service.screening.bulk import COUNTS, ReadLimits, ReadStats, _parsed, export_files, patients_in
@@ -276,14 +276,6 @@ def test_entry_files_are_the_ones_is_entry_file_names(tmp_path):
 
 
 # --- the whole screen over a hostile export ------------------------------------------------------------
-
-
-def _export(tmp_path: Path, files: dict[str, bytes]) -> Path:
-    folder = tmp_path / "export"
-    folder.mkdir()
-    for name, data in files.items():
-        (folder / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
-    return folder
 
 
 def _records_held(catalog, folder: Path, tmp: Path, limits: ReadLimits) -> tuple[dict[str, list[bytes]], ReadStats]:
