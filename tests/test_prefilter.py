@@ -181,3 +181,51 @@ def test_rows_spooled_to_disk_read_back_in_order(monkeypatch):
     want = sorted(made, key=lambda r: (r["patient"], r["trial"]))
     assert [(r["patient"], r["trial"]) for r in kept] == [(r["patient"], r["trial"]) for r in want]
     assert sorted(r["n"] for r in kept) == list(range(1000)) and len(kept) == 1000 and list(kept) == list(kept)
+
+
+# --- blocks of types no criterion reads (prefilter.unread_only) ------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from cds_service.screening.bulk import READ_TYPES, _parsed  # noqa: E402
+from cds_service.screening.prefilter import unread_only  # noqa: E402
+
+_TYPES = st.sampled_from(["Claim", "Encounter", "ExplanationOfBenefit", "ObservationDefinition", "Observations",
+                          "observation", "Patient", "Observation", "Medication", "MedicationRequest",
+                          "Condition"])  # fmt: skip
+_KEY = st.sampled_from(['"resourceType":', '"resourceType" : ', '"resourceType":\r\t', '"resourc\\u0065Type":',
+                        '"kind":'])  # fmt: skip
+_VALUE = st.one_of(_TYPES.map(lambda t: f'"{t}"'), _TYPES.map(lambda t: f'"{t[:2]}\\u00{ord(t[2]):x}{t[3:]}"'))
+_RESOURCE = st.tuples(_KEY, _VALUE, st.sampled_from(["", ',"id":"x"', ',"subject":{"reference":"Patient/p"}'])).map(
+    lambda p: "{" + p[0] + p[1] + p[2] + "}"
+)
+_LINE = st.one_of(
+    _RESOURCE,
+    st.tuples(_RESOURCE, _RESOURCE).map(lambda p: p[0][:-1] + ',"contained":[' + p[1] + "]}"),  # contained
+    st.tuples(_RESOURCE, _RESOURCE).map(lambda p: p[0][:-1] + "," + p[1][1:]),  # a key twice: the last wins
+    st.sampled_from(["{not json", '["a list"]', " ", "", "\r"]),
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_LINE, min_size=1, max_size=6))
+def test_a_block_counted_unread_holds_only_lines_parsing_would_set_aside(lines):
+    """Spacing, a key or a type hidden by a \\u escape, contained resources, a key written twice, junk and
+    blank lines: a block is counted without parsing only if each of its lines, parsed, is of a type no
+    criterion reads (or malformed), and it counts each of them once."""
+    buf = b"".join(line.encode() + b"\n" for line in lines)
+    kinds = [_parsed(line.encode())[0] for line in lines]
+    n = unread_only(buf)
+    if n:
+        assert all(k in ("other_types", "malformed") for k in kinds), kinds
+        assert n == len(lines) and "blank" not in kinds
+    if any(k not in ("other_types", "malformed", "blank") for k in kinds):
+        assert n == 0
+
+
+def test_every_type_read_keeps_its_block_read():
+    for t in sorted(READ_TYPES):
+        block = b'{"resourceType":"Claim"}\n{"resourceType" :\t"' + t.encode() + b'","id":"1"}\n'
+        assert unread_only(block) == 0, t
+    assert unread_only(b'{"resourceType":"Claim"}\n{"resourceType":"Encounter"}\n') == 2

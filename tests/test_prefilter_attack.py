@@ -15,7 +15,7 @@ import pytest
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadLimits, _parsed
-from cds_service.screening.run import row, screen
+from cds_service.screening.run import COHORT_STEP, row, screen
 from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources
 
@@ -247,3 +247,30 @@ def test_settled_blocks_keep_every_line_of_a_patient_inside(catalog, as_of, tmp_
     got = screen(folder, DIRS, as_of, catalog=catalog, limits=ReadLimits(max_line_bytes=cap))
     assert _diff(got.rows, _whole(catalog, lines, as_of)) == []
     assert got.stats.outside_cohort > 0
+
+
+def test_blocks_of_types_no_criterion_reads_are_counted_and_misfiled_records_among_them_read(catalog, as_of, tmp_path):
+    """A real export's bulk is resources no criterion reads (Claims, Encounters): blocks of them are counted as
+    other types without being parsed, whoever's they are. A Condition that brings a patient inside and an
+    Observation, misfiled among them, are read; the rows are those of each whole record."""
+    demo = {pid: resources(b) for pid, b in demo_bundles(as_of).items()}
+    names = sorted(demo)
+    records = {f"r{i}": _as(demo[names[i % len(names)]], f"r{i}", conditions=i == 0) for i in range(6)}
+    claims = [
+        json.dumps({"resourceType": "Claim" if k % 3 else "Encounter", "id": f"c-{pid}-{k}",
+                    "patient": {"reference": f"Patient/{pid}"}, "text": {"div": "x" * 2000}}).encode()
+        for pid in records for k in range(300)
+    ]  # fmt: skip
+    sle = next(r for r in _as(demo[names[1]], "r1") if r["resourceType"] == "Condition")  # r1 is outside else
+    obs = next(r for r in records["r0"] if r["resourceType"] == "Observation")
+    misfiled = [json.dumps(sle).encode(), json.dumps({**obs, "id": "misfiled"}).encode()]
+    claims[len(claims) // 2 : len(claims) // 2] = misfiled
+    read = [json.dumps(r).encode() for res in records.values() for r in res]
+    files = {"Claim.ndjson": b"\n".join(claims) + b"\n", "Observation.ndjson": b"\n".join(read) + b"\n"}
+    folder = _export(tmp_path, files)
+    got = screen(folder, DIRS, as_of, catalog=catalog)
+    assert _diff(got.rows, _whole(catalog, read + claims, as_of)) == []
+    assert got.stats.lines == len(read) + len(claims)
+    # most of them never parsed (4 patients of 6 are outside: routed one by one, theirs would count outside)
+    assert got.stats.other_types > 2 * len(claims) // 3
+    assert any(r["patient"] == "r1" and r["failed"] != COHORT_STEP for r in got.rows)  # the misfiled Condition

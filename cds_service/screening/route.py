@@ -31,7 +31,7 @@ from cds_service.screening.bulk import (
     _parsed,
     export_files,
 )
-from cds_service.screening.prefilter import CohortFilter, named_ids, unsettled
+from cds_service.screening.prefilter import CohortFilter, named_ids, unread_only, unsettled
 from cds_service.screening.spans import Span, span_blocks
 
 ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
@@ -120,15 +120,19 @@ class Router:
         self.judged: list[Judged] = []
 
     def block(self, path: Path, offset: int, buf: bytes) -> None:
-        """Route one block of whole lines read at `offset` of `path`. A file named for Patients or
-        Conditions is parsed line by line without the bytes test: it holds lines that are always read, and
-        testing each for it first cost about as much as the parse (a line that is not one is parsed too,
-        which the filter may always do: only its count differs)."""
-        if self.cohort is None or is_entry_file(path):
+        """Route one block of whole lines read at `offset` of `path`. A block of types no criterion reads is
+        counted, not parsed (prefilter.unread_only). A file named for Patients or Conditions is parsed line
+        by line without the bytes test: it holds lines that are always read, and testing each for it first
+        cost about as much as the parse (a line that is not one is parsed too, which the filter may always
+        do: only its count differs)."""
+        if not is_entry_file(path) and (lines := unread_only(buf)):
+            self.stats.lines += lines
+            self.stats.other_types += lines
+        elif self.cohort is None or is_entry_file(path):
             for line in _lines(buf):
                 self.parse(line)
-            return
-        self._filtered(path, offset, buf)
+        else:
+            self._filtered(path, offset, buf)
 
     def _filtered(self, path: Path, offset: int, buf: bytes) -> None:
         """Lines naming only patients outside are counted, not parsed. In a settled block (prefilter) the
