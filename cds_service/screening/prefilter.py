@@ -57,7 +57,10 @@ def unread_only(buf: bytes) -> int:
     criterion reads, else 0. Only a \\u escape can hide letters in JSON, so a block without one in which
     no `"resourceType": "<a type read>"` appears holds none (blank lines aside: then 0, they are not
     counted)."""
-    if _READ_TYPE.search(buf) or b"\\u" in buf or _BLANK_LINE.search(buf) or _BLANK_FIRST.match(buf):
+    if _READ_TYPE.search(buf):  # first: in a block of read types it stops at the first line
+        return 0
+    escaped = b"\\" in buf and b"\\u" in buf  # one byte first: `in` scans for two bytes three times slower
+    if escaped or _BLANK_LINE.search(buf) or _BLANK_FIRST.match(buf):
         return 0
     return buf.count(b"\n")
 
