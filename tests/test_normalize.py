@@ -144,3 +144,34 @@ def test_r4_json_that_r5_models_would_reject(catalog):
 def test_gathered_kinds_follow_what_was_looked_for(catalog):
     f = catalog.facts([syn.patient("p1")], "p1", gathered={"Observation"})
     assert f.gathered == {"Observation"}
+
+
+def test_repeated_procedures_are_grouped_each_by_its_own_codes_and_text(catalog):
+    """A chart repeats its procedures visit after visit (their groups are worked out once per record): the
+    same code with and without specific words, the same words under another code, the same text twice."""
+    apheresis = {"system": "http://snomed.info/sct", "code": "127788007", "display": "Apheresis"}
+
+    def proc(i: int, coding: list, text: str | None) -> dict:
+        code = {"coding": coding} | ({"text": text} if text else {})
+        return {"resourceType": "Procedure", "id": f"pr{i}", "status": "completed", "subject": {"reference":
+                "Patient/p1"}, "code": code, "performedDateTime": (D - timedelta(days=i)).isoformat()}  # fmt: skip
+
+    shapes = [([apheresis], None), ([apheresis], "Therapeutic plasma exchange"), ([], "plasma exchange"),
+              ([apheresis], None), ([], "Kidney transplant"), ([], "plasma exchange")]  # fmt: skip
+    f = facts(catalog, [proc(i, coding, text) for i, (coding, text) in enumerate(shapes)])
+    alone = [facts(catalog, [proc(i, coding, text)]).procedures for i, (coding, text) in enumerate(shapes)]
+    by_id = {p.resource: p.groups for p in f.procedures}
+    assert len(f.procedures) == len(shapes) and by_id == {p.resource: p.groups for a in alone for p in a}
+    assert by_id["Procedure/pr0"] == by_id["Procedure/pr3"] == {"apheresis_other"}
+    assert "plasmapheresis" in by_id["Procedure/pr1"] and by_id["Procedure/pr2"] == by_id["Procedure/pr5"]
+
+
+def test_resources_are_found_in_lists_bundles_and_lists_of_bundles():
+    from cds_service.fhir.read import iter_resources
+
+    obs, pat = {"resourceType": "Observation", "id": "o"}, {"resourceType": "Patient", "id": "p1"}
+    odd = {"resourceType": None, "id": "n"}  # has the key: yielded, as a resource the reader then sets aside
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": obs}, {"resource": [pat]}, "junk", {"x": 1}]}
+    data = [pat, bundle, [obs, [pat]], odd, {"id": "no type"}, "junk", 7, {"resourceType": "Bundle"}]
+    assert list(iter_resources(data)) == [pat, obs, obs, pat, odd]
+    assert list(iter_resources(bundle)) == [obs] and list(iter_resources(obs)) == [obs]

@@ -9,6 +9,7 @@ time is a dict or set hit.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ class Mappings:
             (doubtful if negated_after(t, m.end()) else named).add(key)
         return frozenset(named), frozenset(doubtful - named)
 
-    def procedure_groups(self, codings: list[tuple[str, str]], text: str) -> frozenset[str]:
+    def procedure_groups(self, codings: Iterable[tuple[str, str]], text: str) -> frozenset[str]:
         """Groups of a procedure: by SNOMED CT code and by words in its text and displays."""
         hits = {g for system, code in codings if system == SNOMED for g in self.procedure_snomed.get(code, ())}
         if text:  # a general code ("Apheresis") with specific words ("plasmapheresis"): both count

@@ -166,7 +166,10 @@ def iter_resources(data: Any) -> Iterable[dict]:
     """Yield resources from a resource, a Bundle (any type), or a list of either."""
     if isinstance(data, list):
         for item in data:
-            yield from iter_resources(item)
+            if isinstance(item, dict) and item.get("resourceType") not in (None, "Bundle"):
+                yield item  # a resource, as most items are: no generator of its own
+            else:
+                yield from iter_resources(item)
     elif isinstance(data, dict):
         if data.get("resourceType") == "Bundle":
             entries = data.get("entry")
