@@ -240,10 +240,9 @@ def patients_in(
     counted = ReadStats() if stats is None else stats
     shared: list[dict] = []
     for line in _partition_lines([part] if isinstance(part, Path) else part):
-        if only is not None and not line.startswith(b"{"):
-            whose = orjson.loads(line.partition(b"\t")[0])
-            if isinstance(whose, str) and whose not in only:
-                continue
+        # the owner the router found leads the line as a JSON string; `true`, `null` and plain lines go on
+        if only is not None and line.startswith(b'"') and orjson.loads(line.partition(b"\t")[0]) not in only:
+            continue
         pid, res, n = _owned(line, counted)
         if res is None:
             continue
