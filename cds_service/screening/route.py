@@ -125,10 +125,11 @@ class Router:
         by line without the bytes test: it holds lines that are always read, and testing each for it first
         cost about as much as the parse (a line that is not one is parsed too, which the filter may always
         do: only its count differs)."""
-        if not is_entry_file(path) and (lines := unread_only(buf)):
+        entry = is_entry_file(path)
+        if not entry and (lines := unread_only(buf)):
             self.stats.lines += lines
             self.stats.other_types += lines
-        elif self.cohort is None or is_entry_file(path):
+        elif self.cohort is None or entry:
             for line in _lines(buf):
                 self.parse(line)
         else:
