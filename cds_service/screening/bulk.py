@@ -39,7 +39,7 @@ class ReadStats:
     resources: int = 0
     malformed: int = 0  # not JSON, or not a resource
     no_patient: int = 0  # a resource that names no patient (set aside, as the hook does)
-    other_types: int = 0  # resource types no criterion reads
+    other_types: int = 0  # resource types no criterion reads (a block of them is counted unparsed, junk too)
     two_patients: int = 0  # a resource whose references name two different patients (set aside)
     too_long: int = 0  # lines over the line cap: skipped unread
     outside_cohort: int = 0  # lines naming only patients outside every trial's cohort: not parsed
