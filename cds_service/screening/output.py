@@ -8,7 +8,7 @@ import csv
 import html
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -116,15 +116,18 @@ _CELLS_OF = itemgetter(*ROW_FIELDS)
 
 
 def _write_cells(cells: list[tuple], f: IO[str], g: IO[str]) -> None:
-    text = _csv_text(cells)
-    f.write(text)
-    g.write(_csv_text([safe_cells(c) for c in cells]) if may_hold_formula(text) else text)
+    _write_both(_csv_text(cells), lambda: _csv_text([safe_cells(c) for c in cells]), f, g)
 
 
 def _write_run(template: list[dict[str, Any]], patients: list[str], f: IO[str], g: IO[str]) -> None:
-    text = _run_text(template, patients)
+    _write_both(_run_text(template, patients), lambda: _run_text(template, patients, neutral=True), f, g)
+
+
+def _write_both(text: str, neutral: Callable[[], str], f: IO[str], g: IO[str]) -> None:
+    """`text` (whole CSV rows) to the raw file, and to the spreadsheet-safe one unless a cell of it may start
+    as a formula: then the same rows with every cell neutralised (`neutral()`)."""
     f.write(text)
-    g.write(_run_text(template, patients, neutral=True) if may_hold_formula(text) else text)
+    g.write(neutral() if may_hold_formula(text) else text)
 
 
 def _csv_text(rows: Iterable[Iterable[Any]]) -> str:

@@ -32,8 +32,16 @@ from collections.abc import Callable, Iterable
 
 from cds_service.screening.bulk import READ_TYPES
 
-# the line may itself be a resource that is always read (also matches one contained in another: read anyway)
-_ALWAYS_READ = re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:Patient|Condition|Medication)"')
+
+def _resource_of(types: Iterable[str]) -> re.Pattern[bytes]:
+    """`"resourceType": "<one of types>"` as JSON may write it (any whitespace around the colon), wherever it
+    sits in a line: a contained resource matches too, which is read anyway."""
+    names = "|".join(map(re.escape, sorted(types))).encode()
+    return re.compile(rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:' + names + rb')"')
+
+
+# the line may itself be a resource that is always read
+_ALWAYS_READ = _resource_of(("Patient", "Condition", "Medication"))
 # what `subjects.patients_named` reads from a reference: the text after `Patient/` up to the next `/` or the
 # string's end. A lookahead, so "Patient/Patient/x" yields "x" too (`patients_named` takes the last `Patient/`)
 _PATIENT_REF = re.compile(rb'Patient/(?=([^/"\\\n]*))')
@@ -43,10 +51,7 @@ _LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n")  # one match per line that nam
 FEW = 48
 
 
-# a resource of a type some criterion reads, wherever it sits in a line (contained ones too: read anyway)
-_READ_TYPE = re.compile(
-    rb'"resourceType"[ \t\r\n]*:[ \t\r\n]*"(?:' + b"|".join(t.encode() for t in sorted(READ_TYPES)) + rb')"'
-)
+_READ_TYPE = _resource_of(READ_TYPES)  # a resource of a type some criterion reads
 # a line the reader passes over uncounted (what bytes.strip() empties: space, \t, \r, \v, \f): after a
 # newline, or (matched at 0) the first. Not one pattern with \A: one that can start anywhere is tried at
 # every byte (9 ms a MiB against 0.25)

@@ -290,8 +290,8 @@ def write_medications(work: Path, medications: list[bytes]) -> None:
 
 def entry_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """The export's files named for the resources a cohort entry reads, and the others (names sorted)."""
-    files = export_files(folder)
-    return [p for t, p in files if t in ENTRY_TYPES], [p for t, p in files if t not in ENTRY_TYPES]
+    files = [p for _, p in export_files(folder)]
+    return [p for p in files if is_entry_file(p)], [p for p in files if not is_entry_file(p)]
 
 
 def partition(
