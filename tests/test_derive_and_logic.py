@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 import pytest
 
-from cds_service.eligibility.logic import Res, Truth, all_of, any_of
+from cds_service.eligibility.logic import Res, Truth, all_of, any_of, lean
 from cds_service.eligibility.rules import Window
 from cds_service.fhir.derive import age_on, ckd_epi_2021, cockcroft_gault
 
@@ -75,3 +76,48 @@ def test_until_combination():
     assert any_of([_res(T, a), _res(T, None)]).until is None
     # all: true while every member is true -> lifts at the earliest
     assert all_of([_res(T, a), _res(T, b)]).until == a
+
+
+def _random_tree(rng, depth: int):
+    """A random combination of results: (kind, items) nodes over leaves, reviews carrying evidence, notes and
+    standing notes drawn from a small pool (so a note is sometimes another item's standing one)."""
+    if depth == 0 or rng.random() < 0.3:
+        truth = rng.choice(list(Truth))
+        until = rng.choice([None, None, date(2027, 1, rng.randint(1, 28))])
+        pool = ["a", "b", "c"]
+        return Res(
+            truth,
+            until,
+            evidence=rng.choice([(), ("ev",)]),
+            missing=rng.choice([(), ("m",)]),
+            notes=tuple(rng.sample(pool, rng.randint(0, 2))),
+            why=rng.choice([(), ("w",)]),
+            standing=tuple(rng.sample(pool, rng.randint(0, 2))),
+        )
+    return (rng.choice(["all", "any", "not"]), [_random_tree(rng, depth - 1) for _ in range(rng.randint(1, 4))])
+
+
+def _combine(tree, join):
+    if isinstance(tree, Res):
+        return tree
+    kind, items = tree
+    rs = [_combine(i, join) for i in items]
+    if kind == "not":  # as engine._not: the truth flipped, the lists kept
+        r = rs[0]
+        t = {T: F, F: T}.get(r.truth, r.truth)
+        return Res(t, r.until, r.evidence, r.missing, r.notes, r.why, r.standing)
+    return (all_of if kind == "all" else any_of)(rs, join)
+
+
+def test_a_lean_result_decides_what_the_full_one_decides():
+    """logic.lean (a verdict's combinators) drops the lists of every result that is not a review: the truth,
+    the date it flips and whether a review is one the record raised (Res.doubt, all `decide` reads) stay those
+    of the full result, over random nestings."""
+    rng = random.Random(25)
+    doubts = 0
+    for _ in range(3000):
+        tree = _random_tree(rng, 4)
+        full, thin = _combine(tree, None), _combine(tree, lean)
+        assert (thin.truth, thin.until, thin.doubt) == (full.truth, full.until, full.doubt), tree
+        doubts += full.doubt
+    assert doubts > 50  # the case the lists matter for was drawn often

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from cds_service.eligibility.cohort import entry
-from cds_service.eligibility.logic import Ctx, Memo, Res, Truth, all_of, any_of, dedupe_evidence
+from cds_service.eligibility.logic import Ctx, Join, Memo, Res, Truth, all_of, any_of, dedupe_evidence, lean
 from cds_service.eligibility.report import (
     CriterionResult,
     CriterionVerdict,
@@ -58,24 +58,27 @@ class Engine:
     def __init__(self, mappings: Mappings, horizon_days: int = 365) -> None:
         self.m = mappings
         self.horizon = timedelta(days=horizon_days)
-        # per trial (by identity; the trial is held, so its id is not reused): its criteria with their
-        # rules compiled to closures, built on the trial's first evaluation
-        self._plans: dict[int, tuple[Trial, list[tuple[Criterion, Compiled | None]]]] = {}
+        # per trial (by identity; the trial is held, so its id is not reused) and whether for a verdict
+        # (`logic.lean`): its criteria with their rules compiled to closures, built on first use
+        self._plans: dict[tuple[int, bool], tuple[Trial, list[tuple[Criterion, Compiled | None]]]] = {}
         # one number per distinct leaf of every plan: a leaf the five trials ask twice is evaluated once
         self._slots: dict[Rule, int] = {}
         # plans compile on a trial's first evaluation, and the service evaluates hooks in worker threads: two
         # compiling at once could read one `len(slots)` and give two different leaves one number
         self._compiling = threading.Lock()
 
-    def plan(self, trial: Trial) -> list[tuple[Criterion, Compiled | None]]:
-        """The trial's criteria in page order, each with its rule compiled (`compile_rule`), or None."""
-        held = self._plans.get(id(trial))
+    def plan(self, trial: Trial, verdict: bool = False) -> list[tuple[Criterion, Compiled | None]]:
+        """The trial's criteria in page order, each with its rule compiled (`compile_rule`), or None. A
+        `verdict` plan's results carry no explanation that cannot change an outcome (`logic.lean`)."""
+        key = (id(trial), verdict)
+        held = self._plans.get(key)
         if held is None or held[0] is not trial:
             with self._compiling:  # one plan compiles at a time (the numbering is shared); then read freely
-                held = self._plans.get(id(trial))
+                held = self._plans.get(key)
                 if held is None or held[0] is not trial:
-                    compiled = [(c, compile_rule(r, self._slots) if r else None) for c, r in trial.plan]
-                    held = self._plans[id(trial)] = (trial, compiled)
+                    join = lean if verdict else None
+                    compiled = [(c, compile_rule(r, self._slots, join) if r else None) for c, r in trial.plan]
+                    held = self._plans[key] = (trial, compiled)
         return held[1]
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialResult:
@@ -114,7 +117,7 @@ class Engine:
         cohort = entry(trial, patient, self.m)
         if cohort.outcome != "in":
             return TrialVerdict(trial.id, _OUTSIDE[cohort.outcome], None, cohort, [])
-        ctx, plan = self._contexts(patient, as_of, memo), self.plan(trial)
+        ctx, plan = self._contexts(patient, as_of, memo), self.plan(trial, verdict=True)
         decided = [decide(c, run(ctx[c.type == "exclusion"])) if run else FOR_A_PERSON for c, run in plan]
         status, eligible_from = self._status(patient, as_of, decided)
         outcomes = [CriterionVerdict(c.id, d[0]) for (c, _), d in zip(plan, decided, strict=True)]
@@ -204,7 +207,7 @@ Compiled = Callable[[Ctx], Res]  # a rule compiled: the patient's context in, th
 Slots = dict[Rule, int]  # a number per distinct leaf, shared by the plans of one engine
 
 
-def compile_rule(rule: Rule, slots: Slots | None = None) -> Compiled:
+def compile_rule(rule: Rule, slots: Slots | None = None, join: Join | None = None) -> Compiled:
     """The rule as a closure: combinators (below, by class) call their items' closures directly, and a leaf
     is its family module's evaluator (rules.LEAVES) bound to the leaf. Built once per trial (Engine.plan), so
     a patient's evaluation walks no rule tree: about 430 nodes a patient for the five trials.
@@ -212,10 +215,11 @@ def compile_rule(rule: Rule, slots: Slots | None = None) -> Compiled:
     With `slots`, equal leaves share a number (given here, when the plan is built) and a leaf's result is
     kept in the patient's memo under it and the way absence cuts, so a leaf several criteria or trials ask
     (262 a patient, 176 distinct) is evaluated once. Results are never changed after they are made (the
-    combinators build new ones), so sharing one is safe."""
+    combinators build new ones), so sharing one is safe. `join`: how combinators make their results
+    (`logic.lean` for a verdict; a leaf's result is the same either way)."""
     make = _COMPILERS.get(type(rule))
     if make is not None:
-        return make(rule, slots)
+        return make(rule, slots, join)
     evaluate = partial(LEAVES[rule.kind].evaluate, rule)
     if slots is None:
         return evaluate
@@ -235,35 +239,35 @@ def compile_rule(rule: Rule, slots: Slots | None = None) -> Compiled:
     return run
 
 
-def _all(rule: All, slots: Slots | None) -> Compiled:
-    items = tuple(compile_rule(r, slots) for r in rule.items)
-    return lambda ctx: all_of([f(ctx) for f in items])
+def _all(rule: All, slots: Slots | None, join: Join | None) -> Compiled:
+    items = tuple(compile_rule(r, slots, join) for r in rule.items)
+    return lambda ctx: all_of([f(ctx) for f in items], join)
 
 
-def _any(rule: AnyOf, slots: Slots | None) -> Compiled:
-    items = tuple(compile_rule(r, slots) for r in rule.items)
-    return lambda ctx: any_of([f(ctx) for f in items])
+def _any(rule: AnyOf, slots: Slots | None, join: Join | None) -> Compiled:
+    items = tuple(compile_rule(r, slots, join) for r in rule.items)
+    return lambda ctx: any_of([f(ctx) for f in items], join)
 
 
-def _any_available(rule: AnyAvailable, slots: Slots | None) -> Compiled:
+def _any_available(rule: AnyAvailable, slots: Slots | None, join: Join | None) -> Compiled:
     """Alternative tests of one thing: decided on those on record, unknown only when none is."""
-    items = tuple(compile_rule(r, slots) for r in rule.items)
+    items = tuple(compile_rule(r, slots, join) for r in rule.items)
 
     def run(ctx: Ctx) -> Res:
         rs = [f(ctx) for f in items]
         known = [r for r in rs if r.truth is not Truth.UNKNOWN]
-        return any_of(known or rs)
+        return any_of(known or rs, join)
 
     return run
 
 
-def _review(rule: ReviewLeaf, slots: Slots | None) -> Compiled:
+def _review(rule: ReviewLeaf, slots: Slots | None, join: Join | None) -> Compiled:
     reason = rule.reason
     return lambda ctx: Res(Truth.REVIEW, notes=[reason], standing=[reason])
 
 
-def _not(rule: Not, slots: Slots | None) -> Compiled:
-    item = compile_rule(rule.item, slots)
+def _not(rule: Not, slots: Slots | None, join: Join | None) -> Compiled:
+    item = compile_rule(rule.item, slots, join)
 
     def run(ctx: Ctx) -> Res:
         r = item(ctx.flipped())
@@ -274,8 +278,8 @@ def _not(rule: Not, slots: Slots | None) -> Compiled:
     return run
 
 
-def _none_on_record(rule: NoneOnRecord, slots: Slots | None) -> Compiled:
-    item, reason = compile_rule(rule.item, slots), rule.reason
+def _none_on_record(rule: NoneOnRecord, slots: Slots | None, join: Join | None) -> Compiled:
+    item, reason = compile_rule(rule.item, slots, join), rule.reason
 
     def run(ctx: Ctx) -> Res:
         r = item(ctx)
@@ -286,12 +290,12 @@ def _none_on_record(rule: NoneOnRecord, slots: Slots | None) -> Compiled:
     return run
 
 
-def _implies(rule: Implies, slots: Slots | None) -> Compiled:
-    unless, then = _not(Not("not", rule.condition), slots), compile_rule(rule.then, slots)
-    return lambda ctx: any_of([unless(ctx), then(ctx)])
+def _implies(rule: Implies, slots: Slots | None, join: Join | None) -> Compiled:
+    unless, then = _not(Not("not", rule.condition), slots, join), compile_rule(rule.then, slots, join)
+    return lambda ctx: any_of([unless(ctx), then(ctx)], join)
 
 
-_COMPILERS: dict[type, Callable[[Any, Slots | None], Compiled]] = {
+_COMPILERS: dict[type, Callable[[Any, Slots | None, Join | None], Compiled]] = {
     All: _all, AnyOf: _any, AnyAvailable: _any_available, ReviewLeaf: _review, Not: _not,
     NoneOnRecord: _none_on_record, Implies: _implies,
 }  # fmt: skip

