@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+import msgspec
+
 # The resource types read as separate sources. Absence ("none on record") may be inferred only from
 # sources read completely; what any source shows counts whatever the others.
 SOURCES = frozenset(
@@ -28,9 +30,12 @@ SOURCES = frozenset(
 MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense")
 
 
-@dataclass(frozen=True, slots=True)
-class LabResult:
-    """One reading of one variable (an Observation, one of its components, or a derivation)."""
+class LabResult(msgspec.Struct, frozen=True):
+    """One reading of one variable (an Observation, one of its components, or a derivation).
+
+    A msgspec Struct rather than a frozen dataclass: the same immutable, comparable, hashable value, made in
+    C (0.6 us against 2.2 us for these 18 fields; one is made for every Observation a criterion reads, a
+    quarter of reading one). Copy one with `msgspec.structs.replace`."""
 
     variable: str
     when: date | None

@@ -19,9 +19,10 @@ not entered-in-error, not-taken or merely intended.
 from __future__ import annotations
 
 import calendar
-import dataclasses
 from collections.abc import Iterable
 from datetime import date
+
+import msgspec
 
 from cds_service.fhir.allergies import AllergyReader
 from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFacts, ProcedureFact
@@ -104,7 +105,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         for key, var in self.m.variables.items():
             for other in var.also_from:
                 for r in facts.labs.get(other, ()):
-                    facts.add_lab(dataclasses.replace(r, variable=key))
+                    facts.add_lab(msgspec.structs.replace(r, variable=key))
         facts.sort()
         return facts
 
