@@ -18,7 +18,7 @@ from cds_service.eligibility.report import Report, TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import SOURCES, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
-from cds_service.fhir.normalize import Normalizer, iter_resources
+from cds_service.fhir.normalize import Normalizer, SharedMedications, iter_resources
 from cds_service.fhir.subjects import UNRESOLVED, patients_named
 
 
@@ -43,12 +43,19 @@ class Catalog:
         trials, problems = load_checked(Path(trials_dir), mappings)
         return cls(mappings, trials, engine, Normalizer(mappings, strict), tuple(problems))
 
-    def facts(self, data: Any, patient_id: str | None = None, gathered: set[str] | None = None) -> PatientFacts:
+    def facts(
+        self,
+        data: Any,
+        patient_id: str | None = None,
+        gathered: set[str] | None = None,
+        shared: SharedMedications | None = None,
+    ) -> PatientFacts:
         """Facts from a resource, a Bundle, or a list of them.
 
         `gathered` names the resource types read completely (see `facts.SOURCES`): their
         absence then means "none on record". By default a Bundle of one patient's record
-        counts as complete for every source.
+        counts as complete for every source. `shared`: Medication resources no patient owns
+        that the record's references may name (a screen's, indexed once: Normalizer.shared_medications).
         """
         kinds = set(SOURCES) if gathered is None else gathered
         resources = list(iter_resources(data))
@@ -62,7 +69,7 @@ class Catalog:
                 raise MixedPatients(
                     f"the data's resources refer to {len(named)} different patients; send one patient's"
                 )
-        return self.normalizer.normalize(resources, patient_id, kinds)
+        return self.normalizer.normalize(resources, patient_id, kinds, shared)
 
     def chosen(self, trial_ids: list[str] | None = None) -> list[Trial]:
         """The trials named, in that order, or every trial."""

@@ -8,6 +8,7 @@ source unable to say "none on record"."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ class MedicationReader(Reader):
         key = self.m.ingredient_for_text(text) if text else None
         return key, (strength_from_text(text) if key else None)
 
-    def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: dict[str, dict]) -> None:
+    def _medication(self, res: dict, rtype: str, facts: PatientFacts, meds: Mapping[str, dict]) -> None:
         status = _s(res.get("status")) or "unknown"
         if status in _NOT_GIVEN:
             return

@@ -19,7 +19,9 @@ not entered-in-error, not-taken or merely intended.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 
 import msgspec
@@ -42,7 +44,18 @@ from cds_service.fhir.read import (
     iter_resources,
 )
 
-__all__ = ["Invalid", "Normalizer", "iter_resources"]
+__all__ = ["Invalid", "Normalizer", "SharedMedications", "iter_resources"]
+
+
+@dataclass(frozen=True)
+class SharedMedications:
+    """Medication resources no patient owns (a Bulk Data export's Medication file), indexed once for every
+    record whose medicationReference points at one (`Normalizer.shared_medications`). Handed to each
+    record with its own resources, they cost every patient a pass over all of them: 2,740 a patient in a
+    Synthea export of 200, tens of thousands in a health system's."""
+
+    by_ref: dict[str, dict]  # "Medication/ID" -> the resource
+    skipped: tuple[str, ...] = ()  # strict mode: those that failed validation, reported with every record
 
 
 def _last_day(first: date | None, text: str | None) -> date | None:
@@ -68,9 +81,11 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         resources: Iterable[dict],
         patient_id: str | None = None,
         gathered: Iterable[str] = (),
+        shared: SharedMedications | None = None,
     ) -> PatientFacts:
         """`gathered`: the kinds ("Observation", "Condition", "Medication") that were looked
-        for completely, so that their absence means "none on record"."""
+        for completely, so that their absence means "none on record". `shared`: Medication resources
+        outside `resources` that its references may name, read as if they followed them."""
         facts = PatientFacts(patient=f"Patient/{patient_id}" if patient_id else "Patient/unknown")
         facts.gathered.update(gathered)
         meds_by_ref: dict[str, dict] = {}
@@ -83,6 +98,10 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                     meds_by_ref[f"Medication/{res.get('id')}"] = res
             elif rtype in NORMALIZED_TYPES:
                 pending.append(res)
+        refs: Mapping[str, dict] = meds_by_ref
+        if shared is not None:  # as if listed after the record's own: reported after them, and read first
+            facts.skipped.extend(shared.skipped)
+            refs = ChainMap(shared.by_ref, meds_by_ref) if meds_by_ref else shared.by_ref
         for res in pending:
             rtype = res["resourceType"]
             try:
@@ -93,7 +112,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                 elif rtype == "Condition":
                     self._condition(res, facts)
                 elif rtype in MEDICATION_SOURCES:
-                    self._medication(res, rtype, facts, meds_by_ref)
+                    self._medication(res, rtype, facts, refs)
                 elif rtype == "Immunization":
                     self._immunization(res, facts)
                 elif rtype == "Procedure":
@@ -108,6 +127,14 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                     facts.add_lab(msgspec.structs.replace(r, variable=key))
         facts.sort()
         return facts
+
+    def shared_medications(self, resources: Iterable[dict]) -> SharedMedications:
+        """The Medication resources among `resources`, indexed once for `normalize(shared=...)`, which then
+        reads each record as it reads that record followed by these."""
+        seen = PatientFacts(patient="Patient/unknown")  # collects what strict mode sets aside
+        by_ref = {f"Medication/{r.get('id')}": r for r in resources
+                  if r.get("resourceType") == "Medication" and self._valid(r, seen)}  # fmt: skip
+        return SharedMedications(by_ref, tuple(seen.skipped))
 
     def _patient(self, res: dict, patient_id: str | None, facts: PatientFacts) -> None:
         rid = _s(res.get("id"))

@@ -227,18 +227,20 @@ def patients_in(
     too_large: set[str] | None = None,
     only: set[str] | None = None,
     stats: ReadStats | None = None,
+    medications: list[dict] | None = None,
 ) -> Iterator[tuple[str, list[dict]]]:
-    """The patients of one partition with their resources (Medication resources shared by all). A patient
-    past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`). With
-    `only`, the lines of other patients are passed over unparsed (those outside every cohort, whose rows
-    the screen writes without their records: run.add_outside). `stats` counts the resources of lines the
-    partition step routed unread, and those of them set aside."""
+    """The patients of one partition with their resources (Medication resources shared by all: added to
+    each record, or, with `medications`, put there once, read before the first patient is yielded). A
+    patient past the per-patient caps is dropped as soon as it passes them (its id added to `too_large`).
+    With `only`, the lines of other patients are passed over unparsed (those outside every cohort, whose
+    rows the screen writes without their records: run.add_outside). `stats` counts the resources of lines
+    the partition step routed unread, and those of them set aside."""
     limits = limits or ReadLimits()
     by_patient: dict[str, list[dict]] = {}
     size: dict[str, int] = {}
     dropped: set[str] = set() if too_large is None else too_large
     counted = ReadStats() if stats is None else stats
-    shared: list[dict] = []
+    shared: list[dict] = [] if medications is None else medications
     for line in _partition_lines([part] if isinstance(part, Path) else part):
         # the owner the router found leads the line as a JSON string; `true`, `null` and plain lines go on
         if only is not None and line.startswith(b'"') and orjson.loads(line.partition(b"\t")[0]) not in only:
@@ -259,4 +261,4 @@ def patients_in(
             del by_patient[pid]  # freed now; the rest of this patient's lines are read one at a time
     for pid, resources in by_patient.items():
         if any(r.get("resourceType") == "Patient" for r in resources):
-            yield pid, resources + shared
+            yield pid, resources if medications is not None else resources + shared

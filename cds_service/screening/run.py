@@ -23,6 +23,7 @@ from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.report import TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import PatientFacts
+from cds_service.fhir.normalize import SharedMedications
 from cds_service.fhir.read import iter_resources
 from cds_service.runtime import tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
@@ -123,16 +124,24 @@ def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = 
 
 
 def evaluate_patients(
-    patients: Iterable[tuple[str, list[dict]]], as_of: date, trial_ids: list[str] | None, inside: bool = False
+    patients: Iterable[tuple[str, list[dict]]],
+    as_of: date,
+    trial_ids: list[str] | None,
+    inside: bool = False,
+    shared: list[dict] | None = None,
 ) -> tuple[list[dict[str, Any]], Funnel]:
     """Rows and funnel counts of whole patient records (an export is the whole record: every source
     complete), with this worker's catalogue. Both engines evaluate through here. `inside`: every patient
-    is known to be inside some trial's cohort (`cohort_first`)."""
+    is known to be inside some trial's cohort (`cohort_first`). `shared`: the Medication resources every
+    record may name, filled by the time the first patient comes (bulk.patients_in), indexed once."""
     assert _CATALOG is not None
     rows: list[dict[str, Any]] = []
     funnel = Funnel()
+    index = None
     for pid, resources in patients:
-        for r in cohort_first(_CATALOG, pid, resources, as_of, trial_ids, inside):
+        if shared is not None and index is None:
+            index = _CATALOG.normalizer.shared_medications(shared)
+        for r in cohort_first(_CATALOG, pid, resources, as_of, trial_ids, inside, index):
             rows.append(row(pid, r))
             funnel.add(r)
     return rows, funnel
@@ -142,7 +151,13 @@ ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (e
 
 
 def cohort_first(
-    catalog: Catalog, pid: str, resources: list[dict], as_of: date, trial_ids: list[str] | None, inside: bool = False
+    catalog: Catalog,
+    pid: str,
+    resources: list[dict],
+    as_of: date,
+    trial_ids: list[str] | None,
+    inside: bool = False,
+    shared: SharedMedications | None = None,
 ) -> list[TrialVerdict | TrialResult]:
     """The patient's results (verdicts: what a screen keeps, Catalog.verdicts), reading the whole record only
     for a patient inside some trial's cohort.
@@ -152,14 +167,15 @@ def cohort_first(
     Observations and medications are never normalised. The results are those of the full evaluation:
     the entry is decided first there too, from the same Conditions. `inside`: the partition step's cohort
     filter found a Condition of this patient that alone opens some entry, so the whole record's Conditions
-    do too (a Condition can only add to an entry): the entry-only test is skipped.
+    do too (a Condition can only add to an entry): the entry-only test is skipped. `shared`: Medication
+    resources outside `resources` its references may name (Catalog.facts).
     """
     if not inside:
         entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
         quick = catalog.facts(entry_only, pid)
         if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
             return catalog.verdicts(quick, as_of, trial_ids)  # every trial stops at its entry: no criterion
-    return catalog.verdicts(catalog.facts(resources, pid), as_of, trial_ids)
+    return catalog.verdicts(catalog.facts(resources, pid, shared=shared), as_of, trial_ids)
 
 
 def live_trials(catalog: Catalog, trial_ids: list[str] | None) -> list[Trial]:
@@ -217,8 +233,9 @@ def screen_partition(
     the partition step routed unparsed: bulk.patients_in), and this worker's peak RSS so far (MiB)."""
     part, as_of, trial_ids, limits, only = job
     counted = ReadStats()
-    patients = patients_in(part, limits, counted.too_large, only, counted)
-    rows, funnel = evaluate_patients(patients, as_of, trial_ids, inside=only is not None)
+    shared: list[dict] = []  # the partition's Medication resources, indexed once for all its patients
+    patients = patients_in(part, limits, counted.too_large, only, counted, shared)
+    rows, funnel = evaluate_patients(patients, as_of, trial_ids, only is not None, shared)
     return rows, funnel, counted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -44,8 +44,8 @@ def evaluate(groups: Iterable[tuple[str, Iterable[str]]], init: tuple, as_of: da
     medications = [orjson.loads(m) for m in shared]
     records = ((pid, [orjson.loads(line) for line in lines]) for pid, lines in groups)
     # as the embedded engine's patients_in: a record without its Patient is not screened
-    whole = ((pid, res + medications) for pid, res in records if any(r["resourceType"] == "Patient" for r in res))
-    rows, funnel = run.evaluate_patients(whole, as_of, trial_ids)
+    whole = ((pid, res) for pid, res in records if any(r["resourceType"] == "Patient" for r in res))
+    rows, funnel = run.evaluate_patients(whole, as_of, trial_ids, shared=medications)
     yield from (("row", r) for r in rows)
     yield "funnel", funnel
 
