@@ -105,14 +105,20 @@ class Mirror:
         with self._conn() as conn:
             return {p for (p,) in conn.execute("SELECT DISTINCT patient FROM res WHERE rtype = 'Patient'")}
 
-    def records(self, patients: set[str]) -> Iterator[tuple[str, list[dict]]]:
-        """(patient, their resources and every Medication), for each of `patients` the mirror holds."""
+    def records(self, patients: set[str], medications: bool = True) -> Iterator[tuple[str, list[dict]]]:
+        """(patient, their resources and every Medication), for each of `patients` the mirror holds; without
+        the Medications when not `medications` (read once with `medications()`, not once a patient)."""
+        shared = self.medications() if medications else []
         with self._conn() as conn:
-            shared = [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE rtype = 'Medication'")]
             for pid in sorted(patients):
                 mine = [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE patient = ?", (pid,))]
                 if any(r.get("resourceType") == "Patient" for r in mine):
                     yield pid, mine + shared
+
+    def medications(self) -> list[dict]:
+        """Every Medication resource the mirror holds (they belong to no patient)."""
+        with self._conn() as conn:
+            return [orjson.loads(b) for (b,) in conn.execute("SELECT body FROM res WHERE rtype = 'Medication'")]
 
 
 def _naming(conn: sqlite3.Connection, medications: set[str]) -> set[str]:

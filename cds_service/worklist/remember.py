@@ -103,9 +103,10 @@ def from_mirror(
     wanted = touched | bars
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for pid, resources in mirror.records(wanted):
+    shared = catalog.normalizer.shared_medications(mirror.medications())  # indexed once, not once a patient
+    for pid, resources in mirror.records(wanted, medications=False):
         seen.add(pid)
-        rows.extend(row(pid, r) for r in cohort_first(catalog, pid, resources, as_of, trials))
+        rows.extend(row(pid, r) for r in cohort_first(catalog, pid, resources, as_of, trials, shared=shared))
     rows += removed(wanted - seen, catalog.chosen(trials))
     return Reread(rows, len(wanted - seen), touched, bars, wanted - seen)
 
