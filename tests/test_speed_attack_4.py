@@ -445,8 +445,8 @@ def test_procedures_sharing_a_code_under_another_system_or_display_are_grouped_e
 
 
 def test_the_procedure_memo_is_one_records_only(catalog):
-    """Nothing is kept across records: the same normaliser reads the same code in two patients' records,
-    one with a word in the text, in either order."""
+    """The groups kept across records (now by the maps, Mappings._memoised) are kept by code and text: the same
+    normaliser reads the same code in two patients' records, one with a word in the text, in either order."""
     ap = {"system": SNOMED, "code": "127788007"}
     plain, worded = _proc(1, {"coding": [ap]}), _proc(2, {"coding": [ap], "text": "plasma exchange"})
     a = catalog.facts([plain], "p1").procedures[0].groups

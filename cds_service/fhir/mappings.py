@@ -8,10 +8,11 @@ time is a dict or set hit.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -24,6 +25,36 @@ from cds_service.fhir.map_models import (
     ProcedureMappings,
 )
 from cds_service.fhir.negation import find_unnegated, negated_after, negated_at
+
+T = TypeVar("T")
+_NOT_KEPT = object()
+MEMO_ENTRIES = 8_192  # answers kept per lookup; then its memo starts again (a few MiB at most)
+MEMO_KEY_CHARS = 256  # a longer text (a note pasted into a concept) is read each time, never kept
+
+
+def _memoised(lookup: Callable[..., T]) -> Callable[..., T]:
+    """A lookup of the maps by text (and codes) kept by its arguments: its answer depends on nothing else,
+    and the same concepts come back in record after record (Synthea's 200 procedure codes across a whole
+    screen), each a few dozen word patterns searched. Only short, hashable arguments are kept, and a lookup
+    keeps at most MEMO_ENTRIES answers, so distinct hostile texts cannot grow it."""
+    name = lookup.__name__
+
+    @functools.wraps(lookup)
+    def kept(self: Mappings, *args: Any) -> T:
+        memo = self._memo.setdefault(name, {})
+        try:
+            hit = memo.get(args, _NOT_KEPT)
+        except TypeError:  # a list of codings: not kept
+            return lookup(self, *args)
+        if hit is _NOT_KEPT:
+            hit = lookup(self, *args)
+            if sum(len(a) if isinstance(a, str) else len(repr(a)) for a in args) <= MEMO_KEY_CHARS:
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[args] = hit
+        return hit
+
+    return kept
 
 
 class Mappings:
@@ -43,6 +74,7 @@ class Mappings:
         self.medications = medications
         self.procedures = procedures or ProcedureMappings()
         self.variables = observations.variables
+        self._memo: dict[str, dict[tuple, Any]] = {}  # answers of the text lookups (`_memoised`)
         self._index_observations(observations)
         self._index_conditions_and_procedures()
         self._index_medications(medications)
@@ -138,6 +170,8 @@ class Mappings:
             hit = self._icd_cache.get(code)
             if hit is None:
                 hit = frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
+                if len(self._icd_cache) >= MEMO_ENTRIES:  # distinct hostile codes cannot grow it without end
+                    self._icd_cache.clear()
                 self._icd_cache[code] = hit
             return hit
         return frozenset()
@@ -153,6 +187,7 @@ class Mappings:
             return code in h.snomed
         return system in (ICD10CM, ICD10) and any(code.upper().startswith(p) for p in h.icd10cm)
 
+    @_memoised
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
         """Groups whose words stand in the text, whole words only, not negated ("no SLE", "ruled out"),
         and not beside a phrase that names another disease ("drug-induced lupus")."""
@@ -163,6 +198,7 @@ class Mappings:
                 hits.add(key)
         return frozenset(hits)
 
+    @_memoised
     def text_names_a_group(self, text: str) -> bool:
         """The text names, as whole words, a disease the maps know, even negated or excluded ("no SLE",
         "drug-induced lupus"): it was understood, though it admits to no group. "Measles" is not "SLE", and
@@ -187,6 +223,7 @@ class Mappings:
                     return k
         return None
 
+    @_memoised
     def ingredient_for_text(self, text: str) -> str | None:
         m = self.name_pattern.search(text.lower()) if self.name_pattern else None
         if m:
@@ -210,6 +247,7 @@ class Mappings:
             return "non-systemic"
         return "unrecognised"
 
+    @_memoised
     def ingredients_in_text(self, text: str) -> tuple[frozenset[str], frozenset[str]]:
         """Every ingredient free text names, negation first (allergy lists: "no known allergy to penicillin"):
         (named, doubtful). A name with a negation cue before it in its clause is not named; one with a cue
@@ -224,6 +262,7 @@ class Mappings:
             (doubtful if negated_after(t, m.end()) else named).add(key)
         return frozenset(named), frozenset(doubtful - named)
 
+    @_memoised
     def procedure_groups(self, codings: Iterable[tuple[str, str]], text: str) -> frozenset[str]:
         """Groups of a procedure: by SNOMED CT code and by words in its text and displays."""
         hits = {g for system, code in codings if system == SNOMED for g in self.procedure_snomed.get(code, ())}

@@ -90,7 +90,6 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         facts.gathered.update(gathered)
         meds_by_ref: dict[str, dict] = {}
         pending: list[dict] = []
-        procedure_groups: dict[tuple, frozenset[str]] = {}  # a chart repeats its procedures visit after visit
         for res in resources:
             rtype = res.get("resourceType")
             if rtype == "Medication":
@@ -116,7 +115,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                 elif rtype == "Immunization":
                     self._immunization(res, facts)
                 elif rtype == "Procedure":
-                    self._procedure(res, facts, procedure_groups)
+                    self._procedure(res, facts)
                 elif rtype == "AllergyIntolerance":
                     self._allergy(res, facts)
             except Invalid:
@@ -205,17 +204,13 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
             )
         )
 
-    def _procedure(self, proc: dict, facts: PatientFacts, known: dict[tuple, frozenset[str]]) -> None:
-        """`known`: the groups of the codings and texts already read in this record (each a few dozen
-        word patterns searched)."""
+    def _procedure(self, proc: dict, facts: PatientFacts) -> None:
         status = _s(proc.get("status")) or "unknown"
         if status in ("entered-in-error", "not-done", "preparation"):
             return
         code = _o(proc.get("code"))
-        key = (tuple((system, c) for system, c, _ in _codings(code)), _cc_all_text(code))
-        groups = known.get(key)
-        if groups is None:
-            groups = known[key] = self.m.procedure_groups(*key)
+        # the codings as a tuple: the maps keep the groups of each concept they have read (Mappings._memoised)
+        groups = self.m.procedure_groups(tuple((system, c) for system, c, _ in _codings(code)), _cc_all_text(code))
         if not groups or not self._valid(proc, facts):
             return
         period = _o(proc.get("performedPeriod"))
