@@ -25,7 +25,7 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.normalize import SharedMedications
 from cds_service.fhir.read import iter_resources
-from cds_service.runtime import tune_gc
+from cds_service.runtime import collector_paused, tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
 from cds_service.screening.prefilter import CohortFilter
 from cds_service.screening.route import (
@@ -232,6 +232,13 @@ def screen_partition(
     counted (the patients left out for being over the per-patient caps, and the resources of the lines
     the partition step routed unparsed: bulk.patients_in), and this worker's peak RSS so far (MiB)."""
     part, as_of, trial_ids, limits, only = job
+    with collector_paused():
+        return _screen_partition(part, as_of, trial_ids, limits, only)
+
+
+def _screen_partition(
+    part: list[Path], as_of: date, trial_ids: list[str] | None, limits: ReadLimits, only: set[str] | None
+) -> tuple[list[dict[str, Any]], Funnel, ReadStats, float]:
     counted = ReadStats()
     shared: list[dict] = []  # the partition's Medication resources, indexed once for all its patients
     patients = patients_in(part, limits, counted.too_large, only, counted, shared)

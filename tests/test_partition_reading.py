@@ -1,7 +1,8 @@
-"""Medication resources no patient owns (a Bulk Data export's Medication file) are indexed once per partition
-(Normalizer.shared_medications) instead of being added to every record: a record read with them `shared` gives
-the facts of the record followed by them, in both reading modes, and a screen hands the normaliser each
-patient's own resources only. Nothing here names a trial."""
+"""How a screen's worker reads a partition. Medication resources no patient owns (a Bulk Data export's Medication
+file) are indexed once per partition (Normalizer.shared_medications) instead of being added to every record: a
+record read with them `shared` gives the facts of the record followed by them, in both reading modes, and a
+screen hands the normaliser each patient's own resources only. The collector is paused while a partition is
+read and evaluated, and runs once after. Nothing here names a trial."""
 
 from __future__ import annotations
 
@@ -110,3 +111,37 @@ def test_a_screen_gives_the_normaliser_each_patients_own_resources(tmp_path, cat
     assert sorted(rows, key=lambda r: (r["patient"], r["trial"])) == sorted(
         want, key=lambda r: (r["patient"], r["trial"])
     )
+
+
+def test_a_partition_is_read_with_the_collector_paused_and_collected_after(tmp_path, as_of, monkeypatch):
+    """screen_partition pauses the collector while it reads and evaluates (runtime.collector_paused), leaves it
+    as it found it, and a reference cycle made meanwhile is freed by the end."""
+    import gc
+    import weakref
+
+    part = tmp_path / "part-0.ndjson"
+    own, _ = _record(as_of, "g1", random.Random(1))
+    part.write_bytes(b"".join(b'"g1"\t' + orjson.dumps(r) + b"\n" for r in own if r["resourceType"] != "Medication"))
+    run._init(str(REPO_ROOT / "mappings"), str(REPO_ROOT / "trials"), 365)
+    seen: list = []
+    evaluate = run.evaluate_patients
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle only the collector frees
+        seen.append((gc.isenabled(), weakref.ref(a)))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(run, "evaluate_patients", spy)
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            rows, *_ = run.screen_partition(([part], as_of, None, ReadLimits(), None))
+            assert gc.isenabled() == enabled and rows
+        finally:
+            gc.enable()
+    assert [paused for paused, _ in seen] == [False, False]
+    assert seen[0][1]() is None  # collected when the partition was done
