@@ -32,27 +32,43 @@ MEMO_ENTRIES = 8_192  # answers kept per lookup; then its memo starts again (a f
 MEMO_KEY_CHARS = 256  # a longer text (a note pasted into a concept) is read each time, never kept
 
 
+def _chars(value: Any) -> int | None:
+    """The characters of a text, or of a tuple of texts and such tuples (codings); None for anything else (a
+    list, a generator: not a value that can be kept by)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, tuple):
+        sizes = [_chars(v) for v in value]
+        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+    return None
+
+
+def _keepable(*args: Any) -> bool:
+    """Whether a lookup's arguments are values short enough to keep its answer by (`_memoised`)."""
+    sizes = [_chars(a) for a in args]
+    return None not in sizes and sum(sizes) <= MEMO_KEY_CHARS  # type: ignore[arg-type]
+
+
 def _memoised(lookup: Callable[..., T]) -> Callable[..., T]:
     """A lookup of the maps by text (and codes) kept by its arguments: its answer depends on nothing else,
     and the same concepts come back in record after record (Synthea's 200 procedure codes across a whole
-    screen), each a few dozen word patterns searched. Only short, hashable arguments are kept, and a lookup
-    keeps at most MEMO_ENTRIES answers, so distinct hostile texts cannot grow it."""
+    screen), each a few dozen word patterns searched. Only texts and tuples of texts are kept by, of at most
+    MEMO_KEY_CHARS together (a list or a generator of codings, a keyword call, a long text are read each
+    time), and a lookup keeps at most MEMO_ENTRIES answers, so distinct hostile texts cannot grow it."""
     name = lookup.__name__
 
     @functools.wraps(lookup)
-    def kept(self: Mappings, *args: Any) -> T:
+    def kept(self: Mappings, *args: Any, **kwargs: Any) -> T:
+        if kwargs or not _keepable(*args):
+            return lookup(self, *args, **kwargs)
         memo = self._memo.setdefault(name, {})
-        try:
-            hit = memo.get(args, _NOT_KEPT)
-        except TypeError:  # a list of codings: not kept
-            return lookup(self, *args)
+        hit = memo.get(args, _NOT_KEPT)
         if hit is _NOT_KEPT:
             hit = lookup(self, *args)
-            if sum(len(a) if isinstance(a, str) else len(repr(a)) for a in args) <= MEMO_KEY_CHARS:
-                if len(memo) >= MEMO_ENTRIES:
-                    memo.clear()
-                memo[args] = hit
-        return hit
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[args] = hit
+        return hit  # type: ignore[return-value]
 
     return kept
 
@@ -170,9 +186,10 @@ class Mappings:
             hit = self._icd_cache.get(code)
             if hit is None:
                 hit = frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
-                if len(self._icd_cache) >= MEMO_ENTRIES:  # distinct hostile codes cannot grow it without end
-                    self._icd_cache.clear()
-                self._icd_cache[code] = hit
+                if len(code) <= MEMO_KEY_CHARS:  # neither long nor endless distinct hostile codes are kept
+                    if len(self._icd_cache) >= MEMO_ENTRIES:
+                        self._icd_cache.clear()
+                    self._icd_cache[code] = hit
             return hit
         return frozenset()
 
