@@ -104,10 +104,29 @@ def _l(v: Any) -> list:
 _YEARS = (1800, 2199)  # dates a record can mean; criteria look back and forward at most a few decades
 
 
+_DATES: dict[str, date] = {}  # dates read, by their text: a record's resources share their encounters' times
+DATES_KEPT = 50_000  # then the memo starts again: a few MiB at most, each text kept at most DATE_CHARS long
+DATE_CHARS = 35  # an instant with an offset and nanoseconds; a longer one (more digits) is read each time
+
+
 def _d(v: Any) -> date | None:
-    """A FHIR date, dateTime or instant, as the calendar date it names (partial dates: first day)."""
+    """A FHIR date, dateTime or instant, as the calendar date it names (partial dates: first day). A text
+    read once is kept (`_DATES`): the same times come back resource after resource and record after record,
+    and the pattern, three ints and a date cost ten times the look-up. Only valid ones are kept."""
     if v is None:
         return None
+    kept = _DATES.get(v) if isinstance(v, str) else None
+    if kept is not None:
+        return kept
+    day = _read_date(v)
+    if len(v) <= DATE_CHARS:
+        if len(_DATES) >= DATES_KEPT:
+            _DATES.clear()
+        _DATES[v] = day
+    return day
+
+
+def _read_date(v: Any) -> date:
     m = _FHIR_DATE.match(_s(v) or "")
     if not m:
         raise Invalid("date expected")
@@ -120,10 +139,18 @@ def _d(v: Any) -> date | None:
 
 
 def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
+    """(system, code, display) of each coding of a concept; "" for a missing system or code. Every element
+    type-checked as `_o`, `_l` and `_s` do, written out here: a record reads several concepts a resource."""
     out = []
     for c in _l(_o(cc).get("coding")):
-        c = _o(c)
-        out.append((_s(c.get("system")) or "", _s(c.get("code")) or "", _s(c.get("display"))))
+        if not isinstance(c, dict):
+            raise Invalid("object expected")
+        system, code, display = c.get("system"), c.get("code"), c.get("display")
+        if not (isinstance(system, str) or system is None) or not (isinstance(code, str) or code is None):
+            raise Invalid("string expected")
+        if not (isinstance(display, str) or display is None):
+            raise Invalid("string expected")
+        out.append((system or "", code or "", display))
     return out
 
 
