@@ -82,6 +82,15 @@ def _verdict_of_evaluation(result) -> tuple:  # noqa: ANN001
     return result.id, result.status, result.eligible_from, cohort, [(c.id, c.outcome) for c in result.criteria]
 
 
+def _in_threads(work, n: int) -> None:  # noqa: ANN001
+    """`work(i)` in n threads at once, each given its number; back when all are done."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def test_verdict_is_the_evaluation_for_generated_records(catalog, as_of):
     """Engine.verdict (lean plan) gives exactly Engine.evaluate's status, eligible_from, cohort and outcomes,
     whichever is asked first of a fresh engine, with a memo of its own or one shared with the evaluation."""
@@ -186,11 +195,7 @@ def test_verdicts_and_reports_from_threads_on_a_fresh_engine(catalog, as_of):
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        _in_threads(work, 8)
         assert not errors, errors
         assert got.keys() == want.keys()
         for key, seen in got.items():
@@ -324,14 +329,18 @@ def _partition(tmp_path, records: list[tuple[str, list[dict]]], shared: list[dic
     return part
 
 
-def test_patients_in_with_medications_gives_the_appended_records(tmp_path, as_of):
-    rng = random.Random(8)
+def _hostile_partition(tmp_path, as_of, rng, prefix: str, n: int):  # noqa: ANN001, ANN202
+    """(records, their shared Medications, a partition file of them) for n hostile records."""
     records, shared = [], []
-    for k in range(10):
-        own, meds = _hostile_record(as_of, f"r{k}", rng)
-        records.append((f"r{k}", own))
+    for k in range(n):
+        own, meds = _hostile_record(as_of, f"{prefix}{k}", rng)
+        records.append((f"{prefix}{k}", own))
         shared += meds
-    part = _partition(tmp_path, records, shared)
+    return records, shared, _partition(tmp_path, records, shared)
+
+
+def test_patients_in_with_medications_gives_the_appended_records(tmp_path, as_of):
+    records, shared, part = _hostile_partition(tmp_path, as_of, random.Random(8), "r", 10)
     before = dict(patients_in(part, ReadLimits()))
     meds: list[dict] = []
     after = dict(patients_in(part, ReadLimits(), None, None, None, meds))
@@ -344,13 +353,7 @@ def test_patients_in_with_medications_gives_the_appended_records(tmp_path, as_of
 def test_screen_partition_rows_are_those_of_the_appended_records_strict(tmp_path, as_of):
     """A strict worker (init's strict flag) screens a partition with clashing and invalid Medications to the
     rows of each record read whole with every Medication appended."""
-    rng = random.Random(31)
-    records, shared = [], []
-    for k in range(8):
-        own, meds = _hostile_record(as_of, f"w{k}", rng)
-        records.append((f"w{k}", own))
-        shared += meds
-    part = _partition(tmp_path, records, shared)
+    records, shared, part = _hostile_partition(tmp_path, as_of, random.Random(31), "w", 8)
     run._init(str(REPO_ROOT / "mappings"), str(REPO_ROOT / "trials"), 365, True)
     try:
         cat = run._CATALOG
@@ -462,11 +465,7 @@ def test_memoised_lookups_from_threads(monkeypatch):
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(12)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _in_threads(work, 12)
     assert not errors and not wrong
     assert all(len(memo) <= 16 + 12 for memo in m._memo.values())
 
