@@ -26,10 +26,11 @@ def collector_paused() -> Iterator[None]:
     """No collection while a screen's worker reads and evaluates one partition, then one of what is left.
 
     A partition holds a million parsed containers until its last patient is evaluated, and the start-up
-    heap is frozen (`tune_gc`), so Python's full collections, which run once a quarter as many objects as
-    the oldest generation holds have survived, kept walking the partition: a tenth of a Synthea
-    partition's evaluation. Everything it holds is freed by reference counting when it is done (nothing on
-    the path makes cycles); the collection at the end frees whatever an unexpected cycle kept."""
+    heap is frozen (`tune_gc`), so Python's full collections (due whenever the objects that survived
+    since the last one are a quarter of the oldest generation) kept walking the partition: 3-7 % of a
+    partition's evaluation, measured on Synthea and SLE exports. Everything it holds is freed by reference
+    counting when it is done (nothing on the path makes cycles); the collection at the end frees whatever
+    an unexpected cycle kept."""
     was = gc.isenabled()
     gc.disable()
     try:
