@@ -47,6 +47,14 @@ def test_codings_reads_and_rejects_what_the_plain_form_does(cc):
     assert _outcome(_codings, cc) == _outcome(_plain_codings, cc)
 
 
+@pytest.mark.parametrize("coding", [None, {}, {"system": None, "code": None}, 3, "x", [], {"display": 1}])
+def test_codings_of_each_coding_shape_as_the_plain_form(coding):
+    """The shapes generation found or may miss: a null coding reads as an empty one (found by the test above in
+    CI, after the rewrite had made it invalid)."""
+    cc = {"coding": [coding]}
+    assert _outcome(_codings, cc) == _outcome(_plain_codings, cc)
+
+
 _DATE_TEXT = st.one_of(
     st.from_regex(r"\A\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,12})?)?(Z|[+-]\d{2}:\d{2}))?)?)?\Z"),
     st.text(max_size=40),

@@ -144,7 +144,9 @@ def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
     out = []
     for c in _l(_o(cc).get("coding")):
         if not isinstance(c, dict):
-            raise Invalid("object expected")
+            if c is not None:
+                raise Invalid("object expected")
+            c = {}  # a null coding reads as an empty one, as `_o` reads it
         system, code, display = c.get("system"), c.get("code"), c.get("display")
         if not (isinstance(system, str) or system is None) or not (isinstance(code, str) or code is None):
             raise Invalid("string expected")
