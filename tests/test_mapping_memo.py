@@ -58,6 +58,6 @@ def test_the_memo_stays_bounded_whatever_the_texts(monkeypatch):
         m.ingredient_for_text(f"drug number {i}")
         m.condition_groups("http://hl7.org/fhir/sid/icd-10-cm", f"Z{i:03d}")
         assert len(m._memo["ingredient_for_text"]) <= 50
-        assert len(m._icd_cache) <= 50
+        assert len(m._memo["_icd_groups"]) <= 50
     m.ingredient_for_text("y" * (mp.MEMO_KEY_CHARS + 1))
     assert ("y" * (mp.MEMO_KEY_CHARS + 1),) not in m._memo["ingredient_for_text"]

@@ -121,12 +121,11 @@ class Mappings:
 
     def _index_conditions_and_procedures(self) -> None:
         self._group_labels: dict[tuple[frozenset[str], bool], str] = {}
-        # SNOMED concept -> groups; ICD-10-CM is matched by prefix/range per group (cached per code)
+        # SNOMED concept -> groups; ICD-10-CM is matched by prefix/range per group (kept per code: _icd_groups)
         self.snomed_groups: dict[str, set[str]] = {}
         for key, g in self.conditions.groups.items():
             for code in g.snomed:
                 self.snomed_groups.setdefault(code, set()).add(key)
-        self._icd_cache: dict[str, frozenset[str]] = {}
         self.procedure_snomed: dict[str, set[str]] = {}
         for key, pg in self.procedures.groups.items():
             for code in pg.snomed:
@@ -183,15 +182,13 @@ class Mappings:
         if system == SNOMED:
             return frozenset(self.snomed_groups.get(code, ()))
         if system in (ICD10CM, ICD10):  # WHO ICD-10's categories and subcategories mean what ICD-10-CM's do
-            hit = self._icd_cache.get(code)
-            if hit is None:
-                hit = frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
-                if len(code) <= MEMO_KEY_CHARS:  # neither long nor endless distinct hostile codes are kept
-                    if len(self._icd_cache) >= MEMO_ENTRIES:
-                        self._icd_cache.clear()
-                    self._icd_cache[code] = hit
-            return hit
+            return self._icd_groups(code)
         return frozenset()
+
+    @_memoised  # kept per code like the text lookups: neither long nor endless distinct hostile codes
+    def _icd_groups(self, code: str) -> frozenset[str]:
+        """Groups of an ICD-10 code, matched by prefix or range against every group."""
+        return frozenset(k for k, g in self.conditions.groups.items() if g.matches_icd10cm(code))
 
     def knows_condition_system(self, system: str) -> bool:
         """A code system the condition groups are written in: a code in it that matches no group is read
