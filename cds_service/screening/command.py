@@ -22,7 +22,7 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
-from cds_service.screening.run import Screening, screen
+from cds_service.screening.run import Screening, screen, worker_pool
 from cds_service.settings import get_settings
 
 
@@ -106,7 +106,10 @@ def _embedded(
     folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console, catalog: Catalog
 ) -> Screening:
     columns = (TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as bar:
+    init = (str(dirs[0]), str(dirs[1]), dirs[2], catalog.normalizer.strict)
+    # the workers first: they are forked only from a process with no other thread, and the bar runs one
+    with worker_pool(args.workers, catalog, init) as pool, Progress(*columns, TimeElapsedColumn(), console=err,
+                                                                   transient=False) as bar:  # fmt: skip
         task = bar.add_task("patients", total=None, rate="")
 
         def advance(n: int) -> None:
@@ -114,7 +117,7 @@ def _embedded(
             elapsed = bar.tasks[0].elapsed or 1e-9
             bar.update(task, rate=f"{bar.tasks[0].completed / elapsed:.0f} patients/s")
 
-        return screen(folder, dirs, as_of, args.trial, args.workers, advance, catalog=catalog)
+        return screen(folder, dirs, as_of, args.trial, args.workers, advance, catalog=catalog, pool=pool)
 
 
 def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console) -> Screening | None:

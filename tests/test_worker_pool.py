@@ -1,0 +1,93 @@
+"""The screen's workers: forked, with the screen process's catalogue, from a process that runs no other
+thread; spawned, loading the catalogue, from one that does; the same rows, funnel and counts either way;
+and the collector's frozen heap left as it was found."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from cds_service.screening.run import worker_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in a fresh interpreter, so whether this process runs other threads (a server a fixture started)
+# cannot decide the start method under test. argv: the export folder, "thread" to start one first.
+SCRIPT = """
+import os, sys, threading, orjson
+from datetime import date
+from pathlib import Path
+from cds_service.eligibility.catalog import Catalog
+from cds_service.screening import run
+
+root, folder = Path(sys.argv[1]), Path(sys.argv[2])
+if sys.argv[3] == "thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+catalog = Catalog.load(root / "mappings", root / "trials")
+dirs = (root / "mappings", root / "trials", 365)
+init = (str(dirs[0]), str(dirs[1]), 365, False)
+with run.worker_pool(2, catalog, init) as pool:
+    method = pool._ctx.get_start_method()
+    got = run.screen(folder, dirs, date(2026, 11, 23), workers=2, catalog=catalog, pool=pool)
+    alive = pool.apply(os.getpid) > 0  # the caller's pool is the caller's to close: still working
+rows = sorted((r["patient"], r["trial"], r["status"], r["failed"], r["unknowns"]) for r in got.rows)
+funnel = {t: (got.funnel.screened[t], got.funnel.failed[t], got.funnel.unknown[t]) for t in got.funnel.order}
+st = got.stats
+print(orjson.dumps({"method": method, "alive": alive, "rows": rows, "funnel": funnel,
+                    "counts": [st.malformed, st.no_patient, st.other_types, sorted(st.patients)]}).decode())
+"""
+
+
+def _export(folder: Path) -> Path:
+    from demo.load import demo_bundles, resources
+
+    files: dict[str, list[bytes]] = {}
+    for bundle in demo_bundles().values():
+        for r in resources(bundle):
+            files.setdefault(r["resourceType"], []).append(orjson.dumps(r))
+    for rtype, lines in files.items():
+        (folder / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n{not json\n")
+    return folder
+
+
+def _screened(folder: Path, thread: bool) -> dict:
+    argv = [sys.executable, "-c", SCRIPT, str(ROOT), str(folder), "thread" if thread else "alone"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orjson.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_forked_and_spawned_workers_screen_alike(tmp_path):
+    folder = _export(tmp_path)
+    forked, spawned = _screened(folder, thread=False), _screened(folder, thread=True)
+    assert forked["method"] == "fork" and spawned["method"] == "spawn"
+    assert forked["alive"] and spawned["alive"]
+    assert forked["rows"] and {r[2] for r in forked["rows"]} - {"ineligible"}  # someone is still in
+    for key in ("rows", "funnel", "counts"):
+        assert forked[key] == spawned[key], key
+    assert forked["counts"][0] > 0  # the junk lines were counted by both
+
+
+def test_the_frozen_heap_is_left_as_found(catalog):
+    init = (str(ROOT / "mappings"), str(ROOT / "trials"), 365, False)
+    was = gc.get_freeze_count()
+    gc.unfreeze()
+    try:
+        with worker_pool(1, catalog, init) as pool:
+            assert pool.apply(sum, ([1, 2],)) == 3
+        assert gc.get_freeze_count() == 0  # a process that froze nothing gets nothing frozen
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        with worker_pool(1, catalog, init) as pool:
+            assert pool.apply(sum, ([1, 2],)) == 3
+        # one that froze its start-up heap keeps it frozen (less what was freed meanwhile), not thawed
+        assert gc.get_freeze_count() > frozen // 2 > 0
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.freeze()
