@@ -4,12 +4,14 @@ and the collector's frozen heap left as it was found."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from cds_service.screening.run import worker_pool
 
@@ -30,8 +32,7 @@ if sys.argv[3] == "thread":
     threading.Thread(target=stop.wait, daemon=True).start()
 catalog = Catalog.load(root / "mappings", root / "trials")
 dirs = (root / "mappings", root / "trials", 365)
-init = (str(dirs[0]), str(dirs[1]), 365, False)
-with run.worker_pool(2, catalog, init) as pool:
+with run.worker_pool(2, catalog) as pool:
     method = pool._ctx.get_start_method()
     got = run.screen(folder, dirs, date(2026, 11, 23), workers=2, catalog=catalog, pool=pool)
     alive = pool.apply(os.getpid) > 0  # the caller's pool is the caller's to close: still working
@@ -74,16 +75,15 @@ def test_forked_and_spawned_workers_screen_alike(tmp_path):
 
 
 def test_the_frozen_heap_is_left_as_found(catalog):
-    init = (str(ROOT / "mappings"), str(ROOT / "trials"), 365, False)
     was = gc.get_freeze_count()
     gc.unfreeze()
     try:
-        with worker_pool(1, catalog, init) as pool:
+        with worker_pool(1, catalog) as pool:
             assert pool.apply(sum, ([1, 2],)) == 3
         assert gc.get_freeze_count() == 0  # a process that froze nothing gets nothing frozen
         gc.freeze()
         frozen = gc.get_freeze_count()
-        with worker_pool(1, catalog, init) as pool:
+        with worker_pool(1, catalog) as pool:
             assert pool.apply(sum, ([1, 2],)) == 3
         # one that froze its start-up heap keeps it frozen (less what was freed meanwhile), not thawed
         assert gc.get_freeze_count() > frozen // 2 > 0
@@ -91,3 +91,17 @@ def test_the_frozen_heap_is_left_as_found(catalog):
         gc.unfreeze()
         if was:
             gc.freeze()
+
+
+def test_spawned_workers_load_the_catalogue_from_its_own_folders(catalog, monkeypatch):
+    """A spawned worker cannot be handed the catalogue: it loads the one the catalogue says it came from, and
+    one built otherwise is refused rather than replaced by whatever the screen's arguments name."""
+    from cds_service.screening import run
+
+    assert catalog.source == (str((ROOT / "mappings").resolve()), str((ROOT / "trials").resolve()))
+    monkeypatch.setattr(run, "_threads", lambda: 2)  # as if another thread ran: spawn
+    with worker_pool(1, catalog) as pool:
+        assert pool._ctx.get_start_method() == "spawn"
+        assert pool.apply(sum, ([2, 3],)) == 5
+    with pytest.raises(ValueError, match="not loaded from its folders"):
+        worker_pool(1, dataclasses.replace(catalog, source=None))

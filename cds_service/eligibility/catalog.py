@@ -33,6 +33,9 @@ class Catalog:
     engine: Engine
     normalizer: Normalizer
     problems: tuple[Problem, ...] = ()  # trial files left out, with what to fix (see `trial-matcher lint`)
+    # the mappings and trials folders it was loaded from (None: built otherwise), so that a process that
+    # cannot be handed this catalogue (a spawned screen worker) loads the same one
+    source: tuple[str, str] | None = None
 
     @classmethod
     def load(
@@ -41,7 +44,8 @@ class Catalog:
         mappings = load_mappings(mappings_dir)
         engine = Engine(mappings, horizon_days)
         trials, problems = load_checked(Path(trials_dir), mappings)
-        return cls(mappings, trials, engine, Normalizer(mappings, strict), tuple(problems))
+        source = (str(Path(mappings_dir).resolve()), str(Path(trials_dir).resolve()))
+        return cls(mappings, trials, engine, Normalizer(mappings, strict), tuple(problems), source)
 
     def facts(
         self,

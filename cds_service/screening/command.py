@@ -106,10 +106,9 @@ def _embedded(
     folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, err: Console, catalog: Catalog
 ) -> Screening:
     columns = (TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
-    init = (str(dirs[0]), str(dirs[1]), dirs[2], catalog.normalizer.strict)
     # the workers first: they are forked only from a process with no other thread, and the bar runs one
-    with worker_pool(args.workers, catalog, init) as pool, Progress(*columns, TimeElapsedColumn(), console=err,
-                                                                   transient=False) as bar:  # fmt: skip
+    with worker_pool(args.workers, catalog) as pool, Progress(*columns, TimeElapsedColumn(), console=err,
+                                                             transient=False) as bar:  # fmt: skip
         task = bar.add_task("patients", total=None, rate="")
 
         def advance(n: int) -> None:

@@ -10,6 +10,7 @@ import gc
 import multiprocessing as mp
 import os
 import resource
+import signal
 import tempfile
 import threading
 import time
@@ -126,25 +127,36 @@ def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = 
 
 
 def _adopt(catalog: Catalog) -> None:
-    """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker."""
+    """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker, which also
+    gets the signal handlers a spawned one starts with. A handler the screen process installed (a job
+    runner's graceful SIGTERM) would keep a busy worker alive through `Pool.terminate`, which then waits
+    for it forever."""
     global _CATALOG
     _CATALOG = catalog
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored stays ignored, as across exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_gc(get_settings().gc_threshold)
 
 
-def worker_pool(workers: int, catalog: Catalog, init: tuple[str, str, int, bool]) -> Any:
-    """The screen's worker processes, forked from this one when it runs no other thread, else spawned
-    (loading the catalogue from `init`, `_init`'s arguments).
+def worker_pool(workers: int, catalog: Catalog) -> Any:
+    """The screen's worker processes with `catalog`: forked from this process when it runs no other thread,
+    else spawned, loading it from its files (`Catalog.source`).
 
     A forked worker starts in milliseconds with this process's catalogue, where a spawned one imports the
     package and loads the catalogue again: 0.35 s of CPU each, while the screen waits for a worker before
     the workers share the routing. A process with another thread is not forked: a lock that thread held at
-    that moment would stay held in the worker (Python warns of it from 3.12). The heap is frozen across the
-    fork, so a worker's collections do not copy the pages of what it inherited."""
+    that moment would stay held in the worker (Python warns of it from 3.12). A heap nothing had frozen is
+    frozen across the fork, so a worker's collections do not copy the pages of what it inherited; one that
+    was frozen (`tune_gc`) is left as it was, so what was garbage at the fork is still collected."""
     if _threads() > 1 or "fork" not in mp.get_all_start_methods():
+        if catalog.source is None:
+            raise ValueError("a catalogue not loaded from its folders cannot be loaded by spawned workers")
+        init = (*catalog.source, catalog.engine.horizon.days, catalog.normalizer.strict)
         return mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init)
-    thawed = gc.get_freeze_count() == 0  # a process that froze its own start-up heap (tune_gc) keeps it so
-    gc.freeze()
+    thawed = gc.get_freeze_count() == 0
+    if thawed:
+        gc.freeze()
     try:
         return mp.get_context("fork").Pool(workers, initializer=_adopt, initargs=(catalog,))
     finally:
@@ -331,38 +343,41 @@ def screen(
 ) -> Screening:
     """Partition the export on disk, then evaluate the partitions across `workers` processes. `catalog`:
     the one loaded from `catalog_dirs` already, if the caller has it; `pool`: its `worker_pool`, if the
-    caller made it (before starting a thread of its own), left for the caller to close."""
+    caller made it (before starting a thread of its own), left for the caller to close, or terminated when
+    the screen fails (no worker goes on writing into the partitions deleted then)."""
     start = time.perf_counter()
     limits = limits or ReadLimits.from_settings()
     mappings_dir, trials_dir, horizon = catalog_dirs
     catalog = catalog or Catalog.load(mappings_dir, trials_dir, horizon_days=horizon)
     cohort = CohortFilter(opens_an_entry(catalog, trial_ids))
-    init = (str(mappings_dir), str(trials_dir), horizon, catalog.normalizer.strict)  # workers read as the parent
-    # spawned workers start (imports, catalogue) while this process reads the export
     with (
         tempfile.TemporaryDirectory(prefix="screen-") as tmp,
-        nullcontext(pool) if pool else worker_pool(workers, catalog, init) as pool,
+        nullcontext(pool) if pool else worker_pool(workers, catalog) as pool,
     ):
-        parts, stats = route_export(pool, folder, Path(tmp), limits, cohort, trial_ids, workers)
-        inside_ids = set(map(bytes.decode, cohort.added_at))
-        inside = [set[str]() for _ in parts]  # each partition's patients inside, for its worker
-        for pid in inside_ids:
-            inside[part_of(pid, len(parts))].add(pid)
-        jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
-        pending = pool.imap_unordered(screen_partition, jobs)  # the workers start on them now
-        rows, funnel = Rows(), Funnel()
-        outside = stats.patients - inside_ids
-        add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
-        if progress:
-            progress(len(outside))
-        worker_peak = 0.0
-        for part_rows, part_funnel, counted, peak in pending:
-            stats.absorb(counted)
-            worker_peak = max(worker_peak, peak)
-            rows.add(part_rows)
-            funnel.merge(part_funnel)
+        try:
+            parts, stats = route_export(pool, folder, Path(tmp), limits, cohort, trial_ids, workers)
+            inside_ids = set(map(bytes.decode, cohort.added_at))
+            inside = [set[str]() for _ in parts]  # each partition's patients inside, for its worker
+            for pid in inside_ids:
+                inside[part_of(pid, len(parts))].add(pid)
+            jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
+            pending = pool.imap_unordered(screen_partition, jobs)  # the workers start on them now
+            rows, funnel = Rows(), Funnel()
+            outside = stats.patients - inside_ids
+            add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
             if progress:
-                progress(len({r["patient"] for r in part_rows}))
+                progress(len(outside))
+            worker_peak = 0.0
+            for part_rows, part_funnel, counted, peak in pending:
+                stats.absorb(counted)
+                worker_peak = max(worker_peak, peak)
+                rows.add(part_rows)
+                funnel.merge(part_funnel)
+                if progress:
+                    progress(len({r["patient"] for r in part_rows}))
+        except BaseException:
+            pool.terminate()
+            raise
     return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb(), worker_peak)
 
 
