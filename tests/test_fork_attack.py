@@ -360,8 +360,9 @@ def test_the_command_on_a_truncated_gzip_exits_2_in_one_line_and_leaves_no_worke
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_the_command_interrupted_leaves_no_worker(how, big_export, tmp_path):
-    """Ctrl-C (SIGINT to the whole foreground group) or SIGTERM to the screen process alone, while it
-    screens: the command ends and its forked workers with it."""
+    """Ctrl-C (SIGINT to the whole foreground group) or SIGTERM to the screen process alone (a job runner
+    stopping it), while it screens: the command ends in one line with status 130, its forked workers with
+    it, and its partitions on disk are removed (SIGTERM had ended it where it stood and left them)."""
     proc = _command(big_export, tmp_path / "out", tmp_path)
     try:
         deadline = time.monotonic() + 20
@@ -373,9 +374,13 @@ def test_the_command_interrupted_leaves_no_worker(how, big_export, tmp_path):
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode != 0, "the screen ended before it was interrupted: the test proves nothing"
+        assert proc.returncode == 130, err.decode()[-3000:]
+        assert err.decode().strip().splitlines()[-1].startswith("screen: interrupted"), err.decode()[-3000:]
+        assert "Traceback" not in err.decode()
         assert _gone(proc.pid) == []
+        assert not list((tmp_path / "tmp").glob("screen-*")), "the partitions were left behind"
     finally:
         _kill_group(proc)
 

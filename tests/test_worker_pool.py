@@ -105,3 +105,13 @@ def test_spawned_workers_load_the_catalogue_from_its_own_folders(catalog, monkey
         assert pool.apply(sum, ([2, 3],)) == 5
     with pytest.raises(ValueError, match="not loaded from its folders"):
         worker_pool(1, dataclasses.replace(catalog, source=None))
+
+
+def test_workers_must_be_a_positive_number(tmp_path, capsys):
+    from cds_service.cli import main
+
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as stop:
+            main(["screen", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", bad])
+        assert stop.value.code == 2
+        assert "--workers: a number of processes, 1 or more" in capsys.readouterr().err

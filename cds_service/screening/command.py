@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -48,13 +51,40 @@ def cmd_screen(args: argparse.Namespace) -> int:
         say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
     try:
-        return _screen(folder, args, err, stamp[0])
+        with _terminate_as_interrupt():
+            return _screen(folder, args, err, stamp[0])
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a job runner: the workers and work files are gone
+        say(err, "screen: interrupted; the outputs in OUT may be incomplete")
+        return 130
     except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
         say(err, f"screen: {e}")
         return 2
     except OSError as e:  # --out not writable, a disk full: the type, not a traceback
         say(err, f"screen: cannot write the results to {args.out} ({type(e).__name__})")
         return 2
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job runner stopping the screen) unwinds like Ctrl-C, so the workers are stopped and the
+    partitions on disk removed; by default it would end the process where it stands and leave them."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _workers(text: str) -> int:
+    """--workers: a number of processes, one at least (0 ended in a traceback)."""
+    n = int(text) if text.strip().isdigit() else 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a number of processes, 1 or more, not {text[:20]!r}")
+    return n
 
 
 def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None = None) -> int:
@@ -203,7 +233,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--out", required=True, help="output folder")
     sc.add_argument("--as-of", type=date.fromisoformat, help="evaluation date (default today)")
     sc.add_argument("--trial", action="append", metavar="NCT", help="only this trial (repeatable)")
-    sc.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="processes (default: cores)")
+    sc.add_argument("--workers", type=_workers, default=os.cpu_count() or 1, help="processes (default: cores)")
     sc.add_argument("--engine", choices=["embedded", "spark"], default="embedded", help="embedded (default) or spark")
     sc.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark (default local[*])")
     sc.add_argument("--fhir-server", metavar="URL", help="run a Bulk Data $export of this server (into OUT/export)")
