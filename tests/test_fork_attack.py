@@ -1,7 +1,7 @@
 """Attacks on the screen's forked workers (run.worker_pool, screen(pool=...), command._embedded: 289dcf2).
 
 What held is kept as regression tests; the tests under "faults" failed on 289dcf2, each with the cause in its
-docstring, and pass since the fix that followed it. A test forces the start method by patching `run._threads` (1:
+docstring, and pass since the fix that followed it. A test forces the start method by patching `workers._threads` (1:
 fork, 2: spawn), so neither the threads this test process happens to run nor the machine decide what is tested; a
 fork inherits what the test patched in this process (a slow router, say), which is how a slow or failing span is
 staged."""
@@ -28,7 +28,7 @@ import pytest
 from test_prefilter_attack import MEDICATION, _as, _diff, _med_request, _whole
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening import run
+from cds_service.screening import run, workers
 from cds_service.screening.bulk import COUNTS, ExportFileError, ReadLimits
 from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources
@@ -59,7 +59,7 @@ def methods(monkeypatch) -> Iterator[list[str]]:
 
     def spy(*args):  # noqa: ANN002, ANN202
         pool = real(*args)
-        made.append(pool._ctx.get_start_method())
+        made.append(pool.method)
         return pool
 
     monkeypatch.setattr(run, "worker_pool", spy)
@@ -68,7 +68,7 @@ def methods(monkeypatch) -> Iterator[list[str]]:
 
 def _screen_as(method: str, monkeypatch, methods: list[str], *args, **kwargs) -> run.Screening:
     """`screen` with its workers forked or spawned, as `worker_pool` decides from the thread count."""
-    monkeypatch.setattr(run, "_threads", lambda: 1 if method == "fork" else 2)
+    monkeypatch.setattr(workers, "_threads", lambda: 1 if method == "fork" else 2)
     got = run.screen(*args, **kwargs)
     assert methods[-1] == method
     return got
@@ -201,12 +201,12 @@ def test_a_callers_pool_serves_screens_in_a_row(catalog, as_of, tmp_path, monkey
     subset = sorted(catalog.trials)[1:3]
     alone = {key: _summary(run.screen(folder, DIRS, as_of, ids, 2, catalog=catalog)) for key, ids in
              (("all", None), ("subset", subset))}  # fmt: skip
-    monkeypatch.setattr(run, "_threads", lambda: 1)
+    monkeypatch.setattr(workers, "_threads", lambda: 1)
     with run.worker_pool(2, catalog) as pool:
-        assert pool._ctx.get_start_method() == "fork"
+        assert pool.method == "fork"
         for key, ids in (("all", None), ("subset", subset), ("all", None)):
             assert _summary(run.screen(folder, DIRS, as_of, ids, 2, catalog=catalog, pool=pool)) == alone[key], key
-        assert pool.apply(os.getpid) != os.getpid()  # left open for the caller
+        assert pool.call(os.getpid) != os.getpid()  # left open for the caller
     assert mp.active_children() == []
 
 
@@ -220,7 +220,7 @@ root, folder = Path(sys.argv[1]), Path(sys.argv[2])
 made, real = [], run.worker_pool
 def spy(*args):
     pool = real(*args)
-    made.append(pool._ctx.get_start_method())
+    made.append(pool.method)
     return pool
 run.worker_pool = spy
 dirs = (root / "mappings", root / "trials", 365)
@@ -243,7 +243,7 @@ def test_a_second_screen_in_the_same_process_forks_again(as_of, tmp_path):
 def test_a_worker_error_reaches_the_caller_and_no_worker_is_left(catalog, as_of, tmp_path, monkeypatch, methods):
     """A truncated gzip read in a forked worker: the screen raises the file's error, and its workers are gone."""
     folder = _failing_export(tmp_path / "export", as_of)
-    monkeypatch.setattr(run, "_threads", lambda: 1)
+    monkeypatch.setattr(workers, "_threads", lambda: 1)
     with pytest.raises(ExportFileError, match=r"Observation\.999\.ndjson\.gz cannot be read"):
         run.screen(folder, DIRS, as_of, workers=2, catalog=catalog)
     assert methods == ["fork"]
@@ -263,7 +263,7 @@ def test_a_write_lock_the_screen_process_holds_survives_its_forked_workers(catal
     con.execute("create table runs(x)")
     con.execute("begin immediate")
     con.execute("insert into runs values (1)")
-    monkeypatch.setattr(run, "_threads", lambda: 1)
+    monkeypatch.setattr(workers, "_threads", lambda: 1)
     got = run.screen(folder, DIRS, as_of, workers=2, catalog=catalog)
     assert got.stats.patients
     probe = [sys.executable, "-c", LOCK_PROBE, str(db)]
@@ -280,15 +280,15 @@ import sys
 from pathlib import Path
 import duckdb
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening import run
+from cds_service.screening import run, workers
 
 root = Path(sys.argv[1])
 con = duckdb.connect()  # open, as the store's or the output's would be: its native threads run
 con.execute("select 1").fetchall()
 catalog = Catalog.load(root / "mappings", root / "trials")
-threads = run._threads()
+threads = workers._threads()
 with run.worker_pool(1, catalog) as pool:
-    print(threads, pool._ctx.get_start_method())
+    print(threads, pool.method)
 """
 
 
@@ -309,7 +309,7 @@ from cds_service.screening import command, run
 real = run.worker_pool
 def spy(*args):
     pool = real(*args)
-    print("workers:", pool._ctx.get_start_method(), file=sys.stderr, flush=True)
+    print("workers:", pool.method, file=sys.stderr, flush=True)
     return pool
 command.worker_pool = spy
 from cds_service.cli import main
@@ -415,9 +415,9 @@ def test_a_screen_that_raises_has_no_task_left_running_in_the_callers_pool(catal
     folder = _failing_export(tmp_path / "export", as_of)
     log = tmp_path / "late.log"
     monkeypatch.setattr(run, "route", _slow_router(log, 0.8))  # inherited by the forked workers
-    monkeypatch.setattr(run, "_threads", lambda: 1)
+    monkeypatch.setattr(workers, "_threads", lambda: 1)
     with run.worker_pool(2, catalog) as pool:
-        assert pool._ctx.get_start_method() == "fork"
+        assert pool.method == "fork"
         with pytest.raises(ExportFileError):
             run.screen(folder, DIRS, as_of, workers=2, catalog=catalog, pool=pool)
         raised = time.time()
@@ -502,7 +502,7 @@ def test_a_frozen_process_does_not_keep_its_garbage_frozen_for_good(catalog, mon
     test process after `run._init`), `worker_pool` calls `gc.freeze()` again and never thaws: everything live or not
     yet collected at that moment, not only the start-up heap, goes to the permanent generation, so a reference cycle
     that was garbage then is never freed. Each screen in such a process adds to it."""
-    monkeypatch.setattr(run, "_threads", lambda: 1)
+    monkeypatch.setattr(workers, "_threads", lambda: 1)
     was_frozen, was_enabled = gc.get_freeze_count(), gc.isenabled()
     gc.disable()  # no automatic collection frees the cycle before the pool is made
     gc.freeze()  # the start-up heap, as tune_gc freezes it
@@ -516,8 +516,8 @@ def test_a_frozen_process_does_not_keep_its_garbage_frozen_for_good(catalog, mon
     del node
     try:
         with run.worker_pool(1, catalog) as pool:
-            assert pool._ctx.get_start_method() == "fork"
-            assert pool.apply(sum, ([1, 2],)) == 3
+            assert pool.method == "fork"
+            assert pool.call(sum, [1, 2]) == 3
         gc.collect()
         assert gone() is None, "the garbage of the moment of the fork stays frozen, never collected"
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,9 @@ if sys.argv[3] == "thread":
 catalog = Catalog.load(root / "mappings", root / "trials")
 dirs = (root / "mappings", root / "trials", 365)
 with run.worker_pool(2, catalog) as pool:
-    method = pool._ctx.get_start_method()
+    method = pool.method
     got = run.screen(folder, dirs, date(2026, 11, 23), workers=2, catalog=catalog, pool=pool)
-    alive = pool.apply(os.getpid) > 0  # the caller's pool is the caller's to close: still working
+    alive = pool.call(os.getpid) > 0  # the caller's pool is the caller's to close: still working
 rows = sorted((r["patient"], r["trial"], r["status"], r["failed"], r["unknowns"]) for r in got.rows)
 funnel = {t: (got.funnel.screened[t], got.funnel.failed[t], got.funnel.unknown[t]) for t in got.funnel.order}
 st = got.stats
@@ -79,12 +80,12 @@ def test_the_frozen_heap_is_left_as_found(catalog):
     gc.unfreeze()
     try:
         with worker_pool(1, catalog) as pool:
-            assert pool.apply(sum, ([1, 2],)) == 3
+            assert pool.call(sum, [1, 2]) == 3
         assert gc.get_freeze_count() == 0  # a process that froze nothing gets nothing frozen
         gc.freeze()
         frozen = gc.get_freeze_count()
         with worker_pool(1, catalog) as pool:
-            assert pool.apply(sum, ([1, 2],)) == 3
+            assert pool.call(sum, [1, 2]) == 3
         # one that froze its start-up heap keeps it frozen (less what was freed meanwhile), not thawed
         assert gc.get_freeze_count() > frozen // 2 > 0
     finally:
@@ -96,13 +97,13 @@ def test_the_frozen_heap_is_left_as_found(catalog):
 def test_spawned_workers_load_the_catalogue_from_its_own_folders(catalog, monkeypatch):
     """A spawned worker cannot be handed the catalogue: it loads the one the catalogue says it came from, and
     one built otherwise is refused rather than replaced by whatever the screen's arguments name."""
-    from cds_service.screening import run
+    from cds_service.screening import workers
 
     assert catalog.source == (str((ROOT / "mappings").resolve()), str((ROOT / "trials").resolve()))
-    monkeypatch.setattr(run, "_threads", lambda: 2)  # as if another thread ran: spawn
+    monkeypatch.setattr(workers, "_threads", lambda: 2)  # as if another thread ran: spawn
     with worker_pool(1, catalog) as pool:
-        assert pool._ctx.get_start_method() == "spawn"
-        assert pool.apply(sum, ([2, 3],)) == 5
+        assert pool.method == "spawn"
+        assert pool.call(sum, [2, 3]) == 5
     with pytest.raises(ValueError, match="not loaded from its folders"):
         worker_pool(1, dataclasses.replace(catalog, source=None))
 
@@ -115,3 +116,32 @@ def test_workers_must_be_a_positive_number(tmp_path, capsys):
             main(["screen", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", bad])
         assert stop.value.code == 2
         assert "--workers: a number of processes, 1 or more" in capsys.readouterr().err
+
+
+# The command, with a worker killed outright as it starts on a partition, as the out-of-memory killer does.
+KILLED = """
+import os, signal, sys
+from cds_service.screening import run
+def screen_partition(job):  # only ever run by a worker
+    os.kill(os.getpid(), signal.SIGKILL)
+run.screen_partition = screen_partition
+from cds_service.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_killed_mid_screen_stops_the_screen_instead_of_hanging(tmp_path):
+    """A multiprocessing.Pool waited for a dead worker's task for ever: an overnight screen never ended."""
+    (tmp_path / "export").mkdir()
+    (tmp_path / "tmp").mkdir()
+    folder = _export(tmp_path / "export")
+    argv = [sys.executable, "-c", KILLED, "screen", str(folder), "--workers", "2", "--as-of", "2026-11-23",
+            "--out", str(tmp_path / "out"), "--no-store"]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env, check=False)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "screen: a worker process ended abruptly (killed, or out of memory); nothing was written"
+    )
+    assert not (tmp_path / "out" / "patients.csv").exists()
+    assert not list((tmp_path / "tmp").iterdir()), "the partitions were left behind"

@@ -1,20 +1,18 @@
-"""Screening across cores. Each worker has the catalogue (forked from the screen process, or loading it
-once when spawned: `worker_pool`), routes spans of the export to its own file of each partition
+"""Screening across cores. Each worker (workers.py) has the catalogue (forked from the screen process, or
+loading it once when spawned: `worker_pool`), routes spans of the export to its own file of each partition
 (route.py, spans.py; the screen process routes spans too until a worker has started), then evaluates
 whole partitions, returning one row per patient and trial and its share of the
 funnel counts (so nothing per-criterion per-patient crosses back to the parent)."""
 
 from __future__ import annotations
 
-import gc
-import multiprocessing as mp
 import os
 import resource
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
@@ -45,6 +43,8 @@ from cds_service.screening.route import (
 )
 from cds_service.screening.rows import Rows
 from cds_service.screening.spans import Span, spans_of
+from cds_service.screening.workers import Workers
+from cds_service.screening.workers import start as start_workers
 from cds_service.settings import get_settings
 
 ROW_FIELDS = (
@@ -129,8 +129,8 @@ def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = 
 def _adopt(catalog: Catalog) -> None:
     """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker, which also
     gets the signal handlers a spawned one starts with. A handler the screen process installed (a job
-    runner's graceful SIGTERM) would keep a busy worker alive through `Pool.terminate`, which then waits
-    for it forever."""
+    runner's graceful SIGTERM) would keep a busy worker alive through `Workers.stop`, which then waits
+    for it for ever."""
     global _CATALOG
     _CATALOG = catalog
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -139,38 +139,13 @@ def _adopt(catalog: Catalog) -> None:
     tune_gc(get_settings().gc_threshold)
 
 
-def worker_pool(workers: int, catalog: Catalog) -> Any:
-    """The screen's worker processes with `catalog`: forked from this process when it runs no other thread,
-    else spawned, loading it from its files (`Catalog.source`).
-
-    A forked worker starts in milliseconds with this process's catalogue, where a spawned one imports the
-    package and loads the catalogue again: 0.35 s of CPU each, while the screen waits for a worker before
-    the workers share the routing. A process with another thread is not forked: a lock that thread held at
-    that moment would stay held in the worker (Python warns of it from 3.12). A heap nothing had frozen is
-    frozen across the fork, so a worker's collections do not copy the pages of what it inherited; one that
-    was frozen (`tune_gc`) is left as it was, so what was garbage at the fork is still collected."""
-    if _threads() > 1 or "fork" not in mp.get_all_start_methods():
-        if catalog.source is None:
-            raise ValueError("a catalogue not loaded from its folders cannot be loaded by spawned workers")
-        init = (*catalog.source, catalog.engine.horizon.days, catalog.normalizer.strict)
-        return mp.get_context("spawn").Pool(workers, initializer=_init, initargs=init)
-    thawed = gc.get_freeze_count() == 0
-    if thawed:
-        gc.freeze()
-    try:
-        return mp.get_context("fork").Pool(workers, initializer=_adopt, initargs=(catalog,))
-    finally:
-        if thawed:
-            gc.unfreeze()
-
-
-def _threads() -> int:
-    """The threads this process runs: the kernel's count where there is one (a library's native threads,
-    DuckDB's say, are not in `threading`'s), else Python's."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
+def worker_pool(workers: int, catalog: Catalog) -> Workers:
+    """The screen's workers with `catalog`: forked with this process's own, or spawned, loading it from its
+    folders (`Catalog.source`; a catalogue built otherwise cannot be). See `workers.start`."""
+    spawn: tuple | str = "a catalogue not loaded from its folders cannot be loaded by spawned workers"
+    if catalog.source is not None:
+        spawn = (_init, (*catalog.source, catalog.engine.horizon.days, catalog.normalizer.strict))
+    return start_workers(workers, (_adopt, (catalog,)), spawn)
 
 
 def evaluate_patients(
@@ -339,7 +314,7 @@ def screen(
     progress: Callable[[int], None] | None = None,
     limits: ReadLimits | None = None,
     catalog: Catalog | None = None,
-    pool: Any | None = None,
+    pool: Workers | None = None,
 ) -> Screening:
     """Partition the export on disk, then evaluate the partitions across `workers` processes. `catalog`:
     the one loaded from `catalog_dirs` already, if the caller has it; `pool`: its `worker_pool`, if the
@@ -361,7 +336,7 @@ def screen(
             for pid in inside_ids:
                 inside[part_of(pid, len(parts))].add(pid)
             jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
-            pending = pool.imap_unordered(screen_partition, jobs)  # the workers start on them now
+            pending = pool.unordered(screen_partition, jobs)  # the workers start on them now
             rows, funnel = Rows(), Funnel()
             outside = stats.patients - inside_ids
             add_outside(rows, funnel, catalog, outside, as_of, trial_ids)
@@ -376,7 +351,7 @@ def screen(
                 if progress:
                     progress(len({r["patient"] for r in part_rows}))
         except BaseException:
-            pool.terminate()
+            pool.stop()
             raise
     return Screening(rows, funnel, stats, time.perf_counter() - start, peak_rss_mb(), worker_peak)
 
@@ -397,7 +372,7 @@ def route_span(job: tuple[Span, Path, int, int, frozenset[bytes], list[str] | No
 
 
 def route_export(
-    pool: Any,
+    pool: Workers,
     folder: Path,
     work: Path,
     limits: ReadLimits,
@@ -412,13 +387,13 @@ def route_export(
     not wait idle for the workers, and a large one is routed by the workers alone."""
     parts, max_line = partitions_for(folder, workers), limits.max_line_bytes
     entry, rest = entry_files(folder)
-    ready = pool.apply_async(os.getpid)  # answered once a worker has loaded its catalogue
+    ready = pool.submit(os.getpid)  # answered once a worker has loaded its catalogue
     done: list[Routed] = []
 
     def phase(spans: list[Span]) -> None:
         spans = until_ready(spans, ready, lambda s: done.append(route([s], files, max_line, cohort)))
         known = frozenset(cohort.added_at)
-        done.extend(pool.imap_unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans]))
+        done.extend(pool.unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans]))
         for d in done:  # what every router found inside, this process's own included
             cohort.learn(d.known)
 
@@ -438,10 +413,10 @@ def route_export(
 ENTRY_SPAN_BYTES = 1024 * 1024
 
 
-def until_ready(spans: list[Span], ready: Any, take: Callable[[Span], None]) -> list[Span]:
-    """`take` spans here, one at a time, until `ready` (an AsyncResult) is; the spans left."""
+def until_ready(spans: list[Span], ready: Future, take: Callable[[Span], None]) -> list[Span]:
+    """`take` spans here, one at a time, until `ready` is done; the spans left."""
     taken = 0
-    while taken < len(spans) and not ready.ready():
+    while taken < len(spans) and not ready.done():
         take(spans[taken])
         taken += 1
     return spans[taken:]

@@ -1,0 +1,100 @@
+"""The screen's worker processes: forked when that is safe, and never waiting for ever on one that died.
+
+A `concurrent.futures.ProcessPoolExecutor`, not a `multiprocessing.Pool`: when a worker dies in the
+middle of a task (the kernel's out-of-memory killer, a `kill -9`), the Pool waits for that task's result
+for ever, so an overnight screen would simply never finish; the executor raises `BrokenProcessPool`
+instead, and the screen stops with a message. This module knows nothing of screening: `run.worker_pool`
+gives it the start-up of each kind of worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+from typing import Any
+
+__all__ = ["BrokenProcessPool", "Workers", "start"]
+
+Start = tuple[Callable[..., None], tuple[Any, ...]]  # a worker's initializer and its arguments
+
+
+class Workers:
+    """Worker processes: tasks submitted, results as they finish, and `stop` to end them now."""
+
+    def __init__(self, executor: ProcessPoolExecutor, method: str) -> None:
+        self._executor, self.method = executor, method
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        return self._executor.submit(fn, *args)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        return self.submit(fn, *args).result()
+
+    def unordered(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Any]:
+        """`fn(job)` of every job, in the order they finish; `BrokenProcessPool` if a worker died."""
+        futures = [self._executor.submit(fn, job) for job in jobs]
+        try:
+            for done in as_completed(futures):
+                yield done.result()
+        finally:
+            for f in futures:  # left early (an error, or the caller stopped reading): queued ones are dropped
+                f.cancel()
+
+    def stop(self) -> None:
+        """End the workers now, running tasks included, then wait for them to be gone: a screen that failed
+        deletes its partitions next, and no worker may still be writing into them."""
+        for process in list((self._executor._processes or {}).values()):  # Python 3.14: terminate_workers()
+            if process.is_alive():
+                process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop() if kind is not None else self.close()
+
+
+def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
+    """`workers` processes, forked and started by `fork` when this process runs no other thread, else
+    spawned and started by `spawn` (or a ValueError with `spawn`, the reason they cannot be).
+
+    A forked worker starts in milliseconds with what this process has loaded, where a spawned one imports the
+    package again. A process with another thread is not forked: a lock that thread held at that moment would
+    stay held in the worker (Python warns of it from 3.12). The workers are forked here and now, before the
+    caller starts a thread of its own (a progress bar's). A heap nothing had frozen is frozen across the
+    fork, so a worker's collections do not copy the pages it inherited; one that was frozen (`tune_gc`) is
+    left as it was, so what was garbage at the fork is still collected."""
+    if _threads() > 1 or "fork" not in mp.get_all_start_methods():
+        if isinstance(spawn, str):
+            raise ValueError(spawn)
+        executor = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=spawn[0], initargs=spawn[1])
+        return Workers(executor, "spawn")
+    thawed = gc.get_freeze_count() == 0
+    if thawed:
+        gc.freeze()
+    try:
+        executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=fork[0], initargs=fork[1])
+        executor.submit(int)  # forks every worker now (the executor forks them all on its first task)
+    finally:
+        if thawed:
+            gc.unfreeze()
+    return Workers(executor, "fork")
+
+
+def _threads() -> int:
+    """The threads this process runs: the kernel's count where there is one (a library's native threads,
+    DuckDB's say, are not in `threading`'s), else Python's."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
