@@ -26,7 +26,7 @@ from cds_service.authoring.ctgov import IMPORTED, import_record
 from cds_service.authoring.lint import lint_paths
 from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.mappings import load_mappings
-from cds_service.screening.run import row
+from cds_service.screening.funnel import row
 from demo.hook_request import hook_request
 from demo.load import demo_bundles
 

@@ -30,9 +30,10 @@ from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadStats
 from cds_service.screening.csvsafe import safe_cell, safe_cells
+from cds_service.screening.funnel import Funnel
 from cds_service.screening.output import write_all
 from cds_service.screening.route import partition
-from cds_service.screening.run import Funnel, Screening
+from cds_service.screening.run import Screening
 from cds_service.settings import REPO_ROOT, get_settings
 from cds_service.views import checklists
 from demo import synthetic as syn
@@ -411,7 +412,8 @@ def _sle_line(pid: str) -> bytes:
 def test_a_large_record_outside_every_cohort_is_screened_from_its_conditions(tmp_path, monkeypatch):
     """The cap guards what is held; a patient without the disease has only Patient and Conditions held
     (their other lines are not parsed), so a long record no longer keeps them from their `ineligible`."""
-    from cds_service.screening.run import COHORT_STEP, screen
+    from cds_service.screening.funnel import COHORT_STEP
+    from cds_service.screening.run import screen
 
     export = tmp_path / "export"
     export.mkdir()

@@ -17,6 +17,7 @@ from cds_service.fhir.facts import SOURCES
 from cds_service.fhir.normalize import Normalizer
 from cds_service.screening import run
 from cds_service.screening.bulk import ReadLimits
+from cds_service.screening.funnel import row
 from cds_service.settings import REPO_ROOT
 from demo import synthetic as syn
 
@@ -107,7 +108,7 @@ def test_a_screen_gives_the_normaliser_each_patients_own_resources(tmp_path, cat
     want = []
     for k, (own, _) in enumerate(records):
         whole = [r for r in own if r["resourceType"] != "Medication"] + every_med
-        want += [run.row(f"q{k}", v) for v in catalog.verdicts(catalog.facts(whole, f"q{k}"), as_of)]
+        want += [row(f"q{k}", v) for v in catalog.verdicts(catalog.facts(whole, f"q{k}"), as_of)]
     assert sorted(rows, key=lambda r: (r["patient"], r["trial"])) == sorted(
         want, key=lambda r: (r["patient"], r["trial"])
     )

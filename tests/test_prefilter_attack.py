@@ -15,7 +15,8 @@ import pytest
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadLimits, _parsed
-from cds_service.screening.run import COHORT_STEP, row, screen
+from cds_service.screening.funnel import COHORT_STEP, row
+from cds_service.screening.run import screen
 from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from cds_service.screening import rows as spool
 from cds_service.screening.csvsafe import FORMULA_STARTS, may_hold_formula, safe_cells
+from cds_service.screening.funnel import ROW_FIELDS
 from cds_service.screening.output import _patients_csv
-from cds_service.screening.run import ROW_FIELDS
 
 # text built from what matters to CSV and to a spreadsheet: every formula start, delimiters, quotes, breaks
 _CHARS = st.sampled_from([*FORMULA_STARTS, ",", '"', "'", ";", " ", "a", "7", "é"])

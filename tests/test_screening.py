@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from cds_service.cli import main
-from cds_service.screening.run import COHORT_STEP, screen
+from cds_service.screening.funnel import COHORT_STEP
+from cds_service.screening.run import screen
 from demo.load import demo_bundles, resources
 
 ROOT = Path(__file__).resolve().parent.parent

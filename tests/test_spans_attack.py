@@ -147,7 +147,7 @@ def _store(tmp_path: Path):
 
 
 def _rows(catalog, records: dict[str, list[dict]], shared: list[dict], as_of) -> list[dict]:
-    from cds_service.screening.run import row
+    from cds_service.screening.funnel import row
 
     return [
         row(pid, t)

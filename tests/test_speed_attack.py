@@ -53,8 +53,9 @@ from cds_service.fhir.urls import AllowList
 from cds_service.screening import prefilter
 from cds_service.screening import rows as spool
 from cds_service.screening.csvsafe import FORMULA_STARTS, may_hold_formula, safe_cells
+from cds_service.screening.funnel import ROW_FIELDS, Funnel, row
 from cds_service.screening.output import _patients_csv
-from cds_service.screening.run import ROW_FIELDS, Funnel, add_outside, row
+from cds_service.screening.run import add_outside
 from cds_service.worklist.remember import from_mirror, remember, removed
 from cds_service.worklist.runs import ROW_COLUMNS, RunStore, pseudonym
 from demo import synthetic as syn

@@ -34,6 +34,7 @@ from test_prefilter_attack import _as, _diff, _export, _whole
 
 from cds_service.screening import rows as spool
 from cds_service.screening.bulk import COUNTS, ReadLimits, ReadStats, _parsed, export_files, patients_in
+from cds_service.screening.funnel import ROW_FIELDS
 from cds_service.screening.output import _patients_csv
 from cds_service.screening.prefilter import FEW, CohortFilter, lines_naming
 from cds_service.screening.route import (
@@ -45,7 +46,7 @@ from cds_service.screening.route import (
     partition,
     route,
 )
-from cds_service.screening.run import ROW_FIELDS, opens_an_entry, screen
+from cds_service.screening.run import opens_an_entry, screen
 from cds_service.screening.spans import Span
 from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources

@@ -28,9 +28,10 @@ from test_speed_attack_3 import _whole_records
 
 from cds_service.screening import spans as spans_module
 from cds_service.screening.bulk import READ_TYPES, ReadLimits, ReadStats, _parsed, patients_in
+from cds_service.screening.funnel import COHORT_STEP
 from cds_service.screening.prefilter import unread_only
 from cds_service.screening.route import PartFiles, Router, partition
-from cds_service.screening.run import COHORT_STEP, screen
+from cds_service.screening.run import screen
 from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources
 

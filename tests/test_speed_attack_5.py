@@ -66,6 +66,7 @@ from cds_service.fhir.normalize import Normalizer
 from cds_service.runtime import collector_paused
 from cds_service.screening import run
 from cds_service.screening.bulk import ReadLimits, patients_in
+from cds_service.screening.funnel import row
 from cds_service.settings import REPO_ROOT
 from cds_service.worklist.mirror import Mirror
 from demo import synthetic as syn
@@ -363,7 +364,7 @@ def test_screen_partition_rows_are_those_of_the_appended_records_strict(tmp_path
         want = []
         for pid, own in records:
             whole = [r for r in own if r["resourceType"] != "Medication"] + every_med
-            want += [run.row(pid, v) for v in run.cohort_first(cat, pid, whole, as_of, None)]
+            want += [row(pid, v) for v in run.cohort_first(cat, pid, whole, as_of, None)]
         key = lambda r: (r["patient"], r["trial"])  # noqa: E731
         assert sorted(rows, key=key) == sorted(want, key=key)
     finally:

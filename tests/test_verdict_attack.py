@@ -49,7 +49,8 @@ from cds_service.eligibility.medications import CurrentDose
 from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import All, AnyAvailable, AnyOf, Implies, NoneOnRecord, Not, ReviewLeaf, Window
 from cds_service.fhir.facts import SOURCES
-from cds_service.screening.run import ROW_FIELDS, cohort_first, row
+from cds_service.screening.funnel import ROW_FIELDS, row
+from cds_service.screening.run import cohort_first
 from cds_service.settings import Settings, TrustedIssuer, get_settings
 from demo import synthetic as syn
 

@@ -16,8 +16,9 @@ from typing import IO, Any
 from cds_service.eligibility.catalog import Catalog
 from cds_service.screening.bulk import ReadStats
 from cds_service.screening.csvsafe import may_hold_formula, safe_cell, safe_cells
+from cds_service.screening.funnel import COHORT_STEP, ROW_FIELDS, Funnel
 from cds_service.screening.rows import Overlap, Rows, Run
-from cds_service.screening.run import COHORT_STEP, ROW_FIELDS, Funnel, Screening
+from cds_service.screening.run import Screening
 
 FUNNEL_FIELDS = ("trial", "step", "criterion", "type", "remaining_before", "failed_here", "unknown_here", "remaining")
 # Declared, not guessed: DuckDB guesses from a sample, so ids that are numbers for 20,000 rows and then
@@ -105,7 +106,7 @@ def _write_patients(items: Iterable[dict[str, Any] | Run], raw: Path, safe: Path
                 pending = []
                 _write_run(item.template, item.patients, f, g)
             else:
-                pending.append(_CELLS_OF(item))  # every row has them all (run.row)
+                pending.append(_CELLS_OF(item))  # every row has them all (funnel.row)
                 if len(pending) >= _BATCH:
                     _write_cells(pending, f, g)
                     pending = []

@@ -28,6 +28,7 @@ import orjson
 
 from cds_service.screening import run
 from cds_service.screening.bulk import ReadLimits, ReadStats, classify, export_files
+from cds_service.screening.funnel import Funnel
 
 
 def tag(line: str) -> tuple[str, str | None, str]:
@@ -88,7 +89,7 @@ def screen_spark(
     finally:
         spark.stop()
     rows = sorted((v for k, v in out if k == "row"), key=lambda r: (r["patient"], r["trial"]))
-    funnel = run.Funnel()
+    funnel = Funnel()
     for k, v in out:
         if k == "funnel":
             funnel.merge(v)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from cds_service.screening.run import COHORT_STEP
+from cds_service.screening.funnel import COHORT_STEP
 from cds_service.worklist.runs import REMOVED, Run, RunStore, StoredRow
 
 LISTS = ("newly-eligible", "bar-lifts-soon", "no-longer-eligible")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cds_service.eligibility.trials import Trial
 from cds_service.screening.csvsafe import safe_rows
-from cds_service.screening.run import COHORT_STEP
+from cds_service.screening.funnel import COHORT_STEP
 from cds_service.worklist.runs import REMOVED, RunStore
 
 LOG_FIELDS = ("month", "trial", "screened", "likely", "possibly", "not_assessed", "failed", "dismissed")

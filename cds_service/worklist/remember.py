@@ -24,7 +24,8 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.gather import Gatherer
 from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadLimits, ReadStats, _open, classify, export_files, lines
-from cds_service.screening.run import cohort_first, row
+from cds_service.screening.funnel import row
+from cds_service.screening.run import cohort_first
 from cds_service.settings import Settings
 from cds_service.worklist.mirror import Mirror, deleted_in
 from cds_service.worklist.runs import REMOVED, Run, RunStore, StoredRow, pseudonym

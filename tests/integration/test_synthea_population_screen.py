@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from cds_service.cli import main
-from cds_service.screening.run import COHORT_STEP
+from cds_service.screening.funnel import COHORT_STEP
 from demo import synthea
 
 pytestmark = pytest.mark.integration
