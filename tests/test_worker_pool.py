@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_screen_stops_the_screen_instead_of_hanging(tmp_path
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env, check=False)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (
-        "screen: a worker process ended abruptly (killed, or out of memory); nothing was written"
+        "screen: a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written"
     )
     assert not (tmp_path / "out" / "patients.csv").exists()
     assert not list((tmp_path / "tmp").iterdir()), "the partitions were left behind"

@@ -58,7 +58,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
         say(err, "screen: interrupted; the outputs in OUT may be incomplete")
         return 130
     except BrokenProcessPool:  # the out-of-memory killer, say: the screen is incomplete, so it stops
-        say(err, "screen: a worker process ended abruptly (killed, or out of memory); nothing was written")
+        say(
+            err,
+            "screen: a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written",
+        )
         return 2
     except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
         say(err, f"screen: {e}")
