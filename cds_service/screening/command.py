@@ -26,7 +26,7 @@ from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Screening, screen, worker_pool
-from cds_service.screening.workers import BrokenProcessPool
+from cds_service.screening.workers import BrokenProcessPool, NoWorkers
 from cds_service.settings import get_settings
 
 
@@ -57,6 +57,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a job runner: the workers and work files are gone
         say(err, "screen: interrupted; the outputs in OUT may be incomplete")
         return 130
+    except NoWorkers as e:  # the machine out of processes or memory
+        say(err, f"screen: {e}")
+        return 2
     except BrokenProcessPool:  # the out-of-memory killer, say: the screen is incomplete, so it stops
         say(
             err,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -51,23 +52,33 @@ from cds_service.settings import get_settings
 _CATALOG: Catalog | None = None
 
 
-def _init(mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = False) -> None:
+def _init(
+    mappings_dir: str, trials_dir: str, horizon_days: int, strict: bool = False, trials: tuple[str, ...] | None = None
+) -> None:
     """A worker's catalogue, then the collector tuned as the service tunes it: a partition holds tens of
     thousands of parsed resources, and Python's default threshold made the collector walk them again and
-    again (1.3 s of 1.9 s reading 300 patients)."""
-    _adopt(Catalog.load(mappings_dir, trials_dir, strict, horizon_days))
+    again (1.3 s of 1.9 s reading 300 patients). `trials`: the ids the screen process loaded; a worker that
+    finds others (the folder changed or went since) does not start, rather than screen against them."""
+    try:
+        catalog = Catalog.load(mappings_dir, trials_dir, strict, horizon_days)
+        if trials is not None and tuple(sorted(catalog.trials)) != trials:
+            raise RuntimeError("the trials folder changed since the screen loaded it")
+    except Exception as e:  # one line, as the command's own errors are; the screen stops on the lost worker
+        print(f"screen worker: cannot load the catalogue ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+        os._exit(1)
+    _adopt(catalog)
 
 
 def _adopt(catalog: Catalog) -> None:
     """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker, which also
-    gets the signal handlers a spawned one starts with. A handler the screen process installed (a job
-    runner's graceful SIGTERM) would keep a busy worker alive through `Workers.stop`, which then waits
-    for it for ever."""
+    gets SIGTERM's default. A handler the screen process installed (a job runner's graceful SIGTERM) would
+    keep a busy worker alive through `Workers.stop`, which then waits for it for ever. Ctrl-C reaches the
+    whole process group: the screen process stops the workers, which ignore it (an idle one died of it,
+    printing a traceback)."""
     global _CATALOG
     _CATALOG = catalog
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored stays ignored, as across exec
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the screen process's: it stops the workers
     tune_gc(get_settings().gc_threshold)
 
 
@@ -76,7 +87,8 @@ def worker_pool(workers: int, catalog: Catalog) -> Workers:
     folders (`Catalog.source`; a catalogue built otherwise cannot be). See `workers.start`."""
     spawn: tuple | str = "a catalogue not loaded from its folders cannot be loaded by spawned workers"
     if catalog.source is not None:
-        spawn = (_init, (*catalog.source, catalog.engine.horizon.days, catalog.normalizer.strict))
+        strict, trials = catalog.normalizer.strict, tuple(sorted(catalog.trials))
+        spawn = (_init, (*catalog.source, catalog.engine.horizon.days, strict, trials))
     return start_workers(workers, (_adopt, (catalog,)), spawn)
 
 
@@ -268,7 +280,7 @@ def screen(
             for pid in inside_ids:
                 inside[part_of(pid, len(parts))].add(pid)
             jobs = [(p, as_of, trial_ids, limits, mine) for p, mine in zip(parts, inside, strict=True)]
-            pending = pool.unordered(screen_partition, jobs)  # the workers start on them now
+            pending = pool.unordered(screen_partition, jobs)  # submitted: the workers start on them now
             rows, funnel = Rows(), Funnel()
             outside = stats.patients - inside_ids
             add_outside(rows, funnel, catalog, outside, as_of, trial_ids)

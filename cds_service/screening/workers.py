@@ -12,6 +12,9 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import pickle
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -19,9 +22,33 @@ from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Any
 
-__all__ = ["BrokenProcessPool", "Workers", "start"]
+__all__ = ["BrokenProcessPool", "NoWorkers", "Workers", "start"]
 
 Start = tuple[Callable[..., None], tuple[Any, ...]]  # a worker's initializer and its arguments
+
+
+class NoWorkers(RuntimeError):
+    """The worker processes could not be started (the machine out of processes or memory)."""
+
+
+def _to_file(fn: Callable[[Any], Any], job: Any, folder: str) -> str:
+    """Run `fn(job)` in a worker and leave its result in a file of `folder`: only the file's name goes back
+    through the pipe. A worker killed while it wrote a result of megabytes into the pipe left half a message
+    there, and the executor's reader waited for the rest for ever (the screen process holds the pipe's other
+    end, so no end of file comes); a name, under the pipe's 4 KiB, is written whole or not at all."""
+    result = fn(job)
+    fd, path = tempfile.mkstemp(dir=folder, suffix=".pickle")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(result, f, pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _from_file(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)  # noqa: S301 - written just now by this screen's own worker
+    finally:
+        os.unlink(path)
 
 
 class Workers:
@@ -29,6 +56,7 @@ class Workers:
 
     def __init__(self, executor: ProcessPoolExecutor, method: str) -> None:
         self._executor, self.method = executor, method
+        self._results = tempfile.mkdtemp(prefix="screen-results-")  # `_to_file`'s, each read back once
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
         return self._executor.submit(fn, *args)
@@ -37,25 +65,34 @@ class Workers:
         return self.submit(fn, *args).result()
 
     def unordered(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Any]:
-        """`fn(job)` of every job, in the order they finish; `BrokenProcessPool` if a worker died."""
-        futures = [self._executor.submit(fn, job) for job in jobs]
-        try:
-            for done in as_completed(futures):
-                yield done.result()
-        finally:
-            for f in futures:  # left early (an error, or the caller stopped reading): queued ones are dropped
-                f.cancel()
+        """`fn(job)` of every job, submitted now, in the order they finish; `BrokenProcessPool` if a worker
+        died. A result is let go of once given (the futures are not kept); tasks left when the caller stops
+        reading are cancelled by `stop` or `close` (by the executor's own thread: cancelling them here could
+        race it failing them all when a worker dies, which raised in that thread)."""
+        pending = {self._executor.submit(_to_file, fn, job, self._results) for job in jobs}
+        return self._finished(pending)
+
+    @staticmethod
+    def _finished(pending: set[Future]) -> Iterator[Any]:
+        for done in as_completed(pending):  # which lets go of each future it gives
+            pending.discard(done)
+            path = done.result()
+            del done
+            yield _from_file(path)
 
     def stop(self) -> None:
         """End the workers now, running tasks included, then wait for them to be gone: a screen that failed
-        deletes its partitions next, and no worker may still be writing into them."""
-        for process in list((self._executor._processes or {}).values()):  # Python 3.14: terminate_workers()
+        deletes its partitions next, and no worker may still be writing into them. SIGKILL, which a stopped
+        or busy worker cannot hold off (a worker keeps nothing that needs its own clean-up: its files are in
+        the folders the screen removes)."""
+        for process in list((self._executor._processes or {}).values()):  # Python 3.14: kill_workers()
             if process.is_alive():
-                process.terminate()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+                process.kill()
+        self.close()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._results, ignore_errors=True)
 
     def __enter__(self) -> Workers:
         return self
@@ -82,13 +119,17 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
     thawed = gc.get_freeze_count() == 0
     if thawed:
         gc.freeze()
+    executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=fork[0], initargs=fork[1])
+    pool = Workers(executor, "fork")
     try:
-        executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=fork[0], initargs=fork[1])
         executor.submit(int)  # forks every worker now (the executor forks them all on its first task)
+    except Exception as e:  # a fork refused (EAGAIN): the workers forked already would wait for ever
+        pool.stop()
+        raise NoWorkers(f"the worker processes could not be started ({type(e).__name__})") from e
     finally:
         if thawed:
             gc.unfreeze()
-    return Workers(executor, "fork")
+    return pool
 
 
 def _threads() -> int:
