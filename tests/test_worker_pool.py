@@ -145,3 +145,15 @@ def test_a_worker_killed_mid_screen_stops_the_screen_instead_of_hanging(tmp_path
     )
     assert not (tmp_path / "out" / "patients.csv").exists()
     assert not list((tmp_path / "tmp").iterdir()), "the partitions were left behind"
+
+
+def test_loading_a_workers_catalogue_leaves_the_process_signals_alone():
+    """`run._init` also loads the catalogue in Spark's Python workers and in tests: only the screen's pool workers
+    take the pool's signals (SIGTERM's default, Ctrl-C ignored)."""
+    import signal
+
+    from cds_service.screening import run
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    run._init(str(ROOT / "mappings"), str(ROOT / "trials"), 365)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -58,28 +58,44 @@ def _init(
     """A worker's catalogue, then the collector tuned as the service tunes it: a partition holds tens of
     thousands of parsed resources, and Python's default threshold made the collector walk them again and
     again (1.3 s of 1.9 s reading 300 patients). `trials`: the ids the screen process loaded; a worker that
-    finds others (the folder changed or went since) does not start, rather than screen against them."""
-    try:
-        catalog = Catalog.load(mappings_dir, trials_dir, strict, horizon_days)
-        if trials is not None and tuple(sorted(catalog.trials)) != trials:
-            raise RuntimeError("the trials folder changed since the screen loaded it")
-    except Exception as e:  # one line, as the command's own errors are; the screen stops on the lost worker
-        print(f"screen worker: cannot load the catalogue ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
-        os._exit(1)
+    finds others (the folder changed or went since) raises rather than screen against them."""
+    catalog = Catalog.load(mappings_dir, trials_dir, strict, horizon_days)
+    if trials is not None and tuple(sorted(catalog.trials)) != trials:
+        raise RuntimeError("the trials folder changed since the screen loaded it")
     _adopt(catalog)
 
 
 def _adopt(catalog: Catalog) -> None:
-    """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker, which also
-    gets SIGTERM's default. A handler the screen process installed (a job runner's graceful SIGTERM) would
-    keep a busy worker alive through `Workers.stop`, which then waits for it for ever. Ctrl-C reaches the
-    whole process group: the screen process stops the workers, which ignore it (an idle one died of it,
-    printing a traceback)."""
+    """A worker's catalogue: loaded (`_init`), or the screen process's own in a forked worker."""
     global _CATALOG
     _CATALOG = catalog
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the screen process's: it stops the workers
     tune_gc(get_settings().gc_threshold)
+
+
+def _forked(catalog: Catalog) -> None:
+    """A forked pool worker's start: the screen process's catalogue, and the signals a spawned one has."""
+    _worker_signals()
+    _adopt(catalog)
+
+
+def _spawned(*init: Any) -> None:
+    """A spawned pool worker's start (`_init`'s arguments). A catalogue that cannot load is said in one line,
+    as the command's own errors are, and the worker ends: the screen stops on the lost worker."""
+    _worker_signals()
+    try:
+        _init(*init)
+    except Exception as e:
+        print(f"screen worker: cannot load the catalogue ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+        os._exit(1)
+
+
+def _worker_signals() -> None:
+    """SIGTERM's default: a handler the screen process installed (a job runner's graceful SIGTERM) would keep
+    a forked worker alive through `Workers.stop`, which then waits for it for ever. Ctrl-C reaches the whole
+    process group: the screen process stops the workers, which ignore it (an idle one died of it, printing a
+    traceback). Only in pool workers: Spark's and a test's `_init` keep their own."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_pool(workers: int, catalog: Catalog) -> Workers:
@@ -88,8 +104,8 @@ def worker_pool(workers: int, catalog: Catalog) -> Workers:
     spawn: tuple | str = "a catalogue not loaded from its folders cannot be loaded by spawned workers"
     if catalog.source is not None:
         strict, trials = catalog.normalizer.strict, tuple(sorted(catalog.trials))
-        spawn = (_init, (*catalog.source, catalog.engine.horizon.days, strict, trials))
-    return start_workers(workers, (_adopt, (catalog,)), spawn)
+        spawn = (_spawned, (*catalog.source, catalog.engine.horizon.days, strict, trials))
+    return start_workers(workers, (_forked, (catalog,)), spawn)
 
 
 def evaluate_patients(
