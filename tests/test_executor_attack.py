@@ -527,7 +527,9 @@ def test_sigterm_while_the_workers_are_being_stopped(terms, as_of, tmp_path):
     try:
         _, err = proc.communicate(timeout=20)
         text = err.decode()
-        assert proc.returncode in (2, 130), text[-3000:]  # the file's error, or interrupted: both one line
+        # the file's error, or interrupted: both one line. A second SIGTERM during the clean-up is ignored; one
+        # that comes after the command has cleaned up and said so (the sender thread is late) ends it by default
+        assert proc.returncode in (2, 130) or (terms == 2 and proc.returncode == -signal.SIGTERM), text[-3000:]
         # its last words (a second SIGTERM that lands in the progress bar's exit leaves its line unended: cosmetic)
         assert text.rstrip().endswith((INTERRUPTED, "cannot be read")), text[-3000:]
         assert "Traceback" not in text, text[-3000:]

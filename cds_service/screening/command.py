@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -51,9 +52,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not folder.is_dir() or not export_files(folder):
         say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
+    with _interrupted_once():
+        return _said(folder, args, err, stamp[0])
+
+
+BROKEN = "a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written"
+
+
+def _said(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None) -> int:
+    """`_screen`, with every way it can stop said in one line, never a traceback."""
     try:
-        with _terminate_as_interrupt():
-            return _screen(folder, args, err, stamp[0])
+        return _screen(folder, args, err, transaction_time)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a job runner: the workers and work files are gone
         say(err, "screen: interrupted; the outputs in OUT may be incomplete")
         return 130
@@ -61,32 +70,43 @@ def cmd_screen(args: argparse.Namespace) -> int:
         say(err, f"screen: {e}")
         return 2
     except BrokenProcessPool:  # the out-of-memory killer, say: the screen is incomplete, so it stops
-        say(
-            err,
-            "screen: a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written",
-        )
+        say(err, f"screen: {BROKEN}")
         return 2
     except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
         say(err, f"screen: {e}")
         return 2
-    except OSError as e:  # --out not writable, a disk full: the type, not a traceback
-        say(err, f"screen: cannot write the results to {args.out} ({type(e).__name__})")
+    except OSError as e:  # the work folder's disk full, too many open files: the kind, not a traceback
+        say(err, f"screen: stopped by a file error ({_kind(e)}); work files go to {tempfile.gettempdir()} (TMPDIR)")
         return 2
 
 
+def _kind(e: OSError) -> str:
+    """An OSError's type and the system's words for it (`No space left on device`): no file name, no text."""
+    return f"{type(e).__name__}: {e.strerror}" if e.strerror else type(e).__name__
+
+
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job runner stopping the screen) unwinds like Ctrl-C, so the workers are stopped and the
-    partitions on disk removed; by default it would end the process where it stands and leave them."""
+def _interrupted_once() -> Iterator[None]:
+    """Ctrl-C or SIGTERM (a job runner stopping the screen) unwinds as KeyboardInterrupt, so the workers are
+    stopped and the work files removed; by default SIGTERM would end the process where it stands and leave
+    them. A second signal while that clean-up runs is ignored: raised in the middle of it, it cut the
+    clean-up short (a folder left, a traceback from a finalizer it landed in). The clean-up is bounded
+    (the workers are SIGKILLed), and SIGKILL still ends the command."""
+    interrupted = False
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, interrupt) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _workers(text: str) -> int:
@@ -112,7 +132,11 @@ def _screen(folder: Path, args: argparse.Namespace, err: Console, transaction_ti
             return 2
     else:
         result = _embedded(folder, dirs, as_of, args, err, catalog)
-    paths = write_all(result, catalog, Path(args.out))
+    try:
+        paths = write_all(result, catalog, Path(args.out))
+    except OSError as e:  # --out not writable, its disk full: the kind, not a traceback
+        say(err, f"screen: cannot write the results to {args.out} ({_kind(e)})")
+        return 2
     _summary(err, result, paths)
     if not args.no_store and result.stats.patients:
         from cds_service.worklist.remember import SetupError, remember

@@ -10,7 +10,6 @@ import os
 import resource
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -29,7 +28,7 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.normalize import SharedMedications
 from cds_service.fhir.read import iter_resources
-from cds_service.runtime import collector_paused, tune_gc
+from cds_service.runtime import collector_paused, scratch_folder, tune_gc
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
 from cds_service.screening.funnel import Funnel, row
 from cds_service.screening.prefilter import CohortFilter
@@ -286,7 +285,7 @@ def screen(
     catalog = catalog or Catalog.load(mappings_dir, trials_dir, horizon_days=horizon)
     cohort = CohortFilter(opens_an_entry(catalog, trial_ids))
     with (
-        tempfile.TemporaryDirectory(prefix="screen-") as tmp,
+        scratch_folder("screen-") as tmp,
         nullcontext(pool) if pool else worker_pool(workers, catalog) as pool,
     ):
         try:

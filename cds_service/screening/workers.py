@@ -13,14 +13,17 @@ import gc
 import multiprocessing as mp
 import os
 import pickle
-import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from types import TracebackType
 from typing import Any
+
+from cds_service.runtime import interrupts_held, remove_folder
 
 __all__ = ["BrokenProcessPool", "NoWorkers", "Workers", "start"]
 
@@ -85,14 +88,17 @@ class Workers:
         deletes its partitions next, and no worker may still be writing into them. SIGKILL, which a stopped
         or busy worker cannot hold off (a worker keeps nothing that needs its own clean-up: its files are in
         the folders the screen removes)."""
-        for process in list((self._executor._processes or {}).values()):  # Python 3.14: kill_workers()
-            if process.is_alive():
-                process.kill()
-        self.close()
+        try:
+            with interrupts_held():  # a Ctrl-C between kills would leave a worker writing into what is deleted next
+                _kill(list((self._executor._processes or {}).values()))  # Python 3.14: kill_workers()
+        finally:
+            self.close()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self._results, ignore_errors=True)
+        try:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            remove_folder(self._results)
 
     def __enter__(self) -> Workers:
         return self
@@ -130,6 +136,20 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
         if thawed:
             gc.unfreeze()
     return pool
+
+
+def _kill(processes: list[mp.process.BaseProcess], seconds: float = 10.0) -> None:
+    """SIGKILL `processes` and wait until they are gone: a worker killed in the middle of a system call ends
+    it first (a file it was creating is created). Their sentinels, not `join`, so the executor's own thread
+    still reaps them; `seconds` bounds the wait for one the kernel holds (a hung network file system)."""
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:
+        p.kill()
+    sentinels = [p.sentinel for p in alive]
+    deadline = time.monotonic() + seconds
+    while sentinels and time.monotonic() < deadline:
+        ended = wait(sentinels, max(0.0, deadline - time.monotonic()))
+        sentinels = [s for s in sentinels if s not in ended]
 
 
 def _threads() -> int:
