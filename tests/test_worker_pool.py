@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -157,3 +159,50 @@ def test_loading_a_workers_catalogue_leaves_the_process_signals_alone():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     run._init(str(ROOT / "mappings"), str(ROOT / "trials"), 365)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+# A pool of two workers (forked, or spawned when "thread" starts another thread first) whose pids are printed;
+# then the process waits to be killed.
+ORPHANS = """
+import os, sys, threading, time
+from cds_service.screening import workers
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+pool = workers.start(2, (int, ()), (int, ()))
+for f in [pool.submit(time.sleep, 0.3) for _ in range(2)]:  # two at once: a spawned pool starts both
+    f.result()
+print(pool.method, *sorted(pool._executor._processes), flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["fork", "thread"])
+def test_workers_end_when_the_screen_process_is_killed(kind, tmp_path):
+    """A screen SIGKILLed (a job runner's grace period over, the out-of-memory killer) cannot stop its workers:
+    they waited for tasks for ever, each holding its memory. Each now ends within a second of it."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the results folder a killed pool leaves
+    proc = subprocess.Popen([sys.executable, "-c", ORPHANS, kind], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    pids: list[int] = []
+    try:
+        method, *found = proc.stdout.readline().split()
+        pids = [int(p) for p in found]
+        assert method == ("spawn" if kind == "thread" else "fork")
+        assert len(pids) == 2 and all(map(_alive, pids))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(map(_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in pids if _alive(p)] == [], "workers left running after their screen was killed"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        for p in filter(_alive, pids):
+            os.kill(p, signal.SIGKILL)

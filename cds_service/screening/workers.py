@@ -120,12 +120,13 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
     if _threads() > 1 or "fork" not in mp.get_all_start_methods():
         if isinstance(spawn, str):
             raise ValueError(spawn)
-        executor = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=spawn[0], initargs=spawn[1])
+        context, start_with = mp.get_context("spawn"), (os.getpid(), *spawn)
+        executor = ProcessPoolExecutor(workers, context, initializer=_started, initargs=start_with)
         return Workers(executor, "spawn")
     thawed = gc.get_freeze_count() == 0
     if thawed:
         gc.freeze()
-    executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=fork[0], initargs=fork[1])
+    executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=_started, initargs=(os.getpid(), *fork))
     pool = Workers(executor, "fork")
     try:
         executor.submit(int)  # forks every worker now (the executor forks them all on its first task)
@@ -136,6 +137,21 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
         if thawed:
             gc.unfreeze()
     return pool
+
+
+def _started(parent: int, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """A worker's start: `initializer(*args)`, and a watch that ends the worker once the screen process is
+    gone. A screen SIGKILLed (a job runner's grace period over, the out-of-memory killer choosing it) cannot
+    stop its workers, and they waited for tasks for ever, each holding its memory; the pipe they wait on
+    never ends, since every worker holds a copy of its other end."""
+    threading.Thread(target=_watch, args=(parent,), name="screen-parent-watch", daemon=True).start()
+    initializer(*args)
+
+
+def _watch(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:  # an orphan's parent becomes init (or a subreaper)
+        time.sleep(every)
+    os._exit(1)
 
 
 def _kill(processes: list[mp.process.BaseProcess], seconds: float = 10.0) -> None:
