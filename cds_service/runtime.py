@@ -3,10 +3,12 @@ cut short."""
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -86,12 +88,66 @@ def remove_folder(path: str | os.PathLike[str]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+LOCK = ".in-use"  # in a scratch folder: locked (flock) while its process lives
+
+
+class Scratch:
+    """A new folder of $TMPDIR for a process's work files, removed by `remove` (with interrupts held), and
+    locked while it is in use: the folders of a process killed outright (SIGKILL, the out-of-memory killer),
+    which nothing could remove, are removed by the next process that makes one with the same prefix
+    (`sweep`). Partitions are the size of the export: a few of them left behind would fill the disk.
+
+    The lock is taken on a file before it gets its name, so no folder is ever seen with its lock free while
+    its process lives; the lock is the kernel's, so it is free once that process and every process that
+    inherited it (forked workers) have ended, however they ended."""
+
+    def __init__(self, prefix: str) -> None:
+        sweep(prefix)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        fd, name = tempfile.mkstemp(dir=self.path)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(name, self.path / LOCK)
+        self._lock: int | None = fd
+
+    def remove(self) -> None:
+        remove_folder(self.path)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def sweep(prefix: str) -> list[Path]:
+    """Remove the scratch folders `prefix*` of $TMPDIR that this user made and no live process holds (their
+    lock is free); folders without a lock (another program's, or ours being made) and other users' are left
+    alone. The folders removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            st = folder.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # in use
+            os.close(fd)
+            continue
+        try:
+            remove_folder(folder)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextmanager
 def scratch_folder(prefix: str) -> Iterator[Path]:
-    """A new folder of $TMPDIR, removed whole however the block ends (`remove_folder`; not
-    `TemporaryDirectory`, whose removal a second Ctrl-C or SIGTERM cuts short)."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    """A `Scratch` folder, removed however the block ends (not `TemporaryDirectory`, whose removal a second
+    Ctrl-C or SIGTERM cuts short)."""
+    scratch = Scratch(prefix)
     try:
-        yield folder
+        yield scratch.path
     finally:
-        remove_folder(folder)
+        scratch.remove()

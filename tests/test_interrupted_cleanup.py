@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_fork_attack import _failing_export, _gone, _kill_group, _own_tmp
+from test_fork_attack import (
+    _failing_export,
+    _gone,
+    _kill_group,
+    _own_tmp,
+    big_export,  # noqa: F401 - a fixture, asked for by name
+)
 
 from cds_service import runtime
 from cds_service.screening.command import _interrupted_once
@@ -131,5 +137,74 @@ def test_a_sigterm_while_a_failed_screen_removes_its_partitions(every, as_of, tm
         assert "Traceback" not in text, text[-3000:]
         assert _gone(proc.pid) == []
         assert not list((tmp_path / "tmp").glob("screen-*")), "the partitions were left behind"
+    finally:
+        _kill_group(proc)
+
+
+# --- what a process killed outright leaves: swept by the next one ---------------------------------------------------
+
+HOLDER = """
+import sys, time
+from cds_service.runtime import Scratch
+scratch = Scratch(sys.argv[1])
+(scratch.path / "part-0000.ndjson").write_bytes(b"{}\\n")
+print(scratch.path, flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(tmp_path: Path, prefix: str) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, prefix], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def test_the_folders_of_a_killed_process_are_swept_and_no_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    killed, killed_folder = _holder(tmp_path, "screen-")
+    live, live_folder = _holder(tmp_path, "screen-")
+    plain = tmp_path / "screen-plain"  # another program's, or one of ours not yet locked: no lock file
+    plain.mkdir()
+    elsewhere = tmp_path / "elsewhere"  # a link to a folder with a free lock: never followed
+    elsewhere.mkdir()
+    (elsewhere / runtime.LOCK).write_bytes(b"")
+    (tmp_path / "screen-link").symlink_to(elsewhere)
+    try:
+        assert killed_folder.is_dir() and live_folder.is_dir()
+        assert runtime.sweep("screen-") == []  # both held
+        killed.kill()
+        killed.wait(timeout=10)
+        assert runtime.sweep("screen-") == [killed_folder]
+        assert not killed_folder.exists()
+        assert live_folder.is_dir() and (live_folder / "part-0000.ndjson").exists()
+        assert plain.is_dir() and (elsewhere / runtime.LOCK).exists()
+    finally:
+        for proc in (killed, live):
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_screen_killed_outright_leaves_partitions_the_next_screen_removes(request, tmp_path):
+    export = request.getfixturevalue("big_export")  # about 30 MB: a second or two on two workers
+    env = _own_tmp(tmp_path)
+    argv = [sys.executable, "-m", "cds_service.cli", "screen", str(export), "--workers", "2",
+            "--as-of", "2026-11-23", "--no-store"]  # fmt: skip
+    proc = subprocess.Popen([*argv, "--out", str(tmp_path / "out1")], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "tmp").glob("screen-*/part-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.kill()  # routing: partitions on disk
+        proc.wait(timeout=10)
+        left = [p for p in (tmp_path / "tmp").glob("screen-*") if "results" not in p.name]
+        assert left, "the screen was not caught partitioning: the test staged nothing"
+        assert _gone(proc.pid) == []  # its workers end by themselves
+        done = subprocess.run([*argv, "--out", str(tmp_path / "out2")], cwd=REPO_ROOT, capture_output=True, env=env,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        assert list((tmp_path / "tmp").glob("screen-*")) == []
     finally:
         _kill_group(proc)

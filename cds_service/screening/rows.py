@@ -13,8 +13,6 @@ kept as one row per trial and the sorted patient ids (`add_uniform`), and built 
 from __future__ import annotations
 
 import heapq
-import shutil
-import tempfile
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from cds_service.runtime import Scratch
 
 _key = itemgetter("patient", "trial")  # the rows' order; in C, as heapq.merge asks it of every row
 
@@ -101,8 +101,9 @@ class Rows:
 
     def _spool(self, rows: Iterable[dict[str, Any]]) -> None:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="screen-rows-"))
-            weakref.finalize(self, shutil.rmtree, self._folder, True)
+            scratch = Scratch("screen-rows-")
+            self._folder = scratch.path
+            weakref.finalize(self, scratch.remove)
         self._written += 1
         path = self._folder / f"batch-{self._written:06d}.ndjson"
         with path.open("wb") as f:

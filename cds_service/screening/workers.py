@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from types import TracebackType
 from typing import Any
 
-from cds_service.runtime import interrupts_held, remove_folder
+from cds_service.runtime import Scratch, interrupts_held
 
 __all__ = ["BrokenProcessPool", "NoWorkers", "Workers", "start"]
 
@@ -59,7 +59,8 @@ class Workers:
 
     def __init__(self, executor: ProcessPoolExecutor, method: str) -> None:
         self._executor, self.method = executor, method
-        self._results = tempfile.mkdtemp(prefix="screen-results-")  # `_to_file`'s, each read back once
+        self._scratch = Scratch("screen-results-")  # `_to_file`'s results, each read back once
+        self._results = str(self._scratch.path)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
         return self._executor.submit(fn, *args)
@@ -98,7 +99,7 @@ class Workers:
         try:
             self._executor.shutdown(wait=True, cancel_futures=True)
         finally:
-            remove_folder(self._results)
+            self._scratch.remove()
 
     def __enter__(self) -> Workers:
         return self
