@@ -11,9 +11,10 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def tune_gc(threshold: int) -> None:
@@ -59,26 +60,32 @@ def interrupts_held() -> Iterator[None]:
     folder being deleted, and `shutil.rmtree` interrupted just after one of its `os.close` calls closes that
     descriptor again in its `finally` (EBADF: a CI run met it, a second SIGTERM during a failed screen's
     clean-up printing `cannot write the results` and leaving the partitions behind; 1 run in 139 with the two
-    signals a random 0-30 ms apart). Only the main thread can set
-    handlers; elsewhere the block simply runs (Python runs signal handlers in the main thread anyway). A
-    handler that was not set from Python (`getsignal` is None) cannot be put back, so its signal is not held."""
+    signals a random 0-30 ms apart). Only the main thread can set handlers; elsewhere the block simply runs
+    (Python runs signal handlers in the main thread anyway)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
+    try:
+        with signals_to(lambda signum, frame: caught.append(signum)):
+            yield
+    finally:
+        for s in dict.fromkeys(caught):  # each once, in the order they came, to the handler it had
+            signal.raise_signal(s)
 
-    def hold(signum: int, frame: object) -> None:
-        caught.append(signum)
 
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
-    previous = {s: signal.signal(s, hold) for s in held}
+@contextmanager
+def signals_to(handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """SIGINT and SIGTERM sent to `handler` within the block, then to the handlers they had (from the main
+    thread only). A handler that was not set from Python (`getsignal` is None) cannot be put back, so its
+    signal is left alone."""
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for s in dict.fromkeys(caught):  # each once, in the order they came
-            signal.raise_signal(s)
+        for s, was in previous.items():
+            signal.signal(s, was)
 
 
 def remove_folder(path: str | os.PathLike[str]) -> None:

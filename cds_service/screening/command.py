@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.runtime import signals_to
 from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
@@ -100,13 +100,8 @@ def _interrupted_once() -> Iterator[None]:
             interrupted = True
             raise KeyboardInterrupt
 
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
-    previous = {s: signal.signal(s, interrupt) for s in signals}
-    try:
+    with signals_to(interrupt):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _workers(text: str) -> int:
