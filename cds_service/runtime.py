@@ -3,12 +3,14 @@ cut short."""
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import gc
 import os
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -77,15 +79,66 @@ def interrupts_held() -> Iterator[None]:
 @contextmanager
 def signals_to(handler: Callable[[int, Any], Any]) -> Iterator[None]:
     """SIGINT and SIGTERM sent to `handler` within the block, then to the handlers they had (from the main
-    thread only). A handler that was not set from Python (`getsignal` is None) cannot be put back, so its
-    signal is left alone."""
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    thread only). A signal whoever started the process ignores (a background job's SIGINT, `trap '' INT`)
+    stays ignored; a handler that was not set from Python (`getsignal` is None) cannot be put back, so its
+    signal is left alone too."""
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (None, signal.SIG_IGN)]
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
         for s, was in previous.items():
             signal.signal(s, was)
+
+
+class Interruption:
+    """Ctrl-C or SIGTERM unwinds the block as KeyboardInterrupt, once (`interrupted_once`)."""
+
+    def __init__(self) -> None:
+        self.happened = False  # and maybe turned into a library's own error (DuckDB's "Query interrupted")
+        self._signum = signal.SIGINT
+        self.again: threading.Timer | None = None  # a signal to give again (`unraisable`)
+
+    def handler(self, signum: int, frame: object) -> None:
+        if not self.happened:
+            self.happened, self._signum = True, signum
+            raise KeyboardInterrupt
+
+    def unraisable(self, hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """`sys.unraisablehook` that gives the signal again when its KeyboardInterrupt was raised where Python
+        can only print it (a finalizer, an after-fork callback) and so unwound nothing. Given again from a
+        thread a moment later: given here, it would be raised in this hook, and printed again; by then the
+        main thread is back in the code that ran the finalizer."""
+
+        def redeliver(unraisable: Any) -> None:
+            if self.happened and issubclass(unraisable.exc_type, KeyboardInterrupt):
+                self.happened = False
+                self.again = threading.Timer(0.01, _thread.interrupt_main, (self._signum,))
+                self.again.daemon = True
+                self.again.start()
+            else:
+                hook(unraisable)
+
+        return redeliver
+
+
+@contextmanager
+def interrupted_once() -> Iterator[Interruption]:
+    """Ctrl-C or SIGTERM (a job runner stopping a command) unwinds the block as KeyboardInterrupt, so what
+    it made is cleaned up (by default SIGTERM would end the process where it stands and leave it all).
+    Later signals are ignored while that clean-up runs: raised in the middle of it, one cut it short (a
+    folder left, a traceback from a finalizer it landed in). The clean-up must be bounded; SIGKILL still
+    ends the process."""
+    state = Interruption()
+    hook = sys.unraisablehook
+    sys.unraisablehook = state.unraisable(hook)
+    try:
+        with signals_to(state.handler):
+            yield state
+    finally:
+        sys.unraisablehook = hook
+        if state.again is not None:  # the block is over: given now, it would raise past every handler
+            state.again.cancel()
 
 
 def remove_folder(path: str | os.PathLike[str]) -> None:

@@ -26,7 +26,6 @@ from test_fork_attack import (
 )
 
 from cds_service import runtime
-from cds_service.screening.command import _interrupted_once
 from cds_service.settings import REPO_ROOT
 
 INTERRUPTED = "screen: interrupted; the outputs in OUT may be incomplete"
@@ -96,7 +95,7 @@ def test_a_scratch_folder_is_removed_when_its_block_raises(tmp_path, monkeypatch
 
 def test_the_command_unwinds_on_the_first_signal_and_ignores_the_next():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with _interrupted_once():
+    with runtime.interrupted_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler runs at once: the sleep is cut short

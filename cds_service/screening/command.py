@@ -10,8 +10,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.runtime import signals_to
+from cds_service.runtime import Interruption, interrupted_once
 from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
@@ -52,56 +50,45 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not folder.is_dir() or not export_files(folder):
         say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
-    with _interrupted_once():
-        return _said(folder, args, err, stamp[0])
+    with interrupted_once() as interruption:
+        return _said(folder, args, err, stamp[0], interruption)
 
 
 BROKEN = "a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written"
 
 
-def _said(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None) -> int:
-    """`_screen`, with every way it can stop said in one line, never a traceback."""
+def _said(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None,
+          interruption: Interruption) -> int:  # fmt: skip
+    """`_screen`, with every way it can stop said in one line, never a traceback (but for a fault of ours)."""
     try:
         return _screen(folder, args, err, transaction_time)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a job runner: the workers and work files are gone
-        say(err, "screen: interrupted; the outputs in OUT may be incomplete")
-        return 130
-    except NoWorkers as e:  # the machine out of processes or memory
-        say(err, f"screen: {e}")
-        return 2
-    except BrokenProcessPool:  # the out-of-memory killer, say: the screen is incomplete, so it stops
-        say(err, f"screen: {BROKEN}")
-        return 2
-    except ExportFileError as e:  # a corrupt or truncated .gz, an unreadable file: named, never quoted
-        say(err, f"screen: {e}")
-        return 2
-    except OSError as e:  # the work folder's disk full, too many open files: the kind, not a traceback
-        say(err, f"screen: stopped by a file error ({_kind(e)}); work files go to {tempfile.gettempdir()} (TMPDIR)")
-        return 2
+        pass
+    except Exception as e:
+        if not interruption.happened:  # else what a library made of the interruption (DuckDB's, say)
+            message = _failure(e)
+            if message is None:
+                raise
+            say(err, f"screen: {message}")
+            return 2
+    say(err, "screen: interrupted; the outputs in OUT may be incomplete")
+    return 130
+
+
+def _failure(e: Exception) -> str | None:
+    """What a screen that failed says (not a fault of ours: a fault is a traceback, None here)."""
+    if isinstance(e, (NoWorkers, ExportFileError)):  # out of processes or memory; a corrupt .gz, named
+        return str(e)
+    if isinstance(e, BrokenProcessPool):  # the out-of-memory killer, say: the screen is incomplete, so it stops
+        return BROKEN
+    if isinstance(e, OSError):  # the work folder's disk full, too many open files: the kind, not a traceback
+        return f"stopped by a file error ({_kind(e)}); work files go to {tempfile.gettempdir()} (TMPDIR)"
+    return None
 
 
 def _kind(e: OSError) -> str:
     """An OSError's type and the system's words for it (`No space left on device`): no file name, no text."""
     return f"{type(e).__name__}: {e.strerror}" if e.strerror else type(e).__name__
-
-
-@contextmanager
-def _interrupted_once() -> Iterator[None]:
-    """Ctrl-C or SIGTERM (a job runner stopping the screen) unwinds as KeyboardInterrupt, so the workers are
-    stopped and the work files removed; by default SIGTERM would end the process where it stands and leave
-    them. A second signal while that clean-up runs is ignored: raised in the middle of it, it cut the
-    clean-up short (a folder left, a traceback from a finalizer it landed in). The clean-up is bounded
-    (the workers are SIGKILLed), and SIGKILL still ends the command."""
-    interrupted = False
-
-    def interrupt(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        if not interrupted:
-            interrupted = True
-            raise KeyboardInterrupt
-
-    with signals_to(interrupt):
-        yield
 
 
 def _workers(text: str) -> int:

@@ -130,10 +130,15 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
     executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=_started, initargs=(os.getpid(), *fork))
     pool = Workers(executor, "fork")
     try:
-        executor.submit(int)  # forks every worker now (the executor forks them all on its first task)
-    except Exception as e:  # a fork refused (EAGAIN): the workers forked already would wait for ever
+        # forks every worker now (the executor forks them all on its first task); a Ctrl-C meanwhile comes
+        # after, here, so the workers forked by then are stopped (else they waited for tasks for ever)
+        with interrupts_held():
+            executor.submit(int)
+    except BaseException as e:  # and a fork refused (EAGAIN): the workers forked already
         pool.stop()
-        raise NoWorkers(f"the worker processes could not be started ({type(e).__name__})") from e
+        if isinstance(e, Exception):
+            raise NoWorkers(f"the worker processes could not be started ({type(e).__name__})") from e
+        raise
     finally:
         if thawed:
             gc.unfreeze()
@@ -145,8 +150,8 @@ def _started(parent: int, initializer: Callable[..., None], args: tuple[Any, ...
     gone. A screen SIGKILLed (a job runner's grace period over, the out-of-memory killer choosing it) cannot
     stop its workers, and they waited for tasks for ever, each holding its memory; the pipe they wait on
     never ends, since every worker holds a copy of its other end."""
+    initializer(*args)  # first: it sets the worker's signals (a thread started before could take a Ctrl-C)
     threading.Thread(target=_watch, args=(parent,), name="screen-parent-watch", daemon=True).start()
-    initializer(*args)
 
 
 def _watch(parent: int, every: float = 0.5) -> None:
