@@ -1,5 +1,5 @@
-"""Process-wide tuning shared by the service and the screen's workers, and the clean-ups a signal must not
-cut short."""
+"""Process-wide tuning shared by the service and the screen's workers; how a command takes Ctrl-C and
+SIGTERM; and its work folders, whose clean-up a signal must not cut short."""
 
 from __future__ import annotations
 
@@ -162,12 +162,13 @@ class Scratch:
     inherited it (forked workers) have ended, however they ended."""
 
     def __init__(self, prefix: str) -> None:
-        sweep(prefix)
-        self.path = Path(tempfile.mkdtemp(prefix=prefix))
-        fd, name = tempfile.mkstemp(dir=self.path)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(name, self.path / LOCK)
-        self._lock: int | None = fd
+        with interrupts_held():  # a folder made but not yet locked would never be swept
+            sweep(prefix)
+            self.path = Path(tempfile.mkdtemp(prefix=prefix))
+            fd, name = tempfile.mkstemp(dir=self.path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(name, self.path / LOCK)
+            self._lock: int | None = fd  # (interrupted at the end: held until this process ends, then swept)
 
     def remove(self) -> None:
         remove_folder(self.path)
