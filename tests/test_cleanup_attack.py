@@ -1,4 +1,4 @@
-"""Attacks on fafb2df (runtime.interrupts_held, remove_folder, scratch_folder; Workers.stop/_kill/close; the `screen`
+"""Attacks on fafb2df (interrupts.interrupts_held, remove_folder, scratch_folder; Workers.stop/_kill/close; the `screen`
 command's `_interrupted_once` and `_said`) and a130717 (each worker's `_watch` thread, ending it once its parent is
 gone).
 
@@ -7,7 +7,7 @@ one moment (the way tests/test_executor_attack.py does), and holds it to its exi
 traceback, no process of its session left and no work folder left in TMPDIR.
 
 Faults (failed on 0d4c504 and pass since the fix that followed it, which moved `_interrupted_once` to
-`runtime.interrupted_once`; each docstring says what a user sees, the cause and how it was found):
+`interrupts.interrupted_once`; each docstring says what a user sees, the cause and how it was found):
 - test_a_ctrl_c_the_invoker_ignores_stays_ignored
 - test_a_signal_while_the_workers_are_forked_ends_the_command[1] and [2]
 - test_a_signal_during_the_parquet_conversion_is_one_line
@@ -40,7 +40,7 @@ from test_fork_attack import _children, _gone, _kill_group, _own_tmp
 from test_interrupted_cleanup import _raising, _work
 from test_worker_pool import ORPHANS
 
-from cds_service import runtime
+from cds_service import interrupts, scratch
 from cds_service.settings import REPO_ROOT
 
 INTERRUPTED = "screen: interrupted; the outputs in OUT may be incomplete"
@@ -112,7 +112,7 @@ def test_a_ctrl_c_the_invoker_ignores_stays_ignored(export, tmp_path):
     is stopped by Ctrl-C: `screen: interrupted`, status 130, the night's screen lost. Python keeps an ignored SIGINT
     ignored, and so did e5d9853 (its `_terminate_as_interrupt` set SIGTERM only; checked on a `git archive` of it:
     the screen ran to the end). `_interrupted_once` now points SIGINT at its handler whatever it was:
-    `runtime.signals_to` (runtime.py:82, fafb2df had the same line in command.py) skips only handlers not set from
+    `interrupts.signals_to` (runtime.py:82, fafb2df had the same line in command.py) skips only handlers not set from
     Python (None), not SIG_IGN. Found by starting the command with SIGINT ignored and sending SIGINT to its group
     while a worker evaluates. Fix: leave a signal whose handler is SIG_IGN alone in `_interrupted_once` (and
     `signals_to`), as `interrupts_held` rightly does already (it puts SIG_IGN back)."""
@@ -156,7 +156,7 @@ def test_a_signal_while_the_workers_are_forked_ends_the_command(at, export, tmp_
     waits for tasks for ever (its parent lives on, so a130717's watch does not end it either); a job runner then
     SIGKILLs it. With none forked yet ([1]) it exits 130 but leaves its `screen-results-*` folder in TMPDIR (the next
     screen's sweep, 7e75a09, removes it). Found by staging the signal in a patched `os.fork`. Fix: fork the workers
-    inside `runtime.interrupts_held()` (the signal then comes once `start` has returned the pool, inside the `with`
+    inside `interrupts.interrupts_held()` (the signal then comes once `start` has returned the pool, inside the `with`
     that stops it; forked workers inherit the holding handler, which drops the signal until `_worker_signals`), or
     `except BaseException` there, stopping the pool and re-raising a KeyboardInterrupt as it is."""
     command = Command(tmp_path, FORKING, export, {"XA_AT": at})
@@ -323,7 +323,7 @@ def test_ctrl_c_reaching_a_worker_as_it_starts_prints_no_traceback(export, tmp_p
 DEFAULT_TERM = """
 import os, signal, sys
 from pathlib import Path
-from cds_service import runtime
+from cds_service import scratch
 folder, real_unlink, sent = Path(sys.argv[1]), os.unlink, []
 def unlink(path, *args, **kwargs):
     if not sent:
@@ -332,7 +332,7 @@ def unlink(path, *args, **kwargs):
     return real_unlink(path, *args, **kwargs)
 os.unlink = unlink
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-runtime.remove_folder(folder)
+scratch.remove_folder(folder)
 print("not ended", flush=True)
 """
 
@@ -350,8 +350,8 @@ def test_a_held_sigterm_with_the_default_handler_still_ends_the_process(tmp_path
 def test_nested_holds_deliver_the_signal_once_after_the_outer_one():
     previous = signal.signal(signal.SIGTERM, _raising)
     try:
-        with pytest.raises(KeyboardInterrupt), runtime.interrupts_held():
-            with runtime.interrupts_held():
+        with pytest.raises(KeyboardInterrupt), interrupts.interrupts_held():
+            with interrupts.interrupts_held():
                 os.kill(os.getpid(), signal.SIGTERM)
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)
@@ -371,7 +371,7 @@ def test_a_hold_off_the_main_thread_runs_the_block_and_leaves_the_handlers(tmp_p
 
     def remove() -> None:
         try:
-            runtime.remove_folder(folder)
+            scratch.remove_folder(folder)
         except BaseException as e:  # noqa: BLE001 - reported to the test
             failed.append(e)
 

@@ -1,4 +1,4 @@
-"""A Ctrl-C or SIGTERM that lands while the screen cleans up (runtime.interrupts_held, remove_folder).
+"""A Ctrl-C or SIGTERM that lands while the screen cleans up (interrupts.interrupts_held, remove_folder).
 
 A CI run of e5d9853 met it: a job runner's second SIGTERM reached a failed screen while `TemporaryDirectory`
 deleted its partitions. `shutil.rmtree`, interrupted just after one of its `os.close` calls, closes the descriptor
@@ -25,7 +25,7 @@ from test_fork_attack import (
     big_export,  # noqa: F401 - a fixture, asked for by name
 )
 
-from cds_service import runtime
+from cds_service import interrupts, scratch
 from cds_service.settings import REPO_ROOT
 
 INTERRUPTED = "screen: interrupted; the outputs in OUT may be incomplete"
@@ -58,7 +58,7 @@ def test_a_signal_in_the_middle_of_removing_a_work_folder_waits_for_the_removal(
     previous = signal.signal(signum, _raising)
     try:
         with pytest.raises(KeyboardInterrupt):  # delivered, once the folder is gone
-            runtime.remove_folder(folder)
+            scratch.remove_folder(folder)
         assert signal.getsignal(signum) is _raising  # the handler it had, put back
     finally:
         signal.signal(signum, previous)
@@ -77,7 +77,7 @@ def test_a_signal_ignored_before_stays_ignored(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "rmtree", rmtree)
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        runtime.remove_folder(folder)  # no exception: SIGTERM was ignored, and is again
+        scratch.remove_folder(folder)  # no exception: SIGTERM was ignored, and is again
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -87,7 +87,7 @@ def test_a_signal_ignored_before_stays_ignored(tmp_path, monkeypatch):
 def test_a_scratch_folder_is_removed_when_its_block_raises(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)  # read $TMPDIR again
-    with pytest.raises(RuntimeError), runtime.scratch_folder("screen-") as folder:
+    with pytest.raises(RuntimeError), scratch.scratch_folder("screen-") as folder:
         _work(folder / "inner")
         raise RuntimeError
     assert folder.parent == tmp_path and not folder.exists()
@@ -95,7 +95,7 @@ def test_a_scratch_folder_is_removed_when_its_block_raises(tmp_path, monkeypatch
 
 def test_the_command_unwinds_on_the_first_signal_and_ignores_the_next():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with runtime.interrupted_once():
+    with interrupts.interrupted_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler runs at once: the sleep is cut short
@@ -144,7 +144,7 @@ def test_a_sigterm_while_a_failed_screen_removes_its_partitions(every, as_of, tm
 
 HOLDER = """
 import sys, time
-from cds_service.runtime import Scratch
+from cds_service.scratch import Scratch
 scratch = Scratch(sys.argv[1])
 (scratch.path / "part-0000.ndjson").write_bytes(b"{}\\n")
 print(scratch.path, flush=True)
@@ -168,17 +168,17 @@ def test_the_folders_of_a_killed_process_are_swept_and_no_others(tmp_path, monke
     plain.mkdir()
     elsewhere = tmp_path / "elsewhere"  # a link to a folder with a free lock: never followed
     elsewhere.mkdir()
-    (elsewhere / runtime.LOCK).write_bytes(b"")
+    (elsewhere / scratch.LOCK).write_bytes(b"")
     (tmp_path / "screen-link").symlink_to(elsewhere)
     try:
         assert killed_folder.is_dir() and live_folder.is_dir()
-        assert runtime.sweep("screen-") == []  # both held
+        assert scratch.sweep("screen-") == []  # both held
         killed.kill()
         killed.wait(timeout=10)
-        assert runtime.sweep("screen-") == [killed_folder]
+        assert scratch.sweep("screen-") == [killed_folder]
         assert not killed_folder.exists()
         assert live_folder.is_dir() and (live_folder / "part-0000.ndjson").exists()
-        assert plain.is_dir() and (elsewhere / runtime.LOCK).exists()
+        assert plain.is_dir() and (elsewhere / scratch.LOCK).exists()
     finally:
         for proc in (killed, live):
             proc.kill()

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.runtime import Interruption, interrupted_once
+from cds_service.interrupts import Interruption, interrupted_once
 from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.runtime import Scratch
+from cds_service.scratch import Scratch
 
 _key = itemgetter("patient", "trial")  # the rows' order; in C, as heapq.merge asks it of every row
 
@@ -134,8 +134,10 @@ class Rows:
         return bool(self._files)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """A generator, so that it keeps the Rows (and so their spilled batches, removed when it goes) alive
+        while it is read: `for r in screen(...).rows` drops the Rows once the iterator is made."""
         uniform = (_expand(template, patients) for template, patients in self._uniform)
-        return heapq.merge(*self._held, *(_read(p) for p in self._files), *uniform, key=_key)
+        yield from heapq.merge(*self._held, *(_read(p) for p in self._files), *uniform, key=_key)
 
     def __len__(self) -> int:
         return self._count

@@ -28,7 +28,8 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.normalize import SharedMedications
 from cds_service.fhir.read import iter_resources
-from cds_service.runtime import collector_paused, scratch_folder, tune_gc
+from cds_service.runtime import collector_paused, tune_gc
+from cds_service.scratch import scratch_folder
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
 from cds_service.screening.funnel import Funnel, row
 from cds_service.screening.prefilter import CohortFilter

@@ -23,7 +23,8 @@ from multiprocessing.connection import wait
 from types import TracebackType
 from typing import Any
 
-from cds_service.runtime import Scratch, interrupts_held
+from cds_service.interrupts import interrupts_held
+from cds_service.scratch import Scratch
 
 __all__ = ["BrokenProcessPool", "NoWorkers", "Workers", "start"]
 
