@@ -8,11 +8,13 @@ on its first signal and ignores the next ones while it cleans up."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,3 +209,43 @@ def test_a_screen_killed_outright_leaves_partitions_the_next_screen_removes(requ
         assert list((tmp_path / "tmp").glob("screen-*")) == []
     finally:
         _kill_group(proc)
+
+
+# --- the $export before a screen ----------------------------------------------------------------------------------
+
+
+class _Stalling(http.server.BaseHTTPRequestHandler):
+    """A FHIR server whose $export kick-off never answers (a slow or stuck server)."""
+
+    asked = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        type(self).asked.set()
+        time.sleep(30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_export_is_one_line(signum, tmp_path):
+    """Was a traceback (Ctrl-C) or the process ended where it stood (SIGTERM): the $export ran before the command
+    took its signals."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Stalling.asked.clear()
+    argv = [sys.executable, "-m", "cds_service.cli", "screen", "--fhir-server",
+            f"http://127.0.0.1:{server.server_port}/fhir", "--out", str(tmp_path / "out"), "--no-store"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=_own_tmp(tmp_path))  # fmt: skip
+    try:
+        assert _Stalling.asked.wait(30), "the command never asked for the export"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+        text = err.decode()
+        assert proc.returncode == 130, text[-3000:]
+        assert text.rstrip().endswith(INTERRUPTED) and "Traceback" not in text, text[-3000:]
+    finally:
+        _kill_group(proc)
+        server.shutdown()

@@ -39,6 +39,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if bool(args.input) == bool(args.fhir_server):
         say(err, "screen: give either an NDJSON folder or --fhir-server URL")
         return 2
+    with interrupted_once() as interruption:
+        return _said(args, err, interruption)
+
+
+def _run(args: argparse.Namespace, err: Console) -> int:
+    """The $export (with --fhir-server), then the screen; or a `--since last` re-screen."""
     if args.since:
         from cds_service.worklist.command import screen_since  # a re-screen is the worklist's job
 
@@ -50,18 +56,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not folder.is_dir() or not export_files(folder):
         say(err, f"screen: {folder} is not a folder of Bulk Data NDJSON files (Patient.ndjson, ...)")
         return 2
-    with interrupted_once() as interruption:
-        return _said(folder, args, err, stamp[0], interruption)
+    return _screen(folder, args, err, stamp[0])
 
 
 BROKEN = "a worker process ended abruptly (killed, out of memory, or failed to start); nothing was written"
 
 
-def _said(folder: Path, args: argparse.Namespace, err: Console, transaction_time: str | None,
-          interruption: Interruption) -> int:  # fmt: skip
-    """`_screen`, with every way it can stop said in one line, never a traceback (but for a fault of ours)."""
+def _said(args: argparse.Namespace, err: Console, interruption: Interruption) -> int:
+    """`_run`, with every way it can stop said in one line, never a traceback (but for a fault of ours): the
+    $export and a `--since last` re-screen as well as the screen itself."""
     try:
-        return _screen(folder, args, err, transaction_time)
+        return _run(args, err)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a job runner: the workers and work files are gone
         pass
     except Exception as e:
