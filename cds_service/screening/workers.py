@@ -60,8 +60,7 @@ class Workers:
 
     def __init__(self, executor: ProcessPoolExecutor, method: str) -> None:
         self._executor, self.method = executor, method
-        self._scratch = Scratch("screen-results-")  # `_to_file`'s results, each read back once
-        self._results = str(self._scratch.path)
+        self._results = Scratch("screen-results-")  # `_to_file`'s results, each read back once
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
         return self._executor.submit(fn, *args)
@@ -74,7 +73,8 @@ class Workers:
         died. A result is let go of once given (the futures are not kept); tasks left when the caller stops
         reading are cancelled by `stop` or `close` (by the executor's own thread: cancelling them here could
         race it failing them all when a worker dies, which raised in that thread)."""
-        pending = {self._executor.submit(_to_file, fn, job, self._results) for job in jobs}
+        folder = str(self._results.path)
+        pending = {self._executor.submit(_to_file, fn, job, folder) for job in jobs}
         return self._finished(pending)
 
     @staticmethod
@@ -100,7 +100,7 @@ class Workers:
         try:
             self._executor.shutdown(wait=True, cancel_futures=True)
         finally:
-            self._scratch.remove()
+            self._results.remove()
 
     def __enter__(self) -> Workers:
         return self
@@ -122,13 +122,11 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
     if _threads() > 1 or "fork" not in mp.get_all_start_methods():
         if isinstance(spawn, str):
             raise ValueError(spawn)
-        context, start_with = mp.get_context("spawn"), (os.getpid(), *spawn)
-        executor = ProcessPoolExecutor(workers, context, initializer=_started, initargs=start_with)
-        return Workers(executor, "spawn")
+        return Workers(_executor(workers, "spawn", spawn), "spawn")
     thawed = gc.get_freeze_count() == 0
     if thawed:
         gc.freeze()
-    executor = ProcessPoolExecutor(workers, mp.get_context("fork"), initializer=_started, initargs=(os.getpid(), *fork))
+    executor = _executor(workers, "fork", fork)
     pool = Workers(executor, "fork")
     try:
         # forks every worker now (the executor forks them all on its first task); a Ctrl-C meanwhile comes
@@ -144,6 +142,11 @@ def start(workers: int, fork: Start, spawn: Start | str) -> Workers:
         if thawed:
             gc.unfreeze()
     return pool
+
+
+def _executor(workers: int, method: str, how: Start) -> ProcessPoolExecutor:
+    """The pool, each worker started by `_started` with `how` and this process's pid (its parent's)."""
+    return ProcessPoolExecutor(workers, mp.get_context(method), initializer=_started, initargs=(os.getpid(), *how))
 
 
 def _started(parent: int, initializer: Callable[..., None], args: tuple[Any, ...]) -> None:
