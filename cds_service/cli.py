@@ -8,6 +8,7 @@ and 2 on a usage or input error, so scripts can branch on it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -19,13 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cds_service.authoring.commands import add_commands
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
-from cds_service.screening.command import add_command as add_screen
 from cds_service.settings import get_settings
-from cds_service.worklist.command import add_commands as add_worklist
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
 STATUS_STYLE = {
@@ -36,6 +34,14 @@ STATUS_STYLE = {
     "draft": "dim italic",  # imported, not yet encoded: never evaluated
 }
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+# The other areas' commands, by the module that adds them (its `add_commands`): imported only when one of its
+# commands is run, or for the full --help. `screen` of a folder so never imports the authoring tools, the
+# worklist's store or the HTTP client, about a quarter of a second of its start on this machine.
+AREAS = {
+    "cds_service.authoring.commands": ("lint", "import", "diff"),
+    "cds_service.screening.command": ("screen",),
+    "cds_service.worklist.command": ("worklist", "screening-log"),
+}
 
 
 def _catalog() -> Catalog:
@@ -174,7 +180,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with `argv`, only the area of the command it names (all when it names none)."""
     p = argparse.ArgumentParser(prog="trial-matcher", description="Clinical trial matching from FHIR R4 data")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -205,14 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="port (default TRIAL_MATCHER_PORT or 8000)")
     sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core pays)")
     sv.set_defaults(func=cmd_serve)
-    add_commands(sub)
-    add_screen(sub)
-    add_worklist(sub)
+    named = next((a for a in argv or () if not a.startswith("-")), None)  # the command; None: --help or none
+    known = set(sub.choices).union(*AREAS.values())  # the commands above, and the areas'
+    for module, commands in AREAS.items():
+        if argv is None or named not in known or named in commands:  # a typo is answered with every command
+            importlib.import_module(module).add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:  # `trial-matcher coverage | head`: the reader left, which is not an error

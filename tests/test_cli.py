@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 
-from cds_service.cli import main
+from cds_service.cli import AREAS, main
 from demo import synthetic as syn
 from demo.load import demo_bundles
 
@@ -79,7 +79,34 @@ def test_trials_and_coverage(capsys, catalog):
     assert all(r["total"] == r["computable"] + r["review"] for r in rows)
 
 
-@pytest.mark.parametrize("command", ["evaluate", "trials", "coverage", "serve"])
+COMMANDS = ["evaluate", "trials", "coverage", "serve", *(c for cs in AREAS.values() for c in cs)]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_for_each_command(command):
     out = subprocess.run([sys.executable, "-m", "cds_service", command, "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "usage: trial-matcher" in out.stdout
+    assert out.returncode == 0 and f"usage: trial-matcher {command}" in out.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["no-such-command"]])
+def test_the_full_help_and_a_typo_list_every_command(argv):
+    out = subprocess.run([sys.executable, "-m", "cds_service", *argv], capture_output=True, text=True)
+    listing = out.stdout + out.stderr
+    assert all(c in listing for c in COMMANDS), listing
+
+
+def test_screening_a_folder_imports_no_other_area_and_no_http_client(tmp_path):
+    """The areas' commands are imported only when run: a screen of a folder starts without the authoring tools'
+    commands, the worklist's or httpx (which imports its own command-line tool)."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p1"}) + "\n")
+    argv = ["screen", str(folder), "--out", str(tmp_path / "out"), "--no-store", "--workers", "1"]
+    probe = (
+        f"import sys; from cds_service.cli import main; code = main({argv!r}); "
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'click') or m in "
+        "('cds_service.authoring.commands', 'cds_service.worklist.command')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.split()[0] == "0" and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
+    assert (tmp_path / "out" / "patients.csv").is_file()

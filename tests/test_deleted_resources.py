@@ -10,8 +10,8 @@ import orjson
 import pytest
 import respx
 
-from cds_service.screening.command import clear_export
 from cds_service.screening.export import DELETED, BulkExport, ExportError
+from cds_service.screening.exported import clear_export
 from cds_service.worklist.mirror import Mirror, deletions
 from cds_service.worklist.remember import from_mirror, touched_patients
 from cds_service.worklist.runs import REMOVED

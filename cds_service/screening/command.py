@@ -7,13 +7,11 @@ FHIR server sends) is printed with Rich markup off, so `[/x]` in X-Progress is t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import tempfile
 from datetime import date
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,16 +20,11 @@ from rich.table import Table
 from cds_service.eligibility.catalog import Catalog
 from cds_service.interrupts import Interruption, interrupted_once
 from cds_service.screening.bulk import ExportFileError, export_files
-from cds_service.screening.export import DELETED, BulkExport, ExportError
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Screening, screen, worker_pool
+from cds_service.screening.say import say
 from cds_service.screening.workers import BrokenProcessPool, NoWorkers
 from cds_service.settings import get_settings
-
-
-def say(err: Console, text: str) -> None:
-    """One line of plain text: markup and highlighting off, whatever the text holds."""
-    err.print(text, markup=False, highlight=False, soft_wrap=True)  # one line, whatever the terminal width
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -50,7 +43,12 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
         return screen_since(args, err)
     stamp: list[str | None] = [None]  # the export's transactionTime: where the next `--since last` starts
-    folder = exported(args, err, stamp) if args.fhir_server else Path(args.input)
+    if args.fhir_server:
+        from cds_service.screening.exported import exported  # the HTTP client only when a server is screened
+
+        folder = exported(args, err, stamp)
+    else:
+        folder = Path(args.input)
     if folder is None:
         return 2
     if not folder.is_dir() or not export_files(folder):
@@ -180,46 +178,6 @@ def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
         return screen_spark(folder, dirs, as_of, args.trial, args.spark_master)
 
 
-def export_token(args: argparse.Namespace) -> str | None:
-    return args.token or os.environ.get("TRIAL_MATCHER_EXPORT_TOKEN") or None
-
-
-def exported(args: argparse.Namespace, err: Console, stamp: list[str | None], since: str | None = None) -> Path | None:
-    """Run a Bulk Data $export of --fhir-server into OUT_DIR/export (only what changed after `since`, when
-    given); None (said why) when it fails. The folder is emptied of an earlier export's files first: they
-    would be screened with this one. `stamp` receives the export's transactionTime."""
-    token = export_token(args)
-    target = Path(args.out) / "export"
-    try:
-        stale = clear_export(target)
-        if stale:
-            say(err, f"$export: removed {stale} file(s) of an earlier export from {target}")
-        export = BulkExport(args.fhir_server, token, args.max_poll_seconds, since=since)
-        with err.status("Bulk Data $export: kick-off") as status:
-            # X-Progress is the server's text: escaped, so markup in it is shown, never run
-            files = asyncio.run(export.run(target, lambda msg: status.update(f"Bulk Data $export: {escape(msg)}")))
-    except (ExportError, httpx.HTTPError) as e:
-        say(err, f"screen: $export failed: {e if isinstance(e, ExportError) else type(e).__name__}")
-        return None
-    except OSError as e:
-        say(err, f"screen: cannot write the export to {target} ({type(e).__name__})")
-        return None
-    say(err, f"$export: {len(files)} file(s) into {target}")
-    stamp[0] = export.transaction_time
-    return target
-
-
-def clear_export(folder: Path) -> int:
-    """Delete the NDJSON files an earlier export left in `folder` (only those: nothing else is ours)."""
-    if not folder.is_dir():
-        return 0
-    gone = folder / DELETED  # an earlier export's deletions would be applied again
-    stale = [path for _, path in export_files(folder)] + ([p for _, p in export_files(gone)] if gone.is_dir() else [])
-    for path in stale:
-        path.unlink()
-    return len(stale)
-
-
 def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-def]
     table = Table(title="Feasibility", title_justify="left")
     for col in ("trial", "likely", "possibly", "ineligible"):
@@ -242,7 +200,7 @@ def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-de
     say(err, "wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     sc = sub.add_parser(
         "screen",
         help="screen every patient of a Bulk Data export against the trials, with a feasibility funnel",

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.screening.command import export_token, exported, say
 from cds_service.screening.csvsafe import safe_rows
+from cds_service.screening.exported import export_token, exported
+from cds_service.screening.say import say
 from cds_service.settings import Settings, get_settings
 from cds_service.worklist import changes, log
 from cds_service.worklist.mirror import Mirror, deleted_in
