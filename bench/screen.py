@@ -18,6 +18,7 @@ on another checkout's code, just before this one's, on the same files.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import subprocess
@@ -100,6 +101,13 @@ print(json.dumps({"status": status, "parent": resource.getrusage(resource.RUSAGE
 """
 
 
+def byte_compiled(code: Path) -> None:
+    """Byte-compile a checkout's package once, as `pip install` does. Where PYTHONDONTWRITEBYTECODE is set (this
+    machine; container images often set it) an uninstalled checkout is otherwise compiled from source at every
+    start: 65 modules, about 0.04 s of each screen here, which no installed copy pays."""
+    compileall.compile_dir(code / "cds_service", quiet=1)
+
+
 def run_screen(
     folder: Path, out: Path, workers: int, spark: bool = False, code: Path = REPO_ROOT, store: bool = False
 ) -> tuple[float, float, float]:
@@ -176,6 +184,8 @@ def main() -> int:
                 for w, spark, code in runs
                 for run in ([(w, spark, args.against)] if not spark else []) + [(w, spark, code)]
             ]
+        for code in {code for _, _, code in runs}:
+            byte_compiled(code)
         for w, spark, code in runs:
             out = Path(tmp) / f"out{w}{spark}{code.name}"
             secs, parent, worker = run_screen(export, out, w, spark, code, args.store)
