@@ -16,6 +16,7 @@ from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -23,7 +24,7 @@ from rich.text import Text
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
-from cds_service.settings import get_settings
+from cds_service.settings import get_settings, settings_errors
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
 STATUS_STYLE = {
@@ -168,6 +169,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     s = get_settings()
+    problem = s.auth_problem()  # before uvicorn, which would print the app factory's error as a traceback
+    if problem:
+        print(f"serve: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     uvicorn.run(
         "cds_service.api.app:create_app",
         factory=True,
@@ -225,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
+    except ValidationError as e:  # a TRIAL_MATCHER_* variable that does not parse: named, in one line each
+        errors = settings_errors(e)
+        if errors is None:
+            raise
+        print("\n".join(f"{args.command}: setting {line}" for line in errors), file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # `trial-matcher coverage | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -11,7 +11,7 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.fhir.urls import AllowList
@@ -184,6 +184,22 @@ class Settings(BaseSettings):
         description="`screen`: resources of one patient's record; a patient over it is not screened, and counted",
     )
 
+    def auth_problem(self) -> str | None:
+        """Why the service cannot start with this client authentication, or None. `serve` says it in one line
+        before uvicorn starts; the app factory raises it (uvicorn run on its own)."""
+        if not self.auth_required:
+            return None
+        try:
+            issuers = self.issuers
+        except ValueError:  # not JSON, or not a list of issuers (pydantic's ValidationError is a ValueError)
+            return 'TRIAL_MATCHER_TRUSTED_ISSUERS is not a JSON list of {"iss", "jwks_url" | "jwks_file"} objects'
+        if not self.public_url or not issuers:
+            return (
+                "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL and TRIAL_MATCHER_TRUSTED_ISSUERS "
+                "(or TRIAL_MATCHER_AUTH_REQUIRED=false for local use only)"
+            )
+        return None
+
     @property
     def issuers(self) -> list[TrustedIssuer]:
         return [TrustedIssuer.model_validate(i) for i in json.loads(self.trusted_issuers or "[]")]
@@ -211,3 +227,11 @@ LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$"
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_errors(e: ValidationError) -> list[str] | None:
+    """The variables a Settings error names and what is wrong with each, one line each, never the value given
+    (a mistyped variable may hold a secret); None for an error that is not the settings'."""
+    if e.title != Settings.__name__:
+        return None
+    return [f"TRIAL_MATCHER_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import date
@@ -110,3 +111,38 @@ def test_screening_a_folder_imports_no_other_area_and_no_http_client(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.split()[0] == "0" and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr
     assert (tmp_path / "out" / "patients.csv").is_file()
+
+
+def _cli(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    """The command line in its own process, with only these TRIAL_MATCHER_* variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIAL_MATCHER_")}
+    return subprocess.run([sys.executable, "-m", "cds_service", *argv], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({}, "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL"),
+        (
+            {"TRIAL_MATCHER_PUBLIC_URL": "https://cds.example.org", "TRIAL_MATCHER_TRUSTED_ISSUERS": "[{not json"},
+            "TRIAL_MATCHER_TRUSTED_ISSUERS is not a JSON list",
+        ),
+        (
+            {"TRIAL_MATCHER_PUBLIC_URL": "https://cds.example.org", "TRIAL_MATCHER_TRUSTED_ISSUERS": '["iss"]'},
+            "TRIAL_MATCHER_TRUSTED_ISSUERS is not a JSON list",
+        ),
+    ],
+)
+def test_serve_without_its_authentication_settings_says_so_in_one_line(env, said):
+    """Hospital IT's first run: what to set, one line and exit 2, before uvicorn (which printed a traceback)."""
+    out = _cli("serve", "--port", "1", **env)
+    assert out.returncode == 2 and out.stderr.startswith(f"serve: {said}"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_a_setting_that_does_not_parse_is_named_without_its_value():
+    out = _cli("trials", TRIAL_MATCHER_PORT="not-a-port-s3cr3t", TRIAL_MATCHER_HOOK_BUDGET_SECONDS="x")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "trials: setting TRIAL_MATCHER_PORT: Input should be a valid integer" in out.stderr
+    assert "s3cr3t" not in out.stderr + out.stdout

@@ -50,11 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for problem in catalog.problems:  # one bad trial file must not keep the others from being served
         log.error("trial file left out", extra={"problem": str(problem)})
-    if settings.auth_required and (not settings.public_url or not settings.issuers):
-        raise RuntimeError(
-            "client authentication is required: set TRIAL_MATCHER_PUBLIC_URL and TRIAL_MATCHER_TRUSTED_ISSUERS "
-            "(or TRIAL_MATCHER_AUTH_REQUIRED=false for local use only)"
-        )
+    problem = settings.auth_problem()
+    if problem:
+        raise RuntimeError(problem)
     # trust_env=False: no proxy or netrc from the environment may redirect or decorate these requests
     jwt_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), follow_redirects=False, trust_env=False)
     tune_gc(settings.gc_threshold)
