@@ -38,6 +38,17 @@ def test_discovery_prefetch_keys(client):
     assert svc["prefetch"]["observations"].startswith("Observation?patient={{context.patientId}}")
 
 
+def test_discovery_usage_names_every_resource_type_the_service_reads(client):
+    """An integrator grants read scopes from usageRequirements: every type a prefetch template asks for (and the
+    Medication resources they include) is named, or the service would read less than its criteria need."""
+    for svc in client.get("/cds-services").json()["services"]:
+        if "read token for" not in svc["usageRequirements"]:
+            continue  # order-select: prefetch, completed within its budget
+        asked = {t.split("?")[0].split("/")[0] for t in svc["prefetch"].values()}
+        named = set(svc["usageRequirements"].rstrip(".").split("read token for ")[1].replace(" and ", ", ").split(", "))
+        assert asked <= named and "Medication" in named, (asked - named, svc["usageRequirements"])
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [

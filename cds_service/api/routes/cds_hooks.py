@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
@@ -41,10 +42,20 @@ ORDER_SELECT_ID = "trial-order-select"
 ORDER_SIGN_ID = "trial-order-sign"
 SERVICE_HOOKS = {SERVICE_ID: "patient-view", ORDER_SELECT_ID: "order-select", ORDER_SIGN_ID: "order-sign"}
 HOOK_REQUESTS = {SERVICE_ID: PatientViewRequest, ORDER_SELECT_ID: OrderSelectRequest, ORDER_SIGN_ID: OrderSignRequest}
-_USAGE = (
-    "Prefetch, or fhirServer (on the service's allow-list) with a read token for Patient, Observation, "
-    "Condition, MedicationStatement, MedicationRequest, Immunization and Procedure."
-)
+_TYPE = re.compile(r"[A-Z][A-Za-z]+")  # the resource type a prefetch template opens with
+
+
+def usage(prefetch: dict[str, str]) -> str:
+    """What the service reads, named from its own prefetch templates, so the read scope an integrator grants
+    from it never lags them (it once left out three types that criteria read)."""
+    types = [m.group() for t in prefetch.values() if (m := _TYPE.match(t))]
+    if any("_include=Medication" in t for t in prefetch.values()):  # a medication's referenced Medication
+        types.append("Medication")
+    types = list(dict.fromkeys(types))
+    return (
+        f"Prefetch, or fhirServer (on the service's allow-list) with a read token for {', '.join(types[:-1])} "
+        f"and {types[-1]}."
+    )
 
 
 def services(observation_codes: frozenset[tuple[str, str]]) -> list[ServiceDescription]:
@@ -58,7 +69,7 @@ def services(observation_codes: frozenset[tuple[str, str]]) -> list[ServiceDescr
             description="Suggests clinical trials the patient may be eligible for, with the criteria "
             "met, the data still missing and what needs review.",
             prefetch=prefetch,
-            usageRequirements=_USAGE,
+            usageRequirements=usage(prefetch),
         ),
         ServiceDescription(
             hook="order-select",
@@ -77,7 +88,7 @@ def services(observation_codes: frozenset[tuple[str, str]]) -> list[ServiceDescr
             description="The final check before signing: warns when a draft order would close a clinical "
             "trial the patient may be eligible for, with the date eligibility would resume.",
             prefetch=prefetch,
-            usageRequirements=_USAGE,
+            usageRequirements=usage(prefetch),
         ),
     ]
 
