@@ -152,3 +152,28 @@ def test_diff_lists_criteria_whose_registry_text_changed(trials_dir, tmp_path, c
     out = capsys.readouterr().out
     assert "criterion exc-8" in out and out.count("criterion ") == 1
     assert main(["diff", "NCT00000000"]) == 2
+
+
+def test_diff_against_another_trials_record_or_page_is_refused(trials_dir, tmp_path, capsys):
+    """Another trial's record would read as every criterion changed: the command names whose record it is."""
+    trial = sorted(p.stem for p in trials_dir.glob("NCT*.yaml"))[0]
+    record = RECORDS[0]
+    other = json.loads(record.read_text())["protocolSection"]["identificationModule"]["nctId"]
+    assert other != trial
+    assert main(["diff", trial, "--against", str(record)]) == 2
+    assert capsys.readouterr().err.strip() == f"diff: {record} is the registry record of {other}, not {trial}"
+    page = tmp_path / "page.txt"
+    page.write_text(f"Some study\n\nClinical Study ID\n\n{other}\n\nInclusion Criteria:\n  • Adults\n")
+    assert main(["diff", trial, "--against", str(page)]) == 2
+    assert f"is the registry record of {other}, not {trial}" in capsys.readouterr().err
+    page.write_text(page.read_text().replace(other, trial))  # its own page: compared as before
+    assert main(["diff", trial, "--against", str(page)]) in (0, 1)
+    assert "registry record of" not in capsys.readouterr().err
+
+
+def test_importing_a_saved_registry_page_says_what_import_takes(trials_dir, capsys):
+    page = sorted((trials_dir / "sources").glob("*.txt"))[0]
+    assert main(["import", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert "ClinicalTrials.gov API v2 JSON" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (trials_dir / "sources" / f"{page.stem}.json").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -45,10 +46,20 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if errors else EXIT_CLEAN
 
 
+NCT_ID = re.compile(r"NCT\d{8}")
+NOT_A_RECORD = (  # a saved registry page (.txt) is what people have at hand; say what import takes instead
+    "not a JSON study record: import takes a study's ClinicalTrials.gov API v2 JSON (/api/v2/studies/NCT...); "
+    "a saved registry page is a trial's source for lint and diff"
+)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     s = get_settings()
     try:
-        record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+        raw = Path(args.record).read_text(encoding="utf-8")
+        if not raw.lstrip().startswith("{"):
+            raise ValueError(NOT_A_RECORD)
+        record = json.loads(raw)
         if not isinstance(record, dict):
             raise ValueError("a study record is a JSON object")
         data = import_record(record, load_mappings(s.mappings_dir))
@@ -94,9 +105,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"diff: no such file {newer}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        text = _text(newer) if newer else source_text(s.trials_dir, trial.id)
+        text, names = _text(newer) if newer else (source_text(s.trials_dir, trial.id), set())
     except INPUT_ERRORS as e:
         print(f"diff: cannot read {newer or 'the kept source'}: {_reason(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    if names and trial.id not in names:  # another trial's record: every criterion would read as changed
+        print(f"diff: {newer} is the registry record of {', '.join(sorted(names))}, not {trial.id}", file=sys.stderr)
         return EXIT_USAGE
     changed = unquoted(trial, text or "")
     for cid, fragment in changed:
@@ -120,9 +134,16 @@ def _reason(e: BaseException) -> str:
     return f"not a ClinicalTrials.gov API v2 study record ({type(e).__name__})"
 
 
-def _text(path: Path) -> str:
+def _text(path: Path) -> tuple[str, set[str]]:
+    """The criteria text of a record (API v2 JSON) or a saved registry page, and the NCT ids it is the record
+    of: the record's nctId, or those a page names."""
     raw = path.read_text(encoding="utf-8")
-    return record_text(json.loads(raw)) if path.suffix == ".json" else raw
+    if path.suffix != ".json":
+        return raw, set(NCT_ID.findall(raw))
+    record = json.loads(raw)
+    ident = record.get("protocolSection", {}).get("identificationModule", {}) if isinstance(record, dict) else {}
+    nct = ident.get("nctId") if isinstance(ident, dict) else None
+    return record_text(record), ({nct} if isinstance(nct, str) and NCT_ID.fullmatch(nct) else set())
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
