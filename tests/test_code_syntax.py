@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
+from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.codes import (
     ICD10CM,
     LOINC,
@@ -17,6 +21,8 @@ from cds_service.fhir.codes import (
     rxnorm_valid,
     snomed_valid,
 )
+from cds_service.fhir.mappings import load_mappings
+from cds_service.settings import REPO_ROOT
 
 LOINC_ANSWER = re.compile(r"^LA\d{1,6}-\d$")
 
@@ -43,7 +49,8 @@ def test_every_observation_code(catalog):
             if c.system == LOINC:
                 assert loinc_valid(c.code), f"{key}: LOINC {c.code} fails the mod-10 check digit"
             else:
-                assert c.system == catalog.mappings.observations.local_system, f"{key}: unexpected system {c.system}"
+                declared = {catalog.mappings.observations.local_system, *catalog.mappings.observations.site_systems}
+                assert c.system in declared, f"{key}: unexpected system {c.system} (a site's own: site_systems)"
         for answer in var.answers:
             assert LOINC_ANSWER.match(answer) or snomed_valid(answer) or re.match(r"^[IV+]+$", answer), (key, answer)
 
@@ -113,3 +120,39 @@ def test_no_code_maps_to_two_ingredients(catalog):
 )
 def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
     assert set(catalog.mappings.condition_groups(ICD10CM, code)) == groups
+
+
+SITE = "https://lab.hospital.example.org/fhir/CodeSystem/lis"
+
+
+def _site_maps(tmp_path: Path, systems: list[str]) -> tuple[Path, str, str]:
+    """A copy of the maps with `systems` declared as the site's and a site code added to the first quantity
+    variable: the folder, the variable and its canonical unit."""
+    maps = tmp_path / "maps"
+    shutil.copytree(REPO_ROOT / "mappings", maps)
+    data = yaml.safe_load((maps / "observations.yaml").read_text())
+    key, var = next((k, v) for k, v in data["variables"].items() if v.get("kind") == "quantity" and v.get("unit"))
+    data["site_systems"] = systems
+    var["codes"].append({"system": SITE, "code": "LOCAL-1", "display": "the site's own code"})
+    (maps / "observations.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return maps, key, var["unit"]
+
+
+def test_a_sites_own_lab_code_is_read_once_its_system_is_declared(tmp_path):
+    maps, key, unit = _site_maps(tmp_path, [SITE])
+    catalog = Catalog.load(maps, REPO_ROOT / "trials")
+    test_every_observation_code(catalog)  # declared: not taken for a mistyped system URL
+    quantity = {"value": 5, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p"},
+           "code": {"coding": [{"system": SITE, "code": "LOCAL-1"}]}, "effectiveDateTime": "2026-11-01",
+           "valueQuantity": quantity}  # fmt: skip
+    facts = catalog.facts([{"resourceType": "Patient", "id": "p"}, obs], "p")
+    assert [(r.value, r.resource) for r in facts.labs[key]] == [(5.0, "Observation/o1")]
+    undeclared = Catalog.load(_site_maps(tmp_path / "b", [])[0], REPO_ROOT / "trials")
+    with pytest.raises(AssertionError, match="unexpected system"):
+        test_every_observation_code(undeclared)
+
+
+def test_a_site_system_that_is_not_a_uri_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="site_systems"):
+        load_mappings(_site_maps(tmp_path, ["lis codes"])[0])

@@ -83,12 +83,18 @@ class QualitativeVocabulary(BaseModel):
 
 class ObservationMappings(BaseModel):
     local_system: str
+    # the code systems of a site's own laboratory codes (its LIS), declared so that a code under any other
+    # system that is not LOINC is still taken for a mistyped system URL (tests/test_code_syntax.py)
+    site_systems: list[str] = Field(default_factory=list)
     unit_families: dict[str, dict[str, float]]
     variables: dict[str, Variable]
     qualitative: QualitativeVocabulary
 
     @model_validator(mode="after")
     def _resolve(self) -> ObservationMappings:
+        for system in self.site_systems:
+            if not system.startswith(("http://", "https://", "urn:oid:", "urn:uuid:")):
+                raise ValueError(f"site_systems: {system[:80]!r} is not a code system URI (http(s) or urn:oid:)")
         for key, var in self.variables.items():
             var.key = key
             if var.unit_family:
