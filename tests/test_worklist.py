@@ -16,8 +16,8 @@ import pytest
 
 from cds_service.cli import main
 from cds_service.settings import get_settings
-from cds_service.worklist.changes import CSV_HEADER, LISTS
-from cds_service.worklist.runs import RunStore
+from cds_service.worklist.changes import AGED_OUT, CSV_HEADER, LISTS, compare
+from cds_service.worklist.runs import RunStore, StoredRow
 from demo import synthetic as syn
 
 D1 = date(2026, 11, 23)
@@ -244,3 +244,18 @@ def test_a_screens_rows_are_stored_in_one_pass_with_their_patients_counted(datab
     state = store.state(first, [first])
     assert len(state) == 20 and state[("p05", "NCT1")].status == "possibly-eligible"
     assert state[("p03", "NCT2")].eligible_from is None and state[("p03", "NCT2")].unknowns in ("", None)
+
+
+def test_a_failed_criterion_that_is_now_unknown_is_noted_not_taken_for_eligibility():
+    """A failing result that aged out of its window makes the criterion unknown, never a fail, so the patient is
+    listed as newly eligible; the entry says why, so a coordinator re-checks the data before calling."""
+
+    def stored(status: str, failed: str, unknowns: str, run: int) -> StoredRow:
+        return StoredRow(run, run, "p1", "T1", status, None, failed, unknowns, "")
+
+    before = {("p1", "T1"): stored("ineligible", "inc-4", "", 1)}
+    for unknowns, note in (("inc-2;inc-4", AGED_OUT), ("inc-2", "")):  # unknown now, or met now
+        now = {("p1", "T1"): stored("possibly-eligible", "", unknowns, 2)}
+        (entry,) = compare(now, before, D2, D1, 30)
+        assert (entry.list, entry.criterion, entry.note) == ("newly-eligible", "inc-4", note)
+        assert entry.csv()["note"] == note

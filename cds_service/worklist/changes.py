@@ -18,7 +18,8 @@ from cds_service.screening.funnel import COHORT_STEP
 from cds_service.worklist.runs import REMOVED, Run, RunStore, StoredRow
 
 LISTS = ("newly-eligible", "bar-lifts-soon", "no-longer-eligible")
-CSV_HEADER = ("list", "trial", "patient", "status", "eligible_from", "criterion")
+CSV_HEADER = ("list", "trial", "patient", "status", "eligible_from", "criterion", "note")
+AGED_OUT = "failed before, unknown now: its data is missing or older than its window"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Entry:
     eligible_from: date | None
     criterion: str  # criterion id(s), `cohort entry`, or "" for a patient new to the cohort
     row_id: int  # the stored row, for the patient's checklist
+    note: str = ""  # newly-eligible only because the criterion that failed is now unknown (AGED_OUT)
 
     def csv(self) -> dict[str, str]:
         return {
@@ -39,6 +41,7 @@ class Entry:
             "status": self.status,
             "eligible_from": self.eligible_from.isoformat() if self.eligible_from else "",
             "criterion": self.criterion,
+            "note": self.note,
         }
 
 
@@ -54,11 +57,15 @@ def _first(ids: str) -> str:
     return ids.split(";")[0] if ids else ""
 
 
-def _why_in(cur: StoredRow, prev: StoredRow | None) -> str:
-    """What let the patient in: the criterion that failed before (or its bar), else nothing to name."""
-    if prev is None:
-        return ""
-    return _first(prev.failed)
+def _why_in(cur: StoredRow, prev: StoredRow | None) -> tuple[str, str]:
+    """What let the patient in: the criterion that failed before (or its bar), else nothing to name; and a note
+    when that criterion is now unknown rather than met. Missing data never fails a criterion, so a result
+    that aged out of its window (or is gone) lists the patient here too: one whose data must be looked at
+    again, not one who became eligible."""
+    criterion = _first(prev.failed) if prev is not None else ""
+    if criterion and criterion in cur.unknowns.split(";"):
+        return criterion, AGED_OUT
+    return criterion, ""
 
 
 def _why_out(cur: StoredRow) -> str:
@@ -84,8 +91,8 @@ def compare(
         was = before is not None and prev_day is not None and before.eligible_on(prev_day)
         now = row.eligible_on(last_day)
         if now and not was:
-            out.append(Entry("newly-eligible", trial, patient, row.status, row.eligible_from, _why_in(row, before),
-                             row.id))  # fmt: skip
+            criterion, note = _why_in(row, before)
+            out.append(Entry("newly-eligible", trial, patient, row.status, row.eligible_from, criterion, row.id, note))
         elif was and not now:
             out.append(Entry("no-longer-eligible", trial, patient, row.status, row.eligible_from, _why_out(row),
                              row.id))  # fmt: skip
