@@ -136,6 +136,8 @@ def test_one_bad_file_does_not_stop_the_service_and_evaluate_says_what_to_fix(tr
         served = {t["id"] for t in c.get("/trials").json()}
     assert "NCT06801119" not in served and len(served) == len(list(trials_dir.glob("*.yaml"))) - 1
     assert any("did you mean 'spo2'" in p for p in ready["trial_file_problems"])
+    assert all(p.startswith(f"{bad.name}:") for p in ready["trial_file_problems"])  # no path: /readyz is public
+    assert str(trials_dir) not in str(ready)
     bundle = tmp_path / "p.json"
     bundle.write_text(json.dumps(syn.bundle(syn.eligible_patient(date.today()))))
     assert main(["evaluate", str(bundle)]) == 2

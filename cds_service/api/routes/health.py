@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -26,6 +28,6 @@ async def readyz(
     """Readiness: trials loaded and the feedback store reachable."""
     await store.count()
     ready: dict[str, Any] = {"status": "ready", "trials": len(catalog.trials)}
-    if catalog.problems:
-        ready["trial_file_problems"] = [str(p) for p in catalog.problems]
+    if catalog.problems:  # by file name: this endpoint answers without a token, and a path tells the layout
+        ready["trial_file_problems"] = [str(replace(p, file=PurePath(p.file).name)) for p in catalog.problems]
     return ready
