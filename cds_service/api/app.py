@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service import __version__
@@ -56,7 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # trust_env=False: no proxy or netrc from the environment may redirect or decorate these requests
     jwt_client = httpx.AsyncClient(timeout=httpx.Timeout(2.0), follow_redirects=False, trust_env=False)
     tune_gc(settings.gc_threshold)
-    app = FastAPI(
+    # a FastAPI app whose /docs (Swagger UI) loads its scripts from the service, not from a CDN a hospital network
+    # may block; no /redoc, whose page fetches its maker's logo from another host whatever is self-hosted
+    app = FastAPIOffline(
+        redoc_url=None,
         title="trial-matcher",
         version=__version__,
         description="CDS Hooks service suggesting clinical trials a patient may match, from FHIR R4 data.",
