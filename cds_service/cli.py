@@ -24,6 +24,7 @@ from rich.text import Text
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
+from cds_service.logs import server_log_config
 from cds_service.settings import get_settings, settings_errors
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "unknown": "yellow", "review": "cyan"}
@@ -180,6 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or s.port,
         workers=args.workers,
         log_level=s.log_level.lower(),
+        log_config=server_log_config(s.log_level),  # JSON lines, as the app's own
         access_log=False,  # the app logs requests itself, without query strings
     )
     return 0

@@ -53,3 +53,30 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class ServerFormatter(JsonFormatter):
+    """uvicorn's own lines (start-up, addresses, pids, shutdown) as the same JSON, with their arguments: uvicorn
+    builds them from its configuration, never from a request (a bad request is "Invalid HTTP request received."
+    alone); an exception keeps only its type, as above."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = json.loads(super().format(record))
+        line["msg"] = record.getMessage() if isinstance(record.msg, str) else "log"
+        return json.dumps(line, default=str)
+
+
+def server_log_config(level: str = "INFO") -> dict:
+    """uvicorn's log configuration: its own loggers write JSON lines to stderr like the service's, so a log
+    collector reads one format (uvicorn's default wrote plain text lines). Its access log stays off: the
+    service logs requests itself, without query strings."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.ServerFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -187,11 +189,17 @@ def test_no_patient_data_or_token_in_any_log_line(service, fhir):
             ]
         },
     )
+    with socket.create_connection(("127.0.0.1", service.port), timeout=5) as raw:  # not HTTP: uvicorn's warning
+        raw.sendall(f"Zebulon {TOKEN} MRN-99887766\r\n\r\n".encode())
+        raw.recv(1024)
     time.sleep(0.3)
     logs = service.log_path.read_text()
     assert "hook answered" in logs and "hookInstance" in logs  # the logs are there, correlated
     for secret in [TOKEN, "Zebulon", "Quixote", "MRN-99887766", "1971-02-03", PATIENT["id"]]:
         assert secret not in logs, f"{secret!r} leaked into the logs"
+    lines = [json.loads(line) for line in logs.splitlines() if line.strip()]  # every line JSON, uvicorn's too
+    assert {"uvicorn.error", "trial_matcher"} <= {line["logger"] for line in lines}
+    assert any(line["msg"] == "Invalid HTTP request received." for line in lines)
 
 
 def test_graceful_shutdown_loses_no_feedback(tmp_path):
