@@ -11,7 +11,7 @@ if [ "${1:-}" = "--unit" ]; then
   unit=1
   shift
 fi
-scripts/bootstrap.sh
+scripts/bootstrap.sh test
 if [ "$unit" = 0 ]; then
   if [ -z "${FHIR_BASE_URL:-}" ]; then
     scripts/fhir-servers.sh
