@@ -57,8 +57,12 @@ def _evidence_text(c) -> str:
         value = f"{e.value:g}" if isinstance(e.value, float) else (str(e.value) if e.value is not None else "")
         unit = f" {e.unit}" if e.unit else ""
         orig = f" ({e.original_value} {e.original_unit})" if e.original_unit and e.original_unit != e.unit else ""
-        when = f", {e.date.isoformat()}" if e.date else ""
-        parts.append(f"{e.label}: {value}{unit}{orig}{when}".strip())
+        said = f"{value}{unit}{orig}"
+        day = e.date.isoformat() if e.date else ""
+        if said:
+            parts.append(f"{e.label}: {said}{', ' + day if day else ''}")
+        else:  # a diagnosis or a drug on record: its date, no value
+            parts.append(f"{e.label} ({day})" if day else e.label)
     return "\n".join(parts)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +148,12 @@ def test_a_setting_that_does_not_parse_is_named_without_its_value():
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "trials: setting TRIAL_MATCHER_PORT: Input should be a valid integer" in out.stderr
     assert "s3cr3t" not in out.stderr + out.stdout
+
+
+def test_evidence_without_a_value_reads_as_its_label_and_date(capsys, monkeypatch):
+    """A diagnosis on record has a date and no value: 'Systemic lupus erythematosus (2022-11-24)', never ': ,'."""
+    monkeypatch.setenv("COLUMNS", "250")
+    bruno = Path(__file__).resolve().parents[1] / "demo" / "patients" / "demo-bruno.json"
+    assert main(["evaluate", str(bruno), "--as-of", AS_OF.isoformat(), "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert ": ," not in out and re.search(r"[a-z] \(\d{4}-\d{2}-\d{2}\)", out)
