@@ -17,6 +17,7 @@ import pytest
 from cds_service.cli import main
 from cds_service.screening.funnel import COHORT_STEP
 from cds_service.screening.run import screen
+from demo.export import write_export
 from demo.load import demo_bundles, resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +28,14 @@ AS_OF = date(2026, 11, 23)
 def export(tmp_path_factory) -> Path:
     """The demo patients as a Bulk Data export: one file per type, one of them gzipped, plus junk lines."""
     out = tmp_path_factory.mktemp("export")
-    files: dict[str, list[bytes]] = {}
-    for bundle in patients().values():
-        for r in resources(bundle):
-            files.setdefault(r["resourceType"], []).append(orjson.dumps(r))
-    for rtype, lines in files.items():
-        data = b"\n".join(lines) + b"\n"
-        if rtype == "Condition":
-            (out / "Condition.000.ndjson.gz").write_bytes(gzip.compress(data))
-        else:
-            (out / f"{rtype}.ndjson").write_bytes(data)
+    write_export(out, AS_OF)  # `python -m demo.export`, as the README has a newcomer try `screen`
+    condition = out / "Condition.ndjson"
+    clinic = [r for pid, b in patients().items() if not pid.startswith("demo-") for r in resources(b)]
+    (out / "Condition.000.ndjson.gz").write_bytes(gzip.compress(condition.read_bytes()))
+    condition.unlink()
+    for r in clinic:  # a second file of a type, as a server splits a large one
+        with (out / f"{r['resourceType']}.001.ndjson").open("ab") as f:
+            f.write(orjson.dumps(r) + b"\n")
     (out / "Observation.001.ndjson").write_bytes(
         b'{not json\n["a list"]\n{"resourceType":"Observation","id":"orphan","status":"final"}\n'
         b'{"resourceType":"Encounter","id":"e1","subject":{"reference":"Patient/demo-amara"}}\n'
