@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     s = get_settings()
-    problem = s.auth_problem()  # before uvicorn, which would print the app factory's error as a traceback
+    problem = s.serve_problem()  # before uvicorn, which would print the app factory's error as a traceback
     if problem:
         print(f"serve: {problem}", file=sys.stderr)
         return EXIT_ERROR
@@ -187,6 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=s.log_level.lower(),
         log_config=server_log_config(s.log_level),  # JSON lines, as the app's own
         access_log=False,  # the app logs requests itself, without query strings
+        ws="none",  # no WebSocket route: an upgrade is plain HTTP (the websockets library logs each header)
     )
     return 0
 
@@ -223,7 +224,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="port (default TRIAL_MATCHER_PORT or 8000)")
     sv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one per core pays)")
     sv.set_defaults(func=cmd_serve)
-    named = next((a for a in argv or () if not a.startswith("-")), None)  # the command; None: --help or none
+    named = argv[0] if argv and not argv[0].startswith("-") else None  # the command; None: --help, -h screen, --
     known = set(sub.choices).union(*AREAS.values())  # the commands above, and the areas'
     for module, commands in AREAS.items():
         if argv is None or named not in known or named in commands:  # a typo is answered with every command

@@ -55,14 +55,35 @@ def setup_logging(level: str = "INFO") -> None:
     root.propagate = False
 
 
+# uvicorn's lines built from its configuration alone, whose arguments (pids, the address it listens on, counts)
+# are written out; any other line keeps its fixed text without them: a refused WebSocket upgrade's line, say,
+# carries the request's path and query string
+_CONFIG_LINES = (
+    "Started server process",
+    "Finished server process",
+    "Uvicorn running on",
+    "Maximum request limit of",
+    "Cancel %s running task(s)",
+)
+
+
 class ServerFormatter(JsonFormatter):
-    """uvicorn's own lines (start-up, addresses, pids, shutdown) as the same JSON, with their arguments: uvicorn
-    builds them from its configuration, never from a request (a bad request is "Invalid HTTP request received."
-    alone); an exception keeps only its type, as above."""
+    """uvicorn's own lines as the same JSON. Arguments only in _CONFIG_LINES; a socket error (a port in use)
+    by its text, which names the address; a traceback handed over as the message (a start-up that failed)
+    by its exception type alone, as an exception is above (its text may hold a database URL's password)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = json.loads(super().format(record))
-        line["msg"] = record.getMessage() if isinstance(record.msg, str) else "log"
+        msg = record.msg
+        if isinstance(msg, OSError):
+            line["msg"] = f"{type(msg).__name__}: {msg}"
+        elif not isinstance(msg, str):
+            line["msg"], line["error_type"] = "error", type(msg).__name__
+        elif "\n" in msg:  # a formatted traceback: its last line is "Type: text"
+            last = msg.strip().splitlines()[-1]
+            line["msg"], line["error_type"] = "failed with a traceback", last.split(":", 1)[0].strip()[:100]
+        elif msg.startswith(_CONFIG_LINES):
+            line["msg"] = record.getMessage()
         return json.dumps(line, default=str)
 
 

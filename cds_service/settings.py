@@ -10,8 +10,9 @@ import json
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.fhir.urls import AllowList
@@ -27,6 +28,12 @@ class TrustedIssuer(BaseModel):
     jwks_url: str | None = None
     jwks_file: Path | None = None
     jku_allowed: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> TrustedIssuer:
+        if not self.jwks_url and not self.jwks_file:  # else every call of this EHR would be refused, 401
+            raise ValueError("an issuer needs jwks_url or jwks_file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -75,7 +82,8 @@ class Settings(BaseSettings):
         description="A bar that lifts further away than this (a 12-year-old, a 2-year washout) is a fail today, "
         "with its date in the reason; nearer ones make the patient possibly eligible from that date",
     )
-    log_level: str = Field("INFO", description="Python log level")
+    # no TRACE: uvicorn's trace lines carry query strings and message bodies
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
     strict_validation: bool = Field(
         False,
         description="Validate every relevant resource in full with fhir.resources "
@@ -184,6 +192,21 @@ class Settings(BaseSettings):
         description="`screen`: resources of one patient's record; a patient over it is not screened, and counted",
     )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    def serve_problem(self) -> str | None:
+        """What keeps the service from starting with these settings (its client authentication, its FHIR
+        allow-list), or None. `serve` says it in one line before uvicorn starts (whose workers would otherwise
+        fail and be started again for ever); the app factory raises it (uvicorn run on its own)."""
+        try:
+            AllowList.parse(self.allowed_fhir_servers)
+        except ValueError as e:  # UnsafeUrl names the rule, never the URL
+            return f"TRIAL_MATCHER_ALLOWED_FHIR_SERVERS: {e}"
+        return self.auth_problem()
+
     def auth_problem(self) -> str | None:
         """Why the service cannot start with this client authentication, or None. `serve` says it in one line
         before uvicorn starts; the app factory raises it (uvicorn run on its own)."""
@@ -191,7 +214,7 @@ class Settings(BaseSettings):
             return None
         try:
             issuers = self.issuers
-        except ValueError:  # not JSON, or not a list of issuers (pydantic's ValidationError is a ValueError)
+        except (ValueError, TypeError, RecursionError):  # not JSON, not a list of issuers, or nested past reading
             return 'TRIAL_MATCHER_TRUSTED_ISSUERS is not a JSON list of {"iss", "jwks_url" | "jwks_file"} objects'
         if not self.public_url or not issuers:
             return (

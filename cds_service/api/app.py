@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for problem in catalog.problems:  # one bad trial file must not keep the others from being served
         log.error("trial file left out", extra={"problem": str(problem)})
-    problem = settings.auth_problem()
+    problem = settings.serve_problem()
     if problem:
         raise RuntimeError(problem)
     # trust_env=False: no proxy or netrc from the environment may redirect or decorate these requests

@@ -56,7 +56,7 @@ NOT_A_RECORD = (  # a saved registry page (.txt) is what people have at hand; sa
 def cmd_import(args: argparse.Namespace) -> int:
     s = get_settings()
     try:
-        raw = Path(args.record).read_text(encoding="utf-8")
+        raw = Path(args.record).read_text(encoding="utf-8-sig")  # a byte-order mark is not the record
         if not raw.lstrip().startswith("{"):
             raise ValueError(NOT_A_RECORD)
         record = json.loads(raw)
@@ -135,11 +135,12 @@ def _reason(e: BaseException) -> str:
 
 
 def _text(path: Path) -> tuple[str, set[str]]:
-    """The criteria text of a record (API v2 JSON) or a saved registry page, and the NCT ids it is the record
-    of: the record's nctId, or those a page names."""
-    raw = path.read_text(encoding="utf-8")
+    """The criteria text of a record (API v2 JSON) or a saved registry page, and the NCT id it is the record
+    of: the record's nctId, or the first a page names (every registry page saved here names its own first)."""
+    raw = path.read_text(encoding="utf-8-sig")  # a byte-order mark some editors write is not the text
     if path.suffix != ".json":
-        return raw, set(NCT_ID.findall(raw))
+        own = NCT_ID.search(raw)  # a saved page names its own id at its head, above any trial its text cites
+        return raw, {own.group()} if own else set()
     record = json.loads(raw)
     ident = record.get("protocolSection", {}).get("identificationModule", {}) if isinstance(record, dict) else {}
     nct = ident.get("nctId") if isinstance(ident, dict) else None

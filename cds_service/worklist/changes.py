@@ -62,10 +62,11 @@ def _why_in(cur: StoredRow, prev: StoredRow | None) -> tuple[str, str]:
     when that criterion is now unknown rather than met. Missing data never fails a criterion, so a result
     that aged out of its window (or is gone) lists the patient here too: one whose data must be looked at
     again, not one who became eligible."""
-    criterion = _first(prev.failed) if prev is not None else ""
-    if criterion and criterion in cur.unknowns.split(";"):
-        return criterion, AGED_OUT
-    return criterion, ""
+    if prev is None or not prev.failed:
+        return "", ""
+    unknown_now = set(cur.unknowns.split(";"))
+    aged = [c for c in prev.failed.split(";") if c in unknown_now]  # any of them, not only the first
+    return (aged[0], AGED_OUT) if aged else (_first(prev.failed), "")
 
 
 def _why_out(cur: StoredRow) -> str:
