@@ -38,7 +38,7 @@ STATUS_STYLE = {
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 # The other areas' commands, by the module that adds them (its `add_commands`): imported only when one of its
 # commands is run, or for the full --help. `screen` of a folder so never imports the authoring tools, the
-# worklist's store or the HTTP client, about a quarter of a second of its start on this machine.
+# worklist's store or the HTTP client: 0.42 -> 0.31 s of its imports on this machine (README, Start-up).
 AREAS = {
     "cds_service.authoring.commands": ("lint", "import", "diff"),
     "cds_service.screening.command": ("screen",),

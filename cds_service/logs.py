@@ -32,6 +32,9 @@ ALLOWED_FIELDS = (
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), default=str)
+
+    def fields(self, record: logging.LogRecord) -> dict:
         out = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -43,7 +46,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = getattr(record, key)
         if record.exc_info and record.exc_info[0] is not None:
             out["error_type"] = record.exc_info[0].__name__  # never the message: it may quote input
-        return json.dumps(out, default=str)
+        return out
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -72,8 +75,8 @@ class ServerFormatter(JsonFormatter):
     by its text, which names the address; a traceback handed over as the message (a start-up that failed)
     by its exception type alone, as an exception is above (its text may hold a database URL's password)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = json.loads(super().format(record))
+    def fields(self, record: logging.LogRecord) -> dict:
+        line = super().fields(record)
         msg = record.msg
         if isinstance(msg, OSError):
             line["msg"] = f"{type(msg).__name__}: {msg}"
@@ -84,7 +87,7 @@ class ServerFormatter(JsonFormatter):
             line["msg"], line["error_type"] = "failed with a traceback", last.split(":", 1)[0].strip()[:100]
         elif msg.startswith(_CONFIG_LINES):
             line["msg"] = record.getMessage()
-        return json.dumps(line, default=str)
+        return line
 
 
 def server_log_config(level: str = "INFO") -> dict:
