@@ -16,7 +16,7 @@ from cds_service.settings import REPO_ROOT
 TEXTS = ["Systemic lupus erythematosus", "no SLE", "drug-induced lupus", "Hemodialysis (procedure)", "plasma exchange",
          "predniSONE 10 MG Oral Tablet", "no known allergy to penicillin", "cyclophosphamide allergy ruled out",
          "Measles", "", "x" * 300, "Lupus nephritis class IV", "rituximab infusion", "Hypertension"]  # fmt: skip
-LOOKUPS = ["condition_groups_from_text", "text_names_a_group", "ingredient_for_text", "ingredients_in_text"]
+LOOKUPS = ["condition_text_reading", "text_names_a_group", "ingredient_for_text", "ingredients_in_text"]
 
 
 def _unkept(m: mp.Mappings, name: str, *args):  # noqa: ANN202
@@ -47,8 +47,8 @@ def test_two_maps_keep_their_own_answers(tmp_path):
     """A catalogue loaded from other maps (a site's edited copy) never reads the first one's answers."""
     shutil.copytree(REPO_ROOT / "mappings", tmp_path / "maps")
     first, second = load_mappings(REPO_ROOT / "mappings"), load_mappings(tmp_path / "maps")
-    first.condition_groups_from_text("Systemic lupus erythematosus")
-    assert not second._memo.get("condition_groups_from_text")
+    first.condition_text_reading("Systemic lupus erythematosus")
+    assert first._memo.get("condition_text_reading") and not second._memo.get("condition_text_reading")
 
 
 def test_the_memo_stays_bounded_whatever_the_texts(monkeypatch):

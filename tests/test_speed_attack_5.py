@@ -401,7 +401,7 @@ def test_mirror_records_and_medications_are_records_with_medications(tmp_path, c
 
 # --- 4. memoised text lookups ------------------------------------------------------------------------------
 
-LOOKUPS = ["condition_groups_from_text", "text_names_a_group", "ingredient_for_text", "ingredients_in_text"]
+LOOKUPS = ["condition_text_reading", "text_names_a_group", "ingredient_for_text", "ingredients_in_text"]
 
 
 def _unkept(m: mp.Mappings, name: str, *args):  # noqa: ANN202
@@ -508,7 +508,7 @@ def test_memoised_lookups_take_keyword_arguments():
     signature (kept by functools.wraps) says one can, raised TypeError; unmemoised, the call answers."""
     m = load_mappings(REPO_ROOT / "mappings")
     text = "Systemic lupus erythematosus"
-    assert m.condition_groups_from_text(text=text) == _unkept(m, "condition_groups_from_text", text)
+    assert m.condition_text_reading(text=text) == _unkept(m, "condition_text_reading", text)
     assert m.ingredient_for_text(text="predniSONE 10 MG") == _unkept(m, "ingredient_for_text", "predniSONE 10 MG")
     assert m.procedure_groups(codings=(), text="plasma exchange") == _unkept(
         m, "procedure_groups", (), "plasma exchange"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
@@ -24,7 +25,7 @@ from cds_service.fhir.map_models import (
     PredicateMappings,
     ProcedureMappings,
 )
-from cds_service.fhir.negation import find_unnegated, negated_after, negated_at
+from cds_service.fhir.negation import diagnosis_reading, negated_after, negated_at
 
 T = TypeVar("T")
 _NOT_KEPT = object()
@@ -201,16 +202,24 @@ class Mappings:
             return code in h.snomed
         return system in (ICD10CM, ICD10) and any(code.upper().startswith(p) for p in h.icd10cm)
 
-    @_memoised
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
-        """Groups whose words stand in the text, whole words only, not negated ("no SLE", "ruled out"),
-        and not beside a phrase that names another disease ("drug-induced lupus")."""
+        """Groups the text states the patient has, whole words only, not negated ("no SLE", "SLE ruled out"),
+        not another person's ("family history of SLE"), and not beside a phrase that names another disease
+        ("drug-induced lupus"); a suspected one too (`condition_text_reading` tells which)."""
+        return frozenset(g for g, r in self.condition_text_reading(text).items() if r in ("present", "doubtful"))
+
+    @_memoised
+    def condition_text_reading(self, text: str) -> Mapping[str, str]:
+        """Per group the text names: "present", "doubtful" or "denied" (negation.diagnosis_reading). Kept by
+        the memo, so read-only."""
         t = " ".join(text.lower().split())
-        hits = set()
+        out = {}
         for key, g in self.conditions.groups.items():
-            if g.words and not any(x in t for x in g.words_exclude) and find_unnegated(t, g.words):
-                hits.add(key)
-        return frozenset(hits)
+            if g.words and not any(x in t for x in g.words_exclude):
+                reading = diagnosis_reading(t, g.words)
+                if reading:
+                    out[key] = reading
+        return MappingProxyType(out)
 
     @_memoised
     def text_names_a_group(self, text: str) -> bool:

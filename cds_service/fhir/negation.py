@@ -4,6 +4,11 @@ A phrase found in free text counts only when no negation cue stands before it in
 (a clause ends at `.`, `;`, `,`, `:` or a line break, as in NegEx's scope). The cues are the
 pre-negation triggers of NegEx (Chapman et al., 2001) that problem lists and lab comments use.
 Text that negates is never read as present; whether it proves absence is the caller's question.
+
+A diagnosis written as text is read further (`diagnosis_reading`), after NegEx's post-negation triggers
+and ConText's (Harkema et al., 2009) experiencer and uncertainty cues: "SLE ruled out" and "SLE:
+negative workup" are negated after the phrase, "family history of SLE" and "mother has SLE" are another
+person's, and "suspected SLE", "? SLE" or "SLE vs RA" are a diagnosis not yet made.
 """
 
 from __future__ import annotations
@@ -66,3 +71,68 @@ def find_negated(text: str, words: Iterable[str], cues: re.Pattern[str] = _CUE) 
         if negated_at(text, m.start(), cues):
             return m.group(1)
     return None
+
+
+# after the diagnosis, in its clause (a colon does not end it here: "SLE: ruled out")
+_POST_NEGATION = (
+    "ruled out",
+    "r/o",
+    "excluded",
+    "not confirmed",
+    "unconfirmed",
+    "unlikely",
+    "negative workup",
+    "negative work-up",
+    "workup negative",
+    "work-up negative",
+    "was negative",
+    "is negative",
+    "not present",
+    "not found",
+    "not supported",
+)  # fmt: skip  (not "negative" alone: "SLE with negative anti-dsDNA" is SLE)
+# another person's: a relative or a family history, before or after the diagnosis in its clause
+_OTHER_PERSON = (
+    "family history", "family hx", "fhx", "fh", "mother", "mom", "father", "dad", "sister", "brother", "sibling",
+    "siblings", "parent", "parents", "aunt", "uncle", "cousin", "grandmother", "grandfather", "daughter", "son",
+    "maternal", "paternal", "relative", "relatives", "twin",
+)  # fmt: skip
+# a diagnosis not yet made: before it, or after it in its clause
+_DOUBT_BEFORE = (
+    "suspected", "suspect", "suspicion of", "possible", "possibly", "probable", "probably", "likely", "query",
+    "questionable", "question of", "?", "evaluate for", "evaluation for", "eval for", "work up for",
+    "workup for", "concern for", "concerning for", "consider", "cannot exclude", "can't exclude", "differential",
+    "ddx", "presumed", "provisional", "borderline", "incomplete",
+)  # fmt: skip
+_DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
+
+
+def _cues(cues: tuple[str, ...]) -> re.Pattern[str]:
+    alts = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
+    return re.compile(r"(?<![a-z0-9])(" + alts + r")(?![a-z0-9])")
+
+
+_POST_CUE, _OTHER_CUE = _cues(_POST_NEGATION), _cues(_OTHER_PERSON)
+_DOUBT_BEFORE_CUE, _DOUBT_AFTER_CUE = _cues(_DOUBT_BEFORE), _cues(_DOUBT_AFTER)
+_POST_END = re.compile(r"[.;,\n]")
+
+
+def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
+    """How lower-case `text` states a diagnosis named by `words`: "present", "doubtful" (suspected, queried,
+    one of a differential), "denied" (every mention negated before or after it, or another person's) or None
+    (not named). One plain mention anywhere makes it present."""
+    words = tuple(w for w in words if w)
+    found = None
+    for m in _pattern(words).finditer(text) if words else ():
+        ends = [e.end() for e in _CLAUSE_END.finditer(text, 0, m.start())]
+        before = text[ends[-1] if ends else 0 : m.start()]
+        stop = _POST_END.search(text, m.end())
+        after = text[m.end() : stop.start() if stop else len(text)]
+        if _CUE.search(before) or _POST_CUE.search(after) or _OTHER_CUE.search(before) or _OTHER_CUE.search(after):
+            found = found or "denied"
+            continue
+        if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after):
+            found = "doubtful"
+            continue
+        return "present"
+    return found

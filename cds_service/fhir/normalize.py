@@ -166,8 +166,15 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
             groups |= hits
             history = history or bool(hits and self.m.is_history_code(system, c))
         text = _cc_all_text(code)
-        if not groups and text:
+        # its own words, read before its codes (negation first): "r/o SLE" coded as SLE is no diagnosis of SLE
+        said = self.m.condition_text_reading(_s(code.get("text")) or "")
+        denied = {g for g in groups if said.get(g) == "denied"}
+        groups -= denied
+        if not groups and not denied and text:  # no code the maps know: its words (and codings' displays)
+            said = self.m.condition_text_reading(text)
             groups |= self.m.condition_groups_from_text(text)
+        # "suspected SLE", "SLE vs RA": a diagnosis not yet made, as verificationStatus `provisional` says it
+        doubtful = any(said.get(g) == "doubtful" for g in groups) and not any(said.get(g) == "present" for g in groups)
         if not groups:
             # No code in a system the maps are written in, and no text they understand: what this records
             # is unknown ("Breast cancer" as text only), so no condition can be said to be absent.
@@ -195,7 +202,8 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                 resource=f"Condition/{_s(cond.get('id'))}",
                 display=_cc_text(code) or "condition",
                 active=active,
-                confirmed=not (vs & {"provisional", "differential", "unconfirmed"}),
+                # the text's doubt outranks a `confirmed` status, which many EHRs set on every entry by default
+                confirmed=not (doubtful or vs & {"provisional", "differential", "unconfirmed"}),
                 onset=_d(cond.get("onsetDateTime")) or _d(on_period.get("start")),
                 abatement=abatement,
                 recorded=_d(cond.get("recordedDate")),
