@@ -16,7 +16,7 @@ SLE = {"system": "http://snomed.info/sct", "code": "55464009", "display": "Syste
 DENIED = [
     "no SLE", "r/o SLE", "SLE ruled out", "SLE - ruled out", "SLE excluded", "SLE (excluded)",
     "SLE: negative workup", "SLE not confirmed", "Family history of SLE", "FH SLE", "mother has SLE",
-    "sister with SLE",
+    "sister with SLE", "Family history: SLE", "FHx: SLE",
 ]  # fmt: skip
 DOUBTFUL = ["suspected SLE", "? SLE", "possible SLE", "Evaluate for SLE", "SLE vs RA", "SLE?"]
 PRESENT = [

@@ -126,9 +126,11 @@ def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
     for m in _pattern(words).finditer(text) if words else ():
         ends = [e.end() for e in _CLAUSE_END.finditer(text, 0, m.start())]
         before = text[ends[-1] if ends else 0 : m.start()]
+        heads = [e.end() for e in _POST_END.finditer(text, 0, m.start())]  # "Family history: SLE" is one clause
+        headed = text[heads[-1] if heads else 0 : m.start()]
         stop = _POST_END.search(text, m.end())
         after = text[m.end() : stop.start() if stop else len(text)]
-        if _CUE.search(before) or _POST_CUE.search(after) or _OTHER_CUE.search(before) or _OTHER_CUE.search(after):
+        if _CUE.search(before) or _POST_CUE.search(after) or _OTHER_CUE.search(headed) or _OTHER_CUE.search(after):
             found = found or "denied"
             continue
         if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after):
