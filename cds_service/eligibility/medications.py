@@ -208,6 +208,7 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
     hits: list[Res] = []
     review: list[Res] = []
     unknown: list[Res] = []
+    set_aside: list[Res] = []  # uses on record that do not qualify (the dose, the route): said, with evidence
     outside = False
     for m in _meds(rule.ingredients, ctx):
         dose = _dose(ctx, m)
@@ -243,11 +244,12 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
                 unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[_dose_missing(ctx, m)]))
                 continue
             if not CMP[rule.dose_op](dose, rule.dose_value):
-                outside = True
+                why = f"{m.display}: {dose:g} {'mg/kg/d' if rule.dose_per_kg else 'mg/d'}, not {rule.dose_op}"
+                set_aside.append(Res(Truth.FALSE, evidence=[ev], why=[f"{why} {rule.dose_value:g}"]))
                 continue
         if rule.route is not None and rule.route not in m.routes:
-            if m.routes and "unrecognised" not in m.routes:
-                outside = True  # given by another route
+            if m.routes and "unrecognised" not in m.routes:  # given by another route
+                set_aside.append(Res(Truth.FALSE, evidence=[ev], why=[f"{m.display}: not given {rule.route}"]))
                 continue
             how = "route not recognised" if m.routes else "route not recorded"
             review.append(Res(Truth.REVIEW, evidence=[ev], notes=[f"{m.display}: {how}; given {rule.route}?"]))
@@ -260,14 +262,19 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
         return Res(Truth.UNKNOWN).merge(unknown + review)
     if review:
         return Res(Truth.REVIEW).merge(review)
-    return _nothing_found(rule, ctx, outside)
+    return _nothing_found(rule, ctx, outside, set_aside)
 
 
-def _nothing_found(rule: MedicationRule, ctx: Ctx, outside: bool) -> Res:
-    """No qualifying use on record: FALSE only when every source that could hold the drug was read."""
+def _nothing_found(rule: MedicationRule, ctx: Ctx, outside: bool, set_aside: list[Res]) -> Res:
+    """No qualifying use on record: FALSE only when every source that could hold the drug was read. Uses on
+    record that do not qualify (below the dose, another route) are named with their evidence: "no
+    glucocorticoids within 1 week" would misstate a chart with prednisone 10 mg on it."""
     unread = _unread_sources(rule.ingredients, ctx)
     if unread:  # "none (within the window) on record" needs every source that could hold the drug
         return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {'; '.join(unread)}"])
+    if set_aside:
+        within = f" within {rule.within}" if rule.within else ""
+        return Res(Truth.FALSE, why=[f"no {rule.label} on record qualifies{within}"]).merge(set_aside)
     if outside:
         return Res(
             Truth.FALSE,
