@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         allow-list), or None. `serve` says it in one line before uvicorn starts (whose workers would otherwise
         fail and be started again for ever); the app factory raises it (uvicorn run on its own)."""
         try:
-            AllowList.parse(self.allowed_fhir_servers)
+            _ = self.allow_list
         except ValueError as e:  # UnsafeUrl names the rule, never the URL
             return f"TRIAL_MATCHER_ALLOWED_FHIR_SERVERS: {e}"
         return self.auth_problem()

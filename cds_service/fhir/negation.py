@@ -107,13 +107,8 @@ _DOUBT_BEFORE = (
 _DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
 
 
-def _cues(cues: tuple[str, ...]) -> re.Pattern[str]:
-    alts = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
-    return re.compile(r"(?<![a-z0-9])(" + alts + r")(?![a-z0-9])")
-
-
-_POST_CUE, _OTHER_CUE = _cues(_POST_NEGATION), _cues(_OTHER_PERSON)
-_DOUBT_BEFORE_CUE, _DOUBT_AFTER_CUE = _cues(_DOUBT_BEFORE), _cues(_DOUBT_AFTER)
+_POST_CUE, _OTHER_CUE = _pattern(_POST_NEGATION), _pattern(_OTHER_PERSON)  # whole words, longest first
+_DOUBT_BEFORE_CUE, _DOUBT_AFTER_CUE = _pattern(_DOUBT_BEFORE), _pattern(_DOUBT_AFTER)
 _POST_END = re.compile(r"[.;,\n]")
 
 
