@@ -94,6 +94,11 @@ def _trial_with_rule(rule: dict, criterion_type: str = "inclusion") -> dict:
         ({"condition": {"groups": ["lupus"]}}, "unknown condition group"),
         ({"medication": {"classes": ["steroids"]}}, "unknown medication class"),
         ({"medication": {"classes": ["biologics"], "within": "2 fortnights"}}, "cannot read window"),
+        # a lookback has no "more than": it read as the bare 6 months (a duration is onset_before, min_duration)
+        ({"medication": {"classes": ["biologics"], "within": "more than 6 months"}}, "onset_before"),
+        ({"condition": {"groups": ["malignancy"], "within": "more than 5 years"}}, "lookback"),
+        ({"lab": {"var": "anc", "op": ">=", "value": 1, "unit": "10*9/L", "within": "more than 2 weeks"}}, "lookback"),
+        ({"procedure": {"groups": ["plasmapheresis"], "within": "more than 3 months"}}, "lookback"),
         ({"condition": {"groups": ["malignancy"], "except": ["skin_bcc_scc"]}}, "except_review"),
         ({"frobnicate": {}}, "unknown rule kind"),
         ({"all": [], "any": []}, "one key"),

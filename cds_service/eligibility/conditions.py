@@ -44,7 +44,7 @@ def parse_condition(p: RuleParser, arg: Any) -> Rule:
     return ConditionRule(
         "condition",
         p.condition_groups(arg["groups"]),
-        Window.parse(arg.get("within")),
+        Window.lookback(arg.get("within")),
         exc,
         arg.get("except_review"),
         bool(arg.get("active_only", False)),

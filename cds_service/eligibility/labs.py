@@ -85,7 +85,7 @@ def parse_lab(p: RuleParser, arg: Any) -> Rule:
                 None,
                 mult if limit == "uln" else None,
                 mult if limit == "lln" else None,
-                Window.parse(arg.get("within")),
+                Window.lookback(arg.get("within")),
                 f"{op} {arg[limit]} x {limit.upper()}",
             )
     if "value" not in arg or "unit" not in arg:
@@ -100,7 +100,7 @@ def parse_lab(p: RuleParser, arg: Any) -> Rule:
         float(arg["value"]) * factor,
         None,
         None,
-        Window.parse(arg.get("within")),
+        Window.lookback(arg.get("within")),
         f"{op} {arg['value']} {arg['unit']}",
     )
 
@@ -109,7 +109,9 @@ def parse_positive(p: RuleParser, arg: Any) -> Rule:
     check_keys(arg, {"var", "within", "if_missing"}, "positive")
     if arg.get("if_missing", "unknown") not in ("unknown", "absent"):
         raise RuleError("positive.if_missing is 'unknown' (default) or 'absent'")
-    return Positive("positive", p.var(arg["var"]), Window.parse(arg.get("within")), arg.get("if_missing") == "absent")
+    return Positive(
+        "positive", p.var(arg["var"]), Window.lookback(arg.get("within")), arg.get("if_missing") == "absent"
+    )
 
 
 def parse_grade_count(p: RuleParser, arg: Any) -> Rule:
@@ -128,7 +130,7 @@ def parse_grade_count(p: RuleParser, arg: Any) -> Rule:
         tuple(p.var(n) for n in names),
         frozenset(str(g) for g in as_list(arg["grades"], "grades")),
         int(arg.get("min", 1)),
-        Window.parse(arg.get("within")),
+        Window.lookback(arg.get("within")),
     )
 
 
@@ -138,7 +140,7 @@ def parse_answer(p: RuleParser, arg: Any) -> Rule:
         "answer",
         p.var(arg["var"]),
         frozenset(str(v) for v in as_list(arg["in"], "in")),
-        Window.parse(arg.get("within")),
+        Window.lookback(arg.get("within")),
     )
 
 

@@ -95,7 +95,7 @@ def parse_medication(p: RuleParser, arg: Any) -> Rule:
         "medication",
         ings,
         label,
-        Window.parse(arg.get("within")),
+        Window.lookback(arg.get("within")),
         dose.get("op"),
         float(dose["value"]) if dose else None,
         if_ongoing,

@@ -21,7 +21,7 @@ class ProcedureRule(Rule):
 def parse_procedure(p: RuleParser, arg: Any) -> Rule:
     check_keys(arg, {"groups", "within", "match_review"}, "procedure")
     groups = p.procedure_groups(arg["groups"])
-    return ProcedureRule("procedure", groups, Window.parse(arg.get("within")), arg.get("match_review"))
+    return ProcedureRule("procedure", groups, Window.lookback(arg.get("within")), arg.get("match_review"))
 
 
 def evaluate_procedure(rule: ProcedureRule, ctx: Ctx) -> Res:

@@ -85,6 +85,18 @@ class Window:
             )
         return cls(int(m.group(2)), m.group(3), bool(m.group(1)))  # type: ignore[arg-type]
 
+    @classmethod
+    def lookback(cls, v: Any) -> Window | None:
+        """A `within`: how far back from the evaluation date a record counts. "more than" reads only as a
+        duration (`onset_before`, `min_duration`); in a lookback it would silently read as the bare window."""
+        window = cls.parse(v)
+        if window is not None and window.strict:
+            raise RuleError(
+                f"within {v!r}: a lookback counts back from today; 'more than' is for how long ago a condition"
+                " began (onset_before) or how long a drug was taken (min_duration)"
+            )
+        return window
+
     def shift(self, d: date, sign: int) -> date:
         if self.unit == "day":
             return d + timedelta(days=sign * self.amount)
