@@ -100,6 +100,28 @@ def test_belimumab_by_clinical_drug_name(client):
     assert seed_only(cards) == {"NCT06902844", "NCT07274059", "NCT06010472"}
 
 
+@pytest.mark.parametrize(
+    ("brand", "generic"),
+    [
+        ("BENLYSTA 200 MG/ML SC SOAJ", "belimumab 200 MG/ML Auto-Injector"),
+        ("RITUXAN 10 MG/ML IV SOLN", "rituximab 10 MG/ML Injectable"),
+        ("Saphnelo 300 mg/2 mL IV", "anifrolumab 300 mg/2 mL IV"),
+        ("Olumiant 2 mg tablet", "baricitinib 2 mg tablet"),
+    ],
+)
+def test_an_order_named_only_by_its_brand_closes_what_its_ingredient_does(client, brand, generic):
+    """A draft order whose only name is the trade name (under a code the maps do not hold) warns as the
+    generic order does: the same trials, until the same dates."""
+
+    def closes(display: str) -> dict[str, str | None]:
+        cards = by_trial(call(client, "order-sign", [med_order(RXNORM, "9999999", display)]))
+        return {trial: ext(card).get("eligibleFrom") for trial, card in cards.items()}
+
+    generic_closes = closes(generic)
+    assert generic_closes, "the ingredient closes no trial: the comparison would say nothing"
+    assert closes(brand) == generic_closes
+
+
 def test_mrna_vaccine_closes_the_in_vivo_car_t_trial_for_two_years(client):
     cards = by_trial(call(client, "order-sign", [med_order(CVX, "208", "COVID-19 mRNA vaccine")]))
     assert seed_only(cards) == {"NCT06801119"}
@@ -156,6 +178,10 @@ def test_order_select_checks_only_the_selection_and_stays_silent_without_prefetc
     assert selected.keys() == by_trial(call(client, "order-sign", [orders[1]])).keys()
     assert seed_only(selected) == {"NCT06902844", "NCT07274059", "NCT06010472"}
     assert call(client, "order-select", orders, selections=["MedicationRequest/d-2"], prefetch=False) == []
+    # no selections (the hook requires them; an EHR may still leave them out): every draft is checked, as
+    # nothing says which is new, so the rituximab draft is not passed over in silence
+    for none in (None, []):
+        assert by_trial(call(client, "order-select", orders, selections=none)).keys() == selected.keys()
 
 
 def test_order_hooks_validate_their_context(client):
