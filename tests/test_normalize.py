@@ -132,6 +132,23 @@ def test_name_fallback_for_unverified_rxnorm(catalog):
     assert facts(catalog, [ms]).medications[0].classes >= {"jak_inhibitors"}
 
 
+def test_a_record_that_names_only_the_brand(catalog):
+    """EHR medication lists and orders often give the trade name alone ("CELLCEPT 500 MG PO TABS") under a
+    local or branded code the maps do not hold: the brand finds the ingredient, as its generic name would."""
+    for text, ingredient in [
+        ("CELLCEPT 500 MG PO TABS", "mycophenolate_mofetil"),
+        ("Benlysta 200 mg/mL subcutaneous auto-injector", "belimumab"),
+        ("PLAQUENIL 200 MG TABLET", "hydroxychloroquine"),
+        ("Truxima (rituximab-abbs) 500 mg/50 mL", "rituximab"),
+        ("Lupkynis 7.9 mg capsule", "voclosporin"),
+        ("Solu-Medrol 500 mg IV", "methylprednisolone"),
+    ]:
+        brand_only = syn.med_statement("p1", "9999999", text, D)
+        assert facts(catalog, [brand_only]).medications[0].ingredient == ingredient, text
+    unknown = syn.med_statement("p1", "9999999", "Restasis 0.05 % ophthalmic emulsion", D)  # eye drops: no brand
+    assert facts(catalog, [unknown]).medications == []
+
+
 def test_r4_json_that_r5_models_would_reject(catalog):
     """R4's MedicationStatement.medicationCodeableConcept does not exist in R5: R4B models read it."""
     from fhir.resources.R4B.medicationstatement import MedicationStatement
