@@ -15,6 +15,7 @@ from cds_service.dismissals import Dismissals
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.orders import draft_orders, impacts
 from cds_service.eligibility.report import Report
+from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.store import Store
 from cds_service.views import checklists
@@ -79,9 +80,18 @@ class Matcher:
             raise PreconditionFailed(reasons + got.gaps)
         return got
 
-    def report(self, got: Gathered, patient_id: str, as_of: date, trial_ids: list[str] | None = None) -> Report:
-        facts = self.catalog.facts(got.resources, patient_id, got.complete)
-        return self.catalog.report(facts, as_of, trial_ids)
+    def report(
+        self, got: Gathered, patient_id: str, as_of: date, trial_ids: list[str] | None = None, whole: bool = True
+    ) -> Report:
+        """The report of the gathered record. `whole=False` (the hooks): a patient outside every cohort is
+        reported from their Patient and Conditions alone (`Catalog.outside_facts`): the same statuses and no
+        card, without normalising the rest of a record that no criterion is read against. /match keeps the
+        whole record's report, which also lists the resources that could not be read."""
+        return self.catalog.report(self._facts(got, patient_id, trial_ids, whole), as_of, trial_ids)
+
+    def _facts(self, got: Gathered, patient_id: str, trial_ids: list[str] | None, whole: bool) -> PatientFacts:
+        outside = None if whole else self.catalog.outside_facts(got.resources, patient_id, got.complete, trial_ids)
+        return outside if outside is not None else self.catalog.facts(got.resources, patient_id, got.complete)
 
     async def mark_dismissed(self, report: Report, patient_id: str) -> None:
         """Trials whose card a clinician dismissed for this patient: still reported, marked with the date."""
@@ -99,7 +109,7 @@ class Matcher:
         self, got: Gathered, patient_id: str, as_of: date, base_url: str | None, dismissed: dict | None = None
     ) -> tuple[list, list]:
         """Cards, and the checklist rows (token hash, expiry, snapshot) their links point to."""
-        report = self.report(got, patient_id, as_of)
+        report = self.report(got, patient_id, as_of, whole=False)
         _mark_dismissed(report, dismissed or {})
         gaps = got.gaps + report.skipped_resources
         links: dict[str, list[Link]] = {}
@@ -165,7 +175,7 @@ class Matcher:
         today = self.today()
 
         def work() -> list:
-            facts = self.catalog.facts(got.resources, patient_id, got.complete)
+            facts = self._facts(got, patient_id, None, whole=False)  # outside every cohort: no trial to close
             orders = draft_orders(self.catalog, draft, today, selections if not final else None)
             found = impacts(self.catalog, facts, orders, today)
             return order_cards(self.catalog.trials, found, facts.patient, signing=final)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.authoring.lint import Problem, load_checked
+from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.engine import Engine
 from cds_service.eligibility.logic import Memo
 from cds_service.eligibility.report import Report, TrialResult, TrialVerdict
@@ -24,6 +25,9 @@ from cds_service.fhir.subjects import UNRESOLVED, patients_named
 
 class MixedPatients(ValueError):
     """More than one patient in data that must be one patient's."""
+
+
+ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (eligibility/cohort.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,28 @@ class Catalog:
     def chosen(self, trial_ids: list[str] | None = None) -> list[Trial]:
         """The trials named, in that order, or every trial."""
         return [self.trials[t] for t in trial_ids] if trial_ids else list(self.trials.values())
+
+    def live(self, trial_ids: list[str] | None = None) -> list[Trial]:
+        """The chosen trials that are evaluated (a draft's entry is never read)."""
+        return [t for t in self.chosen(trial_ids) if not t.draft]
+
+    def opens_some_entry(self, facts: PatientFacts, live: list[Trial]) -> bool:
+        """True when these facts put the patient inside, or possibly inside, one of `live`'s cohorts."""
+        return any(entry(t, facts, self.mappings).outcome != "out" for t in live)
+
+    def outside_facts(
+        self, resources: Any, patient_id: str, gathered: set[str] | None = None, trial_ids: list[str] | None = None
+    ) -> PatientFacts | None:
+        """The facts of the record's Patient and Conditions alone, when they keep the patient outside every
+        chosen trial's cohort; None when some entry opens, or may (`unknown`): then read the whole record.
+
+        Most charts opened and most of an export's patients do not have the disease any trial studies. For
+        them the entry, which reads only Conditions, is the whole answer: every trial `ineligible` at its
+        entry, no criterion read, no card. So their Observations and medications are never normalised, and the
+        results are those of the whole record's: its entries are decided from these same Conditions."""
+        entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
+        quick = self.facts(entry_only, patient_id, gathered)
+        return None if self.opens_some_entry(quick, self.live(trial_ids)) else quick
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = self.chosen(trial_ids)

@@ -22,12 +22,8 @@ from typing import Any
 import orjson
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.eligibility.cohort import entry
 from cds_service.eligibility.report import TrialResult, TrialVerdict
-from cds_service.eligibility.trials import Trial
-from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.normalize import SharedMedications
-from cds_service.fhir.read import iter_resources
 from cds_service.runtime import collector_paused, tune_gc
 from cds_service.scratch import scratch_folder
 from cds_service.screening.bulk import ReadLimits, ReadStats, export_files, patients_in
@@ -132,9 +128,6 @@ def evaluate_patients(
     return rows, funnel
 
 
-ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (eligibility/cohort.py)
-
-
 def cohort_first(
     catalog: Catalog,
     pid: str,
@@ -145,32 +138,15 @@ def cohort_first(
     shared: SharedMedications | None = None,
 ) -> list[TrialVerdict | TrialResult]:
     """The patient's results (verdicts: what a screen keeps, Catalog.verdicts), reading the whole record only
-    for a patient inside some trial's cohort.
-
-    Most of a health system's patients do not have the disease any trial studies; for them the entry,
-    which reads only Conditions, is the whole answer (`ineligible`, no criterion read), so their
-    Observations and medications are never normalised. The results are those of the full evaluation:
-    the entry is decided first there too, from the same Conditions. `inside`: the partition step's cohort
+    for a patient inside some trial's cohort (`Catalog.outside_facts`). `inside`: the partition step's cohort
     filter found a Condition of this patient that alone opens some entry, so the whole record's Conditions
     do too (a Condition can only add to an entry): the entry-only test is skipped. `shared`: Medication
     resources outside `resources` its references may name (Catalog.facts).
     """
-    if not inside:
-        entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
-        quick = catalog.facts(entry_only, pid)
-        if not opens_some_entry(catalog, quick, live_trials(catalog, trial_ids)):
-            return catalog.verdicts(quick, as_of, trial_ids)  # every trial stops at its entry: no criterion
+    quick = None if inside else catalog.outside_facts(resources, pid, trial_ids=trial_ids)
+    if quick is not None:
+        return catalog.verdicts(quick, as_of, trial_ids)  # every trial stops at its entry: no criterion
     return catalog.verdicts(catalog.facts(resources, pid, shared=shared), as_of, trial_ids)
-
-
-def live_trials(catalog: Catalog, trial_ids: list[str] | None) -> list[Trial]:
-    """The chosen trials that are evaluated (a draft's entry is never read)."""
-    return [t for t in catalog.chosen(trial_ids) if not t.draft]
-
-
-def opens_some_entry(catalog: Catalog, facts: PatientFacts, live: list[Trial]) -> bool:
-    """True when these facts put the patient inside, or possibly inside, some trial's cohort."""
-    return any(entry(t, facts, catalog.mappings).outcome != "out" for t in live)
 
 
 CODE_KEY_BYTES, CODE_KEYS = 2048, 20_000  # the entry test's cache of Conditions by code (opens_an_entry)
@@ -186,11 +162,11 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
     Conditions (hypertension opens nothing whatever its status); only those it does not are read whole.
     In strict mode the reduced resource would fail validation, so every Condition is read whole.
     """
-    live = live_trials(catalog, trial_ids)
+    live = catalog.live(trial_ids)
     by_code: dict[bytes, bool] = {}
 
     def opens_whole(condition: dict, pid: str) -> bool:
-        return opens_some_entry(catalog, catalog.facts([condition], pid), live)
+        return catalog.opens_some_entry(catalog.facts([condition], pid), live)
 
     def opens(condition: dict, pid: str) -> bool:
         if catalog.normalizer.strict:
