@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -205,7 +206,23 @@ class Settings(BaseSettings):
             _ = self.allow_list
         except ValueError as e:  # UnsafeUrl names the rule, never the URL
             return f"TRIAL_MATCHER_ALLOWED_FHIR_SERVERS: {e}"
-        return self.auth_problem()
+        return self.store_problem() or self.auth_problem()
+
+    def store_problem(self) -> str | None:
+        """Why the feedback store cannot be opened as configured, or None: never the URL, which holds a
+        password. A PostgreSQL URL needs psycopg, an optional dependency (`scripts/serve.sh` installs it for
+        one); without this check the service failed at start-up saying only "ValueError"."""
+        url = self.database_url
+        if url.startswith(("postgresql://", "postgres://")):
+            if find_spec("psycopg") is None:
+                return (
+                    "TRIAL_MATCHER_DATABASE_URL is a PostgreSQL URL, and psycopg is not installed: "
+                    "pip install 'trial-matcher[postgres]' (scripts/serve.sh installs it for such a URL)"
+                )
+            return None
+        if not url.startswith("sqlite:///"):
+            return "TRIAL_MATCHER_DATABASE_URL must start with sqlite:/// or postgresql://"
+        return None
 
     def auth_problem(self) -> str | None:
         """Why the service cannot start with this client authentication, or None. `serve` says it in one line

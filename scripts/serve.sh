@@ -2,7 +2,10 @@
 # Runs the service with embedded defaults on http://127.0.0.1:8000 (override with TRIAL_MATCHER_* variables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+case "${TRIAL_MATCHER_DATABASE_URL:-}" in
+  postgres://* | postgresql://*) scripts/bootstrap.sh postgres ;;  # the store's driver, psycopg
+  *) scripts/bootstrap.sh ;;
+esac
 # Embedded local defaults, never for real patient data:
 # - client authentication off (the service warns loudly at start-up);
 # - the FHIR servers it may contact: a local HAPI FHIR on loopback port 8080 (scripts/hapi-fhir.sh, docker compose).

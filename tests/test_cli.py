@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cds_service.cli import AREAS, main
+from cds_service.settings import Settings
 from demo import synthetic as syn
 from demo.load import demo_bundles
 
@@ -141,6 +142,33 @@ def test_serve_without_its_authentication_settings_says_so_in_one_line(env, said
     out = _cli("serve", "--port", "1", **env)
     assert out.returncode == 2 and out.stderr.startswith(f"serve: {said}"), out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "psycopg", "said"),
+    [
+        ("mysql://clinic:s3cr3t@db.example.org/cds", True, "must start with sqlite:/// or postgresql://"),
+        ("postgresql://clinic:s3cr3t@db.example.org/cds", False, "psycopg is not installed"),
+        ("postgresql://clinic:s3cr3t@db.example.org/cds", True, None),
+        ("sqlite:///var/feedback.sqlite3", False, None),
+    ],
+)
+def test_a_store_that_cannot_open_is_said_before_start_without_its_password(monkeypatch, url, psycopg, said):
+    """The service failed at start-up saying only "ValueError" (a mistyped URL) or, later, that a module was
+    missing (PostgreSQL without psycopg, an optional dependency)."""
+    import cds_service.settings as settings_module
+
+    real = settings_module.find_spec
+    monkeypatch.setattr(settings_module, "find_spec", lambda n: real(n) if psycopg or n != "psycopg" else None)
+    problem = Settings(auth_required=False, database_url=url).serve_problem()
+    assert (problem is None) if said is None else (said in problem and "s3cr3t" not in problem), problem
+
+
+def test_serve_with_a_mistyped_store_url_says_so_in_one_line():
+    out = _cli("serve", "--port", "1", TRIAL_MATCHER_AUTH_REQUIRED="false",
+               TRIAL_MATCHER_DATABASE_URL="postgress://clinic:s3cr3t@db/cds")  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith("serve: TRIAL_MATCHER_DATABASE_URL must"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "s3cr3t" not in out.stderr
 
 
 def test_a_setting_that_does_not_parse_is_named_without_its_value():
