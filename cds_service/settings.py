@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import date
 from functools import lru_cache
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cds_service.fhir.urls import AllowList
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def psycopg_imports() -> bool:
+    """Whether the PostgreSQL driver, an optional dependency, imports here: installed is not enough (psycopg
+    without its binary package and without libpq installs, and fails on import)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class TrustedIssuer(BaseModel):
@@ -214,7 +223,7 @@ class Settings(BaseSettings):
         one); without this check the service failed at start-up saying only "ValueError"."""
         url = self.database_url
         if url.startswith(("postgresql://", "postgres://")):
-            if find_spec("psycopg") is None:
+            if not psycopg_imports():
                 return (
                     "TRIAL_MATCHER_DATABASE_URL is a PostgreSQL URL, and psycopg is not installed: "
                     "pip install 'trial-matcher[postgres]' (scripts/serve.sh installs it for such a URL)"

@@ -158,8 +158,7 @@ def test_a_store_that_cannot_open_is_said_before_start_without_its_password(monk
     missing (PostgreSQL without psycopg, an optional dependency)."""
     import cds_service.settings as settings_module
 
-    real = settings_module.find_spec
-    monkeypatch.setattr(settings_module, "find_spec", lambda n: real(n) if psycopg or n != "psycopg" else None)
+    monkeypatch.setattr(settings_module, "psycopg_imports", lambda: psycopg)
     problem = Settings(auth_required=False, database_url=url).serve_problem()
     assert (problem is None) if said is None else (said in problem and "s3cr3t" not in problem), problem
 
