@@ -96,6 +96,15 @@ def test_an_unresolvable_medication_reference_is_never_none_on_record(catalog, e
     assert c.outcome == "unknown" and any("could not be identified" in m for m in c.missing)
 
 
+def test_a_medication_record_that_is_not_valid_fhir_is_never_none_on_record(catalog, eligible):
+    """A rituximab order whose date is a number, not a FHIR dateTime, is set aside unread; it may be the very
+    course the washout asks about, so the washout cannot be said to be clear (it read as passed before)."""
+    mr = ritux_request(medicationCodeableConcept={"coding": [{"system": RXNORM, "code": RITUXIMAB}]})
+    mr["authoredOn"] = 20261103
+    c = criterion(catalog, [*eligible, mr], T1, "exc-7.3", AS_OF)
+    assert c.outcome == "unknown" and any("not valid FHIR" in m for m in c.missing), c
+
+
 def test_a_medication_reference_resolved_from_the_bundle_counts(catalog, eligible):
     med = {"resourceType": "Medication", "id": "med-1", "code": {"coding": [{"system": RXNORM, "code": RITUXIMAB}]}}
     mr = ritux_request(medicationReference={"reference": "Medication/med-1"})

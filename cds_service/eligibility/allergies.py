@@ -121,7 +121,8 @@ def evaluate_allergy(rule: AllergyRule, ctx: Ctx) -> Res:
         return Res(Truth.UNKNOWN, missing=[f"{SOURCE_NAME} not read, so {article}{what} cannot be ruled out"])
     unread = ctx.facts.unread.get(SOURCE, 0)
     if unread:
-        return Res(Truth.UNKNOWN, missing=[f"{unread} of the {SOURCE_NAME} could not be identified (no substance)"])
+        why = f"{unread} of the {SOURCE_NAME} could not be identified (not valid FHIR, or no substance)"
+        return Res(Truth.UNKNOWN, missing=[why])
     shown = "; not current or recorded as not severe: " + ", ".join(e.label for e in past) if past else ""
     if ctx.absent == Truth.FALSE:
         return Res(Truth.FALSE, evidence=past, why=[f"no {current}{what} on record{shown}"])

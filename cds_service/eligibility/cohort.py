@@ -65,7 +65,7 @@ def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
         what = "condition" if unread == 1 else "conditions"
         return Cohort(
             outcome="unknown",
-            reason=f"{unread} {what} could not be read (no code or text this service knows), "
+            reason=f"{unread} {what} could not be read (not valid FHIR, or no code or text this service knows), "
             f"so a diagnosis of {name} could not be ruled out",
         )
     return Cohort(outcome="out", reason=f"no diagnosis of {name} on record")

@@ -71,9 +71,9 @@ def evaluate_condition(rule: ConditionRule, ctx: Ctx) -> Res:
         return Res(Truth.UNKNOWN, missing=[f"problem list (Condition) not read, so {labels} cannot be ruled out"])
     unread = ctx.facts.unread.get("Condition", 0)
     if unread:  # a text-only or locally coded entry might be one of these
-        what = "condition is" if unread == 1 else "conditions are"
-        return Res(Truth.UNKNOWN, missing=[f"{unread} {what} recorded in words or codes this service does not "
-                                           f"read, so {labels} cannot be ruled out"])  # fmt: skip
+        what = "condition" if unread == 1 else "conditions"
+        why = f"{unread} {what} could not be read (not valid FHIR, or in words or codes this service does not know)"
+        return Res(Truth.UNKNOWN, missing=[f"{why}, so {labels} cannot be ruled out"])
     if found.out_of_window:
         return Res(
             Truth.FALSE, why=[f"{labels}: none within {rule.within}" if rule.within else f"{labels}: not current"]

@@ -159,7 +159,8 @@ def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
     for s in needed:
         n = ctx.facts.unread.get(s, 0)
         if n and s in ctx.facts.gathered:
-            out.append(f"{n} of the {SOURCE_NAMES[s]} could not be identified (drug not named or not resolvable)")
+            out.append(f"{n} of the {SOURCE_NAMES[s]} could not be identified (not valid FHIR, or drug not named or "
+                       "not resolvable)")  # fmt: skip
     return out
 
 

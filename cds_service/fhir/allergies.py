@@ -17,7 +17,7 @@ from typing import Any
 
 from cds_service.fhir.codes import SNOMED
 from cds_service.fhir.facts import AllergyFact, PatientFacts
-from cds_service.fhir.read import Invalid, Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
+from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _l, _o, _s
 
 _SEVERITY = {"mild": 1, "moderate": 2, "severe": 3}
 # what may stand beside a drug's name in an allergy's text without changing what it says
@@ -29,15 +29,8 @@ _STATES_NONE = re.compile(r"^\W*(no|none|nil|denies|denied|negative)\b")
 
 class AllergyReader(Reader):
     def _allergy(self, res: dict, facts: PatientFacts) -> None:
-        try:
-            self._read_allergy(res, facts)
-        except Invalid:
-            # skipped and reported like any invalid resource; an allergy that could not be read might be to
-            # any drug, so AllergyIntolerance can no longer say "none on record"
-            facts.unread["AllergyIntolerance"] = facts.unread.get("AllergyIntolerance", 0) + 1
-            raise
-
-    def _read_allergy(self, res: dict, facts: PatientFacts) -> None:
+        """One AllergyIntolerance. One with an element of the wrong type raises Invalid: skipped, reported and
+        counted unread by the normaliser, as any resource is (it might be to any drug)."""
         verification = _first_code(res.get("verificationStatus"))
         if verification in ("refuted", "entered-in-error"):
             return

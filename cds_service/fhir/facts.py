@@ -151,8 +151,8 @@ class PatientFacts:
     gathered: set[str] = field(default_factory=set)
     # resources skipped (failed validation, unusable); reported, never fatal
     skipped: list[str] = field(default_factory=list)
-    # per source, records that could hold a fact but could not be interpreted (no known code, no text):
-    # while any stands, that source cannot prove "none on record"
+    # per source, records that could hold a fact but could not be read (an element of the wrong type) or
+    # interpreted (no known code, no text): while any stands, that source cannot prove "none on record"
     unread: dict[str, int] = field(default_factory=dict)
 
     def add_lab(self, lab: LabResult) -> None:

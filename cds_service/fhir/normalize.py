@@ -120,6 +120,9 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                     self._allergy(res, facts)
             except Invalid:
                 facts.skipped.append(f"{rtype}/{res.get('id', '?')} failed FHIR R4 validation")
+                # it may hold the very fact a criterion asks for (an SLE Condition whose onset is not a date):
+                # its source can no longer say "none on record" (a cohort entry `unknown`, never `out`)
+                facts.unread[rtype] = facts.unread.get(rtype, 0) + 1
         for key, var in self.m.variables.items():
             for other in var.also_from:
                 for r in facts.labs.get(other, ()):
