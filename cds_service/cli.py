@@ -24,6 +24,7 @@ from rich.text import Text
 from cds_service.eligibility.catalog import Catalog, MixedPatients
 from cds_service.eligibility.coverage import catalog_entry, coverage, render_text
 from cds_service.eligibility.report import Report, TrialResult
+from cds_service.interrupts import command_ends_the_process
 from cds_service.logs import server_log_config
 from cds_service.settings import get_settings, settings_errors
 
@@ -233,7 +234,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line. Without `argv` it is the process's own command (the console script, `python -m`),
+    which ends when this returns (interrupts.command_ends_the_process)."""
+    if argv is None:
+        command_ends_the_process()
+        argv = sys.argv[1:]
     args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)

@@ -4,11 +4,12 @@ clean-up that must not be cut half-way holds them back until it is done (`interr
 from __future__ import annotations
 
 import _thread
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 
@@ -36,18 +37,40 @@ def interrupts_held() -> Iterator[None]:
 
 
 @contextmanager
-def signals_to(handler: Callable[[int, Any], Any]) -> Iterator[None]:
-    """SIGINT and SIGTERM sent to `handler` within the block, then to the handlers they had (from the main
-    thread only). A signal whoever started the process ignores (a background job's SIGINT, `trap '' INT`)
-    stays ignored; a handler that was not set from Python (`getsignal` is None) cannot be put back, so its
-    signal is left alone too."""
+def signals_to(handler: Callable[[int, Any], Any], afterwards: Callable[[Any], Any] | None = None) -> Iterator[None]:
+    """SIGINT and SIGTERM sent to `handler` within the block, then to the handlers they had, or to what
+    `afterwards(had)` says (from the main thread only). A signal whoever started the process ignores (a
+    background job's SIGINT, `trap '' INT`) stays ignored; a handler that was not set from Python (`getsignal`
+    is None) cannot be put back, so its signal is left alone too."""
     signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (None, signal.SIG_IGN)]
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
         for s, was in previous.items():
-            signal.signal(s, was)
+            signal.signal(s, was if afterwards is None else afterwards(was))
+
+
+_ENDS_THE_PROCESS = False  # set by the command line run as the process's own command (`command_ends_the_process`)
+INTERRUPTED = 130  # a command's status when Ctrl-C or SIGTERM stopped it, as shells count it
+
+
+def _end_interrupted(signum: int, frame: object) -> None:
+    """A signal after an interrupted command has said so: its output flushed, the process ends with the
+    command's status. A Python handler, not SIG_DFL: a signal already pending when the handler changes
+    would otherwise be reported as ignored "due to race condition"."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # closed, or the reader gone
+            stream.flush()
+    os._exit(INTERRUPTED)
+
+
+def command_ends_the_process() -> None:
+    """The command line is the process's own command (the console script, `python -m`): nothing of ours runs
+    after it. Then, once a command has been interrupted, a later signal ends the process as by default,
+    silently (`interrupted_once`), instead of raising KeyboardInterrupt where nothing catches it."""
+    global _ENDS_THE_PROCESS
+    _ENDS_THE_PROCESS = True
 
 
 class Interruption:
@@ -55,6 +78,7 @@ class Interruption:
 
     def __init__(self) -> None:
         self.happened = False  # and maybe turned into a library's own error (DuckDB's "Query interrupted")
+        self.signalled = False  # a signal came (`happened` is also set when the block is over: `close`)
         self._signum = signal.SIGINT
         self._again: threading.Timer | None = None  # a signal to give again (`unraisable`)
         self._closed, self._lock = False, threading.Lock()
@@ -74,6 +98,7 @@ class Interruption:
             self._again.join()
 
     def handler(self, signum: int, frame: object) -> None:
+        self.signalled = True
         if not self.happened:
             self.happened, self._signum = True, signum
             raise KeyboardInterrupt
@@ -102,12 +127,22 @@ def interrupted_once() -> Iterator[Interruption]:
     it made is cleaned up (by default SIGTERM would end the process where it stands and leave it all).
     Later signals are ignored while that clean-up runs: raised in the middle of it, one cut it short (a
     folder left, a traceback from a finalizer it landed in). The clean-up must be bounded; SIGKILL still
-    ends the process."""
+    ends the process.
+
+    After an interruption, the handlers the signals had are put back, but for the process's own command
+    (`command_ends_the_process`): there one more Ctrl-C (a key held down, a job runner's second SIGTERM) came
+    after the command had said it was interrupted, and Python's handler raised it in the interpreter's
+    shutdown or in the return to it, a traceback after the command's last line. There such a signal ends the
+    process at once with the command's own status (`_end_interrupted`)."""
     state = Interruption()
     hook = sys.unraisablehook
     sys.unraisablehook = state.unraisable(hook)
+
+    def afterwards(had: Any) -> Any:
+        return _end_interrupted if state.signalled and _ENDS_THE_PROCESS else had
+
     try:
-        with signals_to(state.handler):
+        with signals_to(state.handler, afterwards):
             try:
                 yield state
             finally:

@@ -142,7 +142,7 @@ def fork():
     return real_fork()
 os.fork = fork
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -196,7 +196,7 @@ class Connection:
 
 duckdb.connect = lambda *args, **kwargs: Connection(real_connect(*args, **kwargs))
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -254,7 +254,7 @@ def write_all(*args):
     return real_write(*args)
 command.write_all = write_all
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -292,7 +292,7 @@ def start(self):
     return real_start(self)
 threading.Thread.start = start
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 

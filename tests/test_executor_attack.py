@@ -90,7 +90,7 @@ def write_all(*args):
 command.write_all = write_all
 
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -308,7 +308,7 @@ def fork():
     return real_fork()
 os.fork = fork
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -512,7 +512,7 @@ def shutdown(self, *args, **kwargs):
     return real_shutdown(self, *args, **kwargs)
 ProcessPoolExecutor.shutdown = shutdown
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 

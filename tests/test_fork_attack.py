@@ -313,7 +313,7 @@ def spy(*args):
     return pool
 command.worker_pool = spy
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 

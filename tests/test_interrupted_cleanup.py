@@ -119,7 +119,7 @@ def rmtree(path, *args, **kwargs):
     return real(path, *args, **kwargs)
 shutil.rmtree = rmtree
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 

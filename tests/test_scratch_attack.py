@@ -37,7 +37,7 @@ from test_fork_attack import DIRS, _failing_export, _kill_group
 from cds_service import scratch
 from cds_service.settings import REPO_ROOT
 
-PLAIN = "import sys\nfrom cds_service.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+PLAIN = "import sys\nfrom cds_service.cli import main\nsys.exit(main())  # as the console script calls it\n"
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def signal_(signum, handler):
     return was
 signal.signal = signal_
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 
@@ -206,7 +206,7 @@ def add(self, batch):
             time.sleep(0.02)
 rows.Rows.add = add
 from cds_service.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())  # as the console script calls it
 """
 
 

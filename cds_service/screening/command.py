@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.interrupts import Interruption, interrupted_once
+from cds_service.interrupts import INTERRUPTED, Interruption, interrupted_once
 from cds_service.screening.bulk import ExportFileError, export_files
 from cds_service.screening.output import write_all
 from cds_service.screening.run import Screening, screen, worker_pool
@@ -75,7 +75,7 @@ def _said(args: argparse.Namespace, err: Console, interruption: Interruption) ->
             say(err, f"screen: {message}")
             return 2
     say(err, "screen: interrupted; the outputs in OUT may be incomplete")
-    return 130
+    return INTERRUPTED
 
 
 def _failure(e: Exception) -> str | None:
