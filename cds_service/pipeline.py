@@ -16,7 +16,7 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.orders import draft_orders, impacts
 from cds_service.eligibility.report import Report
 from cds_service.fhir.facts import PatientFacts
-from cds_service.fhir.gather import Gathered, Gatherer
+from cds_service.fhir.gather import Gathered, Gatherer, RestNeeded
 from cds_service.store import Store
 from cds_service.views import checklists
 from cds_service.views.cards import EXTENSION_KEY, cards_for, shown
@@ -72,13 +72,26 @@ class Matcher:
         return self.fixed_as_of or date.today()
 
     async def gather(
-        self, patient_id: str, prefetch: dict[str, Any] | None, fhir_server: str | None, token: str | None
+        self,
+        patient_id: str,
+        prefetch: dict[str, Any] | None,
+        fhir_server: str | None,
+        token: str | None,
+        whole: bool = True,
     ) -> Gathered:
-        got = await self.gatherer.gather(patient_id, prefetch, fhir_server, token)
+        """The patient's record from prefetch and `fhir_server`. `whole=False` (the hooks): the server is asked
+        for the rest of the record only when the Patient and Conditions put the patient inside, or possibly
+        inside, some trial's cohort (`rest_needed`); /match reads the whole record."""
+        needed = None if whole else self.rest_needed(patient_id)
+        got = await self.gatherer.gather(patient_id, prefetch, fhir_server, token, needed)
         if not got.patient_found:
             reasons = ["the patient's demographics (Patient) were neither prefetched nor readable from the FHIR server"]
             raise PreconditionFailed(reasons + got.gaps)
         return got
+
+    def rest_needed(self, patient_id: str) -> RestNeeded:
+        """Whether a record's other sources are to be read, given its Patient and Conditions (Gatherer.gather)."""
+        return lambda entry, complete: self.catalog.outside_facts(entry, patient_id, complete) is None
 
     def report(
         self, got: Gathered, patient_id: str, as_of: date, trial_ids: list[str] | None = None, whole: bool = True
@@ -131,7 +144,7 @@ class Matcher:
         hook_instance: str,
         base_url: str | None = None,
     ) -> CardsResponse:
-        got = await self.gather(patient_id, prefetch, fhir_server, token)
+        got = await self.gather(patient_id, prefetch, fhir_server, token, whole=False)
         dismissed = await self.dismissals.active(patient_id) if self.dismissals else {}
         # CPU-bound: in a worker thread, so light requests (feedback, health) are not held behind it
         cards, rows = await asyncio.to_thread(self._cards, got, patient_id, self.today(), base_url, dismissed)
@@ -166,10 +179,11 @@ class Matcher:
         `fhirServer` within the budget when one is given (browser EHRs send only a search's first page), so
         both hooks see the record patient-view sees; without prefetch it stays silent rather than slow."""
         if final:
-            got = await self.gather(patient_id, prefetch, fhir_server, token)
+            got = await self.gather(patient_id, prefetch, fhir_server, token, whole=False)
         else:
             server = fhir_server if prefetch else None
-            got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None)
+            needed = self.rest_needed(patient_id)
+            got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None, needed)
             if not got.patient_found:
                 return CardsResponse(cards=[])
         today = self.today()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import httpx
 import orjson
 
 from cds_service.fhir import subjects
+from cds_service.fhir.bundles import continuation, entries, next_link, read_prefetch, unasked_keys
 from cds_service.fhir.capped import (
     ACCEPT_ENCODING,
     MAX_HOOK_BYTES,
@@ -42,6 +43,9 @@ __all__ = ["QUERIES", "Gathered", "Gatherer", "prefetch_templates", "scope_to_pa
 
 log = logging.getLogger("trial_matcher")
 MAX_PER_TYPE = 10_000  # settings.fhir_max_resources_per_type
+ENTRY_KINDS = frozenset({"Patient", "Condition"})  # what a cohort entry reads (eligibility/cohort.py)
+# given the patient's Patient and Conditions and the types read completely: are the other sources to be read?
+RestNeeded = Callable[[list[dict], set[str]], bool]
 
 
 @dataclass
@@ -93,30 +97,6 @@ def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None
     return kept, aside
 
 
-def _entries(bundle: dict, rtype: str) -> list[dict]:
-    out = []
-    entries = bundle.get("entry")
-    for e in entries if isinstance(entries, list) else []:
-        if not isinstance(e, dict):
-            continue
-        res = e.get("resource")
-        search = e.get("search")
-        mode = search.get("mode") if isinstance(search, dict) else None
-        if not isinstance(res, dict) or res.get("resourceType") == "OperationOutcome" or mode == "outcome":
-            continue
-        if res.get("resourceType") in (rtype, "Medication"):
-            out.append(res)
-    return out
-
-
-def _next_link(bundle: dict) -> str | None:
-    links = bundle.get("link")
-    for link in links if isinstance(links, list) else []:
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return link["url"]
-    return None
-
-
 @dataclass
 class Read:
     """What one source (prefetch key) gave when fetched: its resources, and how completely."""
@@ -153,18 +133,56 @@ class Gatherer:
         prefetch: dict[str, Any] | None,
         fhir_server: str | None,
         token: str | None,
+        rest_needed: RestNeeded | None = None,
     ) -> Gathered:
+        """`rest_needed`: given the Patient and Conditions read (scoped to the patient) and the types read
+        completely, whether the other sources are to be fetched at all. With it, the server is asked for the
+        Patient and Conditions first: a patient outside every trial's cohort (most charts) costs two searches,
+        not a dozen; one inside costs one round trip more. Without it, every source is asked at once."""
         out = Gathered()
         base = self._base(fhir_server, out)
-        prefetch = prefetch or {}
-        _note_unasked_keys(prefetch, out)
         raw: list[dict] = []
         kind_ok: dict[str, bool] = {}  # resource type -> read completely
-        to_fetch: list[tuple[str, str | None]] = []  # (key, checked URL to continue from, or None = from start)
+        to_fetch = self._from_prefetch(prefetch or {}, base, fhir_server, out, raw, kind_ok)
+        if to_fetch and base is not None:
+            call = self._call(base, token)
+            first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_KINDS] if rest_needed else to_fetch
+            later = [j for j in to_fetch if j not in first]
+            await self._fetch_into(first, patient_id, call, out, raw, kind_ok)
+            if later and rest_needed is not None:
+                entry = [r for r in raw if r.get("resourceType") in ENTRY_KINDS]
+                if not rest_needed(scope_to_patient(entry, patient_id, base)[0], _complete(kind_ok)):
+                    for key, _ in later:  # not read, and so never "none on record"; no card says so
+                        kind_ok[QUERIES[key][1]] = False
+                        out.sources[key] = "not needed"
+                    later = []
+            await self._fetch_into(later, patient_id, call, out, raw, kind_ok)
+        out.resources, aside = scope_to_patient(raw, patient_id, base)
+        if aside:
+            out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
+        out.resources = _at_most_per_type(out.resources, self.max_per_type, kind_ok, out.gaps)
+        out.complete = _complete(kind_ok)
+        out.gaps = list(dict.fromkeys(out.gaps))
+        return out
+
+    def _from_prefetch(
+        self,
+        prefetch: dict[str, Any],
+        base: Origin | None,
+        fhir_server: str | None,
+        out: Gathered,
+        raw: list[dict],
+        kind_ok: dict[str, bool],
+    ) -> list[tuple[str, str | None]]:
+        """Read what was prefetched into `raw`; the sources left to fetch, as (key, checked URL to continue
+        from, or None = from the start)."""
+        if ignored := unasked_keys(prefetch):
+            out.gaps.append(ignored)
+        to_fetch: list[tuple[str, str | None]] = []
         for key, (_template, kind) in QUERIES.items():
             if key in prefetch:
-                ok, cont = _read_prefetch(prefetch[key], kind, raw)
-                start = _continuation(cont, base)
+                ok, cont = read_prefetch(prefetch[key], kind, raw)
+                start = continuation(cont, base)
                 if start:
                     to_fetch.append((key, start))
                     continue
@@ -180,21 +198,26 @@ class Gatherer:
                 out.sources[key] = "unavailable"
                 if not fhir_server:  # with a refused server, the allow-list gap already says why
                     out.gaps.append(f"{SOURCE_LABEL[kind]} was not prefetched, and no FHIR server was given to read it")
-        if to_fetch and base is not None:
-            reads = await self._fetch_many(to_fetch, patient_id, base, token)
-            for (key, _), read in zip(to_fetch, reads, strict=True):
-                kind = QUERIES[key][1]
-                raw.extend(read.resources)
-                kind_ok[kind] = kind_ok.get(kind, True) and read.error is None and not read.cut
-                out.sources[key] = "unavailable" if read.error is not None and not read.resources else "fetched"
-                _note_read(read, kind, self.page_cap, out)
-        out.resources, aside = scope_to_patient(raw, patient_id, base)
-        if aside:
-            out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
-        out.resources = _at_most_per_type(out.resources, self.max_per_type, kind_ok, out.gaps)
-        out.complete = {k for k, ok in kind_ok.items() if ok and k != "Patient"}
-        out.gaps = list(dict.fromkeys(out.gaps))
-        return out
+        return to_fetch
+
+    async def _fetch_into(
+        self,
+        jobs: list[tuple[str, str | None]],
+        patient_id: str,
+        call: _Call,
+        out: Gathered,
+        raw: list[dict],
+        kind_ok: dict[str, bool],
+    ) -> None:
+        """Fetch `jobs` at once (within the hook's one deadline and byte budget) into `raw`, saying on `out`
+        what each source gave."""
+        reads = await self._fetch_many(jobs, patient_id, call) if jobs else []
+        for (key, _), read in zip(jobs, reads, strict=True):
+            kind = QUERIES[key][1]
+            raw.extend(read.resources)
+            kind_ok[kind] = kind_ok.get(kind, True) and read.error is None and not read.cut
+            out.sources[key] = "unavailable" if read.error is not None and not read.resources else "fetched"
+            _note_read(read, kind, self.page_cap, out)
 
     def _base(self, fhir_server: str | None, out: Gathered) -> Origin | None:
         if not fhir_server:
@@ -205,15 +228,17 @@ class Gatherer:
             out.gaps.append("the EHR's FHIR server is not on this service's allow-list, so it was not contacted")
         return base
 
-    async def _fetch_many(
-        self, jobs: list[tuple[str, str | None]], patient_id: str, base: Origin, token: str | None
-    ) -> list[Read]:
-        """Every source's searches at once, within one deadline and one byte budget for the whole hook."""
+    def _call(self, base: Origin, token: str | None) -> _Call:
+        """What every request of one hook shares: one deadline and one byte budget, whatever its phases."""
         deadline = asyncio.get_running_loop().time() + self.budget_seconds
         headers = {"Accept": "application/fhir+json", "Accept-Encoding": ACCEPT_ENCODING}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        call = _Call(base, headers, deadline, ByteBudget(self.max_hook_bytes))
+        return _Call(base, headers, deadline, ByteBudget(self.max_hook_bytes))
+
+    async def _fetch_many(self, jobs: list[tuple[str, str | None]], patient_id: str, call: _Call) -> list[Read]:
+        """These sources' searches at once."""
+        base = call.base
 
         async def source(key: str, start: str | None) -> Read:
             rtype = QUERIES[key][1]
@@ -273,8 +298,8 @@ class Gatherer:
             if not isinstance(data, dict):
                 raise FetchError("response was not a FHIR resource")
             if data.get("resourceType") == "Bundle":
-                out.extend(_entries(data, rtype))
-                link = _next_link(data)
+                out.extend(entries(data, rtype))
+                link = next_link(data)
                 try:
                     next_url = call.base.follow(link) if link else None
                 except UnsafeUrl as e:
@@ -336,38 +361,6 @@ def _note_read(read: Read, kind: str, page_cap: int, out: Gathered) -> None:
         out.gaps.append(f"{label}: only the newest results were read ({page_cap} pages per search)")
 
 
-_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-
-
-def _note_unasked_keys(prefetch: dict[str, Any], out: Gathered) -> None:
-    """Prefetch keys discovery does not name are ignored, and the card says so (names only when plain)."""
-    extra = sorted(k for k in prefetch if k not in QUERIES)
-    if extra:
-        shown = [k for k in extra if _KEY_NAME.match(k)]
-        names = f": {', '.join(shown[:10])}" if len(shown) == len(extra) and len(extra) <= 10 else ""
-        out.gaps.append(f"{len(extra)} prefetch key(s) this service does not ask for were ignored{names}")
-
-
-def _read_prefetch(value: Any, rtype: str, into: list[dict]) -> tuple[bool, str | None]:
-    """Add prefetched resources to `into`; return (usable, next-page link if the Bundle was cut)."""
-    if value is None:
-        return True, None  # CDS Hooks: null = the client had no data for this key
-    if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
-        return False, None
-    if value.get("resourceType") == "Bundle":
-        into.extend(_entries(value, rtype))
-        return True, _next_link(value)
-    if value.get("resourceType") == rtype:
-        into.append(value)
-        return True, None
-    return False, None
-
-
-def _continuation(link: str | None, base: Origin | None) -> str | None:
-    """The checked URL to continue a cut prefetch Bundle from, when it stays on the allowed fhirServer."""
-    if not link or base is None:
-        return None
-    try:
-        return base.follow(link)
-    except UnsafeUrl:
-        return None
+def _complete(kind_ok: dict[str, bool]) -> set[str]:
+    """The types read completely, whose absence means "none on record" (the Patient is not a source)."""
+    return {k for k, ok in kind_ok.items() if ok and k != "Patient"}

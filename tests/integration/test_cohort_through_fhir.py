@@ -13,6 +13,7 @@ import pytest
 from helpers import ext
 from test_cohort import INSIDE, OUTSIDE
 
+from cds_service.fhir.gather import Gatherer
 from demo.hook_request import fhir_authorization
 
 pytestmark = pytest.mark.integration
@@ -71,3 +72,32 @@ def test_sle_coded_otherwise_gets_the_cards_match_gives(service, fhir_server, ca
     assert cards and cards == {
         t["id"]: t["status"] for t in report["trials"] if t["status"] in ("likely-eligible", "possibly-eligible")
     }
+
+
+@pytest.fixture()
+def searched(fhir_server, monkeypatch) -> list[str]:
+    """The resource type of every request the service sends to the FHIR server (over real HTTP)."""
+    seen: list[str] = []
+    real = Gatherer._get
+
+    async def recording(self, url, call):  # noqa: ANN001, ANN202
+        seen.append(url[len(fhir_server.base) + 1 :].split("?")[0].split("/")[0])
+        return await real(self, url, call)
+
+    monkeypatch.setattr(Gatherer, "_get", recording)
+    return seen
+
+
+def test_a_chart_outside_every_cohort_costs_the_server_two_searches(service, fhir_server, searched):
+    """Without prefetch the service asks for the Patient and Conditions first, and for the rest of the chart
+    (Observations in four searches, every medication source, ...) only when some cohort may open."""
+    put(fhir_server, as_patient(OUTSIDE["clinic patient"](), "entry-first-out"))
+    put(fhir_server, as_patient(INSIDE["ICD-10-CM only (M32.14)"](), "entry-first-in"))
+    assert hook(service, fhir_server, "entry-first-out") == []
+    assert set(searched) == {"Patient", "Condition"}, searched
+    searched.clear()
+    assert hook(service, fhir_server, "entry-first-in")  # inside: the whole chart is read, cards as before
+    assert {"Patient", "Condition", "Observation", "MedicationStatement"} <= set(searched), searched
+    searched.clear()
+    report = service.post("/match", params={"patient": "entry-first-out"}).json()  # /match reads it all
+    assert "Observation" in searched and report["gaps"] == []

@@ -94,13 +94,15 @@ def test_misbehaving_fhir_server_never_500_never_hangs(service, fhir, mode, stat
 
 
 def test_fhir_searches_run_concurrently(service, fhir):
-    """Six reads that each take 250 ms: sequential would be 1.5 s; concurrent is one delay plus overhead."""
+    """Reads that each take 250 ms, for a patient inside the cohorts: the Patient and Conditions at once, then
+    the rest of the chart at once (gather.py: the rest only for a patient some cohort may take), so two
+    delays plus overhead; one after another, the dozen reads would take 3 s."""
     t0 = time.monotonic()
     r = httpx.post(f"{service.url}/cds-services/trial-matcher", json=hook(fhir.base("delay")), timeout=30)
     elapsed = time.monotonic() - t0
     assert r.status_code == 200
     assert sum(1 for p in fhir.requests if p.startswith("/delay/")) >= 6
-    assert elapsed < 0.25 * 2, f"{elapsed:.2f}s: the FHIR reads did not run concurrently"
+    assert elapsed < 0.25 * 3, f"{elapsed:.2f}s: the FHIR reads did not run concurrently"
 
 
 def test_prefetched_patient_survives_a_dead_server(service, fhir):
