@@ -149,13 +149,15 @@ class Gatherer:
             first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_KINDS] if rest_needed else to_fetch
             later = [j for j in to_fetch if j not in first]
             await self._fetch_into(first, patient_id, call, out, raw, kind_ok)
-            if later and rest_needed is not None:
-                entry = [r for r in raw if r.get("resourceType") in ENTRY_KINDS]
-                if not rest_needed(scope_to_patient(entry, patient_id, base)[0], _complete(kind_ok)):
-                    for key, _ in later:  # not read, and so never "none on record"; no card says so
-                        kind_ok[QUERIES[key][1]] = False
-                        out.sources[key] = "not needed"
-                    later = []
+            if (
+                later
+                and rest_needed is not None
+                and not await self._rest_needed(rest_needed, raw, patient_id, base, kind_ok)
+            ):
+                for key, _ in later:  # not read, and so never "none on record"; no card says so
+                    kind_ok[QUERIES[key][1]] = False
+                    out.sources[key] = "not needed"
+                later = []
             await self._fetch_into(later, patient_id, call, out, raw, kind_ok)
         out.resources, aside = scope_to_patient(raw, patient_id, base)
         if aside:
@@ -164,6 +166,17 @@ class Gatherer:
         out.complete = _complete(kind_ok)
         out.gaps = list(dict.fromkeys(out.gaps))
         return out
+
+    async def _rest_needed(
+        self, rest_needed: RestNeeded, raw: list[dict], patient_id: str, base: Origin, kind_ok: dict[str, bool]
+    ) -> bool:
+        """`rest_needed` of the Patient and Conditions read so far, as the report will read them (about this
+        patient, at most `max_per_type` Conditions, the type incomplete when cut), in a worker thread: a long
+        problem list is CPU time that would hold the event loop and every other request."""
+        entry = scope_to_patient([r for r in raw if r.get("resourceType") in ENTRY_KINDS], patient_id, base)[0]
+        ok = dict(kind_ok)
+        entry = _at_most_per_type(entry, self.max_per_type, ok, [])
+        return await asyncio.to_thread(rest_needed, entry, _complete(ok))
 
     def _from_prefetch(
         self,
