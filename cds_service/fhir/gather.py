@@ -53,7 +53,7 @@ class Gathered:
     resources: list[dict] = field(default_factory=list)
     complete: set[str] = field(default_factory=set)  # resource types read completely: absence = "none on record"
     gaps: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)  # prefetch key -> prefetch | fetched | unavailable
+    sources: dict[str, str] = field(default_factory=dict)  # key -> prefetch | fetched | unavailable | not needed
     server_refused: bool = False  # fhirServer not on the allow-list
 
     @property
