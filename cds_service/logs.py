@@ -56,6 +56,10 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # the HTTP client's own request lines name the URL ("GET .../Patient/<id>"): never below WARNING, whatever
+    # a host process sets up for the root logger (gunicorn, logging.basicConfig at INFO)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # uvicorn's lines built from its configuration alone, whose arguments (pids, the address it listens on, counts)

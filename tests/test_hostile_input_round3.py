@@ -648,3 +648,22 @@ def test_a_hook_evaluates_at_most_the_cap_of_one_type_and_says_the_rest_was_not_
     text = json.dumps(r.json())
     assert r.json()["cards"], "SLE is on record in what was read: the cards still come"
     assert "90000 Condition resource" in text and "beyond the 10000 read per request were not read" in text
+
+
+def test_the_http_clients_request_lines_never_reach_a_log_a_host_process_set_up(tmp_path, caplog):
+    """httpx logs each request's URL at INFO ("HTTP Request: GET .../Patient/<id>"); a host process that logs
+    the root logger at INFO (gunicorn, basicConfig) would have written patient ids. The service holds the HTTP
+    client's loggers at WARNING."""
+    import logging
+
+    import httpx
+
+    from cds_service.api.app import create_app
+    from cds_service.settings import Settings
+
+    create_app(Settings(auth_required=False, database_url=f"sqlite:///{tmp_path}/db.sqlite3"))
+    caplog.set_level(logging.INFO)  # as a host's root logger at INFO
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    with httpx.Client(transport=transport) as client:
+        client.get("https://ehr.example.org/fhir/Patient/mrn-0042")
+    assert "mrn-0042" not in caplog.text
