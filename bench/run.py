@@ -45,6 +45,7 @@ from cds_service.settings import REPO_ROOT
 from cds_service.views.cards import cards_for
 from demo.hook_request import prefetch_for
 
+from .chart import bar_chart
 from .patients import make_patient
 from .screen import clinic_patient
 from .service import ServiceProcess, free_port
@@ -288,7 +289,23 @@ def main(argv: list[str] | None = None) -> int:
             if sekmet:
                 sekmet.stop()
     report(rows, args.workers)
+    chart(rows)
     return 0
+
+
+def chart(rows: list[dict]) -> None:
+    """The p50s people compare, side by side per size: the floor, the lupus chart, the chart without lupus."""
+    bars = [
+        (f"{r['size']:,} resources: {label}", r[name]["p50"])
+        for r in rows
+        for name, label in (
+            ("a", "(a) floor, parse + echo"),
+            ("b", "(b) hook, lupus chart"),
+            ("o", "(o) hook, outside every cohort"),
+        )  # fmt: skip
+    ]
+    bar_chart(bars, REPO_ROOT / "bench-hook.svg", "{:.1f} ms", f"Hook p50 against the floor, {date.today()} (ms)")
+    print("chart: bench-hook.svg")
 
 
 def report(rows: list[dict], workers: int) -> None:
