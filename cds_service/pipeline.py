@@ -16,7 +16,7 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.orders import draft_orders, impacts
 from cds_service.eligibility.report import Report
 from cds_service.fhir.facts import PatientFacts
-from cds_service.fhir.gather import Gathered, Gatherer, RestNeeded
+from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.store import Store
 from cds_service.views import checklists
 from cds_service.views.cards import EXTENSION_KEY, cards_for, shown
@@ -82,16 +82,12 @@ class Matcher:
         """The patient's record from prefetch and `fhir_server`. `whole=False` (the hooks): the server is asked
         for the rest of the record only when the Patient and Conditions put the patient inside, or possibly
         inside, some trial's cohort (`rest_needed`); /match reads the whole record."""
-        needed = None if whole else self.rest_needed(patient_id)
+        needed = None if whole else self.catalog.rest_needed(patient_id)
         got = await self.gatherer.gather(patient_id, prefetch, fhir_server, token, needed)
         if not got.patient_found:
             reasons = ["the patient's demographics (Patient) were neither prefetched nor readable from the FHIR server"]
             raise PreconditionFailed(reasons + got.gaps)
         return got
-
-    def rest_needed(self, patient_id: str) -> RestNeeded:
-        """Whether a record's other sources are to be read, given its Patient and Conditions (Gatherer.gather)."""
-        return lambda entry, complete: self.catalog.outside_facts(entry, patient_id, complete) is None
 
     def report(
         self, got: Gathered, patient_id: str, as_of: date, trial_ids: list[str] | None = None, whole: bool = True
@@ -103,8 +99,9 @@ class Matcher:
         return self.catalog.report(self._facts(got, patient_id, trial_ids, whole), as_of, trial_ids)
 
     def _facts(self, got: Gathered, patient_id: str, trial_ids: list[str] | None, whole: bool) -> PatientFacts:
-        outside = None if whole else self.catalog.outside_facts(got.resources, patient_id, got.complete, trial_ids)
-        return outside if outside is not None else self.catalog.facts(got.resources, patient_id, got.complete)
+        if whole:
+            return self.catalog.facts(got.resources, patient_id, got.complete)
+        return self.catalog.cohort_first_facts(got.resources, patient_id, got.complete, trial_ids)
 
     async def mark_dismissed(self, report: Report, patient_id: str) -> None:
         """Trials whose card a clinician dismissed for this patient: still reported, marked with the date."""
@@ -182,7 +179,7 @@ class Matcher:
             got = await self.gather(patient_id, prefetch, fhir_server, token, whole=False)
         else:
             server = fhir_server if prefetch else None
-            needed = self.rest_needed(patient_id)
+            needed = self.catalog.rest_needed(patient_id)
             got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None, needed)
             if not got.patient_found:
                 return CardsResponse(cards=[])

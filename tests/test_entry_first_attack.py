@@ -21,8 +21,8 @@ import respx
 from helpers import drop
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.fhir.facts import SOURCES
-from cds_service.fhir.gather import ENTRY_KINDS, Gathered, Gatherer
+from cds_service.fhir.facts import ENTRY_TYPES, SOURCES
+from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.queries import QUERIES
 from cds_service.fhir.urls import AllowList
 from cds_service.logs import JsonFormatter
@@ -37,8 +37,8 @@ BASE = "https://ehr.example.org/fhir"
 PID = "pat-7f3a9c"  # distinctive, so a leak into logs can be found
 TOKEN = "tok-SECRET-5e1d9b"
 SLE_CODES = ("55464009", "M32.9", "M32.10", "M32.14", "M32.19")
-ENTRY_TYPES = {t for _, t in QUERIES.values() if t in ENTRY_KINDS}
-REST_TYPES = {t for _, t in QUERIES.values()} - ENTRY_KINDS
+ENTRY_SEARCHED = {t for _, t in QUERIES.values() if t in ENTRY_TYPES}
+REST_TYPES = {t for _, t in QUERIES.values()} - ENTRY_TYPES
 RITUXIMAB = {
     "resourceType": "MedicationRequest",
     "id": "draft-1",
@@ -136,8 +136,7 @@ def make_gatherer(catalog: Catalog, client: httpx.AsyncClient, **kw) -> Gatherer
 def gather(catalog, as_of, chart: Chart, prefetch=None, two_step=True, seen=None, **kw) -> Gathered:
     """One gathering against `chart`: the hooks' (Patient and Conditions first) or everything at once.
     `seen` collects what each `rest_needed` call was given."""
-    matcher = Matcher(catalog, Gatherer(httpx.AsyncClient(), AllowList()), fixed_as_of=as_of)
-    decide = matcher.rest_needed(PID)
+    decide = catalog.rest_needed(PID)
 
     def needed(entry: list[dict], complete: set[str]) -> bool:
         if seen is not None:
@@ -222,7 +221,7 @@ def test_every_prefetch_shape_gives_the_whole_reads_answer(catalog, as_of, shape
         assert cards(catalog, as_of, hook), "the eligible chart gets a card by either path"
         assert "not needed" not in hook.sources.values()
     else:
-        assert set(hook_chart.types()) <= ENTRY_TYPES, "an outside chart is read no further than its entry"
+        assert set(hook_chart.types()) <= ENTRY_SEARCHED, "an outside chart is read no further than its entry"
         assert cards(catalog, as_of, hook) == []
 
 
@@ -349,7 +348,7 @@ def test_conditions_of_others_in_the_search_answer_decide_nothing(catalog, as_of
     if extra == "lupus absolute on this server":
         assert set(chart.types()) >= REST_TYPES
     else:
-        assert set(chart.types()) <= ENTRY_TYPES
+        assert set(chart.types()) <= ENTRY_SEARCHED
 
 
 def test_a_searchset_of_only_an_operation_outcome_answers_as_the_whole_read(catalog, as_of):
@@ -436,7 +435,7 @@ def loop_stall(catalog, prefetch, two_step: bool) -> float:
         await asyncio.sleep(0.02)
         async with httpx.AsyncClient(transport=httpx.MockTransport(chart)) as client:
             g = make_gatherer(catalog, client, max_per_type=1_000)
-            needed = Matcher(catalog, g).rest_needed(PID) if two_step else None
+            needed = catalog.rest_needed(PID) if two_step else None
             await g.gather(PID, prefetch, BASE, TOKEN, needed)
         done.set()
         await ticker
@@ -469,7 +468,7 @@ def test_the_worklist_reread_gives_the_whole_records_verdicts(catalog, as_of, wh
     expected = {t.id: t.status for t in catalog.report(facts, as_of).trials}
     assert {r["trial"]: r["status"] for r in got.rows} == expected
     if where == "outside":
-        assert set(chart.types()) <= ENTRY_TYPES
+        assert set(chart.types()) <= ENTRY_SEARCHED
     else:
         assert set(chart.types()) >= REST_TYPES
 
@@ -521,7 +520,7 @@ def test_a_refused_server_is_never_contacted_by_either_step(catalog, as_of):
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(chart)) as client:
             g = make_gatherer(catalog, client)
-            needed = Matcher(catalog, g, fixed_as_of=as_of).rest_needed(PID)
+            needed = catalog.rest_needed(PID)
             return await g.gather(PID, None, "https://not-allowed.example/fhir", TOKEN, needed)
 
     got = asyncio.run(go())
@@ -547,7 +546,7 @@ def test_an_order_for_an_outside_patient_reads_only_the_entry(catalog, as_of, fi
     record = outside(as_of)
     chart = Chart(record)
     assert order(catalog, as_of, chart, PREFETCH_SHAPES[shape](record), final) == []
-    assert set(chart.types()) <= ENTRY_TYPES
+    assert set(chart.types()) <= ENTRY_SEARCHED
 
 
 @pytest.mark.parametrize("final", [True, False])

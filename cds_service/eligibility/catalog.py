@@ -17,7 +17,7 @@ from cds_service.eligibility.engine import Engine
 from cds_service.eligibility.logic import Memo
 from cds_service.eligibility.report import Report, TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
-from cds_service.fhir.facts import SOURCES, PatientFacts
+from cds_service.fhir.facts import ENTRY_TYPES, SOURCES, PatientFacts, RestNeeded
 from cds_service.fhir.mappings import Mappings, load_mappings
 from cds_service.fhir.normalize import Normalizer, SharedMedications, iter_resources
 from cds_service.fhir.subjects import UNRESOLVED, patients_named
@@ -25,9 +25,6 @@ from cds_service.fhir.subjects import UNRESOLVED, patients_named
 
 class MixedPatients(ValueError):
     """More than one patient in data that must be one patient's."""
-
-
-ENTRY_TYPES = frozenset({"Patient", "Condition"})  # all a cohort entry reads (eligibility/cohort.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +101,24 @@ class Catalog:
         entry_only = [r for r in iter_resources(resources) if r.get("resourceType") in ENTRY_TYPES]
         quick = self.facts(entry_only, patient_id, gathered)
         return None if self.opens_some_entry(quick, self.live(trial_ids)) else quick
+
+    def cohort_first_facts(
+        self,
+        resources: Any,
+        patient_id: str,
+        gathered: set[str] | None = None,
+        trial_ids: list[str] | None = None,
+        shared: SharedMedications | None = None,
+    ) -> PatientFacts:
+        """`outside_facts` for a patient outside every chosen cohort, else the whole record's facts: what the
+        hooks, the screen and the worklist's re-read evaluate."""
+        quick = self.outside_facts(resources, patient_id, gathered, trial_ids)
+        return quick if quick is not None else self.facts(resources, patient_id, gathered, shared)
+
+    def rest_needed(self, patient_id: str, trial_ids: list[str] | None = None) -> RestNeeded:
+        """For `Gatherer.gather`: whether a record's other sources are to be read at all, given its Patient and
+        Conditions and the types read completely (some chosen cohort opens, or may)."""
+        return lambda entry, complete: self.outside_facts(entry, patient_id, complete, trial_ids) is None
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = self.chosen(trial_ids)

@@ -6,6 +6,7 @@ resource they came from, so every outcome can show its evidence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -28,6 +29,10 @@ SOURCES = frozenset(
 )
 # every place medication use is recorded: an infusion is often only a MedicationAdministration
 MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense")
+# all a cohort entry reads (eligibility/cohort.py): the Patient and the Conditions, before the rest of a record
+ENTRY_TYPES = frozenset({"Patient", "Condition"})
+# given a record's Patient and Conditions and the types read completely: are its other sources to be read?
+RestNeeded = Callable[[list[dict], set[str]], bool]
 
 
 class LabResult(msgspec.Struct, frozen=True):

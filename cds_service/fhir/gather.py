@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +35,7 @@ from cds_service.fhir.capped import (
     FetchError,
     read_capped,
 )
+from cds_service.fhir.facts import ENTRY_TYPES, RestNeeded
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
@@ -43,9 +43,6 @@ __all__ = ["QUERIES", "Gathered", "Gatherer", "prefetch_templates", "scope_to_pa
 
 log = logging.getLogger("trial_matcher")
 MAX_PER_TYPE = 10_000  # settings.fhir_max_resources_per_type
-ENTRY_KINDS = frozenset({"Patient", "Condition"})  # what a cohort entry reads (eligibility/cohort.py)
-# given the patient's Patient and Conditions and the types read completely: are the other sources to be read?
-RestNeeded = Callable[[list[dict], set[str]], bool]
 
 
 @dataclass
@@ -146,7 +143,7 @@ class Gatherer:
         to_fetch = self._from_prefetch(prefetch or {}, base, fhir_server, out, raw, kind_ok)
         if to_fetch and base is not None:
             call = self._call(base, token)
-            first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_KINDS] if rest_needed else to_fetch
+            first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_TYPES] if rest_needed else to_fetch
             later = [j for j in to_fetch if j not in first]
             await self._fetch_into(first, patient_id, call, out, raw, kind_ok)
             if (
@@ -173,7 +170,7 @@ class Gatherer:
         """`rest_needed` of the Patient and Conditions read so far, as the report will read them (about this
         patient, at most `max_per_type` Conditions, the type incomplete when cut), in a worker thread: a long
         problem list is CPU time that would hold the event loop and every other request."""
-        entry = scope_to_patient([r for r in raw if r.get("resourceType") in ENTRY_KINDS], patient_id, base)[0]
+        entry = scope_to_patient([r for r in raw if r.get("resourceType") in ENTRY_TYPES], patient_id, base)[0]
         ok = dict(kind_ok)
         entry = _at_most_per_type(entry, self.max_per_type, ok, [])
         return await asyncio.to_thread(rest_needed, entry, _complete(ok))

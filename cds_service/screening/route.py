@@ -21,6 +21,7 @@ from typing import IO
 
 import orjson
 
+from cds_service.fhir.facts import ENTRY_TYPES
 from cds_service.screening.bulk import (
     EXPORT_FILE,
     OWNER_UNREAD,
@@ -34,11 +35,10 @@ from cds_service.screening.bulk import (
 from cds_service.screening.prefilter import CohortFilter, named_ids, unread_only, unsettled
 from cds_service.screening.spans import Span, span_blocks
 
-ENTRY_TYPES = ("Patient", "Condition")  # files named for them are read first: patients come inside early
-
 
 def is_entry_file(path: Path) -> bool:
-    """Whether the export file is named for a resource type a cohort entry reads (Patient, Condition)."""
+    """Whether the export file is named for a resource type a cohort entry reads (Patient, Condition): those
+    files are read first, so patients come inside early."""
     m = EXPORT_FILE.match(path.name)
     return m is not None and m.group(1) in ENTRY_TYPES
 

@@ -143,10 +143,11 @@ def cohort_first(
     do too (a Condition can only add to an entry): the entry-only test is skipped. `shared`: Medication
     resources outside `resources` its references may name (Catalog.facts).
     """
-    quick = None if inside else catalog.outside_facts(resources, pid, trial_ids=trial_ids)
-    if quick is not None:
-        return catalog.verdicts(quick, as_of, trial_ids)  # every trial stops at its entry: no criterion
-    return catalog.verdicts(catalog.facts(resources, pid, shared=shared), as_of, trial_ids)
+    if inside:
+        facts = catalog.facts(resources, pid, shared=shared)
+    else:  # outside every cohort: every trial stops at its entry, no criterion read
+        facts = catalog.cohort_first_facts(resources, pid, trial_ids=trial_ids, shared=shared)
+    return catalog.verdicts(facts, as_of, trial_ids)
 
 
 CODE_KEY_BYTES, CODE_KEYS = 2048, 20_000  # the entry test's cache of Conditions by code (opens_an_entry)

@@ -144,14 +144,12 @@ async def reevaluate(
 
         async def one(pid: str) -> None:
             # the rest of a record only for a patient whose Conditions open some cohort (most open none)
-            needed = lambda entry, complete: catalog.outside_facts(entry, pid, complete) is None  # noqa: E731
             async with limit:
-                got = await gatherer.gather(pid, None, server, token, needed)
+                got = await gatherer.gather(pid, None, server, token, catalog.rest_needed(pid))
             if not got.patient_found:
                 missing.add(pid)
                 return
-            facts = catalog.outside_facts(got.resources, pid, got.complete)
-            facts = facts if facts is not None else catalog.facts(got.resources, pid, got.complete)
+            facts = catalog.cohort_first_facts(got.resources, pid, got.complete)
             rows.extend(row(pid, r) for r in catalog.verdicts(facts, as_of))
 
         await asyncio.gather(*(one(p) for p in sorted(patients)))
