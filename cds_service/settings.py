@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cds_service.fhir.urls import AllowList
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the feedback store's URL schemes (store.open_store opens them; Settings.store_problem refuses any other)
+SQLITE_URL, POSTGRES_URLS = "sqlite:///", ("postgresql://", "postgres://")
 
 
 def psycopg_imports() -> bool:
@@ -222,14 +224,14 @@ class Settings(BaseSettings):
         password. A PostgreSQL URL needs psycopg, an optional dependency (`scripts/serve.sh` installs it for
         one); without this check the service failed at start-up saying only "ValueError"."""
         url = self.database_url
-        if url.startswith(("postgresql://", "postgres://")):
+        if url.startswith(POSTGRES_URLS):
             if not psycopg_imports():
                 return (
                     "TRIAL_MATCHER_DATABASE_URL is a PostgreSQL URL, and psycopg is not installed: "
                     "pip install 'trial-matcher[postgres]' (scripts/serve.sh installs it for such a URL)"
                 )
             return None
-        if not url.startswith("sqlite:///"):
+        if not url.startswith(SQLITE_URL):
             return "TRIAL_MATCHER_DATABASE_URL must start with sqlite:/// or postgresql://"
         return None
 
