@@ -162,7 +162,7 @@ def test_the_memo_keeps_each_window_and_each_test_apart(catalog, as_of):
     evaluation: each question keeps its own answer (a memo keyed too coarsely would hand the first answer on)."""
     from datetime import timedelta
 
-    from cds_service.eligibility.labs import current, has_positive, has_value
+    from cds_service.eligibility.lab_results import current, has_positive, has_value
     from cds_service.eligibility.logic import Ctx, Memo
     from cds_service.eligibility.rules import Window
     from demo import synthetic as syn

@@ -42,10 +42,10 @@ from cds_service.cli import main
 from cds_service.eligibility import logic
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.demographics import Age
+from cds_service.eligibility.doses import CurrentDose
 from cds_service.eligibility.engine import Engine, compile_rule
 from cds_service.eligibility.labs import GradeCount, Lab
 from cds_service.eligibility.logic import Ctx, Memo, Res, Truth
-from cds_service.eligibility.medications import CurrentDose
 from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import All, AnyAvailable, AnyOf, Implies, NoneOnRecord, Not, ReviewLeaf, Window
 from cds_service.fhir.facts import SOURCES

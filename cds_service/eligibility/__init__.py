@@ -3,4 +3,13 @@ that evaluates a trial for one patient's facts (engine), the report it produces,
 and the impact of draft orders (orders)."""
 
 # Each rule family registers its kinds (parser and evaluator) in rules.LEAVES when imported.
-from cds_service.eligibility import allergies, conditions, demographics, labs, medications, predicates, procedures  # noqa: E402, F401
+from cds_service.eligibility import (  # noqa: E402, F401
+    allergies,
+    conditions,
+    demographics,
+    doses,
+    labs,
+    medications,
+    predicates,
+    procedures,
+)

@@ -144,7 +144,7 @@ def _first_undecided(rs: list[Res]) -> Truth | None:
 @dataclass(slots=True)
 class Memo:
     """What one patient's evaluation on one date works out once for every criterion of every trial: each
-    window's first day, and each lab's newest usable result (`labs.current`, asked about 200 times for
+    window's first day, and each lab's newest usable result (`lab_results.current`, asked about 200 times for
     a patient's 5 trials, 56 distinct questions). Neither depends on which way absence cuts. Nothing here
     refers back to a context, so a patient's memo and facts are freed with the last context (a cycle would
     keep them until the collector runs, which a screen's worker tunes to run rarely).

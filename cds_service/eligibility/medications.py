@@ -1,5 +1,5 @@
 """Rule family: medication history. Washouts and current use (medication), treatment history
-(treated) and the current prednisone-equivalent dose (current_dose).
+(treated); the current prednisone-equivalent dose (current_dose) is doses.py.
 
 MedicationStatement, MedicationRequest and Immunization are separate sources: what any of them shows
 decides; "none (within the window) on record" needs every one that could hold the drug. One therapy
@@ -47,14 +47,6 @@ class Treated(Rule):
     label: str
     min_duration: Window | None
     min_distinct: int
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentDose(Rule):
-    ingredients: frozenset[str]
-    label: str
-    op: str
-    value: float
 
 
 def parse_medication(p: RuleParser, arg: Any) -> Rule:
@@ -125,15 +117,7 @@ def parse_treated(p: RuleParser, arg: Any) -> Rule:
     return Treated("treated", ings, label, Window.parse(arg.get("min_duration")), int(arg.get("min_distinct", 1)))
 
 
-def parse_current_dose(p: RuleParser, arg: Any) -> Rule:
-    check_keys(arg, {"classes", "ingredients", "op", "value"}, "current_dose")
-    ings, label = p.ingredients(arg, "current_dose")
-    if arg.get("op") not in OPS:
-        raise RuleError("current_dose needs op")
-    return CurrentDose("current_dose", ings, label, arg["op"], float(arg["value"]))
-
-
-def _meds(ings: frozenset[str], ctx: Ctx) -> list[MedicationFact]:
+def meds_of(ings: frozenset[str], ctx: Ctx) -> list[MedicationFact]:
     return [m for m in ctx.facts.medications if m.ingredient in ings]
 
 
@@ -149,7 +133,7 @@ def med_evidence(m: MedicationFact, dose: float | None = None) -> Evidence:
     )
 
 
-def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
+def unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
     """What keeps "none on record" from being said: sources that could hold these drugs but were not read,
     and records in read sources whose drug could not be identified (an unresolvable medicationReference)."""
     needed = list(MEDICATION_SOURCES)
@@ -164,7 +148,7 @@ def _unread_sources(ingredients: frozenset[str], ctx: Ctx) -> list[str]:
     return out
 
 
-def _dose(ctx: Ctx, m: MedicationFact) -> float | None:
+def dose_mg(ctx: Ctx, m: MedicationFact) -> float | None:
     """mg/day as criteria compare it: prednisone-equivalent for glucocorticoids (None without a verified
     factor: deflazacort 24 mg is not 24 mg of prednisone), the plain daily dose for anything else."""
     if m.ingredient in ctx.m.steroid_ingredients:
@@ -211,8 +195,8 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
     unknown: list[Res] = []
     set_aside: list[Res] = []  # uses on record that do not qualify (the dose, the route): said, with evidence
     outside = False
-    for m in _meds(rule.ingredients, ctx):
-        dose = _dose(ctx, m)
+    for m in meds_of(rule.ingredients, ctx):
+        dose = dose_mg(ctx, m)
         ev = med_evidence(m, dose)
         if rule.dose_per_kg and dose is not None:
             weight = _weight_near(ctx, m) if rule.weight_at_dose else _weight_kg(ctx)
@@ -242,7 +226,7 @@ def evaluate_medication(rule: MedicationRule, ctx: Ctx) -> Res:
             continue
         if rule.dose_op is not None:
             if dose is None:
-                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[_dose_missing(ctx, m)]))
+                unknown.append(Res(Truth.UNKNOWN, evidence=[ev], missing=[dose_missing(ctx, m)]))
                 continue
             if not CMP[rule.dose_op](dose, rule.dose_value):
                 why = f"{m.display}: {dose:g} {'mg/kg/d' if rule.dose_per_kg else 'mg/d'}, not {rule.dose_op}"
@@ -270,7 +254,7 @@ def _nothing_found(rule: MedicationRule, ctx: Ctx, outside: bool, set_aside: lis
     """No qualifying use on record: FALSE only when every source that could hold the drug was read. Uses on
     record that do not qualify (below the dose, another route) are named with their evidence: "no
     glucocorticoids within 1 week" would misstate a chart with prednisone 10 mg on it."""
-    unread = _unread_sources(rule.ingredients, ctx)
+    unread = unread_sources(rule.ingredients, ctx)
     if unread:  # "none (within the window) on record" needs every source that could hold the drug
         return Res(Truth.UNKNOWN, missing=[f"{rule.label}: {'; '.join(unread)}"])
     if set_aside:
@@ -286,7 +270,7 @@ def _nothing_found(rule: MedicationRule, ctx: Ctx, outside: bool, set_aside: lis
     return Res(Truth.UNKNOWN, missing=[f"{rule.label}: none on record"])
 
 
-def _dose_missing(ctx: Ctx, m: MedicationFact) -> str:
+def dose_missing(ctx: Ctx, m: MedicationFact) -> str:
     if m.ingredient in ctx.m.steroid_ingredients:
         return f"prednisone-equivalent daily dose of {m.display} ({m.resource})"
     return f"daily dose of {m.display} ({m.resource})"
@@ -324,7 +308,7 @@ def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
     courses: dict[str, list[tuple[date, date]]] = {}
     evidence: dict[str, list[Evidence]] = {}
     undated = False
-    for m in _meds(rule.ingredients, ctx):
+    for m in meds_of(rule.ingredients, ctx):
         if m.start is None:
             undated = True
             continue
@@ -343,7 +327,7 @@ def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
     what = (f"{rule.min_distinct} different {rule.label}" if rule.min_distinct > 1 else rule.label) + (
         f" for at least {rule.min_duration}" if rule.min_duration else ""
     )
-    unread = _unread_sources(rule.ingredients, ctx)
+    unread = unread_sources(rule.ingredients, ctx)
     if ctx.absent == Truth.FALSE and not undated and not unread:
         return Res(Truth.FALSE, evidence=ev, why=[f"record shows {len(enough)} of {what}"])
     # Medication history is often incomplete (outside prescriptions): never a definite fail here.
@@ -351,47 +335,6 @@ def evaluate_treated(rule: Treated, ctx: Ctx) -> Res:
     return Res(
         Truth.UNKNOWN, evidence=ev, missing=[f"treatment history: record shows {len(enough)} of {what}{not_read}"]
     )
-
-
-def evaluate_current_dose(rule: CurrentDose, ctx: Ctx) -> Res:
-    per_drug: dict[str, list[MedicationFact]] = {}
-    for m in _meds(rule.ingredients, ctx):
-        if m.ongoing(ctx.as_of):
-            per_drug.setdefault(m.ingredient, []).append(m)
-    total = 0.0
-    ev: list[Evidence] = []
-    for records in per_drug.values():
-        # One therapy, one count: a statement and the order behind it (or repeated orders) are one
-        # ongoing course, never a sum. The newest record sets the dose: an old 40 mg order left active
-        # does not outrank today's 10 mg. Records of the same newest day that disagree go to a person.
-        doses = [(d, m) for m in records if (d := _dose(ctx, m)) is not None]
-        if not doses:
-            m = records[0]
-            return Res(Truth.UNKNOWN, evidence=[med_evidence(m)], missing=[_dose_missing(ctx, m)])
-        newest = max(m.start or date.min for _, m in doses)
-        latest = [(d, m) for d, m in doses if (m.start or date.min) == newest]
-        if len({d for d, _ in latest}) > 1:
-            listed = ", ".join(f"{d:g} mg/d ({m.resource})" for d, m in latest)
-            note = f"current {rule.label}: active records of the same day disagree ({listed})"
-            return Res(Truth.REVIEW, evidence=[med_evidence(m, d) for d, m in latest], notes=[note])
-        dose, m = latest[0]
-        total += dose
-        ev.append(med_evidence(m, dose))
-    ok = CMP[rule.op](total, rule.value)
-    why = [
-        f"current {rule.label} {total:g} mg/d prednisone-equivalent {rule.op} {rule.value:g}: {'yes' if ok else 'no'}"
-    ]
-    # A dose on record already above a ">=" bar, or over a "<=" bar, decides whatever else is unread.
-    if (ok and rule.op in (">=", ">")) or (not ok and rule.op in ("<=", "<")):
-        return Res(Truth.TRUE if ok else Truth.FALSE, evidence=ev, why=why)
-    unread = _unread_sources(rule.ingredients, ctx)
-    if unread:
-        return Res(Truth.UNKNOWN, evidence=ev, missing=[f"current {rule.label}: {'; '.join(unread)}"])
-    if ok:
-        return Res(Truth.TRUE, evidence=ev, why=why)
-    if not ev and ctx.absent != Truth.FALSE:
-        return Res(Truth.UNKNOWN, missing=[f"current {rule.label}: none on record"])
-    return Res(Truth.FALSE, evidence=ev, why=why)
 
 
 def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
@@ -411,4 +354,3 @@ def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
 
 register("medication", parse_medication, evaluate_medication)
 register("treated", parse_treated, evaluate_treated)
-register("current_dose", parse_current_dose, evaluate_current_dose)

@@ -11,12 +11,14 @@ Leaves live one family per module, each holding its parser and its evaluator sid
 register themselves here (see README "Rule vocabulary" for examples):
   demographics.py  age {min, max}; sex female|male
   labs.py          lab {var, op, value, unit, uln, lln, within}; positive {var, within, if_missing};
-                   grade_count {vars, grades, min, within}; answer {var, in, within}
+                   grade_count {vars, grades, min, within}; answer {var, in, within} (the result each
+                   reads: lab_results.py)
   conditions.py    condition {groups, within, dated_by, except, except_review, active_only, match_review,
                    onset_before}
   medications.py   medication {classes|ingredients, within, dose, dose_per_kg, if_ongoing, ongoing_note,
                    match_review, route};
-                   treated {classes, min_duration, min_distinct}; current_dose {classes, op, value}
+                   treated {classes, min_duration, min_distinct}
+  doses.py         current_dose {classes, op, value}
   procedures.py    procedure {groups, within, match_review}
   allergies.py     allergy {ingredients|classes, match_review}; allergy {drugs: any, severe, match_review}
 Adding a rule kind touches one of those modules (or a new one imported by the package) and its test.
