@@ -435,3 +435,21 @@ def test_openapi_types_every_hook_request(tmp_path):
         assert {"hook", "hookInstance", "context", "prefetch", "fhirServer", "fhirAuthorization"} <= set(props)
     assert "draftOrders" in comps["OrderContext"]["required"]
     assert comps["PatientViewContext"]["properties"]["patientId"]["pattern"]
+
+
+def test_a_400_names_where_and_what_but_quotes_nothing_the_caller_sent(tmp_path):
+    """Pydantic quotes the input in some messages (a bad UUID's first odd character) and in a location's
+    dict keys; the 400 keeps the field names, the positions and the kind of error, and none of the words."""
+    secret = "Qz9Secret"  # stands for a token or a patient's name pasted into the wrong place
+    req = hook(None, {f"{secret} key with spaces": {"resourceType": 5}, "patient": 5})
+    req["hookInstance"] = f"{secret}-not-a-uuid"
+    req["context"] = {"patientId": "p1", f"{secret}.field": []}
+    with make_client(tmp_path) as c:
+        r = c.post("/cds-services/trial-matcher", json=req)
+    assert r.status_code == 400
+    body = r.json()
+    assert "Qz9" not in r.text and "`" not in r.text
+    where = {d["loc"]: d["msg"] for d in body["details"]}
+    assert where["body.hookInstance"] == "Input should be a valid UUID"
+    assert "body.prefetch.patient" in where  # a key that is a name is said, so the EHR can fix it
+    assert any(loc.startswith("body.prefetch.<key>") for loc in where)

@@ -4,6 +4,7 @@ the error handlers."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service import __version__
 from cds_service.api.auth import Authenticator, JwksCache
+from cds_service.api.invalid import defined_names, said_back
 from cds_service.api.middleware import AccessLog, BodySizeLimit, NoTraceback, RequireClientJwt, RequireJsonBody
 from cds_service.api.responses import OrjsonRoute, error
 from cds_service.api.routes import admin, cds_hooks, checklist, health, match, trials, worklist
@@ -173,8 +175,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.error("unexpected error", extra={"error_type": type(exc).__name__})
         return error(500, "internal error")
 
+    @functools.cache
+    def names() -> frozenset[str]:  # built at the first 400, when every route is in place
+        return defined_names(app.openapi())
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Never echo the input back: it may hold patient data or a token.
-        details = [{"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return error(400, "invalid request", details=details)
+        return error(400, "invalid request", details=said_back(exc.errors(), names()))

@@ -38,7 +38,7 @@ def next_link(bundle: dict) -> str | None:
     return None
 
 
-_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def unasked_keys(prefetch: dict[str, Any]) -> str | None:
@@ -46,7 +46,7 @@ def unasked_keys(prefetch: dict[str, Any]) -> str | None:
     extra = sorted(k for k in prefetch if k not in QUERIES)
     if not extra:
         return None
-    shown = [k for k in extra if _KEY_NAME.match(k)]
+    shown = [k for k in extra if _KEY_NAME.fullmatch(k)]  # not `$`: it matches before a final newline
     names = f": {', '.join(shown[:10])}" if len(shown) == len(extra) and len(extra) <= 10 else ""
     return f"{len(extra)} prefetch key(s) this service does not ask for were ignored{names}"
 

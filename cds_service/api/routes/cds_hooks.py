@@ -169,7 +169,7 @@ async def feedback(
     """Store what the clinician did with cards (accepted / overridden). An overridden patient-view card with
     a reason dismisses that trial for that patient for `TRIAL_MATCHER_OVERRIDE_DAYS`."""
     if service_id not in SERVICE_HOOKS:
-        raise HTTPException(404, f"no CDS service '{service_id[:64]}'")
+        raise HTTPException(404, "no CDS service of that id (GET /cds-services lists them)")  # the id is not echoed
     stored = await matcher.feedback(service_id, body.feedback)
     log.info("feedback stored", extra={"service": service_id, "stored": stored})
     return {"stored": stored}

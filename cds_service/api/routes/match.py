@@ -38,7 +38,7 @@ async def match(
     """The full eligibility report: every trial, every criterion with outcome and evidence."""
     for t in trial or []:
         if t not in catalog.trials:
-            return error(404, f"unknown trial '{t[:20]}'")
+            return error(404, "unknown trial id (GET /trials lists them)")  # the id sent is not echoed
     when = as_of or matcher.today()
     if patient is not None:
         return await _by_patient_id(matcher, settings, patient, when, trial)
