@@ -101,7 +101,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cat.problems:  # a trial file that does not pass lint: say what to fix, not a traceback
         for problem in cat.problems:
             err.print(str(problem), markup=False)
-        return EXIT_ERROR
+        if not args.trial or any(t not in cat.trials for t in args.trial):
+            return EXIT_ERROR  # the whole catalogue, or a trial that may be the file left out: not a partial answer
+        err.print("[yellow]the file(s) above were left out; the trial(s) asked for loaded and are evaluated[/yellow]")
     unknown = [t for t in args.trial or [] if t not in cat.trials]
     if unknown:
         err.print(f"[red]unknown trial(s): {', '.join(unknown)}[/red]; see `trial-matcher trials`")

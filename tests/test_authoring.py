@@ -143,6 +143,14 @@ def test_one_bad_file_does_not_stop_the_service_and_evaluate_says_what_to_fix(tr
     assert main(["evaluate", str(bundle)]) == 2
     err = capsys.readouterr().err
     assert "NCT06801119.yaml:" in err and "did you mean 'spo2'" in err and "Traceback" not in err
+    # one trial that loaded, asked for by name: evaluated, with the file left out still said
+    other = sorted(served)[0]
+    assert main(["evaluate", str(bundle), "--trial", other, "--format", "json"]) in (0, 1)  # eligible or not
+    captured = capsys.readouterr()
+    said = " ".join(captured.err.split())  # the console wraps long lines
+    assert "did you mean 'spo2'" in said and "were left out" in said
+    assert [t["id"] for t in json.loads(captured.out)["trials"]] == [other]
+    assert main(["evaluate", str(bundle), "--trial", "NCT06801119"]) == 2  # the one left out: refused, not unknown
 
 
 def test_diff_lists_criteria_whose_registry_text_changed(trials_dir, tmp_path, capsys):
