@@ -7,6 +7,7 @@ allow-listed, SQLite feedback in ./var. Every setting is documented in the READM
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,23 @@ from cds_service.fhir.urls import AllowList
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # the feedback store's URL schemes (store.open_store opens them; Settings.store_problem refuses any other)
 SQLITE_URL, POSTGRES_URLS = "sqlite:///", ("postgresql://", "postgres://")
+
+
+def sqlite_can_open(path: Path) -> bool:
+    """Whether the SQLite store can be made at `path` (store.SqliteStore makes its folders): the path is not a
+    folder, and the nearest folder on it that exists is one this process may write in (WAL adds files beside
+    the database). Without this the service started and failed on its first request, or with a traceback."""
+    try:
+        if path.is_dir():
+            return False
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if path.exists():
+            return os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+        return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    except (OSError, ValueError):  # a NUL in the path, a name too long
+        return False
 
 
 def psycopg_imports() -> bool:
@@ -233,6 +251,11 @@ class Settings(BaseSettings):
             return None
         if not url.startswith(SQLITE_URL):
             return "TRIAL_MATCHER_DATABASE_URL must start with sqlite:/// or postgresql://"
+        if not sqlite_can_open(Path(url[len(SQLITE_URL) :])):
+            return (
+                "TRIAL_MATCHER_DATABASE_URL: the SQLite file cannot be made there (a folder on its path is a file, "
+                "or is not writable, or the path is a folder)"
+            )
         return None
 
     def auth_problem(self) -> str | None:

@@ -163,6 +163,21 @@ def test_a_store_that_cannot_open_is_said_before_start_without_its_password(monk
     assert (problem is None) if said is None else (said in problem and "s3cr3t" not in problem), problem
 
 
+def test_a_sqlite_file_that_cannot_be_made_is_said_before_start(tmp_path):
+    """A folder on the path that is a file, or the path of a folder: refused in one line, not a traceback at
+    start-up; a folder still to be made is fine (the store makes it)."""
+    (tmp_path / "afile").write_text("")
+    for path in (tmp_path / "afile" / "db.sqlite3", tmp_path, tmp_path / "afile" / "deeper" / "db.sqlite3"):
+        problem = Settings(auth_required=False, database_url=f"sqlite:///{path}").serve_problem()
+        assert problem is not None and "SQLite file cannot be made" in problem and str(tmp_path) not in problem
+    for path in (tmp_path / "new" / "folders" / "db.sqlite3", tmp_path / "db.sqlite3"):
+        assert Settings(auth_required=False, database_url=f"sqlite:///{path}").serve_problem() is None
+    out = _cli("serve", "--port", "1", TRIAL_MATCHER_AUTH_REQUIRED="false",
+               TRIAL_MATCHER_DATABASE_URL=f"sqlite:///{tmp_path}/afile/db.sqlite3")  # fmt: skip
+    assert out.returncode == 2 and "SQLite file cannot be made" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
 def test_serve_with_a_mistyped_store_url_says_so_in_one_line():
     out = _cli("serve", "--port", "1", TRIAL_MATCHER_AUTH_REQUIRED="false",
                TRIAL_MATCHER_DATABASE_URL="postgress://clinic:s3cr3t@db/cds")  # fmt: skip
