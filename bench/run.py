@@ -210,6 +210,51 @@ async def searches(base: str, pid: str, repeat: int, codes: frozenset) -> tuple[
     return key, alone[key], statistics.median(together)
 
 
+def start_floor(workers: int) -> tuple[subprocess.Popen, str]:
+    """(a): a bare FastAPI echo of the same body (bench/floor.py), in its own uvicorn process."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench.floor:app", "--port", str(port), "--log-level", "warning",
+           "--workers", str(workers)]  # fmt: skip
+    floor = subprocess.Popen(cmd, cwd=REPO_ROOT)
+    wait_http(f"http://127.0.0.1:{port}/docs")
+    return floor, f"http://127.0.0.1:{port}/echo"
+
+
+def measure_size(
+    n: int, urls: tuple[str, str], quick: bool, catalog: Catalog, sekmet: Sekmet | None, fhir_sizes: set[int]
+) -> dict:
+    """One row: (a), (b) and (o) at one and sixteen concurrent requests, the in-process stages, and (c)
+    against sekmet when `n` is one of `fhir_sizes`."""
+    n_seq = {100: 200, 1000: 200, 10000: 30} if not quick else {100: 30, 1000: 30, 10000: 6}
+    n_conc = {100: 320, 1000: 160, 10000: 32} if not quick else {100: 32, 1000: 32, 10000: 16}
+    floor_url, hook_url = urls
+    res = make_patient(n)
+    pid = res[0]["id"]
+    body = hook_body(res, pid)
+    row: dict = {"size": n, "body_kb": len(body) / 1024}
+    outside = hook_body(clinic_patient(res), pid)  # the same chart without lupus
+    for name, url, sent in (("a", floor_url, body), ("b", hook_url, body), ("o", hook_url, outside)):
+        lat1, wall1 = asyncio.run(measure(url, sent, n_seq[n], 1))
+        lat16, wall16 = asyncio.run(measure(url, sent, n_conc[n], 16))
+        row[name] = {
+            "p50": pct(lat1, 50),
+            "p99": pct(lat1, 99),
+            "rps1": len(lat1) / wall1,
+            "p50_16": pct(lat16, 50),
+            "p99_16": pct(lat16, 99),
+            "rps16": len(lat16) / wall16,
+        }
+    row["stages"], row["peak_mb"] = stages(catalog, body, pid, 5 if n >= 10000 else 20)
+    if sekmet is not None and n in fhir_sizes:
+        sekmet.load(res)
+        no_pref = hook_body(res, pid, sekmet.base, prefetch=False)
+        lat, _ = asyncio.run(measure(hook_url, no_pref, 5, 1))
+        codes = frozenset(catalog.mappings.obs_index)  # what the service asks a FHIR server for (app.py)
+        key, slow, together = asyncio.run(searches(sekmet.base, pid, 3, codes))
+        row["c"] = {"hook": statistics.median(lat), "slowest": slow, "search": key, "together": together}
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="trial-matcher benchmarks")
     p.add_argument("--sizes", default="100,1000,10000")
@@ -220,32 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     fhir_sizes = {int(s) for s in args.fhir_sizes.split(",") if s}
-    n_seq = {100: 200, 1000: 200, 10000: 30} if not args.quick else {100: 30, 1000: 30, 10000: 6}
-    n_conc = {100: 320, 1000: 160, 10000: 32} if not args.quick else {100: 32, 1000: 32, 10000: 16}
     catalog = Catalog.load(REPO_ROOT / "mappings", REPO_ROOT / "trials")
-    codes = frozenset(catalog.mappings.obs_index)  # what the service asks a FHIR server for (app.py)
     tune_gc(100_000)  # as the service does, so in-process stage times match it
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        floor_port = free_port()
-        floor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.floor:app",
-                "--port",
-                str(floor_port),
-                "--log-level",
-                "warning",
-                "--workers",
-                str(args.workers),
-            ],
-            cwd=REPO_ROOT,
-        )
-        floor_url = f"http://127.0.0.1:{floor_port}/echo"
-        wait_http(f"http://127.0.0.1:{floor_port}/docs")
+        floor, floor_url = start_floor(args.workers)
         sekmet = Sekmet(work) if SEKMET.exists() else None
         svc = ServiceProcess(
             work,
@@ -255,33 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             TRIAL_MATCHER_FHIR_TIMEOUT_SECONDS="120",
             TRIAL_MATCHER_FHIR_PAGE_CAP="1000",
         )
-        hook_url = f"{svc.url}/cds-services/trial-matcher"
+        urls = (floor_url, f"{svc.url}/cds-services/trial-matcher")
         try:
             for n in sizes:
-                res = make_patient(n)
-                pid = res[0]["id"]
-                body = hook_body(res, pid)
-                row: dict = {"size": n, "body_kb": len(body) / 1024}
-                outside = hook_body(clinic_patient(res), pid)  # the same chart without lupus
-                for name, url, sent in (("a", floor_url, body), ("b", hook_url, body), ("o", hook_url, outside)):
-                    lat1, wall1 = asyncio.run(measure(url, sent, n_seq[n], 1))
-                    lat16, wall16 = asyncio.run(measure(url, sent, n_conc[n], 16))
-                    row[name] = {
-                        "p50": pct(lat1, 50),
-                        "p99": pct(lat1, 99),
-                        "rps1": len(lat1) / wall1,
-                        "p50_16": pct(lat16, 50),
-                        "p99_16": pct(lat16, 99),
-                        "rps16": len(lat16) / wall16,
-                    }
-                row["stages"], row["peak_mb"] = stages(catalog, body, pid, 5 if n >= 10000 else 20)
-                if sekmet is not None and n in fhir_sizes:
-                    sekmet.load(res)
-                    no_pref = hook_body(res, pid, sekmet.base, prefetch=False)
-                    lat, _ = asyncio.run(measure(hook_url, no_pref, 5, 1))
-                    key, slow, together = asyncio.run(searches(sekmet.base, pid, 3, codes))
-                    row["c"] = {"hook": statistics.median(lat), "slowest": slow, "search": key, "together": together}
-                rows.append(row)
+                rows.append(measure_size(n, urls, args.quick, catalog, sekmet, fhir_sizes))
                 print(f"... {n} resources measured", file=sys.stderr)
         finally:
             svc.stop()
