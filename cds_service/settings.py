@@ -24,17 +24,19 @@ SQLITE_URL, POSTGRES_URLS = "sqlite:///", ("postgresql://", "postgres://")
 
 
 def sqlite_can_open(path: Path) -> bool:
-    """Whether the SQLite store can be made at `path` (store.SqliteStore makes its folders): the path is not a
-    folder, and the nearest folder on it that exists is one this process may write in (WAL adds files beside
-    the database). Without this the service started and failed on its first request, or with a traceback."""
+    """Whether the SQLite store can be opened at `path`: an existing file this process may read and write, or,
+    where there is none yet, a path whose nearest existing folder it may write in (store.SqliteStore makes
+    the folders and the file). Refuses only what cannot work (a folder, a path through a file, a folder it
+    cannot write), so a working deployment is never refused; without this the service failed at start-up
+    with a traceback."""
     try:
         if path.is_dir():
             return False
+        if path.exists():
+            return os.access(path, os.R_OK | os.W_OK)
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        if path.exists():
-            return os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
         return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
     except (OSError, ValueError):  # a NUL in the path, a name too long
         return False
