@@ -256,7 +256,7 @@ class Settings(BaseSettings):
         if not sqlite_can_open(Path(url[len(SQLITE_URL) :])):
             return (
                 "TRIAL_MATCHER_DATABASE_URL: the SQLite file cannot be made there (a folder on its path is a file, "
-                "or is not writable, or the path is a folder)"
+                "or is not writable, or the path is a folder, or the file is not readable and writable)"
             )
         return None
 

@@ -43,10 +43,10 @@ def where(loc: tuple, names: frozenset[str]) -> str:
 
 
 def message(e: Any) -> str:
-    """Pydantic's message less the parser's own account of the input when it quotes it, and less the length
-    of what was sent ("Input should be a
-    valid UUID, invalid character: ... found `x` at 1" is said as "Input should be a valid UUID"). Our
-    validators' messages (a ValueError in the context) name no input and stay whole."""
+    """Pydantic's message less the parser's own account of the input when it quotes it ("Input should be a
+    valid UUID, invalid character: ... found `x` at 1" is said as "Input should be a valid UUID"), and less
+    the length of what was sent. Our validators' messages (a ValueError in the context) name no input and
+    stay whole."""
     ctx = e.get("ctx") or {}
     msg, quoted = str(e.get("msg", "")), ctx.get("error")
     if isinstance(quoted, str) and quoted and quoted in msg:
