@@ -46,7 +46,9 @@ _ALWAYS_READ = _resource_of(("Patient", "Condition", "Medication"))
 # string's end. A lookahead, so "Patient/Patient/x" yields "x" too (`patients_named` takes the last `Patient/`)
 _PATIENT_REF = re.compile(rb'Patient/(?=([^/"\\\n]*))')
 _ESCAPE_IN_REF = re.compile(rb'Patient/[^/"\\\n]*\\')  # an escape inside an id: the bytes cannot say whose
-_LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n")  # one match per line that names a patient at all
+# one match per line that names a patient at all; the empty group makes findall list empty strings rather
+# than copy each line's rest (most of the block's bytes): 0.8 ms a MiB against 1.3
+_LINE_WITH_REF = re.compile(rb"Patient/[^\n]*\n()")
 # inside patients a block may name and still be settled by finding their lines: past it most lines are inside
 FEW = 48
 
