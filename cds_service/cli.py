@@ -98,13 +98,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         err.print(f"[red]cannot read {args.bundle}: {type(e).__name__}[/red]")
         return EXIT_ERROR
     cat = _catalog()
+    unknown = [t for t in args.trial or [] if t not in cat.trials]
     if cat.problems:  # a trial file that does not pass lint: say what to fix, not a traceback
         for problem in cat.problems:
             err.print(str(problem), markup=False)
-        if not args.trial or any(t not in cat.trials for t in args.trial):
+        if not args.trial or unknown:
             return EXIT_ERROR  # the whole catalogue, or a trial that may be the file left out: not a partial answer
         err.print("[yellow]the file(s) above were left out; the trial(s) asked for loaded and are evaluated[/yellow]")
-    unknown = [t for t in args.trial or [] if t not in cat.trials]
     if unknown:
         err.print(f"[red]unknown trial(s): {', '.join(unknown)}[/red]; see `trial-matcher trials`")
         return EXIT_ERROR

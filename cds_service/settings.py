@@ -23,6 +23,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SQLITE_URL, POSTGRES_URLS = "sqlite:///", ("postgresql://", "postgres://")
 
 
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///PATH` URL (relative, or absolute with a fourth slash)."""
+    return Path(url[len(SQLITE_URL) :])
+
+
 def sqlite_can_open(path: Path) -> bool:
     """Whether the SQLite store can be opened at `path`: an existing file this process may read and write, or,
     where there is none yet, a path whose nearest existing folder it may write in (store.SqliteStore makes
@@ -253,7 +258,7 @@ class Settings(BaseSettings):
             return None
         if not url.startswith(SQLITE_URL):
             return "TRIAL_MATCHER_DATABASE_URL must start with sqlite:/// or postgresql://"
-        if not sqlite_can_open(Path(url[len(SQLITE_URL) :])):
+        if not sqlite_can_open(sqlite_path(url)):
             return (
                 "TRIAL_MATCHER_DATABASE_URL: the SQLite file cannot be made there (a folder on its path is a file, "
                 "or is not writable, or the path is a folder, or the file is not readable and writable)"

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from cds_service import dismissals as dm
 from cds_service.api.models import FeedbackItem
 from cds_service.eligibility.report import Dismissal
-from cds_service.settings import POSTGRES_URLS, SQLITE_URL
+from cds_service.settings import POSTGRES_URLS, SQLITE_URL, sqlite_path
 
 _COLUMNS = (
     "id",
@@ -357,7 +357,7 @@ class PostgresStore:
 def open_store(database_url: str) -> Store:
     """`sqlite:///relative/or/absolute/path.sqlite3` or `postgresql://user:pass@host/db`."""
     if database_url.startswith(SQLITE_URL):
-        return SqliteStore(database_url[len(SQLITE_URL) :])
+        return SqliteStore(sqlite_path(database_url))
     if database_url.startswith(POSTGRES_URLS):
         return PostgresStore(database_url)
     raise ValueError("database URL must start with sqlite:/// or postgresql://")
