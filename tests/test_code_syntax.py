@@ -13,8 +13,10 @@ from cds_service.eligibility.catalog import Catalog
 from cds_service.fhir.codes import (
     ICD10CM,
     LOINC,
+    RXNORM,
     SNOMED,
     atc_valid,
+    canonical_system,
     cvx_valid,
     icd10cm_valid,
     loinc_valid,
@@ -22,6 +24,7 @@ from cds_service.fhir.codes import (
     snomed_valid,
 )
 from cds_service.fhir.mappings import load_mappings
+from cds_service.fhir.read import _codings
 from cds_service.settings import REPO_ROOT
 
 LOINC_ANSWER = re.compile(r"^LA\d{1,6}-\d$")
@@ -120,6 +123,41 @@ def test_no_code_maps_to_two_ingredients(catalog):
 )
 def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
     assert set(catalog.mappings.condition_groups(ICD10CM, code)) == groups
+    # claims feeds send codes without the dot: "M320" is M32.0 (not SLE), "D84821" is D84.821
+    dotless = code.replace(".", "")
+    assert set(catalog.mappings.condition_groups(ICD10CM, dotless)) == groups, dotless
+    assert set(catalog.mappings.condition_groups(ICD10CM, f" {dotless.lower()} ")) == groups, dotless
+
+
+@pytest.mark.parametrize(
+    ("spelled", "canonical"),
+    [
+        ("urn:oid:2.16.840.1.113883.6.1", LOINC),
+        ("2.16.840.1.113883.6.1", LOINC),
+        ("http://loinc.org/", LOINC),
+        ("urn:oid:2.16.840.1.113883.6.96", SNOMED),
+        ("http://snomed.info/sct/731000124108/version/20230301", SNOMED),
+        ("http://snomed.info/sct/900000000000207008", SNOMED),
+        ("urn:oid:2.16.840.1.113883.6.90", ICD10CM),
+        ("http://hl7.org/fhir/sid/icd-10-cm/", ICD10CM),
+        ("urn:oid:2.16.840.1.113883.6.88", RXNORM),
+        ("urn:oid:2.16.840.1.113883.12.292", "http://hl7.org/fhir/sid/cvx"),
+        ("urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0", "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0"),
+        ("http://snomed.info/sctx", "http://snomed.info/sctx"),
+    ],
+)
+def test_a_system_as_records_spell_it_reads_as_the_maps_write_it(catalog, spelled, canonical):
+    """Registered OIDs, a trailing slash and a SNOMED CT edition in the system name the system the maps use;
+    anything else (a site's own OID, a look-alike) stays as it is."""
+    assert canonical_system(spelled) == canonical
+    code = {"coding": [{"system": spelled, "code": "x"}]}
+    assert _codings(code)[0][0] == canonical
+
+
+def test_every_lupus_nephritis_concept_is_sle(catalog):
+    """Lupus nephritis is SLE by definition: a problem list holding only an LN concept records SLE."""
+    groups = catalog.mappings.conditions.groups
+    assert set(groups["lupus_nephritis"].snomed) <= set(groups["sle"].snomed)
 
 
 SITE = "https://lab.hospital.example.org/fhir/CodeSystem/lis"

@@ -103,6 +103,7 @@ OUTSIDE = {
     "SLE only as a health concern": lambda: with_only(
         cond([(SNOMED, "55464009")], category=[status("condition-category", "health-concern")])
     ),
+    "drug-induced lupus, ICD-10-CM without the dot (M320)": lambda: with_only(cond([(ICD10CM, "M320")])),
 }
 
 INSIDE = {
@@ -123,6 +124,17 @@ INSIDE = {
     "text only": lambda: with_only(cond([], "Systemic lupus erythematosus", onsetDateTime=d(2000))),
     "display only, local code": lambda: with_only(
         {**cond([]), "code": {"coding": [{"system": "urn:local", "code": "L1", "display": "SLE"}]}}
+    ),
+    "ICD-10-CM without the dot (M3214)": lambda: with_only(cond([(ICD10CM, "M3214")])),
+    "ICD-10-CM under its OID": lambda: with_only(cond([("urn:oid:2.16.840.1.113883.6.90", "M32.14")])),
+    "SNOMED CT under its OID": lambda: with_only(cond([("urn:oid:2.16.840.1.113883.6.96", "55464009")])),
+    "SNOMED CT edition in the system": lambda: with_only(
+        cond([("http://snomed.info/sct/731000124108/version/20230301", "55464009")])
+    ),
+    "a past medical history category": lambda: with_only(
+        cond(
+            [(SNOMED, "55464009")], category=[{"coding": [{"system": "urn:local:category", "code": "medical-history"}]}]
+        )
     ),
 }
 
@@ -151,6 +163,15 @@ def test_sle_coded_any_way_a_record_holds_it_enters(catalog, case):
         r = evaluate(catalog, resources, tid, AS_OF)
         assert r.cohort.outcome == "in", (case, tid, r.cohort)
         assert r.cohort.evidence and r.criteria
+
+
+def test_a_lupus_nephritis_concept_alone_enters(catalog):
+    """A problem list holding only a lupus nephritis concept (Oracle Health lists often carry SNOMED CT
+    alone) records SLE: every concept of the lupus nephritis group opens every SLE trial's entry."""
+    for code in catalog.mappings.conditions.groups["lupus_nephritis"].snomed:
+        resources = with_only(cond([(SNOMED, code)]))
+        for tid in sle_trials(catalog):
+            assert evaluate(catalog, resources, tid, AS_OF).cohort.outcome == "in", (code, tid)
 
 
 def test_sle_in_another_code_gets_the_same_verdicts(catalog):

@@ -18,7 +18,12 @@ DENIED = [
     "SLE: negative workup", "SLE not confirmed", "Family history of SLE", "FH SLE", "mother has SLE",
     "sister with SLE", "Family history: SLE", "FHx: SLE",
 ]  # fmt: skip
-DOUBTFUL = ["suspected SLE", "? SLE", "possible SLE", "Evaluate for SLE", "SLE vs RA", "SLE?"]
+# another disease named after SLE (undifferentiated connective tissue disease): no SLE in the text alone
+OTHER_DISEASE = ["Undifferentiated connective tissue disease (SLE-like)", "lupus-like syndrome", "SLE like illness"]
+DOUBTFUL = [
+    "suspected SLE", "? SLE", "possible SLE", "Evaluate for SLE", "SLE vs RA", "SLE?",
+    "ANA positive - SLE workup pending",
+]  # fmt: skip
 PRESENT = [
     "SLE", "Systemic lupus erythematosus", "SLE with negative anti-dsDNA", "SLE without nephritis",
     "History of SLE", "SLE, mother has RA", "Seronegative SLE", "SLE on hydroxychloroquine or mycophenolate",
@@ -45,6 +50,13 @@ def _statuses(catalog, text: str, coded: bool = False) -> dict[str, str]:
 def test_a_negated_or_another_persons_diagnosis_opens_no_cohort(catalog, text, coded):
     statuses = _statuses(catalog, text, coded)
     assert set(statuses.values()) <= {"ineligible", "draft"}, (text, statuses)
+
+
+@pytest.mark.parametrize("text", OTHER_DISEASE)
+def test_a_disease_only_like_sle_gets_no_card(catalog, text):
+    """Outside (the text names SLE only as a likeness) or not assessed (it names nothing the maps know)."""
+    statuses = _statuses(catalog, text)
+    assert set(statuses.values()) <= {"ineligible", "not-assessed", "draft"}, (text, statuses)
 
 
 @pytest.mark.parametrize("text", DOUBTFUL)

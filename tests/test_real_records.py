@@ -464,3 +464,21 @@ def test_same_drug_counts_once(catalog, eligible):
     assert criterion(catalog, both, T4, "inc-4", AS_OF).outcome in ("unknown", "fail")
     mixed = [*base, ms("mycophenolate mofetil 1000 MG", d(400)), ms("azathioprine 100 MG", d(200))]
     assert criterion(catalog, mixed, T4, "inc-4", AS_OF).outcome == "review"  # passes; also_review
+
+
+@pytest.mark.parametrize("system", ["urn:oid:2.16.840.1.113883.6.1", "2.16.840.1.113883.6.1", "http://loinc.org/"])
+def test_a_result_under_another_spelling_of_loinc_decides_as_loinc(catalog, eligible, system):
+    """A positive HIV result sent under LOINC's OID (C-CDA-derived feeds) or with a trailing slash was passed
+    over as a code no map holds, silently: the card said likely eligible. Read as LOINC, every trial decides
+    as it does on the canonical spelling."""
+    hiv = syn.qualitative(P, "56888-1", True, d(30))
+    spelled = {**hiv, "code": {"coding": [{**c, "system": system} for c in hiv["code"]["coding"]]}}
+    base = drop(eligible, "56888-1")
+    a, b = catalog.facts([*base, hiv], P), catalog.facts([*base, spelled], P)
+    variable = catalog.mappings.obs_index[(LOINC, "56888-1")]
+    assert [r.positive for r in b.labs[variable]] == [r.positive for r in a.labs[variable]] == [True]
+
+    def decided(facts):
+        return [(t.id, t.status, [c.outcome for c in t.criteria]) for t in catalog.report(facts, AS_OF).trials]
+
+    assert decided(b) == decided(a)

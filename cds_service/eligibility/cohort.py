@@ -6,7 +6,8 @@ patients with its disease on record. So the entry has three answers:
 
 - `in`: a Condition in one of the entry's groups is on record: any verification status but refuted
   or entered-in-error (those never become facts), as a problem-list item, an encounter diagnosis or
-  with no category; for a lifelong disease (SLE) whatever its clinical status, otherwise not resolved.
+  with no category; for a lifelong disease (SLE) whatever its clinical status and under any category
+  but a health concern alone (a past medical history, a site's own category), otherwise not resolved.
 - `out`: the problem list was read in full and holds no such diagnosis: `ineligible`, no card.
 - `unknown`: no condition data could be read, or some Condition could not be interpreted at all, so
   "not on record" cannot be said: `not-assessed`, and no card either (no card without the disease).
@@ -23,6 +24,11 @@ from cds_service.fhir.mappings import Mappings
 # Condition.category codes that record a diagnosis (US Core / FHIR condition-category); a record whose
 # only category is e.g. a patient's health concern is not a diagnosis.
 DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "encounter-diagnosis"})
+# categories that do not record a diagnosis made (US Core: concerns of the patient or others, beyond the
+# problem list). Any other category of a lifelong disease's code still records the patient's disease: SLE
+# under a past medical history ("medical-history") or a site's own category is SLE on record, and read as
+# not a diagnosis it left a real SLE patient outside every trial.
+NOT_A_DIAGNOSIS = frozenset({"health-concern"})
 
 
 def disease(trial: Trial, m: Mappings) -> str:
@@ -35,11 +41,11 @@ def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:
     hit = c.groups & trial.entry_groups
     if not hit:
         return False
-    if c.categories and not (c.categories & DIAGNOSIS_CATEGORIES):
+    lifelong = any(m.conditions.groups[g].lifelong for g in hit)
+    diagnosis = not c.categories or bool(c.categories & DIAGNOSIS_CATEGORIES)
+    if not diagnosis and (not lifelong or c.categories <= NOT_A_DIAGNOSIS):
         return False
-    if any(m.conditions.groups[g].lifelong for g in hit):
-        return True
-    return c.active is not False
+    return lifelong or c.active is not False
 
 
 def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:

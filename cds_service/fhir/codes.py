@@ -115,3 +115,47 @@ def code_valid(system: str, code: str) -> bool:
     """Syntax check for a code of a known system; codes of other systems pass."""
     check = VALIDATORS.get(system)
     return check(code) if check else bool(code)
+
+
+# --- how records spell the systems and codes read ------------------------------------------------------
+
+# Coding.system as sources also send it: the registered OID (HL7's NamingSystem identifiers; C-CDA-derived
+# feeds keep them, with or without "urn:oid:"), or the canonical URI with a trailing slash. Read as the
+# canonical system, a LOINC code sent under its OID finds its variable: otherwise a positive HIV result so
+# sent was passed over as a code no map holds, and an SLE diagnosis so coded left the patient outside.
+# OIDs checked against HL7 THO NamingSystem/CodeSystem identifiers (LOINC 6.1) and public code that maps
+# them (ICD-10-CM 6.90, WHO ICD-10 6.3, SNOMED CT 6.96, RxNorm 6.88, CVX 12.292).
+_OIDS = {
+    "2.16.840.1.113883.6.1": LOINC,
+    "2.16.840.1.113883.6.96": SNOMED,
+    "2.16.840.1.113883.6.90": ICD10CM,
+    "2.16.840.1.113883.6.3": ICD10,
+    "2.16.840.1.113883.6.88": RXNORM,
+    "2.16.840.1.113883.12.292": CVX,
+}
+SYSTEM_ALIASES = {
+    **{f"urn:oid:{oid}": uri for oid, uri in _OIDS.items()},
+    **_OIDS,
+    **{f"{uri}/": uri for uri in (LOINC, ICD10CM, ICD10, RXNORM, CVX)},
+}
+# an edition or version of SNOMED CT written into the system ("http://snomed.info/sct/731000124108/version/
+# 20230301", which belongs in Coding.version): concept ids are the same in every edition
+_SNOMED_EDITION = SNOMED + "/"
+
+
+def canonical_system(system: str) -> str:
+    """The system URI the maps are written in for `system` as a record spells it; any other unchanged."""
+    alias = SYSTEM_ALIASES.get(system)
+    if alias is not None:
+        return alias
+    return SNOMED if system.startswith(_SNOMED_EDITION) else system
+
+
+def icd10_code(code: str) -> str:
+    """An ICD-10(-CM) code as the maps write it: upper case, a dot after the three-character category.
+    Claims feeds and some exports send "M320" for M32.0: read as written, the prefix M32 (SLE) matched it
+    while the exclusion M32.0 (drug-induced lupus) did not, and "D84821" escaped D84.821's exclusion."""
+    c = code.strip().upper()
+    if len(c) > 3 and "." not in c:
+        c = f"{c[:3]}.{c[3:]}"
+    return c

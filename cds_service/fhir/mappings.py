@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cds_service.fhir.codes import ATC, CVX, ICD10, ICD10CM, RXNORM, SNOMED
+from cds_service.fhir.codes import ATC, CVX, ICD10, ICD10CM, RXNORM, SNOMED, icd10_code
 from cds_service.fhir.map_models import (
     ConditionMappings,
     MedicationMappings,
@@ -183,7 +183,7 @@ class Mappings:
         if system == SNOMED:
             return frozenset(self.snomed_groups.get(code, ()))
         if system in (ICD10CM, ICD10):  # WHO ICD-10's categories and subcategories mean what ICD-10-CM's do
-            return self._icd_groups(code)
+            return self._icd_groups(icd10_code(code))  # "M320" is M32.0
         return frozenset()
 
     @_memoised  # kept per code like the text lookups: neither long nor endless distinct hostile codes
@@ -200,7 +200,7 @@ class Mappings:
         h = self.conditions.history
         if system == SNOMED:
             return code in h.snomed
-        return system in (ICD10CM, ICD10) and any(code.upper().startswith(p) for p in h.icd10cm)
+        return system in (ICD10CM, ICD10) and any(icd10_code(code).startswith(p) for p in h.icd10cm)
 
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
         """Groups the text states the patient has, whole words only, not negated ("no SLE", "SLE ruled out"),

@@ -104,7 +104,10 @@ _DOUBT_BEFORE = (
     "workup for", "concern for", "concerning for", "consider", "cannot exclude", "can't exclude", "differential",
     "ddx", "presumed", "provisional", "borderline", "incomplete",
 )  # fmt: skip
-_DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
+_DOUBT_AFTER = (
+    "?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional",
+    "workup", "work-up", "work up", "pending",  # "SLE workup pending": not yet made ("workup negative": denied)
+)  # fmt: skip
 
 
 _POST_CUE, _OTHER_CUE = _pattern(_POST_NEGATION), _pattern(_OTHER_PERSON)  # whole words, longest first

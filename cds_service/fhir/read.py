@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cds_service.fhir.codes import UCUM
+from cds_service.fhir.codes import UCUM, canonical_system
 from cds_service.fhir.facts import PatientFacts
 from cds_service.fhir.mappings import Mappings
 
@@ -139,7 +139,8 @@ def _read_date(v: Any) -> date:
 
 
 def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
-    """(system, code, display) of each coding of a concept; "" for a missing system or code. Every element
+    """(system, code, display) of each coding of a concept; "" for a missing system or code; the system as
+    the maps write it (`codes.canonical_system`: an OID, a trailing slash, a SNOMED CT edition). Every element
     type-checked as `_o`, `_l` and `_s` do, written out here: a record reads several concepts a resource."""
     out = []
     for c in _l(_o(cc).get("coding")):
@@ -152,7 +153,7 @@ def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
             raise Invalid("string expected")
         if not (isinstance(display, str) or display is None):
             raise Invalid("string expected")
-        out.append((system or "", code or "", display))
+        out.append((canonical_system(system) if system else "", code or "", display))
     return out
 
 
