@@ -86,6 +86,30 @@ def test_nonfamilial_hypogammaglobulinemia_goes_to_a_person(catalog, eligible):
         assert evaluate(catalog, res, trial, AS_OF).status != "ineligible"
 
 
+@pytest.mark.parametrize(
+    ("code", "display"),
+    [
+        ("D84.9", "Immunosuppressed"),  # D84.9's inclusion terms: immunocompromised / immunosuppressed NOS
+        ("D84.89", "Other immunodeficiencies"),
+        ("D84.822", "Immunodeficiency due to external causes"),
+        ("D84822", "Immunodeficiency due to external causes"),  # as claims feeds send it
+    ],
+)
+def test_an_immunodeficiency_not_surely_primary_goes_to_a_person(catalog, eligible, code, display):
+    """An SLE patient on immunosuppressants coded "immunosuppressed NOS" (D84.9) was a permanent fail for T1's
+    primary immunodeficiency and T3's immunodeficiency diseases: neither can be told from the code."""
+    res = [*eligible, cond(code, display=display, onset=d(300))]
+    for trial, cid in ((T1, "exc-5"), (T3, "exc-3")):
+        assert criterion(catalog, res, trial, cid, AS_OF).outcome == "review", (code, trial)
+        assert evaluate(catalog, res, trial, AS_OF).status != "ineligible"
+
+
+def test_a_primary_immunodeficiency_still_excludes(catalog, eligible):
+    cvid = cond("D83.9", display="Common variable immunodeficiency", onset="2001-01-01")
+    for trial, cid in ((T1, "exc-5"), (T3, "exc-3")):
+        assert criterion(catalog, [*eligible, cvid], trial, cid, AS_OF).outcome == "fail"
+
+
 def test_hereditary_hypogammaglobulinemia_still_excludes(catalog, eligible):
     d800 = cond("D80.0", display="Hereditary hypogammaglobulinemia", onset="2001-01-01")
     assert criterion(catalog, [*eligible, d800], T2, "exc-4", AS_OF).outcome == "fail"

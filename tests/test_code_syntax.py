@@ -111,6 +111,10 @@ def test_no_code_maps_to_two_ingredients(catalog):
         ("C44.91", {"malignancy", "skin_bcc_scc"}),
         ("C50.911", {"malignancy"}),
         ("D84.821", set()),  # secondary immunodeficiency is not primary
+        ("D84.81", set()),
+        ("D84.822", {"unspecified_immunodeficiency"}),  # due to external causes: a person decides
+        ("D84.9", {"unspecified_immunodeficiency"}),  # immunosuppressed NOS
+        ("D84.0", {"primary_immunodeficiency"}),
         ("D83.9", {"primary_immunodeficiency"}),
         ("O09.90", {"pregnancy"}),
         ("O92.13", {"lactation"}),  # cracked nipple associated with lactation
@@ -127,6 +131,8 @@ def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
     dotless = code.replace(".", "")
     assert set(catalog.mappings.condition_groups(ICD10CM, dotless)) == groups, dotless
     assert set(catalog.mappings.condition_groups(ICD10CM, f" {dotless.lower()} ")) == groups, dotless
+    assert set(catalog.mappings.condition_groups(ICD10CM, f"{code}.")) == groups  # "M32.0." / "M320."
+    assert set(catalog.mappings.condition_groups(ICD10CM, f"{code[:3]} {code[4:]}".strip())) == groups
 
 
 @pytest.mark.parametrize(
@@ -144,6 +150,10 @@ def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
         ("urn:oid:2.16.840.1.113883.12.292", "http://hl7.org/fhir/sid/cvx"),
         ("urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0", "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0"),
         ("http://snomed.info/sctx", "http://snomed.info/sctx"),
+        ("http://snomed.info/sct/local-codes", "http://snomed.info/sct/local-codes"),  # a site's own
+        ("URN:OID:2.16.840.1.113883.6.1 ", LOINC),
+        ("https://snomed.info/sct", SNOMED),
+        ("HTTP://SNOMED.INFO/SCT", SNOMED),
     ],
 )
 def test_a_system_as_records_spell_it_reads_as_the_maps_write_it(catalog, spelled, canonical):

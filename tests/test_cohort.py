@@ -165,6 +165,32 @@ def test_sle_coded_any_way_a_record_holds_it_enters(catalog, case):
         assert r.cohort.evidence and r.criteria
 
 
+def test_sle_under_a_category_this_service_does_not_know_is_not_assessed(catalog):
+    """A site's own category (a reason for visit, a family-history section) may or may not record the patient's
+    diagnosis: no card, and the screen says a person checks, rather than "no diagnosis on record"."""
+    site = [{"coding": [{"system": "urn:local:category", "code": "reason-for-visit"}]}]
+    resources = with_only(cond([(SNOMED, "55464009")], category=site))
+    for tid in sle_trials(catalog):
+        r = evaluate(catalog, resources, tid, AS_OF)
+        assert r.status == "not-assessed" and r.cohort.outcome == "unknown", (tid, r.cohort)
+        assert "category" in r.cohort.reason and "reason-for-visit" not in r.cohort.reason  # the record's own code
+
+
+def test_a_health_concern_with_a_translation_is_still_a_health_concern(catalog):
+    concern = [
+        {
+            "coding": [
+                {"system": "http://hl7.org/fhir/us/core/CodeSystem/condition-category", "code": "health-concern"},
+                {"display": "Health Concern"},
+                {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10375", "code": "3"},
+            ]
+        }
+    ]
+    resources = with_only(cond([(SNOMED, "55464009")], category=concern))
+    for tid in sle_trials(catalog):
+        assert evaluate(catalog, resources, tid, AS_OF).cohort.outcome == "out", tid
+
+
 def test_a_lupus_nephritis_concept_alone_enters(catalog):
     """A problem list holding only a lupus nephritis concept (Oracle Health lists often carry SNOMED CT
     alone) records SLE: every concept of the lupus nephritis group opens every SLE trial's entry."""

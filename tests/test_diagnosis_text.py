@@ -16,7 +16,7 @@ SLE = {"system": "http://snomed.info/sct", "code": "55464009", "display": "Syste
 DENIED = [
     "no SLE", "r/o SLE", "SLE ruled out", "SLE - ruled out", "SLE excluded", "SLE (excluded)",
     "SLE: negative workup", "SLE not confirmed", "Family history of SLE", "FH SLE", "mother has SLE",
-    "sister with SLE", "Family history: SLE", "FHx: SLE",
+    "sister with SLE", "Family history: SLE", "FHx: SLE", "SLE workup: negative", "SLE work-up was normal",
 ]  # fmt: skip
 # another disease named after SLE (undifferentiated connective tissue disease): no SLE in the text alone
 OTHER_DISEASE = ["Undifferentiated connective tissue disease (SLE-like)", "lupus-like syndrome", "SLE like illness"]
@@ -27,6 +27,7 @@ DOUBTFUL = [
 PRESENT = [
     "SLE", "Systemic lupus erythematosus", "SLE with negative anti-dsDNA", "SLE without nephritis",
     "History of SLE", "SLE, mother has RA", "Seronegative SLE", "SLE on hydroxychloroquine or mycophenolate",
+    "SLE - renal biopsy pending", "SLE with lupus-like rash", "SLE likely class IV nephritis",
 ]  # fmt: skip
 
 

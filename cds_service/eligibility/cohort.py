@@ -6,11 +6,13 @@ patients with its disease on record. So the entry has three answers:
 
 - `in`: a Condition in one of the entry's groups is on record: any verification status but refuted
   or entered-in-error (those never become facts), as a problem-list item, an encounter diagnosis or
-  with no category; for a lifelong disease (SLE) whatever its clinical status and under any category
-  but a health concern alone (a past medical history, a site's own category), otherwise not resolved.
+  with no category; for a lifelong disease (SLE) whatever its clinical status, and as a past medical
+  history too; otherwise not resolved.
 - `out`: the problem list was read in full and holds no such diagnosis: `ineligible`, no card.
-- `unknown`: no condition data could be read, or some Condition could not be interpreted at all, so
-  "not on record" cannot be said: `not-assessed`, and no card either (no card without the disease).
+- `unknown`: no condition data could be read, or some Condition could not be interpreted at all, or the
+  diagnosis is recorded only under a category this service does not know (a site's own, a reason for
+  visit), so "not on record" cannot be said: `not-assessed`, and no card either (no card without the
+  disease).
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import ConditionFact, PatientFacts
 from cds_service.fhir.mappings import Mappings
 
-# Condition.category codes that record a diagnosis (US Core / FHIR condition-category); a record whose
-# only category is e.g. a patient's health concern is not a diagnosis.
+# Condition.category codes that record a diagnosis (US Core / FHIR condition-category).
 DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "encounter-diagnosis"})
-# categories that do not record a diagnosis made (US Core: concerns of the patient or others, beyond the
-# problem list). Any other category of a lifelong disease's code still records the patient's disease: SLE
-# under a past medical history ("medical-history") or a site's own category is SLE on record, and read as
-# not a diagnosis it left a real SLE patient outside every trial.
+# a past medical history: for a disease that does not resolve (SLE) still the patient's own diagnosis, and read
+# as none it left a real SLE patient outside every trial
+HISTORY_CATEGORIES = frozenset({"medical-history"})
+# categories that record no diagnosis made: concerns of the patient or others beyond the problem list (US Core)
 NOT_A_DIAGNOSIS = frozenset({"health-concern"})
 
 
@@ -37,15 +38,36 @@ def disease(trial: Trial, m: Mappings) -> str:
     return " or ".join(x[:1].lower() + x[1:] for x in labels)
 
 
-def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:
+def _hit(c: ConditionFact, trial: Trial, m: Mappings) -> tuple[bool, bool]:
+    """(the Condition is in one of the entry's groups, one of those groups is lifelong)."""
     hit = c.groups & trial.entry_groups
-    if not hit:
-        return False
-    lifelong = any(m.conditions.groups[g].lifelong for g in hit)
-    diagnosis = not c.categories or bool(c.categories & DIAGNOSIS_CATEGORIES)
-    if not diagnosis and (not lifelong or c.categories <= NOT_A_DIAGNOSIS):
+    return bool(hit), any(m.conditions.groups[g].lifelong for g in hit)
+
+
+def _category(c: ConditionFact, lifelong: bool) -> str:
+    """What the Condition's categories make of it: "diagnosis", "not" (a category that records no diagnosis)
+    or "unknown" (only categories this service does not know: a site's own, a reason for visit). A coding
+    without a code says nothing."""
+    cats = c.categories - {""}
+    if not cats or cats & DIAGNOSIS_CATEGORIES or (lifelong and cats & HISTORY_CATEGORIES):
+        return "diagnosis"
+    return "not" if cats & (NOT_A_DIAGNOSIS | HISTORY_CATEGORIES) else "unknown"
+
+
+def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:
+    hit, lifelong = _hit(c, trial, m)
+    if not hit or _category(c, lifelong) != "diagnosis":
         return False
     return lifelong or c.active is not False
+
+
+def _unread_category(facts: PatientFacts, trial: Trial, m: Mappings) -> bool:
+    """Whether some Condition of the entry's groups would count but for categories this service cannot read."""
+    for c in facts.conditions:
+        hit, lifelong = _hit(c, trial, m)
+        if hit and (lifelong or c.active is not False) and _category(c, lifelong) == "unknown":
+            return True
+    return False
 
 
 def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
@@ -65,6 +87,12 @@ def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
     if "Condition" not in facts.gathered:
         return Cohort(
             outcome="unknown", reason=f"no condition data could be read, so a diagnosis of {name} could not be checked"
+        )
+    if _unread_category(facts, trial, m):  # the category's own code is the record's: not quoted
+        return Cohort(
+            outcome="unknown",
+            reason=f"a diagnosis of {name} is recorded only under a category this service does not read as a "
+            "diagnosis: a person checks whether it is one",
         )
     unread = facts.unread.get("Condition", 0)
     if unread:

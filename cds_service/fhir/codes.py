@@ -133,29 +133,62 @@ _OIDS = {
     "2.16.840.1.113883.6.88": RXNORM,
     "2.16.840.1.113883.12.292": CVX,
 }
+_CANONICAL = (LOINC, SNOMED, ICD10CM, ICD10, RXNORM, CVX)
 SYSTEM_ALIASES = {
     **{f"urn:oid:{oid}": uri for oid, uri in _OIDS.items()},
     **_OIDS,
-    **{f"{uri}/": uri for uri in (LOINC, ICD10CM, ICD10, RXNORM, CVX)},
+    **{f"{uri}/": uri for uri in _CANONICAL},
+    **{uri.replace("http://", "https://", 1): uri for uri in _CANONICAL},
 }
 # an edition or version of SNOMED CT written into the system ("http://snomed.info/sct/731000124108/version/
-# 20230301", which belongs in Coding.version): concept ids are the same in every edition
-_SNOMED_EDITION = SNOMED + "/"
+# 20230301", which belongs in Coding.version): concept ids are the same in every edition. Only that shape: a
+# site's own "http://snomed.info/sct/local-codes" is not SNOMED CT
+_SNOMED_EDITION = re.compile(r"https?://snomed\.info/sct/\d+(?:/version/\d+)?/?")
+
+
+_SYSTEMS_READ: dict[str, str] = {}  # systems read, by their text: a record uses a handful, a screen the same few
+SYSTEMS_KEPT, SYSTEM_CHARS = 2_000, 200  # then the memo starts again; a longer system is worked out each time
 
 
 def canonical_system(system: str) -> str:
-    """The system URI the maps are written in for `system` as a record spells it; any other unchanged."""
+    """The system URI the maps are written in for `system` as a record spells it (case and surrounding
+    space aside: "URN:OID:2.16.840.1.113883.6.1 "); any other unchanged. Kept by its text (every coding of
+    every resource asks)."""
+    got = _SYSTEMS_READ.get(system)
+    if got is None:
+        got = _canonical(system)
+        if len(system) <= SYSTEM_CHARS:
+            if len(_SYSTEMS_READ) >= SYSTEMS_KEPT:
+                _SYSTEMS_READ.clear()
+            _SYSTEMS_READ[system] = got
+    return got
+
+
+def _canonical(system: str) -> str:
     alias = SYSTEM_ALIASES.get(system)
     if alias is not None:
         return alias
-    return SNOMED if system.startswith(_SNOMED_EDITION) else system
+    if system in _CANONICAL:
+        return system
+    folded = system.strip().lower()
+    if folded != system:
+        if folded in _CANONICAL:
+            return folded
+        alias = SYSTEM_ALIASES.get(folded)
+        if alias is not None:
+            return alias
+    return SNOMED if _SNOMED_EDITION.fullmatch(folded) else system
+
+
+_ICD_NOISE = re.compile(r"[\s\u00a0]+")
 
 
 def icd10_code(code: str) -> str:
-    """An ICD-10(-CM) code as the maps write it: upper case, a dot after the three-character category.
-    Claims feeds and some exports send "M320" for M32.0: read as written, the prefix M32 (SLE) matched it
-    while the exclusion M32.0 (drug-induced lupus) did not, and "D84821" escaped D84.821's exclusion."""
-    c = code.strip().upper()
+    """An ICD-10(-CM) code as the maps write it: upper case, no space, a dot after the three-character
+    category and none at the end. Claims feeds and some exports send "M320" for M32.0: read as written, the
+    prefix M32 (SLE) matched it while the exclusion M32.0 (drug-induced lupus) did not, and "D84821" escaped
+    D84.821's exclusion; "M320." and "M32 0" are the same code."""
+    c = _ICD_NOISE.sub("", code).upper().rstrip(".")
     if len(c) > 3 and "." not in c:
         c = f"{c[:3]}.{c[3:]}"
     return c

@@ -8,7 +8,8 @@ Text that negates is never read as present; whether it proves absence is the cal
 A diagnosis written as text is read further (`diagnosis_reading`), after NegEx's post-negation triggers
 and ConText's (Harkema et al., 2009) experiencer and uncertainty cues: "SLE ruled out" and "SLE:
 negative workup" are negated after the phrase, "family history of SLE" and "mother has SLE" are another
-person's, and "suspected SLE", "? SLE" or "SLE vs RA" are a diagnosis not yet made.
+person's, "SLE-like" another disease, and "suspected SLE", "? SLE", "SLE vs RA" or "SLE workup pending" are
+a diagnosis not yet made.
 """
 
 from __future__ import annotations
@@ -104,10 +105,13 @@ _DOUBT_BEFORE = (
     "workup for", "concern for", "concerning for", "consider", "cannot exclude", "can't exclude", "differential",
     "ddx", "presumed", "provisional", "borderline", "incomplete",
 )  # fmt: skip
-_DOUBT_AFTER = (
-    "?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional",
-    "workup", "work-up", "work up", "pending",  # "SLE workup pending": not yet made ("workup negative": denied)
-)  # fmt: skip
+_DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
+# right after the diagnosis: what is being worked up ("SLE workup pending"; "SLE - renal biopsy pending" is SLE),
+# denied when the workup came back negative ("SLE workup: negative", "SLE work-up was normal")
+_WORKUP = re.compile(r"[ \-]*(?:work[ -]?up|pending)(?![a-z0-9])")
+_WORKUP_NEGATIVE = _pattern(("negative", "neg", "unremarkable", "normal", "not consistent"))
+# right after it: another disease named after it ("SLE-like", "SLE like illness": undifferentiated CTD)
+_LIKENESS = re.compile(r"[ \-]?like(?![a-z0-9])")
 
 
 _POST_CUE, _OTHER_CUE = _pattern(_POST_NEGATION), _pattern(_OTHER_PERSON)  # whole words, longest first
@@ -131,7 +135,10 @@ def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
         if _CUE.search(before) or _POST_CUE.search(after) or _OTHER_CUE.search(headed) or _OTHER_CUE.search(after):
             found = found or "denied"
             continue
-        if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after):
+        if _LIKENESS.match(after) or (_WORKUP.match(after) and _WORKUP_NEGATIVE.search(after)):
+            found = found or "denied"
+            continue
+        if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after) or _WORKUP.match(after):
             found = "doubtful"
             continue
         return "present"

@@ -140,7 +140,8 @@ def _read_date(v: Any) -> date:
 
 def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
     """(system, code, display) of each coding of a concept; "" for a missing system or code; the system as
-    the maps write it (`codes.canonical_system`: an OID, a trailing slash, a SNOMED CT edition). Every element
+    the maps write it (`codes.canonical_system`: an OID, a trailing slash, a SNOMED CT edition), the code
+    without surrounding space (" 55464009" was a code no map holds, read as another disease). Every element
     type-checked as `_o`, `_l` and `_s` do, written out here: a record reads several concepts a resource."""
     out = []
     for c in _l(_o(cc).get("coding")):
@@ -153,7 +154,7 @@ def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
             raise Invalid("string expected")
         if not (isinstance(display, str) or display is None):
             raise Invalid("string expected")
-        out.append((canonical_system(system) if system else "", code or "", display))
+        out.append((canonical_system(system) if system else "", code.strip() if code else "", display))
     return out
 
 
