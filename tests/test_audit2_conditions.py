@@ -93,12 +93,15 @@ def test_nonfamilial_hypogammaglobulinemia_goes_to_a_person(catalog, eligible):
         ("D84.89", "Other immunodeficiencies"),
         ("D84.822", "Immunodeficiency due to external causes"),
         ("D84822", "Immunodeficiency due to external causes"),  # as claims feeds send it
+        ("234532001", "Immunodeficiency disorder"),  # SNOMED CT
     ],
 )
 def test_an_immunodeficiency_not_surely_primary_goes_to_a_person(catalog, eligible, code, display):
     """An SLE patient on immunosuppressants coded "immunosuppressed NOS" (D84.9) was a permanent fail for T1's
-    primary immunodeficiency and T3's immunodeficiency diseases: neither can be told from the code."""
-    res = [*eligible, cond(code, display=display, onset=d(300))]
+    primary immunodeficiency and T3's immunodeficiency diseases: neither can be told from the code. SNOMED CT
+    234532001 "Immunodeficiency disorder" passed both: it goes to the same person."""
+    coded = cond(snomed=code, display=display, onset=d(300)) if code.isdigit() else None
+    res = [*eligible, coded or cond(code, display=display, onset=d(300))]
     for trial, cid in ((T1, "exc-5"), (T3, "exc-3")):
         assert criterion(catalog, res, trial, cid, AS_OF).outcome == "review", (code, trial)
         assert evaluate(catalog, res, trial, AS_OF).status != "ineligible"

@@ -132,6 +132,7 @@ def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
     assert set(catalog.mappings.condition_groups(ICD10CM, dotless)) == groups, dotless
     assert set(catalog.mappings.condition_groups(ICD10CM, f" {dotless.lower()} ")) == groups, dotless
     assert set(catalog.mappings.condition_groups(ICD10CM, f"{code}.")) == groups  # "M32.0." / "M320."
+    assert set(catalog.mappings.condition_groups(ICD10CM, code.replace(".", ".."))) == groups  # "M32..0"
     assert set(catalog.mappings.condition_groups(ICD10CM, f"{code[:3]} {code[4:]}".strip())) == groups
 
 
@@ -154,6 +155,8 @@ def test_icd10cm_prefixes_and_ranges(catalog, code, groups):
         ("URN:OID:2.16.840.1.113883.6.1 ", LOINC),
         ("https://snomed.info/sct", SNOMED),
         ("HTTP://SNOMED.INFO/SCT", SNOMED),
+        ("https://snomed.info/sct/", SNOMED),
+        ("HTTPS://HL7.ORG/FHIR/SID/ICD-10-CM/", ICD10CM),
     ],
 )
 def test_a_system_as_records_spell_it_reads_as_the_maps_write_it(catalog, spelled, canonical):

@@ -131,6 +131,15 @@ INSIDE = {
     "SNOMED CT edition in the system": lambda: with_only(
         cond([("http://snomed.info/sct/731000124108/version/20230301", "55464009")])
     ),
+    "a category spelled in capitals": lambda: with_only(
+        cond([(SNOMED, "55464009")], category=[{"coding": [{"system": "urn:local", "code": "Problem-List-Item"}]}])
+    ),
+    "a category written as text only": lambda: with_only(
+        cond([(SNOMED, "55464009")], category=[{"text": "Problem List Item"}])
+    ),
+    "SNOMED CT 439401001 Diagnosis as the category": lambda: with_only(
+        cond([(SNOMED, "55464009")], category=[{"coding": [{"system": SNOMED, "code": "439401001"}]}])
+    ),
     "a past medical history category": lambda: with_only(
         cond(
             [(SNOMED, "55464009")], category=[{"coding": [{"system": "urn:local:category", "code": "medical-history"}]}]
@@ -165,15 +174,25 @@ def test_sle_coded_any_way_a_record_holds_it_enters(catalog, case):
         assert r.cohort.evidence and r.criteria
 
 
-def test_sle_under_a_category_this_service_does_not_know_is_not_assessed(catalog):
+@pytest.mark.parametrize(
+    "category",
+    [
+        [{"coding": [{"system": "urn:local:category", "code": "reason-for-visit"}]}],
+        [{"text": "Family history"}],  # text only: read, and not a diagnosis category
+        [{"coding": [{"display": "Family history"}]}],  # neither a code nor a text
+    ],
+    ids=["a site's code", "text only", "a display only"],
+)
+def test_sle_under_a_category_this_service_does_not_know_is_not_assessed(catalog, category):
     """A site's own category (a reason for visit, a family-history section) may or may not record the patient's
-    diagnosis: no card, and the screen says a person checks, rather than "no diagnosis on record"."""
-    site = [{"coding": [{"system": "urn:local:category", "code": "reason-for-visit"}]}]
-    resources = with_only(cond([(SNOMED, "55464009")], category=site))
+    diagnosis: no card, and the screen says a person checks, rather than "no diagnosis on record"; the
+    Condition to check is named, its category is not quoted."""
+    sle = cond([(SNOMED, "55464009")], category=category)
     for tid in sle_trials(catalog):
-        r = evaluate(catalog, resources, tid, AS_OF)
+        r = evaluate(catalog, with_only(sle), tid, AS_OF)
         assert r.status == "not-assessed" and r.cohort.outcome == "unknown", (tid, r.cohort)
-        assert "category" in r.cohort.reason and "reason-for-visit" not in r.cohort.reason  # the record's own code
+        assert "category" in r.cohort.reason and "reason-for-visit" not in r.cohort.reason
+        assert [e.resource for e in r.cohort.evidence] == [f"Condition/{sle['id']}"]
 
 
 def test_a_health_concern_with_a_translation_is_still_a_health_concern(catalog):

@@ -17,17 +17,21 @@ DENIED = [
     "no SLE", "r/o SLE", "SLE ruled out", "SLE - ruled out", "SLE excluded", "SLE (excluded)",
     "SLE: negative workup", "SLE not confirmed", "Family history of SLE", "FH SLE", "mother has SLE",
     "sister with SLE", "Family history: SLE", "FHx: SLE", "SLE workup: negative", "SLE work-up was normal",
+    "SLE in her mother", "SLE was ruled out",
 ]  # fmt: skip
 # another disease named after SLE (undifferentiated connective tissue disease): no SLE in the text alone
 OTHER_DISEASE = ["Undifferentiated connective tissue disease (SLE-like)", "lupus-like syndrome", "SLE like illness"]
 DOUBTFUL = [
     "suspected SLE", "? SLE", "possible SLE", "Evaluate for SLE", "SLE vs RA", "SLE?",
-    "ANA positive - SLE workup pending",
+    "ANA positive - SLE workup pending", "SLE workup neg for nephritis", "SLE workup: ANA positive, low C3",
 ]  # fmt: skip
 PRESENT = [
     "SLE", "Systemic lupus erythematosus", "SLE with negative anti-dsDNA", "SLE without nephritis",
     "History of SLE", "SLE, mother has RA", "Seronegative SLE", "SLE on hydroxychloroquine or mycophenolate",
     "SLE - renal biopsy pending", "SLE with lupus-like rash", "SLE likely class IV nephritis",
+    # a cue right after SLE about something else: the patient's own SLE stands
+    "SLE (nephritis ruled out)", "SLE - APS unlikely", "SLE dx 2015 - nephritis excluded by biopsy",
+    "SLE - mother has RA", "SLE like her mother",
 ]  # fmt: skip
 
 
@@ -58,6 +62,14 @@ def test_a_disease_only_like_sle_gets_no_card(catalog, text):
     """Outside (the text names SLE only as a likeness) or not assessed (it names nothing the maps know)."""
     statuses = _statuses(catalog, text)
     assert set(statuses.values()) <= {"ineligible", "not-assessed", "draft"}, (text, statuses)
+
+
+@pytest.mark.parametrize("text", ["SLE-like flare", "SLE like illness"])
+def test_coded_sle_whose_text_says_like_is_a_diagnosis_not_yet_made(catalog, text):
+    """The code says SLE, its own text a likeness: neither a definite diagnosis nor a definite "out"."""
+    statuses = _statuses(catalog, text, coded=True)
+    assert "likely-eligible" not in statuses.values(), (text, statuses)
+    assert "possibly-eligible" in statuses.values(), (text, statuses)
 
 
 @pytest.mark.parametrize("text", DOUBTFUL)

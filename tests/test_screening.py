@@ -54,8 +54,22 @@ def patients() -> dict[str, dict]:
             "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]},
         },
     ]
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in clinic]}
-    return {**demo_bundles(AS_OF), "clinic-1": bundle}
+    # SLE recorded only under a site's own category: not assessed (a person checks), in its own column
+    unsure = [
+        {"resourceType": "Patient", "id": "clinic-2", "gender": "female", "birthDate": "1990-05-01"},
+        {
+            "resourceType": "Condition",
+            "id": "clinic-2-sle",
+            "subject": {"reference": "Patient/clinic-2"},
+            "category": [{"coding": [{"system": "urn:local:category", "code": "reason-for-visit"}]}],
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M32.9"}]},
+        },
+    ]
+
+    def bundle(rs: list[dict]) -> dict:
+        return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in rs]}
+
+    return {**demo_bundles(AS_OF), "clinic-1": bundle(clinic), "clinic-2": bundle(unsure)}
 
 
 def test_screening_gives_the_match_verdicts(catalog, export):
@@ -102,12 +116,12 @@ def test_cli_writes_every_output(export, tmp_path, capsys):
     said = capsys.readouterr().err
     assert "patients/s" in said
     # the summary's table counts what patients.csv holds, per trial and status
+    statuses = ("likely-eligible", "possibly-eligible", "ineligible", "not-assessed")
+    assert "not-assessed" in {r["status"] for r in rows}
     for trial in {r["trial"] for r in rows}:
-        n = [
-            sum(r["trial"] == trial and r["status"] == s for r in rows)
-            for s in ("likely-eligible", "possibly-eligible", "ineligible")
-        ]
-        assert re.search(rf"{trial}\s*│\s*{n[0]}\s*│\s*{n[1]}\s*│\s*{n[2]}\s*│", said), trial
+        n = [sum(r["trial"] == trial and r["status"] == s for r in rows) for s in statuses]
+        assert sum(n) == len({r["patient"] for r in rows}), trial  # every patient in one column
+        assert re.search(rf"{trial}\s*│\s*{n[0]}\s*│\s*{n[1]}\s*│\s*{n[2]}\s*│\s*{n[3]}\s*│", said), trial
 
 
 def test_bad_input_and_empty_exports(tmp_path, capsys):

@@ -23,11 +23,12 @@ from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import ConditionFact, PatientFacts
 from cds_service.fhir.mappings import Mappings
 
-# Condition.category codes that record a diagnosis (US Core / FHIR condition-category).
-DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "encounter-diagnosis"})
+# Condition.category codes (or texts, folded: normalize._categories) that record a diagnosis: FHIR / US Core
+# condition-category, and SNOMED CT 439401001 "Diagnosis" (observable entity), which C-CDA-derived records send
+DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "problem-list", "encounter-diagnosis", "diagnosis", "439401001"})
 # a past medical history: for a disease that does not resolve (SLE) still the patient's own diagnosis, and read
 # as none it left a real SLE patient outside every trial
-HISTORY_CATEGORIES = frozenset({"medical-history"})
+HISTORY_CATEGORIES = frozenset({"medical-history", "past-medical-history"})
 # categories that record no diagnosis made: concerns of the patient or others beyond the problem list (US Core)
 NOT_A_DIAGNOSIS = frozenset({"health-concern"})
 
@@ -61,38 +62,44 @@ def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:
     return lifelong or c.active is not False
 
 
-def _unread_category(facts: PatientFacts, trial: Trial, m: Mappings) -> bool:
-    """Whether some Condition of the entry's groups would count but for categories this service cannot read."""
+def _unread_category(facts: PatientFacts, trial: Trial, m: Mappings) -> list[ConditionFact]:
+    """The Conditions of the entry's groups that would count but for categories this service cannot read."""
+    out = []
     for c in facts.conditions:
         hit, lifelong = _hit(c, trial, m)
         if hit and (lifelong or c.active is not False) and _category(c, lifelong) == "unknown":
-            return True
-    return False
+            out.append(c)
+    return out
+
+
+def _evidence(found: list[ConditionFact]) -> list[Evidence]:
+    return [
+        Evidence(
+            resource=c.resource,
+            label=c.display,
+            date=c.onset or c.recorded,
+            note=condition_note(c.active, c.confirmed, c.abatement, c.history),
+        )
+        for c in found
+    ]
 
 
 def entry(trial: Trial, facts: PatientFacts, m: Mappings) -> Cohort:
     found = [c for c in facts.conditions if _counts(c, trial, m)]
     if found:
-        evidence = [
-            Evidence(
-                resource=c.resource,
-                label=c.display,
-                date=c.onset or c.recorded,
-                note=condition_note(c.active, c.confirmed, c.abatement, c.history),
-            )
-            for c in found
-        ]
-        return Cohort(outcome="in", reason=f"{found[0].display} on record", evidence=evidence)
+        return Cohort(outcome="in", reason=f"{found[0].display} on record", evidence=_evidence(found))
     name = disease(trial, m)
     if "Condition" not in facts.gathered:
         return Cohort(
             outcome="unknown", reason=f"no condition data could be read, so a diagnosis of {name} could not be checked"
         )
-    if _unread_category(facts, trial, m):  # the category's own code is the record's: not quoted
+    unsure = _unread_category(facts, trial, m)
+    if unsure:  # the category's own code is the record's: not quoted; the Conditions to check are listed
         return Cohort(
             outcome="unknown",
             reason=f"a diagnosis of {name} is recorded only under a category this service does not read as a "
             "diagnosis: a person checks whether it is one",
+            evidence=_evidence(unsure),
         )
     unread = facts.unread.get("Condition", 0)
     if unread:

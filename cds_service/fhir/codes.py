@@ -138,7 +138,7 @@ SYSTEM_ALIASES = {
     **{f"urn:oid:{oid}": uri for oid, uri in _OIDS.items()},
     **_OIDS,
     **{f"{uri}/": uri for uri in _CANONICAL},
-    **{uri.replace("http://", "https://", 1): uri for uri in _CANONICAL},
+    **{uri.replace("http://", "https://", 1) + end: uri for uri in _CANONICAL for end in ("", "/")},
 }
 # an edition or version of SNOMED CT written into the system ("http://snomed.info/sct/731000124108/version/
 # 20230301", which belongs in Coding.version): concept ids are the same in every edition. Only that shape: a
@@ -187,8 +187,6 @@ def icd10_code(code: str) -> str:
     """An ICD-10(-CM) code as the maps write it: upper case, no space, a dot after the three-character
     category and none at the end. Claims feeds and some exports send "M320" for M32.0: read as written, the
     prefix M32 (SLE) matched it while the exclusion M32.0 (drug-induced lupus) did not, and "D84821" escaped
-    D84.821's exclusion; "M320." and "M32 0" are the same code."""
-    c = _ICD_NOISE.sub("", code).upper().rstrip(".")
-    if len(c) > 3 and "." not in c:
-        c = f"{c[:3]}.{c[3:]}"
-    return c
+    D84.821's exclusion; "M320.", "M32..0" and "M32 0" are the same code."""
+    c = _ICD_NOISE.sub("", code).upper().replace(".", "")
+    return f"{c[:3]}.{c[3:]}" if len(c) > 3 else c

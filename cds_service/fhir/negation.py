@@ -106,23 +106,42 @@ _DOUBT_BEFORE = (
     "ddx", "presumed", "provisional", "borderline", "incomplete",
 )  # fmt: skip
 _DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
-# right after the diagnosis: what is being worked up ("SLE workup pending"; "SLE - renal biopsy pending" is SLE),
-# denied when the workup came back negative ("SLE workup: negative", "SLE work-up was normal")
+# Right after the diagnosis (past punctuation and a few filler words), not anywhere later in its clause: "SLE -
+# renal biopsy pending", "SLE (nephritis ruled out)" and "SLE - mother has RA" speak of something else
+_LEAD = r"[\s\-:()\[\]]*(?:(?:diagnosis|dx|was|is|has been|been|previously|now|in|her|his|the)\s+)*"
+
+
+def _right_after(cues: Iterable[str], tail: str = "") -> re.Pattern[str]:
+    alts = "|".join(re.escape(c) for c in sorted(cues, key=len, reverse=True))
+    return re.compile(_LEAD + r"(?:" + alts + r")(?![a-z0-9])" + tail)
+
+
+# a relative right after it is the relative's diagnosis ("SLE in mother"), unless the relative goes on to
+# have something of their own ("SLE - mother has RA")
+_OTHER_AFTER = _right_after(_OTHER_PERSON, r"(?!\s+(?:has|had|with|diagnosed)\b)")
+# what is being worked up ("SLE workup pending"), denied when the workup came back negative ("SLE workup:
+# negative", "SLE work-up was normal"; "SLE workup neg for nephritis" speaks of nephritis)
 _WORKUP = re.compile(r"[ \-]*(?:work[ -]?up|pending)(?![a-z0-9])")
-_WORKUP_NEGATIVE = _pattern(("negative", "neg", "unremarkable", "normal", "not consistent"))
-# right after it: another disease named after it ("SLE-like", "SLE like illness": undifferentiated CTD)
-_LIKENESS = re.compile(r"[ \-]?like(?![a-z0-9])")
+_WORKUP_NEGATIVE = re.compile(
+    r"[ \-]*(?:work[ -]?up|pending)[\s:\-]*(?:(?:was|is|came back|returned)\s+)?"
+    r"(?:negative|neg|unremarkable|normal)(?![a-z0-9])(?!\s+for\b)"
+)
+# another disease named after it ("SLE-like", "SLE like illness": undifferentiated CTD), not "SLE like her mother"
+_LIKENESS = re.compile(
+    r"-like(?![a-z0-9])|\s+like\s+(?:illness|disease|syndrome|picture|presentation|features|symptoms|disorder)\b"
+)
 
 
-_POST_CUE, _OTHER_CUE = _pattern(_POST_NEGATION), _pattern(_OTHER_PERSON)  # whole words, longest first
+_POST_CUE, _OTHER_CUE = _right_after(_POST_NEGATION), _pattern(_OTHER_PERSON)
 _DOUBT_BEFORE_CUE, _DOUBT_AFTER_CUE = _pattern(_DOUBT_BEFORE), _pattern(_DOUBT_AFTER)
 _POST_END = re.compile(r"[.;,\n]")
 
 
 def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
     """How lower-case `text` states a diagnosis named by `words`: "present", "doubtful" (suspected, queried,
-    one of a differential), "denied" (every mention negated before or after it, or another person's) or None
-    (not named). One plain mention anywhere makes it present."""
+    one of a differential, being worked up), "denied" (every mention negated before or right after it, or
+    another person's), "like" (another disease named after it: "SLE-like") or None (not named). One plain
+    mention anywhere makes it present."""
     words = tuple(w for w in words if w)
     found = None
     for m in _pattern(words).finditer(text) if words else ():
@@ -132,11 +151,14 @@ def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
         headed = text[heads[-1] if heads else 0 : m.start()]
         stop = _POST_END.search(text, m.end())
         after = text[m.end() : stop.start() if stop else len(text)]
-        if _CUE.search(before) or _POST_CUE.search(after) or _OTHER_CUE.search(headed) or _OTHER_CUE.search(after):
+        if _CUE.search(before) or _OTHER_CUE.search(headed) or _WORKUP_NEGATIVE.match(after):
             found = found or "denied"
             continue
-        if _LIKENESS.match(after) or (_WORKUP.match(after) and _WORKUP_NEGATIVE.search(after)):
+        if _POST_CUE.match(after) or _OTHER_AFTER.match(after):
             found = found or "denied"
+            continue
+        if _LIKENESS.match(after):
+            found = found or "like"
             continue
         if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after) or _WORKUP.match(after):
             found = "doubtful"

@@ -23,6 +23,7 @@ from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import msgspec
 
@@ -37,7 +38,6 @@ from cds_service.fhir.read import (
     _cc_all_text,
     _cc_text,
     _codings,
-    _codings_all,
     _d,
     _o,
     _s,
@@ -176,8 +176,11 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         if not groups and not denied and text:  # no code the maps know: its words (and codings' displays)
             said = self.m.condition_text_reading(text)
             groups |= self.m.condition_groups_from_text(text)
-        # "suspected SLE", "SLE vs RA": a diagnosis not yet made, as verificationStatus `provisional` says it
-        doubtful = any(said.get(g) == "doubtful" for g in groups) and not any(said.get(g) == "present" for g in groups)
+        # "suspected SLE", "SLE vs RA": a diagnosis not yet made, as verificationStatus `provisional` says it; so is
+        # a code of SLE whose own text says "SLE-like" (the text alone is another disease: no group)
+        doubtful = any(said.get(g) in ("doubtful", "like") for g in groups) and not any(
+            said.get(g) == "present" for g in groups
+        )
         if not groups:
             # No code in a system the maps are written in, and no text they understand: what this records
             # is unknown ("Breast cancer" as text only), so no condition can be said to be absent.
@@ -211,7 +214,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                 abatement=abatement,
                 recorded=_d(cond.get("recordedDate")),
                 history=history,
-                categories=frozenset(c for _, c, _ in _codings_all(cond.get("category"))),
+                categories=_categories(cond.get("category")),
             )
         )
 
@@ -235,3 +238,24 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
                 when=when,
             )
         )
+
+
+UNCODED = "?"  # a Condition.category concept with neither a code nor a text: it says something, nothing readable
+
+
+def _categories(value: Any) -> frozenset[str]:
+    """Condition.category as the codes of each concept, folded ("Problem-List-Item" is problem-list-item);
+    a concept with no code as its text so folded ("Problem List Item", "Family history"), or UNCODED. A
+    concept the service cannot read must not read as no category, which counts as a diagnosis."""
+    out = set()
+    for cc in value if isinstance(value, list) else [value]:
+        if cc is None:
+            continue
+        codes = {_fold(c) for _, c, _ in _codings(cc) if c}
+        text = _s(_o(cc).get("text"))
+        out |= codes or ({_fold(text)} if text else {UNCODED})
+    return frozenset(out)
+
+
+def _fold(code: str) -> str:
+    return "-".join(code.strip().lower().replace("_", " ").split())

@@ -158,12 +158,6 @@ def _codings(cc: Any) -> list[tuple[str, str, str | None]]:
     return out
 
 
-def _codings_all(ccs: Any) -> list[tuple[str, str, str | None]]:
-    """The codings of a list of CodeableConcepts (Condition.category), or of a single one."""
-    items = ccs if isinstance(ccs, list) else [ccs]
-    return [c for cc in items for c in _codings(cc)]
-
-
 def _cc_text(cc: Any) -> str:
     """The concept's text, else its first coding display."""
     cc = _o(cc)

@@ -180,10 +180,11 @@ def _on_spark(folder: Path, dirs: tuple, as_of: date, args: argparse.Namespace, 
 
 def _summary(err: Console, result, paths) -> None:  # type: ignore[no-untyped-def]
     table = Table(title="Feasibility", title_justify="left")
-    for col in ("trial", "likely", "possibly", "ineligible"):
+    for col in ("trial", "likely", "possibly", "ineligible", "not assessed"):
         table.add_column(col, justify="right" if col != "trial" else "left")
+    shown = ("likely-eligible", "possibly-eligible", "ineligible", "not-assessed")  # every patient in one column
     for trial, c in sorted(result.funnel.statuses.items()):  # the rows' statuses, counted as they came
-        table.add_row(trial, *(str(c.get(k, 0)) for k in ("likely-eligible", "possibly-eligible", "ineligible")))
+        table.add_row(trial, *(str(c.get(k, 0)) for k in shown))
     err.print(table)
     st = result.stats
     n = len(st.patients)
