@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service.fhir import read
+from cds_service.fhir import codes, read
+from cds_service.fhir.kept import Kept
 from cds_service.fhir.read import Invalid, _codings, _d, _l, _o, _s
 
 
@@ -71,8 +72,7 @@ def test_kept_dates_are_the_dates_read_again(values):
 
 
 def test_the_date_memo_keeps_only_short_valid_texts_and_stays_bounded(monkeypatch):
-    monkeypatch.setattr(read, "_DATES", {})
-    monkeypatch.setattr(read, "DATES_KEPT", 10)
+    monkeypatch.setattr(read, "_DATES", Kept(10, read.DATE_CHARS))
     for day in range(1, 29):
         _d(f"2024-02-{day:02d}")
         assert len(read._DATES) <= 10
@@ -82,3 +82,12 @@ def test_the_date_memo_keeps_only_short_valid_texts_and_stays_bounded(monkeypatc
         with pytest.raises(Invalid):
             _d(bad)
         assert bad not in read._DATES
+
+
+def test_the_system_memo_reads_as_working_it_out_afresh_and_stays_bounded(monkeypatch):
+    monkeypatch.setattr(codes, "_SYSTEMS_READ", Kept(5, 200))
+    spelled = ["http://loinc.org/", "urn:oid:2.16.840.1.113883.6.96", "urn:x", "HTTP://LOINC.ORG", "u" * 300]
+    for s in spelled * 3 + [f"urn:site:{i}" for i in range(20)]:
+        assert codes.canonical_system(s) == codes._canonical(s)
+        assert len(codes._SYSTEMS_READ) <= 5
+    assert "u" * 300 not in codes._SYSTEMS_READ

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from cds_service.fhir.kept import Kept
+
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -146,8 +148,8 @@ SYSTEM_ALIASES = {
 _SNOMED_EDITION = re.compile(r"https?://snomed\.info/sct/\d+(?:/version/\d+)?/?")
 
 
-_SYSTEMS_READ: dict[str, str] = {}  # systems read, by their text: a record uses a handful, a screen the same few
-SYSTEMS_KEPT, SYSTEM_CHARS = 2_000, 200  # then the memo starts again; a longer system is worked out each time
+# systems read, by their text: a record uses a handful, a screen the same few; a longer one is worked out each time
+_SYSTEMS_READ: Kept[str] = Kept(limit=2_000, chars=200)
 
 
 def canonical_system(system: str) -> str:
@@ -155,13 +157,7 @@ def canonical_system(system: str) -> str:
     space aside: "URN:OID:2.16.840.1.113883.6.1 "); any other unchanged. Kept by its text (every coding of
     every resource asks)."""
     got = _SYSTEMS_READ.get(system)
-    if got is None:
-        got = _canonical(system)
-        if len(system) <= SYSTEM_CHARS:
-            if len(_SYSTEMS_READ) >= SYSTEMS_KEPT:
-                _SYSTEMS_READ.clear()
-            _SYSTEMS_READ[system] = got
-    return got
+    return got if got is not None else _SYSTEMS_READ.keep(system, _canonical(system))
 
 
 def _canonical(system: str) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from cds_service.fhir.codes import UCUM, canonical_system
 from cds_service.fhir.facts import PatientFacts
+from cds_service.fhir.kept import Kept
 from cds_service.fhir.mappings import Mappings
 
 _FHIR_DATE = re.compile(
@@ -104,9 +105,9 @@ def _l(v: Any) -> list:
 _YEARS = (1800, 2199)  # dates a record can mean; criteria look back and forward at most a few decades
 
 
-_DATES: dict[str, date] = {}  # dates read, by their text: a record's resources share their encounters' times
 DATES_KEPT = 50_000  # then the memo starts again: a few MiB at most, each text kept at most DATE_CHARS long
 DATE_CHARS = 35  # an instant with an offset and nanoseconds; a longer one (more digits) is read each time
+_DATES: Kept[date] = Kept(DATES_KEPT, DATE_CHARS)  # dates read, by their text: resources share encounters' times
 
 
 def _d(v: Any) -> date | None:
@@ -118,12 +119,7 @@ def _d(v: Any) -> date | None:
     kept = _DATES.get(v) if isinstance(v, str) else None
     if kept is not None:
         return kept
-    day = _read_date(v)
-    if len(v) <= DATE_CHARS:
-        if len(_DATES) >= DATES_KEPT:
-            _DATES.clear()
-        _DATES[v] = day
-    return day
+    return _DATES.keep(v, _read_date(v))
 
 
 def _read_date(v: Any) -> date:
