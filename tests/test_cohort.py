@@ -302,3 +302,20 @@ def test_the_cli_says_why(tmp_path, capsys):
     assert all(t["status"] == "ineligible" and "no diagnosis of" in t["cohort"]["reason"] for t in out["trials"])
     assert main(["evaluate", str(path), "--as-of", AS_OF.isoformat()]) == 1
     assert "no diagnosis of systemic lupus erythematosus on record" in capsys.readouterr().out
+
+
+def test_an_exclusion_recorded_as_a_health_concern_goes_to_a_person(catalog):
+    """A cancer recorded as a health concern ("Worried about breast cancer") or under a category that may not be
+    a diagnosis was a definite fail of every malignancy exclusion: a person reads it, no trial is ineligible."""
+    for category in ("health-concern", "reason-for-visit"):
+        worry = cond(
+            [(ICD10CM, "C50.911")],
+            "Worried about breast cancer",
+            category=[{"coding": [{"system": "urn:local:category", "code": category}]}],
+            clinicalStatus=status("condition-clinical", "active"),
+            onsetDateTime=d(30),
+        )
+        for tid in sle_trials(catalog):
+            base = evaluate(catalog, syn.eligible_patient(AS_OF), tid, AS_OF).status
+            r = evaluate(catalog, [*syn.eligible_patient(AS_OF), worry], tid, AS_OF)
+            assert r.status != "ineligible" or base == "ineligible", (category, tid)

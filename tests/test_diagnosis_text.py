@@ -5,7 +5,7 @@ trial's cohort; a suspected one opens it, but no trial is then likely (a person 
 from __future__ import annotations
 
 import copy
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -17,21 +17,26 @@ DENIED = [
     "no SLE", "r/o SLE", "SLE ruled out", "SLE - ruled out", "SLE excluded", "SLE (excluded)",
     "SLE: negative workup", "SLE not confirmed", "Family history of SLE", "FH SLE", "mother has SLE",
     "sister with SLE", "Family history: SLE", "FHx: SLE", "SLE workup: negative", "SLE work-up was normal",
-    "SLE in her mother", "SLE was ruled out",
+    "SLE in her mother", "SLE was ruled out", "SLE - mother has it", "SLE in 2 maternal aunts",
+]  # fmt: skip
+# a negation or a relative later in the clause that may or may not be about SLE: no diagnosis in text alone,
+# one not yet made beside an SLE code (a person reads it), never a definite "out" for coded SLE
+CONTESTED = [
+    "SLE (nephritis ruled out)", "SLE - APS unlikely", "SLE dx 2015 - nephritis excluded by biopsy",
+    "SLE (biopsy 2019) ruled out", "SLE - per rheumatology ruled out", "SLE like her mother",
 ]  # fmt: skip
 # another disease named after SLE (undifferentiated connective tissue disease): no SLE in the text alone
 OTHER_DISEASE = ["Undifferentiated connective tissue disease (SLE-like)", "lupus-like syndrome", "SLE like illness"]
 DOUBTFUL = [
     "suspected SLE", "? SLE", "possible SLE", "Evaluate for SLE", "SLE vs RA", "SLE?",
     "ANA positive - SLE workup pending", "SLE workup neg for nephritis", "SLE workup: ANA positive, low C3",
+    "SLE not ruled out", "SLE cannot be ruled out", "SLE dx pending",
 ]  # fmt: skip
 PRESENT = [
     "SLE", "Systemic lupus erythematosus", "SLE with negative anti-dsDNA", "SLE without nephritis",
     "History of SLE", "SLE, mother has RA", "Seronegative SLE", "SLE on hydroxychloroquine or mycophenolate",
     "SLE - renal biopsy pending", "SLE with lupus-like rash", "SLE likely class IV nephritis",
-    # a cue right after SLE about something else: the patient's own SLE stands
-    "SLE (nephritis ruled out)", "SLE - APS unlikely", "SLE dx 2015 - nephritis excluded by biopsy",
-    "SLE - mother has RA", "SLE like her mother",
+    "SLE - mother has RA",  # the relative's own disease: the patient's SLE stands
 ]  # fmt: skip
 
 
@@ -64,12 +69,19 @@ def test_a_disease_only_like_sle_gets_no_card(catalog, text):
     assert set(statuses.values()) <= {"ineligible", "not-assessed", "draft"}, (text, statuses)
 
 
-@pytest.mark.parametrize("text", ["SLE-like flare", "SLE like illness"])
-def test_coded_sle_whose_text_says_like_is_a_diagnosis_not_yet_made(catalog, text):
-    """The code says SLE, its own text a likeness: neither a definite diagnosis nor a definite "out"."""
+@pytest.mark.parametrize("text", ["SLE-like flare", "SLE like illness", *CONTESTED])
+def test_coded_sle_whose_text_contests_it_is_a_diagnosis_not_yet_made(catalog, text):
+    """The code says SLE, its own text a likeness or a negation that may be about something else: neither a
+    definite diagnosis nor a definite "out"."""
     statuses = _statuses(catalog, text, coded=True)
     assert "likely-eligible" not in statuses.values(), (text, statuses)
     assert "possibly-eligible" in statuses.values(), (text, statuses)
+
+
+@pytest.mark.parametrize("text", CONTESTED)
+def test_text_alone_that_contests_sle_gets_no_card(catalog, text):
+    statuses = _statuses(catalog, text)
+    assert set(statuses.values()) <= {"ineligible", "not-assessed", "draft"}, (text, statuses)
 
 
 @pytest.mark.parametrize("text", DOUBTFUL)
@@ -84,3 +96,35 @@ def test_the_patients_own_diagnosis_reads_as_the_coded_one(catalog, text):
     """Words that only look like doubt or negation ("negative anti-dsDNA", "or", a relative's other disease)
     leave the diagnosis as present as the coded record."""
     assert _statuses(catalog, text) == _statuses(catalog, "Systemic lupus erythematosus", coded=True)
+
+
+@pytest.mark.parametrize(
+    ("codes", "text"),
+    [
+        ([("http://snomed.info/sct", "77386006")], "Pregnancy ruled out"),
+        ([("http://hl7.org/fhir/sid/icd-10-cm", "M32.0")], "Drug-induced lupus (hydralazine) ruled out"),
+        ([("http://hl7.org/fhir/sid/icd-10-cm", "B00.4")], "Herpes encephalitis - CSF HSV PCR was negative"),
+        (
+            [("http://hl7.org/fhir/sid/icd-10-cm", "D80.0")],
+            "X-linked agammaglobulinemia - genetic testing was negative",
+        ),
+    ],
+)
+def test_an_exclusion_whose_own_text_negates_it_goes_to_a_person(catalog, codes, text):
+    """A coded exclusion whose text says it was ruled out or came back negative was a definite fail (or, with
+    the negation later in the clause, read as present): a person reads it, no trial is ineligible by it."""
+    bundle = copy.deepcopy(demo_bundles(AS_OF)["demo-amara"])
+    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    coding = [{"system": s, "code": c} for s, c in codes]
+    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
+    condition = {
+        "resourceType": "Condition",
+        "id": "x1",
+        "subject": {"reference": f"Patient/{patient}"},
+        "clinicalStatus": active,
+        "onsetDateTime": (AS_OF - timedelta(days=30)).isoformat(),
+    }
+    bundle["entry"].append({"resource": {**condition, "code": {"coding": coding, "text": text}}})
+    before = {t.id: t.status for t in catalog.report(catalog.facts(demo_bundles(AS_OF)["demo-amara"]), AS_OF).trials}
+    after = {t.id: t.status for t in catalog.report(catalog.facts(bundle), AS_OF).trials}
+    assert [t for t, st in after.items() if st == "ineligible" and before[t] != "ineligible"] == [], (text, after)

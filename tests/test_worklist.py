@@ -259,3 +259,19 @@ def test_a_failed_criterion_that_is_now_unknown_is_noted_not_taken_for_eligibili
         (entry,) = compare(now, before, D2, D1, 30)
         assert (entry.list, entry.criterion, entry.note) == ("newly-eligible", "inc-4", note)
         assert entry.csv()["note"] == note
+
+
+@pytest.mark.parametrize(
+    ("status", "said"), [("ineligible", "Outside the population"), ("not-assessed", "Not assessed")]
+)
+def test_a_row_without_criteria_says_why_by_its_status(catalog, status, said):
+    """A not-assessed row (the diagnosis could not be read: a person checks it) is not told to staff as a patient
+    outside the trial's population."""
+    from cds_service.views.worklist import render_row
+    from cds_service.worklist.runs import Run, StoredRow
+
+    trial = next(iter(catalog.trials.values()))
+    run = Run(1, "2026-12-01T00:00:00", date(2026, 12, 1), "export", "full", None, 1, False)
+    page = render_row(run, StoredRow(1, 1, "p1", trial.id, status, None, "", "", ""), trial)
+    assert said in page
+    assert ("Outside the population" in page) == (status == "ineligible")

@@ -17,20 +17,11 @@ patients with its disease on record. So the entry has three answers:
 
 from __future__ import annotations
 
-from cds_service.eligibility.conditions import condition_note
+from cds_service.eligibility.conditions import category_reading, condition_note
 from cds_service.eligibility.report import Cohort, Evidence
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import ConditionFact, PatientFacts
 from cds_service.fhir.mappings import Mappings
-
-# Condition.category codes (or texts, folded: normalize._categories) that record a diagnosis: FHIR / US Core
-# condition-category, and SNOMED CT 439401001 "Diagnosis" (observable entity), which C-CDA-derived records send
-DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "problem-list", "encounter-diagnosis", "diagnosis", "439401001"})
-# a past medical history: for a disease that does not resolve (SLE) still the patient's own diagnosis, and read
-# as none it left a real SLE patient outside every trial
-HISTORY_CATEGORIES = frozenset({"medical-history", "past-medical-history"})
-# categories that record no diagnosis made: concerns of the patient or others beyond the problem list (US Core)
-NOT_A_DIAGNOSIS = frozenset({"health-concern"})
 
 
 def disease(trial: Trial, m: Mappings) -> str:
@@ -45,19 +36,9 @@ def _hit(c: ConditionFact, trial: Trial, m: Mappings) -> tuple[bool, bool]:
     return bool(hit), any(m.conditions.groups[g].lifelong for g in hit)
 
 
-def _category(c: ConditionFact, lifelong: bool) -> str:
-    """What the Condition's categories make of it: "diagnosis", "not" (a category that records no diagnosis)
-    or "unknown" (only categories this service does not know: a site's own, a reason for visit). A coding
-    without a code says nothing."""
-    cats = c.categories - {""}
-    if not cats or cats & DIAGNOSIS_CATEGORIES or (lifelong and cats & HISTORY_CATEGORIES):
-        return "diagnosis"
-    return "not" if cats & (NOT_A_DIAGNOSIS | HISTORY_CATEGORIES) else "unknown"
-
-
 def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:
     hit, lifelong = _hit(c, trial, m)
-    if not hit or _category(c, lifelong) != "diagnosis":
+    if not hit or category_reading(c, lifelong) != "diagnosis":
         return False
     return lifelong or c.active is not False
 
@@ -67,7 +48,7 @@ def _unread_category(facts: PatientFacts, trial: Trial, m: Mappings) -> list[Con
     out = []
     for c in facts.conditions:
         hit, lifelong = _hit(c, trial, m)
-        if hit and (lifelong or c.active is not False) and _category(c, lifelong) == "unknown":
+        if hit and (lifelong or c.active is not False) and category_reading(c, lifelong) == "unknown":
             out.append(c)
     return out
 

@@ -17,6 +17,24 @@ from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import Rule, RuleError, RuleParser, Window, check_keys, register
 from cds_service.fhir.facts import ConditionFact
 
+# Condition.category codes (or texts, folded: normalize._categories) that record a diagnosis: FHIR / US Core
+# condition-category, and SNOMED CT 439401001 "Diagnosis" (observable entity), which C-CDA-derived records send
+DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "problem-list", "encounter-diagnosis", "diagnosis", "439401001"})
+# a past medical history: for a disease that does not resolve (SLE) still the patient's own diagnosis, and read
+# as none it left a real SLE patient outside every trial
+HISTORY_CATEGORIES = frozenset({"medical-history", "past-medical-history"})
+# categories that record no diagnosis made: concerns of the patient or others beyond the problem list (US Core)
+NOT_A_DIAGNOSIS = frozenset({"health-concern"})
+
+
+def category_reading(c: ConditionFact, lifelong: bool) -> str:
+    """What the Condition's categories make of it: "diagnosis", "not" (a category that records no diagnosis)
+    or "unknown" (only categories this service does not know: a site's own, a reason for visit)."""
+    cats = c.categories
+    if not cats or cats & DIAGNOSIS_CATEGORIES or (lifelong and cats & HISTORY_CATEGORIES):
+        return "diagnosis"
+    return "not" if cats & (NOT_A_DIAGNOSIS | HISTORY_CATEGORIES) else "unknown"
+
 
 @dataclass(frozen=True, slots=True)
 class ConditionRule(Rule):
@@ -122,8 +140,11 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
             review(dated)
             return
         until = dated if dated != date.max else None
+    lifelong = any(ctx.m.conditions.groups[g].lifelong for g in c.groups & rule.groups)
     if c.groups & rule.except_groups:
         review(f"{c.display}: {rule.except_review}")
+    elif category_reading(c, lifelong) != "diagnosis":  # a health concern, a site's own category
+        review(f"{c.display} is recorded as a health concern or under a category that may not be a diagnosis")
     elif rule.match_review:
         review(f"{c.display}: {rule.match_review}")
     elif not c.confirmed:

@@ -108,7 +108,10 @@ _DOUBT_BEFORE = (
 _DOUBT_AFTER = ("?", "suspected", "possible", "probable", "query", "vs", "versus", "provisional")
 # Right after the diagnosis (past punctuation and a few filler words), not anywhere later in its clause: "SLE -
 # renal biopsy pending", "SLE (nephritis ruled out)" and "SLE - mother has RA" speak of something else
-_LEAD = r"[\s\-:()\[\]]*(?:(?:diagnosis|dx|was|is|has been|been|previously|now|in|her|his|the)\s+)*"
+_LEAD = (
+    r"[\s\-:()\[\]]*(?:(?:diagnosis|dx|was|is|has been|been|previously|now|in|her|his|the|both|two|three|several"
+    r"|multiple|\d+)\s+)*"
+)
 
 
 def _right_after(cues: Iterable[str], tail: str = "") -> re.Pattern[str]:
@@ -118,10 +121,17 @@ def _right_after(cues: Iterable[str], tail: str = "") -> re.Pattern[str]:
 
 # a relative right after it is the relative's diagnosis ("SLE in mother"), unless the relative goes on to
 # have something of their own ("SLE - mother has RA")
-_OTHER_AFTER = _right_after(_OTHER_PERSON, r"(?!\s+(?:has|had|with|diagnosed)\b)")
+_OWN_THING = r"(?!\s+(?:has|had|with|diagnosed)\s+(?!(?:it|this|that|same|the same|sle|lupus|\d+)\b))"
+_OTHER_AFTER = _right_after(_OTHER_PERSON, _OWN_THING)
+_OTHER_LATER = re.compile(_pattern(_OTHER_PERSON).pattern + _OWN_THING)
+# a negation it cannot be told from ("SLE not ruled out", "cannot be excluded"): a diagnosis not yet made
+_DOUBLE_NEGATIVE = _pattern(
+    ("not ruled out", "not been ruled out", "cannot be ruled out", "can't be ruled out", "not excluded",
+     "cannot be excluded", "can't be excluded", "not yet excluded")
+)  # fmt: skip
 # what is being worked up ("SLE workup pending"), denied when the workup came back negative ("SLE workup:
 # negative", "SLE work-up was normal"; "SLE workup neg for nephritis" speaks of nephritis)
-_WORKUP = re.compile(r"[ \-]*(?:work[ -]?up|pending)(?![a-z0-9])")
+_WORKUP = re.compile(r"[ \-]*(?:work[ -]?up|(?:(?:dx|diagnosis)\s+)?pending)(?![a-z0-9])")
 _WORKUP_NEGATIVE = re.compile(
     r"[ \-]*(?:work[ -]?up|pending)[\s:\-]*(?:(?:was|is|came back|returned)\s+)?"
     r"(?:negative|neg|unremarkable|normal)(?![a-z0-9])(?!\s+for\b)"
@@ -133,6 +143,7 @@ _LIKENESS = re.compile(
 
 
 _POST_CUE, _OTHER_CUE = _right_after(_POST_NEGATION), _pattern(_OTHER_PERSON)
+_POST_ANYWHERE = _pattern(_POST_NEGATION)
 _DOUBT_BEFORE_CUE, _DOUBT_AFTER_CUE = _pattern(_DOUBT_BEFORE), _pattern(_DOUBT_AFTER)
 _POST_END = re.compile(r"[.;,\n]")
 
@@ -140,8 +151,10 @@ _POST_END = re.compile(r"[.;,\n]")
 def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
     """How lower-case `text` states a diagnosis named by `words`: "present", "doubtful" (suspected, queried,
     one of a differential, being worked up), "denied" (every mention negated before or right after it, or
-    another person's), "like" (another disease named after it: "SLE-like") or None (not named). One plain
-    mention anywhere makes it present."""
+    another person's), "contested" (another disease named after it, "SLE-like", or a negation or a relative
+    later in its clause that may or may not be about it: "SLE (biopsy 2019) ruled out", "SLE (nephritis ruled
+    out)") or None (not named). One plain mention anywhere makes it present. The caller reads "contested" as
+    no diagnosis in text alone, and as one not yet made beside a code that says it."""
     words = tuple(w for w in words if w)
     found = None
     for m in _pattern(words).finditer(text) if words else ():
@@ -154,14 +167,24 @@ def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
         if _CUE.search(before) or _OTHER_CUE.search(headed) or _WORKUP_NEGATIVE.match(after):
             found = found or "denied"
             continue
+        if _DOUBLE_NEGATIVE.search(after):
+            found = "doubtful"
+            continue
         if _POST_CUE.match(after) or _OTHER_AFTER.match(after):
             found = found or "denied"
             continue
-        if _LIKENESS.match(after):
-            found = found or "like"
+        if _LIKENESS.match(after) or _POST_ANYWHERE.search(after) or _OTHER_LATER.search(after):
+            found = found or "contested"
             continue
         if _DOUBT_BEFORE_CUE.search(before) or _DOUBT_AFTER_CUE.search(after) or _WORKUP.match(after):
             found = "doubtful"
             continue
         return "present"
     return found
+
+
+def says_negation(text: str) -> bool:
+    """Whether lower-case `text` holds a negation at all ("Pregnancy ruled out", "No TB", "HSV PCR was
+    negative"): for a coded diagnosis whose group has no words to read it by, its own text casting doubt
+    on it (a person reads it) rather than a definite diagnosis."""
+    return bool(_CUE.search(text) or _POST_ANYWHERE.search(text) or _DOUBLE_NEGATIVE.search(text))

@@ -30,6 +30,7 @@ import msgspec
 from cds_service.fhir.allergies import AllergyReader
 from cds_service.fhir.facts import MEDICATION_SOURCES, ConditionFact, PatientFacts, ProcedureFact
 from cds_service.fhir.medications import MedicationReader
+from cds_service.fhir.negation import says_negation
 from cds_service.fhir.observations import ObservationReader
 from cds_service.fhir.read import (
     NORMALIZED_TYPES,
@@ -176,11 +177,7 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
         if not groups and not denied and text:  # no code the maps know: its words (and codings' displays)
             said = self.m.condition_text_reading(text)
             groups |= self.m.condition_groups_from_text(text)
-        # "suspected SLE", "SLE vs RA": a diagnosis not yet made, as verificationStatus `provisional` says it; so is
-        # a code of SLE whose own text says "SLE-like" (the text alone is another disease: no group)
-        doubtful = any(said.get(g) in ("doubtful", "like") for g in groups) and not any(
-            said.get(g) == "present" for g in groups
-        )
+        doubtful = self._doubted(groups, said, _s(code.get("text")) or "")
         if not groups:
             # No code in a system the maps are written in, and no text they understand: what this records
             # is unknown ("Breast cancer" as text only), so no condition can be said to be absent.
@@ -218,6 +215,18 @@ class Normalizer(ObservationReader, MedicationReader, AllergyReader):
             )
         )
 
+    def _doubted(self, groups: set[str], said: Mapping[str, str], own: str) -> bool:
+        """A coded diagnosis its own text casts doubt on, as verificationStatus `provisional` would: "suspected
+        SLE", "SLE vs RA", "SLE-like", "SLE (biopsy 2019) ruled out" (`diagnosis_reading`); and, for a group
+        with no words to read the text by, any negation in it ("Pregnancy ruled out"): a person reads it,
+        where it used to be a definite diagnosis. A plain mention of a group keeps it."""
+        if any(said.get(g) == "present" for g in groups):
+            return False
+        if any(said.get(g) in ("doubtful", "contested") for g in groups):
+            return True
+        wordless = any(not self.m.conditions.groups[g].words for g in groups)
+        return wordless and says_negation(" ".join(own.lower().split()))
+
     def _procedure(self, proc: dict, facts: PatientFacts) -> None:
         status = _s(proc.get("status")) or "unknown"
         if status in ("entered-in-error", "not-done", "preparation"):
@@ -245,15 +254,17 @@ UNCODED = "?"  # a Condition.category concept with neither a code nor a text: it
 
 def _categories(value: Any) -> frozenset[str]:
     """Condition.category as the codes of each concept, folded ("Problem-List-Item" is problem-list-item);
-    a concept with no code as its text so folded ("Problem List Item", "Family history"), or UNCODED. A
-    concept the service cannot read must not read as no category, which counts as a diagnosis."""
+    a concept with no code as its text or its codings' displays so folded ("Problem List Item", "Family
+    history"), or UNCODED. A concept the service cannot read must not read as no category, which counts as
+    a diagnosis."""
     out = set()
     for cc in value if isinstance(value, list) else [value]:
         if cc is None:
             continue
-        codes = {_fold(c) for _, c, _ in _codings(cc) if c}
-        text = _s(_o(cc).get("text"))
-        out |= codes or ({_fold(text)} if text else {UNCODED})
+        codings = _codings(cc)
+        codes = {_fold(c) for _, c, _ in codings if c}
+        words = [_s(_o(cc).get("text")) or "", *(d or "" for _, _, d in codings)]
+        out |= codes or {_fold(w) for w in words if w.strip()} or {UNCODED}
     return frozenset(out)
 
 
