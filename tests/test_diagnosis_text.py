@@ -128,3 +128,27 @@ def test_an_exclusion_whose_own_text_negates_it_goes_to_a_person(catalog, codes,
     before = {t.id: t.status for t in catalog.report(catalog.facts(demo_bundles(AS_OF)["demo-amara"]), AS_OF).trials}
     after = {t.id: t.status for t in catalog.report(catalog.facts(bundle), AS_OF).trials}
     assert [t for t, st in after.items() if st == "ineligible" and before[t] != "ineligible"] == [], (text, after)
+
+
+def test_a_code_title_with_not_or_without_still_decides(catalog):
+    """ "not otherwise specified" and "without ..." are parts of code titles, not negations: a coded exclusion
+    with such a text decides as it does with its plain name."""
+    bundle = copy.deepcopy(demo_bundles(AS_OF)["demo-amara"])
+    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
+
+    def statuses(text: str) -> dict[str, str]:
+        b = copy.deepcopy(bundle)
+        cancer = {
+            "resourceType": "Condition",
+            "id": "x1",
+            "subject": {"reference": f"Patient/{patient}"},
+            "clinicalStatus": active,
+            "onsetDateTime": (AS_OF - timedelta(days=30)).isoformat(),
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}], "text": text},
+        }
+        b["entry"].append({"resource": cancer})
+        return {t.id: t.status for t in catalog.report(catalog.facts(b), AS_OF).trials}
+
+    plain = statuses("Malignant neoplasm of breast")
+    assert statuses("Malignant neoplasm of breast, not otherwise specified, without metastasis") == plain

@@ -183,8 +183,17 @@ def diagnosis_reading(text: str, words: Iterable[str]) -> str | None:
     return found
 
 
+# the cues that negate a diagnosis's own text; not "not" or "without" alone, which code titles hold ("not
+# otherwise specified", "hepatitis B without delta-agent")
+_SAYS_NO = _pattern(
+    ("no", "denies", "denied", "negative for", "neg for", "free of", "ruled out", "rule out", "r/o", "excluded",
+     "absence of", "never", "unlikely", "no evidence of", "not consistent with", "not confirmed", "unconfirmed",
+     "was negative", "is negative", "came back negative", "not present", "not found", "not supported")
+)  # fmt: skip
+
+
 def says_negation(text: str) -> bool:
-    """Whether lower-case `text` holds a negation at all ("Pregnancy ruled out", "No TB", "HSV PCR was
-    negative"): for a coded diagnosis whose group has no words to read it by, its own text casting doubt
-    on it (a person reads it) rather than a definite diagnosis."""
-    return bool(_CUE.search(text) or _POST_ANYWHERE.search(text) or _DOUBLE_NEGATIVE.search(text))
+    """Whether lower-case `text` negates something ("Pregnancy ruled out", "No TB", "HSV PCR was negative"):
+    for a coded diagnosis whose group has no words to read it by, its own text casting doubt on it (a person
+    reads it) rather than a definite diagnosis."""
+    return bool(_SAYS_NO.search(text) or _DOUBLE_NEGATIVE.search(text))
