@@ -98,6 +98,25 @@ def test_the_patients_own_diagnosis_reads_as_the_coded_one(catalog, text):
     assert _statuses(catalog, text) == _statuses(catalog, "Systemic lupus erythematosus", coded=True)
 
 
+def _with_active_condition(catalog, codes: list[tuple[str, str]], text: str | None) -> dict[str, str]:
+    """Each trial's status for demo-amara with one more Condition, active since 30 days ago, coded `codes` and
+    written `text` (None: without it)."""
+    bundle = copy.deepcopy(demo_bundles(AS_OF)["demo-amara"])
+    if text is not None:
+        patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+        condition = {
+            "resourceType": "Condition",
+            "id": "x1",
+            "subject": {"reference": f"Patient/{patient}"},
+            "clinicalStatus": {"coding": [{"system": clinical, "code": "active"}]},
+            "onsetDateTime": (AS_OF - timedelta(days=30)).isoformat(),
+            "code": {"coding": [{"system": s, "code": c} for s, c in codes], "text": text},
+        }
+        bundle["entry"].append({"resource": condition})
+    return {t.id: t.status for t in catalog.report(catalog.facts(bundle), AS_OF).trials}
+
+
 @pytest.mark.parametrize(
     ("codes", "text"),
     [
@@ -113,42 +132,15 @@ def test_the_patients_own_diagnosis_reads_as_the_coded_one(catalog, text):
 def test_an_exclusion_whose_own_text_negates_it_goes_to_a_person(catalog, codes, text):
     """A coded exclusion whose text says it was ruled out or came back negative was a definite fail (or, with
     the negation later in the clause, read as present): a person reads it, no trial is ineligible by it."""
-    bundle = copy.deepcopy(demo_bundles(AS_OF)["demo-amara"])
-    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    coding = [{"system": s, "code": c} for s, c in codes]
-    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
-    condition = {
-        "resourceType": "Condition",
-        "id": "x1",
-        "subject": {"reference": f"Patient/{patient}"},
-        "clinicalStatus": active,
-        "onsetDateTime": (AS_OF - timedelta(days=30)).isoformat(),
-    }
-    bundle["entry"].append({"resource": {**condition, "code": {"coding": coding, "text": text}}})
-    before = {t.id: t.status for t in catalog.report(catalog.facts(demo_bundles(AS_OF)["demo-amara"]), AS_OF).trials}
-    after = {t.id: t.status for t in catalog.report(catalog.facts(bundle), AS_OF).trials}
+    before = _with_active_condition(catalog, codes, None)
+    after = _with_active_condition(catalog, codes, text)
     assert [t for t, st in after.items() if st == "ineligible" and before[t] != "ineligible"] == [], (text, after)
 
 
 def test_a_code_title_with_not_or_without_still_decides(catalog):
     """ "not otherwise specified" and "without ..." are parts of code titles, not negations: a coded exclusion
     with such a text decides as it does with its plain name."""
-    bundle = copy.deepcopy(demo_bundles(AS_OF)["demo-amara"])
-    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
-
-    def statuses(text: str) -> dict[str, str]:
-        b = copy.deepcopy(bundle)
-        cancer = {
-            "resourceType": "Condition",
-            "id": "x1",
-            "subject": {"reference": f"Patient/{patient}"},
-            "clinicalStatus": active,
-            "onsetDateTime": (AS_OF - timedelta(days=30)).isoformat(),
-            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}], "text": text},
-        }
-        b["entry"].append({"resource": cancer})
-        return {t.id: t.status for t in catalog.report(catalog.facts(b), AS_OF).trials}
-
-    plain = statuses("Malignant neoplasm of breast")
-    assert statuses("Malignant neoplasm of breast, not otherwise specified, without metastasis") == plain
+    cancer = [("http://hl7.org/fhir/sid/icd-10-cm", "C50.911")]
+    plain = _with_active_condition(catalog, cancer, "Malignant neoplasm of breast")
+    titled = "Malignant neoplasm of breast, not otherwise specified, without metastasis"
+    assert _with_active_condition(catalog, cancer, titled) == plain
