@@ -17,7 +17,7 @@ patients with its disease on record. So the entry has three answers:
 
 from __future__ import annotations
 
-from cds_service.eligibility.conditions import category_reading, condition_note
+from cds_service.eligibility.conditions import category_reading, condition_note, is_lifelong
 from cds_service.eligibility.report import Cohort, Evidence
 from cds_service.eligibility.trials import Trial
 from cds_service.fhir.facts import ConditionFact, PatientFacts
@@ -33,7 +33,7 @@ def disease(trial: Trial, m: Mappings) -> str:
 def _hit(c: ConditionFact, trial: Trial, m: Mappings) -> tuple[bool, bool]:
     """(the Condition is in one of the entry's groups, one of those groups is lifelong)."""
     hit = c.groups & trial.entry_groups
-    return bool(hit), any(m.conditions.groups[g].lifelong for g in hit)
+    return bool(hit), is_lifelong(hit, m)
 
 
 def _counts(c: ConditionFact, trial: Trial, m: Mappings) -> bool:

@@ -8,6 +8,7 @@ condition that cannot be dated goes to a person. "None on record" needs the prob
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -16,6 +17,7 @@ from cds_service.eligibility.logic import Ctx, Res, Truth, max_until, min_until
 from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import Rule, RuleError, RuleParser, Window, check_keys, register
 from cds_service.fhir.facts import ConditionFact
+from cds_service.fhir.mappings import Mappings
 
 # Condition.category codes (or texts, folded: normalize._categories) that record a diagnosis: FHIR / US Core
 # condition-category, and SNOMED CT 439401001 "Diagnosis" (observable entity), which C-CDA-derived records send
@@ -25,6 +27,11 @@ DIAGNOSIS_CATEGORIES = frozenset({"problem-list-item", "problem-list", "encounte
 HISTORY_CATEGORIES = frozenset({"medical-history", "past-medical-history"})
 # categories that record no diagnosis made: concerns of the patient or others beyond the problem list (US Core)
 NOT_A_DIAGNOSIS = frozenset({"health-concern"})
+
+
+def is_lifelong(groups: Iterable[str], m: Mappings) -> bool:
+    """Whether one of `groups` is a disease that does not resolve (SLE): its history still counts."""
+    return any(m.conditions.groups[g].lifelong for g in groups)
 
 
 def category_reading(c: ConditionFact, lifelong: bool) -> str:
@@ -140,10 +147,9 @@ def _one_condition(rule: ConditionRule, c: ConditionFact, ctx: Ctx, found: _Cond
             review(dated)
             return
         until = dated if dated != date.max else None
-    lifelong = any(ctx.m.conditions.groups[g].lifelong for g in c.groups & rule.groups)
     if c.groups & rule.except_groups:
         review(f"{c.display}: {rule.except_review}")
-    elif category_reading(c, lifelong) != "diagnosis":  # a health concern, a site's own category
+    elif category_reading(c, is_lifelong(c.groups & rule.groups, ctx.m)) != "diagnosis":  # a health concern
         review(f"{c.display} is recorded as a health concern or under a category that may not be a diagnosis")
     elif rule.match_review:
         review(f"{c.display}: {rule.match_review}")

@@ -200,7 +200,7 @@ class Mappings:
         h = self.conditions.history
         if system == SNOMED:
             return code in h.snomed
-        return system in (ICD10CM, ICD10) and any(icd10_code(code).startswith(p) for p in h.icd10cm)
+        return system in (ICD10CM, ICD10) and icd10_code(code).startswith(tuple(h.icd10cm))
 
     def condition_groups_from_text(self, text: str) -> frozenset[str]:
         """Groups the text states the patient has, whole words only, not negated ("no SLE", "SLE ruled out"),
