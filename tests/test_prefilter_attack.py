@@ -21,6 +21,20 @@ from cds_service.settings import REPO_ROOT
 from demo.load import demo_bundles, resources
 
 DIRS = (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "regular expressions"])
+def scan_path(request, monkeypatch):
+    """Every attack twice: with the compiled scan (native/) and with the regular expressions it stands for."""
+    from cds_service.screening import prefilter
+
+    if request.param != "compiled":
+        monkeypatch.setattr(prefilter, "_compiled_scan", None)
+    else:
+        assert prefilter._compiled_scan is not None  # noqa: SLF001 - bootstrap builds it; the test needs it
+    return request.param
+
+
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 MEDICATION = {"resourceType": "Medication", "id": "m1", "code": {"coding": [{"system": RXNORM, "code": "121191"}]}}
 

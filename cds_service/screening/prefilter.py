@@ -32,6 +32,11 @@ from collections.abc import Callable, Iterable
 
 from cds_service.screening.bulk import READ_TYPES
 
+try:  # the rules below, compiled (native/): one pass over a block where the regular expressions take four
+    from trial_matcher_scan import scan as _compiled_scan
+except ImportError:  # a checkout not bootstrapped (scripts/bootstrap.sh builds it): the regular expressions
+    _compiled_scan = None
+
 
 def _resource_of(types: Iterable[str]) -> re.Pattern[bytes]:
     """`"resourceType": "<one of types>"` as JSON may write it (any whitespace around the colon), wherever it
@@ -78,6 +83,18 @@ def unsettled(buf: bytes) -> bool:
     if b"\\" in buf and (b"\\u" in buf or b"\\/" in buf or _ESCAPE_IN_REF.search(buf)):
         return True
     return _ALWAYS_READ.search(buf) is not None
+
+
+Scanned = list[tuple[int, int, "int | set[bytes] | None"]]
+
+
+def scan(buf: bytes, inside: dict[bytes, int]) -> Scanned | None:
+    """The lines of a block of whole lines, each judged on its own by `unsettled` and `named_ids` against the
+    patients `inside` (as `CohortFilter.outside`, blank lines passed over), in one compiled pass: a list of
+    (start, end, what), `what` an int n for a run of n lines naming only patients outside (end past the
+    run's last newline), None for a line to parse, or the ids a line names, one of them inside. None where
+    the compiled scan is not installed (the caller tests the block itself)."""
+    return None if _compiled_scan is None else _compiled_scan(buf, inside)
 
 
 def named_ids(line: bytes) -> set[bytes]:

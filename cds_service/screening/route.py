@@ -32,7 +32,7 @@ from cds_service.screening.bulk import (
     _parsed,
     export_files,
 )
-from cds_service.screening.prefilter import CohortFilter, named_ids, unread_only, unsettled
+from cds_service.screening.prefilter import CohortFilter, Scanned, named_ids, scan, unread_only, unsettled
 from cds_service.screening.spans import Span, span_blocks
 
 
@@ -136,11 +136,16 @@ class Router:
             self._filtered(path, offset, buf)
 
     def _filtered(self, path: Path, offset: int, buf: bytes) -> None:
-        """Lines naming only patients outside are counted, not parsed. In a settled block (prefilter) the
-        bytes say whose each line is: the block test finds the lines of patients inside, or, past a few
-        of them, each line's ids do. Otherwise each line is tested on its own."""
+        """Lines naming only patients outside are counted, not parsed. The compiled scan judges each line on
+        its own in one pass (`prefilter.scan`). Without it: in a settled block (prefilter) the bytes say
+        whose each line is: the block test finds the lines of patients inside, or, past a few of them, each
+        line's ids do. Otherwise each line is tested on its own."""
         cohort = self.cohort
         assert cohort is not None
+        version = cohort.version  # what the scan judges against: a Condition parsed below may add to it
+        if (scanned := scan(buf, cohort.added_at)) is not None:
+            self._scanned(path, offset, buf, scanned, version)
+            return
         lines = cohort.settled(buf)
         spans = cohort.inside_lines(buf) if lines else None
         if spans is not None:  # no Condition in a settled block: the patients inside stay as they are
@@ -169,6 +174,19 @@ class Router:
                 else:
                     self.take(line, ids)
             pos += len(line) + 1
+
+    def _scanned(self, path: Path, offset: int, buf: bytes, scanned: Scanned, version: int) -> None:
+        """Route a block as `prefilter.scan` judged its lines, against the patients inside at `version`: a
+        line judged outside before a Condition further on brought its patient inside is read again at the
+        end (`recheck`), as in the block test."""
+        for start, end, what in scanned:
+            if what is None:
+                self.parse(buf[start:end])
+            elif isinstance(what, int):
+                self._count_outside(what)
+                self._judged(path, offset + start, end - start, version)
+            else:
+                self.take(buf[start:end], what)
 
     def _count_outside(self, lines: int) -> None:
         self.stats.lines += lines
