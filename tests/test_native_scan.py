@@ -8,6 +8,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trial_matcher_scan import scan as compiled
+from trial_matcher_scan import unread_only as compiled_unread_only
 
 from cds_service.screening import prefilter
 from cds_service.screening.prefilter import named_ids, unsettled
@@ -87,3 +88,28 @@ def test_the_compiled_scan_takes_any_bytes(raw, inside_ids):
 
 def test_the_router_uses_the_compiled_scan_where_it_is_installed():
     assert prefilter.scan(b'{"subject":{"reference":"Patient/x"}}\n', {}) == [(0, 38, 1)]
+
+
+_ANY_TYPE = st.sampled_from(["Claim", "Encounter", "ExplanationOfBenefit", "Observation", "Patient", "Condition",
+                             "Medication", "MedicationRequest", "Observations", "observation",
+                             "Obs\\u0065rvation"])  # fmt: skip
+_UNREAD_LINE = st.one_of(
+    st.tuples(_KEY, _ANY_TYPE).map(lambda p: f'{{{p[0]}"{p[1]}","id":"x"}}'),
+    st.tuples(_KEY, _ANY_TYPE, _ANY_TYPE).map(lambda p: f'{{{p[0]}"{p[1]}","contained":[{{{p[0]}"{p[2]}"}}]}}'),
+    st.tuples(_KEY, _ANY_TYPE).map(lambda p: f'{{"resourceType"\n:"{p[1]}"}}'),  # the colon on the next line
+    st.sampled_from(["", " ", "\t\r", "\x0b", "\x0c", "{not json", '"a \\\\ backslash"', "\\u", "x\\"]),
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_UNREAD_LINE, min_size=1, max_size=6))
+def test_the_compiled_unread_test_counts_as_the_regular_expressions_do(lines):
+    buf = b"".join(line.encode() + b"\n" for line in lines)
+    assert compiled_unread_only(buf, prefilter._READ_NAMES) == prefilter.unread_by_expressions(buf)  # noqa: SLF001
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_the_compiled_unread_test_takes_any_bytes(raw):
+    buf = raw if raw.endswith(b"\n") else raw + b"\n"
+    assert compiled_unread_only(buf, prefilter._READ_NAMES) == prefilter.unread_by_expressions(buf)  # noqa: SLF001

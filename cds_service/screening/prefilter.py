@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 
 from cds_service.screening.bulk import READ_TYPES
 
-try:  # the rules below, compiled (native/): one pass over a block where the regular expressions take four
+try:  # the rules below, compiled (native/): one pass over a block where the regular expressions take several
     from trial_matcher_scan import scan as _compiled_scan
+    from trial_matcher_scan import unread_only as _compiled_unread_only
 except ImportError:  # a checkout not bootstrapped (scripts/bootstrap.sh builds it): the regular expressions
-    _compiled_scan = None
+    _compiled_scan = _compiled_unread_only = None
 
 
 def _resource_of(types: Iterable[str]) -> re.Pattern[bytes]:
@@ -59,6 +60,7 @@ FEW = 48
 
 
 _READ_TYPE = _resource_of(READ_TYPES)  # a resource of a type some criterion reads
+_READ_NAMES = [t.encode() for t in sorted(READ_TYPES)]
 # a line the reader passes over uncounted (what bytes.strip() empties: space, \t, \r, \v, \f): after a
 # newline, or (matched at 0) the first. Not one pattern with \A: one that can start anywhere is tried at
 # every byte (9 ms a MiB against 0.25)
@@ -69,7 +71,14 @@ def unread_only(buf: bytes) -> int:
     """The number of lines of a block of whole lines when none of them can be a resource of a type some
     criterion reads, else 0. Only a \\u escape can hide letters in JSON, so a block without one in which
     no `"resourceType": "<a type read>"` appears holds none (blank lines aside: then 0, they are not
-    counted)."""
+    counted). Compiled where it is installed: the rules of `unread_by_expressions`, in one pass."""
+    if _compiled_unread_only is not None:
+        return _compiled_unread_only(buf, _READ_NAMES)
+    return unread_by_expressions(buf)
+
+
+def unread_by_expressions(buf: bytes) -> int:
+    """`unread_only` by regular expressions (passes in C; the compiled scan takes a tenth of their time)."""
     if _READ_TYPE.search(buf):  # first: in a block of read types it stops at the first line
         return 0
     escaped = b"\\" in buf and b"\\u" in buf  # one byte first: `in` scans for two bytes three times slower

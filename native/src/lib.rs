@@ -52,17 +52,17 @@ fn skip_space(line: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Whether `"resourceType"` followed by a colon and one of the always-read types appears anywhere. Each
-/// occurrence is tried, overlapping ones too (the key's closing quote can open another): as a regular
-/// expression's search does.
-fn always_read(line: &[u8], f: &Finders) -> bool {
+/// Whether `"resourceType"` followed by a colon and one of `quoted` (type names with their quotes) appears
+/// anywhere in `text`. Each occurrence is tried, overlapping ones too (the key's closing quote can open
+/// another): as a regular expression's search does.
+fn names_a_type(text: &[u8], f: &Finders, quoted: &[&[u8]]) -> bool {
     let mut from = 0;
-    while let Some(at) = f.resource_type.find(&line[from..]) {
+    while let Some(at) = f.resource_type.find(&text[from..]) {
         let key = from + at;
-        let colon = skip_space(line, key + RESOURCE_TYPE.len());
-        if colon < line.len() && line[colon] == b':' {
-            let value = &line[skip_space(line, colon + 1)..];
-            if ALWAYS_READ.iter().any(|name| value.starts_with(name)) {
+        let colon = skip_space(text, key + RESOURCE_TYPE.len());
+        if colon < text.len() && text[colon] == b':' {
+            let value = &text[skip_space(text, colon + 1)..];
+            if quoted.iter().any(|name| value.starts_with(name)) {
                 return true;
             }
         }
@@ -91,7 +91,7 @@ fn line_ids(line: &[u8], f: &Finders) -> Option<Vec<(usize, usize)>> {
         }
         ids.push((start, end));
     }
-    if always_read(line, f) {
+    if names_a_type(line, f, &ALWAYS_READ) {
         return None;
     }
     Some(ids)
@@ -162,8 +162,44 @@ fn scan<'py>(
     Ok(out)
 }
 
+/// What a line the reader passes over uncounted is made of (what `bytes.strip()` empties, but the newline).
+fn is_blank_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
+}
+
+/// The number of lines of `block` (whole lines, each ending in a newline) when none of them can be a
+/// resource of a type in `read` (`prefilter.unread_only`), else 0: no `"resourceType" : "<a type read>"`
+/// anywhere (JSON spacing, newlines included, around the colon), no `\u` escape that could hide one, and
+/// no blank line (those are not counted).
+#[pyfunction]
+fn unread_only(block: &[u8], read: Vec<Bound<'_, PyBytes>>) -> usize {
+    let f = Finders::new();
+    let quoted: Vec<Vec<u8>> = read
+        .iter()
+        .map(|t| [b"\"", t.as_bytes(), b"\""].concat())
+        .collect();
+    let quoted: Vec<&[u8]> = quoted.iter().map(Vec::as_slice).collect();
+    if names_a_type(block, &f, &quoted) {
+        return 0;
+    }
+    if memchr(b'\\', block).is_some() && f.escape_u.find(block).is_some() {
+        return 0;
+    }
+    let mut lines = 0;
+    let mut start = 0;
+    for nl in memchr_iter(b'\n', block) {
+        if block[start..nl].iter().all(|&b| is_blank_byte(b)) {
+            return 0;
+        }
+        lines += 1;
+        start = nl + 1;
+    }
+    lines
+}
+
 #[pymodule]
 fn trial_matcher_scan(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan, m)?)?;
+    m.add_function(wrap_pyfunction!(unread_only, m)?)?;
     Ok(())
 }
