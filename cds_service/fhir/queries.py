@@ -65,7 +65,7 @@ def prefetch_templates(observation_codes: Iterable[tuple[str, str]] = ()) -> dic
     One search (a template is one query): its codes make a URL of about 5 kB, which servers that run
     prefetch accept; one that refuses it sends no prefetch for the key, and the service reads it itself."""
     templates = {k: _with_include(k, v[0]) for k, v in QUERIES.items()}
-    tokens = ",".join(f"{_token(s)}|{_token(c)}" for s, c in sorted(observation_codes))
+    tokens = ",".join(_tokens(observation_codes))
     if tokens:
         query = urlencode({"combo-code": tokens, "_sort": "-date", "_count": PAGE_SIZE})
         templates["observations"] = "Observation?patient={{context.patientId}}&" + query
@@ -120,16 +120,28 @@ def _with_include(key: str, search: str) -> str:
     return f"{search}&_include={INCLUDES[key]}" if key in INCLUDES else search
 
 
+def _tokens(codes: Iterable[tuple[str, str]]) -> list[str]:
+    """The search tokens of the codes the criteria read: each code alone, without its system, once.
+
+    A token without a system matches the code in any system (FHIR search, token parameters). A server that
+    keeps LOINC under its OID (`urn:oid:2.16.840.1.113883.6.1`, as documents converted from CDA do), or as
+    `https://loinc.org`, answers `http://loinc.org|X` with nothing: a positive HIV screen stored so would
+    have been left unread while the search counted as read in full, an absence the record does not say.
+    The reader keeps only codings whose system (read in every spelling, `codes.canonical_system`) and code
+    a map holds, so a code another system shares costs a few bytes, never a fact."""
+    return sorted({_token(code) for _, code in codes})
+
+
 @lru_cache(maxsize=8)
 def _packed(codes: frozenset[tuple[str, str]]) -> tuple[str, ...]:
-    """`system|code` tokens joined by commas, as few values as keep each under MAX_CODES_CHARS encoded.
+    """The codes' tokens (`_tokens`) joined by commas, as few values as keep each under MAX_CODES_CHARS
+    encoded.
 
     The same for every hook of a catalogue, so computed once (the service passes one frozenset)."""
     values: list[str] = []
     current: list[str] = []
     size = 0
-    for system, code in sorted(codes):
-        token = f"{_token(system)}|{_token(code)}"
+    for token in _tokens(codes):
         cost = len(quote(token, safe="")) + 3  # and its encoded comma
         if current and size + cost > MAX_CODES_CHARS:
             values.append(",".join(current))

@@ -101,3 +101,31 @@ def test_a_chart_outside_every_cohort_costs_the_server_two_searches(service, fhi
     searched.clear()
     report = service.post("/match", params={"patient": "entry-first-out"}).json()  # /match reads it all
     assert "Observation" in searched and report["gaps"] == []
+
+
+def hiv_screen(system: str | None) -> list[dict]:
+    """A positive HIV screen (LOINC 56888-1) under `system`: LOINC's URI, or its OID as documents converted
+    from CDA keep it; None: no screen on record."""
+    if system is None:
+        return []
+    return [{
+        "resourceType": "Observation", "id": "hiv-screen", "status": "final",
+        "code": {"coding": [{"system": system, "code": "56888-1"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": date.today().replace(day=1).isoformat(),
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "10828004"}]},
+    }]  # fmt: skip
+
+
+def test_a_result_kept_under_another_spelling_of_loinc_is_read_from_the_server(service, fhir_server):
+    """The service searches the codes the criteria read without their system, so a server that keeps
+    LOINC under its OID answers as one that keeps http://loinc.org: the positive screen is read (the
+    cards are those of LOINC's URI), not left out of a search that then counted as read in full."""
+    record = INSIDE["ICD-10-CM only (M32.14)"]()
+    cards = {}
+    for i, system in enumerate([None, "http://loinc.org", "urn:oid:2.16.840.1.113883.6.1"]):
+        pid = f"loinc-spelling-{i}"
+        put(fhir_server, as_patient(record + hiv_screen(system), pid))
+        cards[system] = {ext(c)["trialId"]: ext(c)["status"] for c in hook(service, fhir_server, pid)}
+    assert cards[None] != cards["http://loinc.org"]  # the screen decides something
+    assert cards["urn:oid:2.16.840.1.113883.6.1"] == cards["http://loinc.org"]
