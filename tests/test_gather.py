@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import httpx
 import pytest
@@ -248,6 +248,17 @@ def test_observations_are_asked_by_the_codes_criteria_read_newest_first_and_coun
     assert sorted(codes) == sorted(c for _, c in CODES)  # by code alone: whatever system the server keeps
     assert sorted(r["id"] for r in got.resources if r["resourceType"] == "Observation") == ["o1", "o2"]
     assert "Observation" in got.complete and got.gaps == []
+
+
+def test_loinc_codes_are_asked_without_their_system_and_a_sites_own_with_it():
+    """A server may keep LOINC under its OID; a site's short code alone would match every system's."""
+    from cds_service.fhir.queries import prefetch_templates, searches
+
+    codes = {("http://loinc.org", "718-7"), ("https://lab.example.org/codes", "HGB"), ("urn:local", "a|b,c")}
+    template, search = prefetch_templates(codes)["observations"], searches("observations", "p", codes)[0].path
+    for query in (template, search):
+        value = parse_qs(query.split("?", 1)[1])["combo-code"][0]  # the separator `|` bare, a code's `|` escaped
+        assert value == "718-7,https://lab.example.org/codes|HGB,urn:local|a\\|b\\,c"
 
 
 @respx.mock

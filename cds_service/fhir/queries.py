@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, urlencode
 
+from cds_service.fhir.codes import LOINC
+
 # Prefetch key -> (template, resource type). Each resource type is its own source: what one source
 # shows counts whatever another could not be read; "none on record" needs every source that could hold it.
 QUERIES: dict[str, tuple[str, str]] = {
@@ -62,8 +64,9 @@ def prefetch_templates(observation_codes: Iterable[tuple[str, str]] = ()) -> dic
     """Discovery's prefetch templates. Observations ask for what the criteria read, newest first, in pages
     that hold a real chart's labs: an EHR that sends only the first page (browser EHRs and the CDS Hooks
     sandbox do) then sends the results that matter, and the service completes the rest from `fhirServer`.
-    One search (a template is one query): its codes make a URL of about 5 kB, which servers that run
-    prefetch accept; one that refuses it sends no prefetch for the key, and the service reads it itself."""
+    One search (a template is one query): its codes make a URL of about 1.5 kB with today's maps (5 kB when
+    every code named its system), which servers that run prefetch accept; one that refuses it sends no
+    prefetch for the key, and the service reads it itself."""
     templates = {k: _with_include(k, v[0]) for k, v in QUERIES.items()}
     tokens = ",".join(_tokens(observation_codes))
     if tokens:
@@ -121,15 +124,19 @@ def _with_include(key: str, search: str) -> str:
 
 
 def _tokens(codes: Iterable[tuple[str, str]]) -> list[str]:
-    """The search tokens of the codes the criteria read: each code alone, without its system, once.
+    """The search tokens of the codes the criteria read, once each: a LOINC code alone, without its system;
+    any other as `system|code`.
 
     A token without a system matches the code in any system (FHIR search, token parameters). A server that
     keeps LOINC under its OID (`urn:oid:2.16.840.1.113883.6.1`, as documents converted from CDA do), or as
     `https://loinc.org`, answers `http://loinc.org|X` with nothing: a positive HIV screen stored so would
     have been left unread while the search counted as read in full, an absence the record does not say.
     The reader keeps only codings whose system (read in every spelling, `codes.canonical_system`) and code
-    a map holds, so a code another system shares costs a few bytes, never a fact."""
-    return sorted({_token(code) for _, code in codes})
+    a map holds, and a LOINC code (digits, a hyphen, a check digit) is rarely another system's, so that
+    costs a few bytes, never a fact. A site's own codes keep their system, as its maps name it: one such as
+    `HGB` or `5` alone would match every system's (an EHR's flowsheet rows), and thousands of those, newest
+    first, could fill the page cap before the results that count."""
+    return sorted({_token(code) if system == LOINC else f"{_token(system)}|{_token(code)}" for system, code in codes})
 
 
 @lru_cache(maxsize=8)

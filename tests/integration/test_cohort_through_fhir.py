@@ -90,7 +90,7 @@ def searched(fhir_server, monkeypatch) -> list[str]:
 
 def test_a_chart_outside_every_cohort_costs_the_server_two_searches(service, fhir_server, searched):
     """Without prefetch the service asks for the Patient and Conditions first, and for the rest of the chart
-    (Observations in four searches, every medication source, ...) only when some cohort may open."""
+    (Observations by the codes the criteria read, every medication source, ...) only when some cohort may open."""
     put(fhir_server, as_patient(OUTSIDE["clinic patient"](), "entry-first-out"))
     put(fhir_server, as_patient(INSIDE["ICD-10-CM only (M32.14)"](), "entry-first-in"))
     assert hook(service, fhir_server, "entry-first-out") == []
