@@ -250,6 +250,34 @@ def test_observations_are_asked_by_the_codes_criteria_read_newest_first_and_coun
     assert "Observation" in got.complete and got.gaps == []
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_codes_are_shared_out_evenly_under_both_caps_each_once(seed):
+    """Long (a site's system) and short (LOINC) tokens, any mix: each asked once, no search over either cap."""
+    import random
+
+    from cds_service.fhir.queries import MAX_CODES_PER_SEARCH, _packed, _tokens
+
+    rng = random.Random(seed)
+    site = "https://lab.example.org/" + "x" * rng.choice([5, 60, 400])
+    codes = frozenset(
+        {("http://loinc.org", f"{rng.randrange(10**5)}-{rng.randrange(10)}") for _ in range(rng.randrange(1, 300))}
+        | {(site, f"c,{i}") for i in range(rng.randrange(0, 40))}
+    )
+    values = _packed(codes)
+    split = [v.replace("\\,", "\x00").split(",") for v in values]
+    assert sorted(t.replace("\x00", "\\,") for ts in split for t in ts) == sorted(_tokens(codes))
+    assert all(len(ts) <= MAX_CODES_PER_SEARCH and len(quote(v, safe="")) <= MAX_CODES_CHARS
+               for v, ts in zip(values, split, strict=True))  # fmt: skip
+    in_order, size = [[]], 0  # packing the sorted tokens in order: never fewer searches than sharing out
+    for t in _tokens(codes):
+        cost = len(quote(t, safe="")) + 3
+        if in_order[-1] and (size + cost > MAX_CODES_CHARS or len(in_order[-1]) == MAX_CODES_PER_SEARCH):
+            in_order, size = [*in_order, []], 0
+        in_order[-1].append(t)
+        size += cost
+    assert len(values) <= len(in_order)
+
+
 def test_loinc_codes_are_asked_without_their_system_and_a_sites_own_with_it():
     """A server may keep LOINC under its OID; a site's short code alone would match every system's."""
     from cds_service.fhir.queries import prefetch_templates, searches
