@@ -142,9 +142,8 @@ class Router:
         line's ids do. Otherwise each line is tested on its own."""
         cohort = self.cohort
         assert cohort is not None
-        version = cohort.version  # what the scan judges against: a Condition parsed below may add to it
-        if (scanned := scan(buf, cohort.added_at)) is not None:
-            self._scanned(path, offset, buf, scanned, version)
+        if (scanned := scan(buf, cohort.added_at)) is not None:  # judged against the patients inside now
+            self._scanned(path, offset, buf, scanned, cohort.version)
             return
         lines = cohort.settled(buf)
         spans = cohort.inside_lines(buf) if lines else None
