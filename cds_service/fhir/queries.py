@@ -6,7 +6,7 @@ the service reads `fhirServer` itself it asks only for what the criteria read. O
 real chart (vitals, social history, every panel of every visit: thousands for a long-followed
 patient), and the criteria read only the codes in `mappings/observations.yaml`; so the Observation
 search names those codes (`combo-code`, which matches `Observation.code` and `component.code`;
-packed into searches whose query stays under 2 kB, IIS's default limit), sorted newest first, with
+packed into searches whose query stays under 2 kB, IIS's default limit, and at most 32 codes), sorted newest first, with
 the largest page servers commonly grant.
 Sorted newest first, a read cut by the page cap still holds the newest results, which are the ones
 the recency windows need; the source then counts as not read completely, so nothing is ever
