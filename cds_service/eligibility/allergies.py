@@ -151,4 +151,11 @@ def _doubt(rule: AllergyRule, a: AllergyFact) -> str | None:
     return None
 
 
-register("allergy", parse_allergy, evaluate_allergy)
+def allergy_reads(rule: AllergyRule, _m: object) -> frozenset[str]:
+    """The allergies naming one of its drugs (as `_concerns` reads them); any allergy for `any`."""
+    if rule.ingredients is None:
+        return frozenset({"allergy:*"})
+    return frozenset(f"allergy:{i}" for i in rule.ingredients)
+
+
+register("allergy", parse_allergy, evaluate_allergy, allergy_reads)

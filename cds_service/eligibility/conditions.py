@@ -247,4 +247,9 @@ def condition_note(active: bool | None, confirmed: bool, abatement: date | None,
     return ", ".join(parts)
 
 
-register("condition", parse_condition, evaluate_condition)
+def condition_reads(rule: ConditionRule, _m: Mappings) -> frozenset[str]:
+    """Only the Conditions in one of its groups: the `except` groups are read of those alone."""
+    return frozenset(f"condition:{g}" for g in rule.groups)
+
+
+register("condition", parse_condition, evaluate_condition, condition_reads)

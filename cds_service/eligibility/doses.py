@@ -8,7 +8,14 @@ from datetime import date
 from typing import Any
 
 from cds_service.eligibility.logic import CMP, Ctx, Res, Truth
-from cds_service.eligibility.medications import dose_mg, dose_missing, med_evidence, meds_of, unread_sources
+from cds_service.eligibility.medications import (
+    dose_mg,
+    dose_missing,
+    med_evidence,
+    medication_reads,
+    meds_of,
+    unread_sources,
+)
 from cds_service.eligibility.report import Evidence
 from cds_service.eligibility.rules import OPS, Rule, RuleError, RuleParser, check_keys, register
 from cds_service.fhir.facts import MedicationFact
@@ -71,4 +78,4 @@ def evaluate_current_dose(rule: CurrentDose, ctx: Ctx) -> Res:
     return Res(Truth.FALSE, evidence=ev, why=why)
 
 
-register("current_dose", parse_current_dose, evaluate_current_dose)
+register("current_dose", parse_current_dose, evaluate_current_dose, medication_reads)  # `meds_of` alone

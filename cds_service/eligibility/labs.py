@@ -258,8 +258,17 @@ def _inputs(m: Mappings, var: str) -> tuple[str, ...]:
     return tuple(x for x in _DERIVED_INPUTS.get(derived, ()) if x in m.variables) if derived else ()
 
 
+def lab_reads(rule: Lab | Positive | GradeCount | Answer, m: Mappings) -> frozenset[str] | None:
+    """The results of its variables (and their preliminary ones); None for a calculated variable, whose
+    inputs include the age and the sex (eGFR, SLEDAI parts)."""
+    variables = rule.vars if isinstance(rule, GradeCount) else (rule.var,)
+    if any(m.variables[v].derived for v in variables):
+        return None
+    return frozenset(f"lab:{v}" for v in variables)
+
+
 # every observation rule: a preliminary result newer than the final ones goes to a person (audit 2, NS7)
-register("lab", parse_lab, with_preliminaries(evaluate_lab, _inputs))
-register("positive", parse_positive, with_preliminaries(evaluate_positive))
-register("grade_count", parse_grade_count, with_preliminaries(evaluate_grade_count))
-register("answer", parse_answer, with_preliminaries(evaluate_answer))
+register("lab", parse_lab, with_preliminaries(evaluate_lab, _inputs), lab_reads)
+register("positive", parse_positive, with_preliminaries(evaluate_positive), lab_reads)
+register("grade_count", parse_grade_count, with_preliminaries(evaluate_grade_count), lab_reads)
+register("answer", parse_answer, with_preliminaries(evaluate_answer), lab_reads)

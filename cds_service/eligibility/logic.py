@@ -160,6 +160,23 @@ class Memo:
     current: dict[tuple, tuple] = field(default_factory=dict)
     leaves: dict[int, Res] = field(default_factory=dict)
     engine: object = None  # the engine whose leaf numbers `leaves` is keyed by
+    held: frozenset[str] | None = None  # `facts.on_record()`, once (`on_record`)
+    sources: tuple | None = None  # what was read of each source, once (`read`)
+
+    def on_record(self) -> frozenset[str]:
+        held = self.held
+        if held is None:
+            held = self.held = self.facts.on_record()
+        return held
+
+    def read(self) -> tuple:
+        """The record's sources as a criterion reads them beside its facts: which were read completely, and
+        how many records of each could not be read. Hashable: the key of `Ctx.without_facts`'s results."""
+        sources = self.sources
+        if sources is None:
+            facts = self.facts
+            sources = self.sources = (frozenset(facts.gathered), tuple(sorted(facts.unread.items())))
+        return sources
 
 
 @dataclass(slots=True)
@@ -193,6 +210,14 @@ class Ctx:
 
     def flipped(self) -> Ctx:
         return Ctx(self.facts, self.as_of, self.m, self.exclusion, not self.negated, self.memo)
+
+    def without_facts(self) -> Ctx:
+        """The same evaluation of a record holding no fact, with the same sources read (and unread): what a
+        criterion reading none of this record's facts says of it (engine.reads_of)."""
+        gathered, unread = self.memo.read()
+        empty = PatientFacts(patient="Patient/unknown", gathered=set(gathered), unread=dict(unread))
+        memo = Memo(empty, self.as_of, engine=self.memo.engine)
+        return Ctx(empty, self.as_of, self.m, self.exclusion, self.negated, memo)
 
 
 def dedupe_evidence(ev: Sequence[Evidence]) -> list[Evidence]:

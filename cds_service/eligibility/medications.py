@@ -352,5 +352,10 @@ def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
     return best
 
 
-register("medication", parse_medication, evaluate_medication)
-register("treated", parse_treated, evaluate_treated)
+def medication_reads(rule: MedicationRule | Treated, _m: object) -> frozenset[str]:
+    """The courses of its drugs (`meds_of`); the body weight only for a dose of one of them (dose_per_kg)."""
+    return frozenset(f"medication:{i}" for i in rule.ingredients)
+
+
+register("medication", parse_medication, evaluate_medication, medication_reads)
+register("treated", parse_treated, evaluate_treated, medication_reads)

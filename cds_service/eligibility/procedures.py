@@ -54,4 +54,8 @@ def evaluate_procedure(rule: ProcedureRule, ctx: Ctx) -> Res:
     return Res(Truth.UNKNOWN, missing=[f"{labels}: none on record"])
 
 
-register("procedure", parse_procedure, evaluate_procedure)
+def procedure_reads(rule: ProcedureRule, _m: object) -> frozenset[str]:
+    return frozenset(f"procedure:{g}" for g in rule.groups)
+
+
+register("procedure", parse_procedure, evaluate_procedure, procedure_reads)

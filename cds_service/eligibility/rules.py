@@ -174,20 +174,39 @@ class Implies(Rule):
     then: Rule
 
 
+# The facts a leaf reads, as `PatientFacts.on_record` names them ("lab:hemoglobin", "condition:sle"), or None
+# when it may read anything (age, sex, a calculated variable): see `register`.
+Reads = Callable[[Any, Mappings], "frozenset[str] | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class LeafKind:
-    """A rule kind: how its YAML is read (and checked against the maps) and how it is evaluated."""
+    """A rule kind: how its YAML is read (and checked against the maps), how it is evaluated, and which facts
+    of a record it reads (`reads`; None: any)."""
 
     parse: Callable[[RuleParser, Any], Rule]
     evaluate: Callable[[Any, Ctx], Res]
+    reads: Reads | None = None
 
 
 LEAVES: dict[str, LeafKind] = {}
 
 
-def register(kind: str, parse: Callable[[RuleParser, Any], Rule], evaluate: Callable[[Any, Ctx], Res]) -> None:
-    """Called by each rule-family module (demographics, labs, conditions, medications, procedures, allergies)."""
-    LEAVES[kind] = LeafKind(parse, evaluate)
+def register(
+    kind: str,
+    parse: Callable[[RuleParser, Any], Rule],
+    evaluate: Callable[[Any, Ctx], Res],
+    reads: Reads | None = None,
+) -> None:
+    """Called by each rule-family module (demographics, labs, conditions, medications, procedures, allergies).
+
+    `reads(leaf, mappings)`: every fact the leaf's evaluation can look at, named as `PatientFacts.on_record`
+    names them, beyond the sources read (`gathered`, `unread`), which way absence cuts and the date. A record
+    holding none of them gets the result a record holding nothing gets, so the engine evaluates such a leaf
+    once per screen rather than once per patient (engine.reads_of). Leave it out (None) for a leaf that reads
+    anything else (the birth date, the sex); a set that misses a fact the leaf reads would hide what that
+    fact says, so tests/test_reads.py holds every declaration to what its leaf evaluates."""
+    LEAVES[kind] = LeafKind(parse, evaluate, reads)
 
 
 @dataclass(slots=True)

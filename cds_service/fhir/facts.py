@@ -165,6 +165,19 @@ class PatientFacts:
         if lab.preliminary:
             self.preliminary_labs.add(lab.variable)
 
+    def on_record(self) -> frozenset[str]:
+        """What this record holds, named as a leaf's `reads` names what it reads (rules.register): each
+        variable with a result ("lab:hemoglobin"), each condition and procedure group, each drug ingredient
+        taken, each drug an allergy names, and "allergy:*" when there is any allergy at all."""
+        held = {f"lab:{var}" for var, results in self.labs.items() if results}
+        held.update(f"condition:{g}" for c in self.conditions for g in c.groups)
+        held.update(f"medication:{m.ingredient}" for m in self.medications)
+        held.update(f"procedure:{g}" for p in self.procedures for g in p.groups)
+        held.update(f"allergy:{i}" for a in self.allergies for i in a.ingredients | a.doubtful)
+        if self.allergies:
+            held.add("allergy:*")
+        return frozenset(held)
+
     def sort(self) -> None:
         """Newest first, undated last: the engine reads the first current result."""
         for results in self.labs.values():
