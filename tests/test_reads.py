@@ -200,3 +200,58 @@ def test_the_engine_answers_as_it_does_when_it_evaluates_every_criterion(catalog
     assert got == want
     assert again == want
     assert skipping._answers and not every._answers  # the first engine answered some criteria without them
+
+
+def _one_fact_records(catalog: Catalog, as_of: date) -> Iterator[list[dict]]:
+    """An SLE patient with exactly one fact more, for every code the maps read: each variable's codes (an old
+    and a recent result, final and preliminary), each condition group's codes and words, each drug's codes
+    and names as a statement and as an immunization, each procedure group, and an allergy to each drug."""
+    m = catalog.mappings
+    d = lambda n: str(as_of - timedelta(days=n))  # noqa: E731
+    snomed, icd = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm"
+    facts: list[dict] = []
+    for n, v in enumerate(m.variables.values()):
+        value = {"valueQuantity": {"value": 1.5, "unit": v.unit or ""}} if v.unit else {"valueString": "positive"}
+        for i, code in enumerate(v.codes):
+            status = "preliminary" if (n + i) % 5 == 0 else "final"
+            coded = {"coding": [{"system": code.system, "code": code.code}]}
+            facts.append({"resourceType": "Observation", "status": status, "code": coded, **value,
+                          "effectiveDateTime": d(3 + 400 * (i % 2))})  # fmt: skip
+    for g in m.conditions.groups.values():
+        codes = [{"coding": [{"system": snomed, "code": c}]} for c in g.snomed[:1]]
+        codes += [{"coding": [{"system": icd, "code": c}]} for c in g.icd10cm[:1]] + [{"text": w} for w in g.words[:1]]
+        facts += [{"resourceType": "Condition", "code": c, "clinicalStatus": {"coding": [{"code": "active"}]},
+                   "onsetDateTime": d(30 + 900 * (i % 2))} for i, c in enumerate(codes)]  # fmt: skip
+    for ing in m.medications.ingredients.values():
+        for cc in [{"text": n} for n in ing.names[:1]] + [
+            {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": c}]} for c in ing.cvx[:1]
+        ]:
+            facts.append({"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": cc,
+                          "effectivePeriod": {"start": d(40)}})  # fmt: skip
+            facts.append(
+                {"resourceType": "Immunization", "status": "completed", "vaccineCode": cc, "occurrenceDateTime": d(40)}
+            )
+        facts += [{"resourceType": "AllergyIntolerance", "code": {"text": n}, "type": "allergy",
+                   "clinicalStatus": {"coding": [{"code": "active"}]}} for n in ing.names[:1]]  # fmt: skip
+    for g in m.procedures.groups.values():
+        facts += [{"resourceType": "Procedure", "status": "completed", "code": {"text": w}, "performedDateTime": d(60)}
+                  for w in g.words[:1]]  # fmt: skip
+    for i, fact in enumerate(facts):
+        pid = f"one{i}"
+        owner = "patient" if fact["resourceType"] in ("AllergyIntolerance", "Immunization") else "subject"
+        yield [
+            *syn.eligible_patient(as_of, pid)[:2],
+            {**fact, "id": f"{pid}-x", owner: {"reference": f"Patient/{pid}"}},
+        ]
+
+
+def test_one_fact_at_a_time_the_engine_answers_as_when_it_evaluates_every_criterion(catalog, as_of, monkeypatch):
+    """Each code the maps read, alone beside the diagnosis: the fact every criterion that reads it must see."""
+    records = list(_one_fact_records(catalog, as_of))
+    recs = [(catalog.facts(res, res[0]["id"]), as_of) for res in records]
+    assert len(recs) > 300 and sum(len(f.on_record()) > 1 for f, _ in recs) > 0.9 * len(recs)  # a fact beside SLE
+    skipping = Engine(catalog.mappings, catalog.engine.horizon.days)
+    got = _answers(skipping, catalog, recs, list(range(len(recs))))
+    monkeypatch.setattr(engine_module, "reads_of", lambda rule, m: None)
+    every = Engine(catalog.mappings, catalog.engine.horizon.days)
+    assert got == _answers(every, catalog, recs, list(range(len(recs))))
