@@ -1,12 +1,13 @@
 """Where the time of one patient goes: normalising FHIR into facts, and evaluating every trial.
 
-    .venv/bin/python -m bench.profile [--patients 200] [--resources 200] [--out bench/profile.md]
+    .venv/bin/python -m bench.profile [--patients 200] [--resources 200] [--out bench/profile.md] [--replace]
     .venv/bin/python -m bench.profile --against /tmp/before   # git worktree add /tmp/before <commit>
 
 Times the two stages per patient (best CPU time and median wall time of nine passes over the same bench
 patients, one core) and profiles both with cProfile; writes the figures and the functions with the most own
-time as Markdown (bench/profile.md is the committed artefact). With --against, the same measurement of
-another checkout's code runs first, in its own process, and its figures head the page beside these.
+time as Markdown (bench/profile.md is the committed artefact: each run is written above the earlier ones,
+which stay as the history; --replace writes it alone). With --against, the same measurement of another
+checkout's code runs first, in its own process, and its figures head the page beside these.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resources", type=int, default=200)
     p.add_argument("--out", default=str(REPO_ROOT / "bench" / "profile.md"))
     p.add_argument("--against", type=Path, metavar="CHECKOUT", help="also measure another checkout's code")
+    p.add_argument("--replace", action="store_true", help="write only this profile (default: above those in OUT)")
     args = p.parse_args(argv)
     before = against(args.against, args.patients, args.resources) if args.against else ""
     catalog = Catalog.load(REPO_ROOT / "mappings", REPO_ROOT / "trials")
@@ -99,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f"| {LABELS[k]} | {cpu:.2f} | {wall:.2f} |\n" for k, (cpu, wall) in t.items())
         + f"\nFunctions with the most own time (cProfile, both stages):\n\n{top(catalog, patients)}\n"
     )
-    Path(args.out).write_text(text, encoding="utf-8")
+    write_first(Path(args.out), text, args.replace)
     print(text)
     return 0
+
+
+def write_first(path: Path, text: str, replace: bool = False) -> None:
+    """`text` at the head of `path`, the profiles already there kept below it (the committed artefact is the
+    history of each measurement, newest first); only `text` with `replace`, or for a new file."""
+    kept = "" if replace or not path.exists() else "\n" + path.read_text(encoding="utf-8")
+    path.write_text(text + kept, encoding="utf-8")
 
 
 def commit(checkout: Path) -> str:
