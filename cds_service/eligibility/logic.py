@@ -160,8 +160,10 @@ class Memo:
     current: dict[tuple, tuple] = field(default_factory=dict)
     leaves: dict[int, Res] = field(default_factory=dict)
     engine: object = None  # the engine whose leaf numbers `leaves` is keyed by
-    held: frozenset[str] | None = None  # `facts.on_record()`, once (`on_record`)
-    sources: tuple | None = None  # what was read of each source, once (`read`)
+    # read once, so the facts must not change while a memo on them is in use (none do: an order hook builds
+    # new facts with `dataclasses.replace`); the engine answers criteria by them (engine.Engine._compiled)
+    held: frozenset[str] | None = None  # `facts.on_record()` (`on_record`)
+    sources: tuple | None = None  # what was read of each source (`read`)
 
     def on_record(self) -> frozenset[str]:
         held = self.held
