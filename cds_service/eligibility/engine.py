@@ -45,6 +45,7 @@ from cds_service.eligibility.rules import (
     Not,
     ReviewLeaf,
     Rule,
+    parts,
 )
 from cds_service.eligibility.trials import Criterion, Trial
 from cds_service.fhir.facts import PatientFacts
@@ -239,20 +240,14 @@ ANSWERS_KEPT = 20_000  # Engine._answers: criteria x dates x ways of reading sou
 def reads_of(rule: Rule, m: Mappings) -> frozenset[str] | None:
     """Every fact of a record the rule can read (`rules.register`'s `reads`, through its combinators), or None
     when some leaf may read anything. A review reads nothing: it is the same for every record."""
-    if isinstance(rule, ReviewLeaf):
-        return frozenset()
-    items = _ITEMS.get(type(rule))
+    items = parts(rule)
     if items is not None:
-        parts = [reads_of(r, m) for r in items(rule)]
-        return None if any(p is None for p in parts) else frozenset().union(*parts)  # type: ignore[arg-type]
+        reads = [reads_of(r, m) for r in items]
+        return None if any(r is None for r in reads) else frozenset().union(*reads)  # type: ignore[arg-type]
     kind = LEAVES.get(rule.kind)
     return kind.reads(rule, m) if kind is not None and kind.reads is not None else None
 
 
-_ITEMS: dict[type, Callable[[Any], tuple[Rule, ...]]] = {
-    All: lambda r: r.items, AnyOf: lambda r: r.items, AnyAvailable: lambda r: r.items, Not: lambda r: (r.item,),
-    NoneOnRecord: lambda r: (r.item,), Implies: lambda r: (r.condition, r.then),
-}  # fmt: skip
 Slots = dict[Rule, int]  # a number per distinct leaf, shared by the plans of one engine
 
 

@@ -174,6 +174,17 @@ class Implies(Rule):
     then: Rule
 
 
+def parts(rule: Rule) -> tuple[Rule, ...] | None:
+    """The rules a combinator combines (none for a review), or None for a leaf."""
+    if isinstance(rule, (All, AnyOf, AnyAvailable)):
+        return rule.items
+    if isinstance(rule, (Not, NoneOnRecord)):
+        return (rule.item,)
+    if isinstance(rule, Implies):
+        return (rule.condition, rule.then)
+    return () if isinstance(rule, ReviewLeaf) else None
+
+
 # The facts a leaf reads, as `PatientFacts.on_record` names them ("lab:hemoglobin", "condition:sle"), or None
 # when it may read anything (age, sex, a calculated variable): see `register`.
 Reads = Callable[[Any, Mappings], "frozenset[str] | None"]
