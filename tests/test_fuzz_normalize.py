@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import date
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,4 +130,88 @@ def test_observations_with_any_value_shape(catalog_session, key, value, code):
     del obs["valueQuantity"]
     obs[key] = value
     facts = catalog_session.facts([syn.patient("p1"), obs], "p1")
+    catalog_session.report(facts, AS_OF)
+
+
+# --- one element of a well-formed record broken -----------------------------------------------------------
+# Junk built from nothing rarely reaches the deep elements a reader does arithmetic on (a supply's days, a
+# refill count); a real record with one of them replaced does. Extremes included: 1e12 days of supply once
+# raised OverflowError out of the reader, which failed the hook and stopped a whole screen.
+EXTREMES = st.one_of(
+    ATOMS,
+    st.sampled_from([10**30, -(10**30), 2**63, 1e300, -1e300, 1e12, -5, 0, "9999-12-31", "0001-01-01", [None], {}]),
+)
+MMF = "68149"  # mycophenolate mofetil (RxNorm ingredient)
+
+
+def _rich_record() -> list[dict]:
+    """An eligible lupus record with every medication source and the supply elements a reader computes with."""
+    mr = syn.med_request("p1", MMF, "mycophenolate mofetil 500 MG", "2026-08-01", dose_mg=500, supply_days=30)
+    mr["dispenseRequest"]["numberOfRepeatsAllowed"] = 3
+    mr["dispenseRequest"]["validityPeriod"] = {"start": "2026-08-01"}
+    dispense = {"resourceType": "MedicationDispense", "id": "md1", "status": "completed",
+                "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "rituximab"},
+                "whenHandedOver": "2026-06-01", "daysSupply": {"value": 30, "unit": "d", "code": "d"}}  # fmt: skip
+    given_ = {"resourceType": "MedicationAdministration", "id": "ma1", "status": "completed",
+              "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "cyclophosphamide"},
+              "effectivePeriod": {"start": "2026-05-01", "end": "2026-05-02"}}  # fmt: skip
+    return [*syn.eligible_patient(AS_OF), mr, dispense, given_]
+
+
+def _paths(node: object, path: tuple = ()) -> list[tuple]:
+    if isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return []
+    return [p for k, v in items for p in ((*path, k), *_paths(v, (*path, k)))]
+
+
+def _broken(record: list[dict], choice: int, value: object) -> list[dict]:
+    record = copy.deepcopy(record)
+    paths = [p for p in _paths(record) if len(p) > 1 and p[1:] != ("resourceType",)]
+    *parent, last = paths[choice % len(paths)]
+    node: Any = record
+    for key in parent:
+        node = node[key]
+    node[last] = copy.deepcopy(value)
+    return record
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), EXTREMES), min_size=1, max_size=3))
+def test_a_real_record_with_elements_broken_never_crashes(catalog_session, breaks):
+    record = _rich_record()
+    for choice, value in breaks:
+        record = _broken(record, choice, value)
+    facts = catalog_session.facts(record, "p1")
+    assert len(catalog_session.report(facts, AS_OF).trials) == len(catalog_session.trials)
+    catalog_session.verdicts(facts, AS_OF)
+
+
+@pytest.mark.parametrize(
+    ("element", "value"),
+    [
+        (("daysSupply", "value"), 1e12),  # beyond any calendar
+        (("daysSupply", "value"), -5),  # a negative supply is not one
+    ],
+)
+def test_a_dispense_whose_supply_no_calendar_holds_is_set_aside_not_a_crash(catalog_session, element, value):
+    record = _rich_record()
+    record[-2][element[0]][element[1]] = value
+    facts = catalog_session.facts(record, "p1")
+    assert facts.skipped == ["MedicationDispense/md1 failed FHIR R4 validation"]
+    assert facts.unread == {"MedicationDispense": 1}  # no "none on record" from the dispenses now
+    assert "mycophenolate_mofetil" in {m.ingredient for m in facts.medications}  # the rest of the record still counts
+
+
+@pytest.mark.parametrize(("element", "value"), [("numberOfRepeatsAllowed", 2**63), ("numberOfRepeatsAllowed", 10**400)])
+def test_a_request_whose_refills_no_calendar_holds_is_set_aside_not_a_crash(catalog_session, element, value):
+    record = _rich_record()
+    request = next(r for r in record if r["resourceType"] == "MedicationRequest" and "dispenseRequest" in r)
+    request["dispenseRequest"][element] = value
+    del request["dispenseRequest"]["validityPeriod"]  # the course's end comes from the supply and refills
+    facts = catalog_session.facts(record, "p1")
+    assert facts.skipped == [f"MedicationRequest/{request['id']} failed FHIR R4 validation"]
     catalog_session.report(facts, AS_OF)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from cds_service.fhir.codes import ATC, CVX, RXNORM, SNOMED
 from cds_service.fhir.facts import MedicationFact, PatientFacts
 from cds_service.fhir.mappings import Mappings
-from cds_service.fhir.read import Reader, _cc_all_text, _cc_text, _codings, _d, _i, _l, _n, _o, _ref_key, _s
+from cds_service.fhir.read import Invalid, Reader, _cc_all_text, _cc_text, _codings, _d, _i, _l, _n, _o, _ref_key, _s
 
 
 class MedicationReader(Reader):
@@ -90,7 +90,7 @@ class MedicationReader(Reader):
                 days = _duration_days(supply)
                 if days is not None:  # each refill is another supply: the course runs to the last one's end
                     refills = max(_i(dr.get("numberOfRepeatsAllowed")) or 0, 0)
-                    end = start + timedelta(days=days * (1 + refills))
+                    end = _after(start, days, 1 + refills)
             dosages = _l(res.get("dosageInstruction"))
             for d in dosages:
                 bounds = _o(_o(_o(_o(d).get("timing")).get("repeat")).get("boundsPeriod"))
@@ -115,7 +115,7 @@ class MedicationReader(Reader):
             return
         start = _d(res.get("whenHandedOver")) or _d(res.get("whenPrepared"))
         days = _duration_days(_o(res.get("daysSupply")))
-        end = start + timedelta(days=days) if start is not None and days is not None else start
+        end = _after(start, days) if start is not None and days is not None else start
         state = "active" if days is not None and status in ("completed", "in-progress") else "completed"
         dosages = _l(res.get("dosageInstruction"))
         self._append(facts, res, rtype, key, display, state, start, end, dosages, strength, False, None)
@@ -204,9 +204,25 @@ _DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "mo": 30, "a": 365, "h": 1 / 24}
 
 
 def _duration_days(d: dict) -> float | None:
+    """A Duration in days; a negative one is not a supply (Invalid: the resource is skipped and reported,
+    never half-read)."""
     value = _n(d.get("value"))
     per = _DAYS.get(_s(d.get("code")) or _s(d.get("unit")) or "")
-    return value * per if value is not None and per is not None else None
+    if value is None or per is None:
+        return None
+    if value < 0:
+        raise Invalid("duration expected")
+    return value * per
+
+
+def _after(start: date, days: float, times: int = 1) -> date:
+    """The day `times` supplies of `days` after `start`. A supply no calendar holds (a daysSupply typed as
+    1e12, a refill count of 2^63) is Invalid like any other element that does not fit: it raised
+    OverflowError out of the reader, which failed the hook and stopped a whole screen."""
+    try:
+        return start + timedelta(days=days * times)
+    except OverflowError as e:
+        raise Invalid("duration out of range") from e
 
 
 # FHIR TimingAbbreviation (v3-GTSAbbreviation): how many doses a day each code means (audit 2, NW4)
