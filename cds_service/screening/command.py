@@ -20,7 +20,7 @@ from rich.table import Table
 from cds_service.eligibility.catalog import Catalog
 from cds_service.interrupts import INTERRUPTED, Interruption, interrupted_once
 from cds_service.screening.bulk import ExportFileError, export_files
-from cds_service.screening.output import write_all
+from cds_service.screening.output import warm_up, write_all
 from cds_service.screening.run import Screening, screen, worker_pool
 from cds_service.screening.say import say
 from cds_service.screening.workers import BrokenProcessPool, NoWorkers
@@ -158,6 +158,7 @@ def _embedded(
     # the workers first: they are forked only from a process with no other thread, and the bar runs one
     with worker_pool(args.workers, catalog) as pool, Progress(*columns, TimeElapsedColumn(), console=err,
                                                              transient=False) as bar:  # fmt: skip
+        warm_up()
         task = bar.add_task("patients", total=None, rate="")
 
         def advance(n: int) -> None:

@@ -4,10 +4,13 @@ page, an attrition chart per trial as inline SVG and the table: readable offline
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
+import importlib
 import io
 import re
+import threading
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 from pathlib import Path
@@ -52,6 +55,22 @@ def funnel_rows(funnel: Funnel, catalog: Catalog) -> list[dict[str, Any]]:
             )
             remaining -= failed
     return out
+
+
+def warm_up() -> threading.Thread:
+    """Import the Parquet writer (DuckDB: about 0.1 s) in a thread while the workers screen, so the results
+    are written as soon as the last partition is in: the parent waits on its workers then, and the import
+    is a tenth of a clinic export's screen. Call it only once the workers are forked: a process is forked
+    only while it runs no other thread (`workers.start`). `write_all` needs nothing of it: a second import
+    of the module waits for this one, or does the import itself if the thread could not."""
+    thread = threading.Thread(target=_import_quietly, args=("duckdb",), name="screen-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_quietly(module: str) -> None:
+    with contextlib.suppress(Exception):  # `_parquet` imports it again, and reports what goes wrong there
+        importlib.import_module(module)
 
 
 def write_all(result: Screening, catalog: Catalog, out: Path) -> dict[str, Path]:
