@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import date
 from typing import Any
 
@@ -215,3 +216,15 @@ def test_a_request_whose_refills_no_calendar_holds_is_set_aside_not_a_crash(cata
     facts = catalog_session.facts(record, "p1")
     assert facts.skipped == [f"MedicationRequest/{request['id']} failed FHIR R4 validation"]
     catalog_session.report(facts, AS_OF)
+
+
+@pytest.mark.parametrize("element", ["valueInteger", "valueQuantity"])
+def test_a_number_no_float_holds_is_set_aside_not_a_crash(catalog_session, element):
+    """`json` (the CLI's `evaluate`, a FHIR client's library) reads 10**400 as an int; float() of it raised
+    OverflowError out of the reader. A FHIR integer is 32-bit; a decimal no float holds is not readable."""
+    obs = syn.quantity("p1", "718-7", 12, "g/dL", AS_OF)  # haemoglobin
+    del obs["valueQuantity"]
+    obs[element] = json.loads("1" + "0" * 400) if element == "valueInteger" else {"value": json.loads("9" * 400)}
+    facts = catalog_session.facts([syn.patient("p1"), obs], "p1")
+    assert facts.skipped == [f"Observation/{obs['id']} failed FHIR R4 validation"]
+    assert facts.unread == {"Observation": 1}

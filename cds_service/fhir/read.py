@@ -62,12 +62,28 @@ def _s(v: Any) -> str | None:
     return v
 
 
+_INFINITE = (float("inf"), float("-inf"))
+# FHIR's integer and unsignedInt are 32-bit: a larger one is a typing error, and no calendar or float holds
+# what some make of it (`json` reads 10**400 as an int, and float() of it raises OverflowError, not Invalid)
+_INTEGERS = (-(2**31), 2**31 - 1)
+
+
 def _n(v: Any) -> float | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+    if v.__class__ is float:  # most numbers a record holds: decided without isinstance
+        if v != v or v in _INFINITE:
+            raise Invalid("number expected")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise Invalid("number expected")
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError as e:  # an int no float holds
+        raise Invalid("number out of range") from e
+    if f != f or f in _INFINITE:  # a float subclass
+        raise Invalid("number expected")
+    return f
 
 
 def _i(v: Any) -> int | None:
@@ -75,6 +91,8 @@ def _i(v: Any) -> int | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise Invalid("integer expected")
+    if not _INTEGERS[0] <= v <= _INTEGERS[1]:
+        raise Invalid("integer out of range")
     return v
 
 
