@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import pytest
 from helpers import res_content
+from pydantic import ValidationError
 from test_speed_attack import _patients
 
 from cds_service.eligibility import engine as engine_module
@@ -199,6 +200,7 @@ def test_the_engine_answers_as_it_does_when_it_evaluates_every_criterion(catalog
     assert got == want
     assert again == want
     assert skipping._answers and not every._answers  # the first engine answered some criteria without them
+    assert skipping._explanations and not every._explanations  # and explained them once, for every record
 
 
 def _one_fact_records(catalog: Catalog, as_of: date) -> Iterator[list[dict]]:
@@ -252,3 +254,17 @@ def test_one_fact_at_a_time_the_engine_answers_as_when_it_evaluates_every_criter
     skipping = Engine(catalog.mappings, catalog.engine.horizon.days)
     got = _answers(skipping, catalog, recs, list(range(len(recs))))
     assert got == _evaluating_every_criterion(catalog, recs, monkeypatch)[0]
+
+
+def test_two_records_share_the_explanation_of_a_criterion_neither_holds_a_fact_of(catalog, as_of):
+    """`Engine._explained`: one result, made for the first record and given to the second, which cannot change."""
+    engine = Engine(catalog.mappings, catalog.engine.horizon.days)
+    first, second = (catalog.facts(syn.eligible_patient(as_of, pid), pid) for pid in ("a1", "b2"))
+    shared = []
+    for trial in (t for t in catalog.trials.values() if not t.draft):
+        made, given = engine.evaluate(first, trial, as_of), engine.evaluate(second, trial, as_of)
+        shared += [x for x, y in zip(made.criteria, given.criteria, strict=True) if x is y]
+    assert shared
+    for result in shared:
+        with pytest.raises(ValidationError):
+            result.explanation = "changed for one record"

@@ -442,7 +442,7 @@ def test_window_before_dose(catalog, eligible):
 
 def test_pass_and_fail_carry_no_review_notes_from_branches_not_taken(catalog, eligible):
     c = criterion(catalog, eligible, T1, "inc-2.2", AS_OF)  # no LN: the LN branch is not taken
-    assert c.outcome == "pass" and c.review == []
+    assert c.outcome == "pass" and c.review == ()
 
 
 def test_deceased_patient_is_ineligible_for_every_trial(catalog, eligible):

@@ -445,9 +445,9 @@ def test_the_screens_patients_csv_is_the_reports_rows(tmp_path, catalog, as_of, 
 
 def test_results_kept_in_a_memo_never_change_when_read_again(catalog, as_of):
     """One memo read by a report, then verdicts, then a report again, with the first report's lists changed by
-    its caller in between: every kept leaf result is what it was when first made, and each later answer is
-    what a fresh evaluation (its own memo) gives; so is an evaluation handed a memo another engine (other
-    numbers) filled. Results share lists (`not`, a combinator of one deciding
+    its caller in between (its criteria's results cannot be): every kept leaf result is what it was when first
+    made, and each later answer is what a fresh evaluation (its own memo) gives; so is an evaluation handed a
+    memo another engine (other numbers) filled. Results share lists (`not`, a combinator of one deciding
     item, the empty tuple); a write into any of them would show here."""
     engine = catalog.engine
     stranger = Engine(catalog.mappings, engine.horizon.days)  # numbers the leaves in another order
@@ -459,12 +459,14 @@ def test_results_kept_in_a_memo_never_change_when_read_again(catalog, as_of):
         first = [engine.evaluate(facts, t, day, memo) for t in catalog.chosen()]
         kept = {k: res_content(v) for k, v in memo.leaves.items()}
         verdicts = [engine.verdict(facts, t, day, memo) for t in catalog.chosen()]
-        for r in first:  # a caller free to change what it was given
+        for r in first:  # a caller free to change what it was given: its trial results, not their criteria
             r.notes.append("changed by a caller")
-            for c in r.criteria:
-                c.evidence.append(Evidence(resource="Patient/x", label="changed by a caller"))
-                c.missing.append("changed by a caller")
-                c.review.append("changed by a caller")
+            r.criteria.reverse()
+            for c in r.criteria:  # values, which reports of other records may hold too (Engine._explained)
+                with pytest.raises(AttributeError):
+                    c.evidence.append(Evidence(resource="Patient/x", label="changed by a caller"))  # type: ignore[attr-defined]
+                with pytest.raises(ValidationError):
+                    c.missing = ("changed by a caller",)
         again = [engine.evaluate(facts, t, day, memo) for t in catalog.chosen()]
         fresh = [engine.evaluate(facts, t, day) for t in catalog.chosen()]
         assert again == fresh, pid

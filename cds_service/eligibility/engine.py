@@ -71,6 +71,11 @@ class Engine:
         # compiled rule, the date, the way absence cuts and the sources read. Results are never changed once
         # made, so patients share them; two threads filling one key at once only make it twice.
         self._answers: dict[tuple, Res] = {}
+        # the facts each criterion's compiled rule reads, by the rule (`_compiled`): for `_explained`
+        self._reads: dict[Compiled, frozenset[str]] = {}
+        # a criterion's explained result for a record holding none of the facts it reads, keyed as `_answers`
+        # is: made once, shared by the reports of every such record, and so never changed once made
+        self._explanations: dict[tuple, CriterionResult] = {}
 
     def plan(self, trial: Trial, verdict: bool = False) -> list[tuple[Criterion, Compiled | None]]:
         """The trial's criteria in page order, each with its rule compiled (`compile_rule`), or None. A
@@ -109,7 +114,23 @@ class Engine:
                 r = answers[key] = run(ctx.without_facts())
             return r
 
+        self._reads[answered] = reads
         return answered
+
+    def _explained(self, c: Criterion, run: Compiled | None, ctx: Ctx) -> CriterionResult:
+        """`outcome`, made once for a criterion that reads none of the record's facts: what `_compiled`
+        answers it is the same for every such record, and so is its explanation (about half of a report's
+        criteria, and a third of the cost of explaining them)."""
+        reads = self._reads.get(run) if run is not None else None
+        if reads is None or not reads.isdisjoint(ctx.memo.on_record()):
+            return self.outcome(c, run, ctx)
+        key = (run, ctx.as_of, ctx.exclusion, ctx.memo.read())
+        made = self._explanations.get(key)
+        if made is None:
+            if len(self._explanations) >= ANSWERS_KEPT:
+                self._explanations.clear()
+            made = self._explanations[key] = self.outcome(c, run, ctx)
+        return made
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialResult:
         """`memo`: shared by the trials this engine evaluates for this patient on this date (Catalog.report)."""
@@ -118,13 +139,14 @@ class Engine:
             return TrialResult(id=trial.id, title=trial.title, status=_OUTSIDE[cohort.outcome], url=trial.url,
                                cohort=cohort, criteria=[])  # fmt: skip
         ctx = self._contexts(patient, as_of, memo)
-        results = [self.outcome(c, run, ctx[c.type == "exclusion"]) for c, run in self.plan(trial)]
+        results = [self._explained(c, run, ctx[c.type == "exclusion"]) for c, run in self.plan(trial)]
         horizon = as_of + self.horizon
-        for r in results:
+        for i, r in enumerate(results):
             if r.outcome == "fail" and r.until is not None and r.until > horizon:
                 # A bar that lifts beyond the horizon is a fail today, not "possibly eligible from 2032".
                 beyond = f"eligible again only from {r.until.isoformat()}, beyond {self.horizon.days} days"
-                r.explanation = f"{r.explanation}; {beyond}" if r.explanation else beyond
+                said = f"{r.explanation}; {beyond}" if r.explanation else beyond
+                results[i] = r.model_copy(update={"explanation": said})  # a result may be shared: a copy
         notes = list(trial.notes)
         if patient.deceased:
             died = f" ({patient.deceased_date.isoformat()})" if patient.deceased_date else ""

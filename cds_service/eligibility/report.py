@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Outcome = Literal["pass", "fail", "unknown", "review"]
 # not-assessed: the disease the trial studies could not be checked (no condition data could be read)
@@ -32,15 +32,20 @@ class Evidence(BaseModel):
 
 
 class CriterionResult(BaseModel):
+    """A value, never changed once made (frozen, its lists tuples): the engine gives one to the reports of
+    every record that holds none of the facts its criterion reads (`Engine._explained`). JSON as before."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
     type: Literal["inclusion", "exclusion"]
     text: str
     outcome: Outcome
     until: dt.date | None = None
     explanation: str | None = None
-    evidence: list[Evidence] = Field(default_factory=list)
-    missing: list[str] = Field(default_factory=list)
-    review: list[str] = Field(default_factory=list)
+    evidence: tuple[Evidence, ...] = ()
+    missing: tuple[str, ...] = ()
+    review: tuple[str, ...] = ()
     # a review raised because the record points towards a fail (not a standing review such as consent)
     flagged: bool = False
 
