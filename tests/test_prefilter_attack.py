@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from cds_service.eligibility.catalog import Catalog
+from cds_service.fhir.codes import SNOMED, UCUM
+from cds_service.screening import run as run_module
 from cds_service.screening.bulk import ReadLimits, _parsed
 from cds_service.screening.funnel import COHORT_STEP, row
 from cds_service.screening.run import screen
+from cds_service.screening.workers import Workers
 from cds_service.settings import REPO_ROOT
+from demo import synthetic as syn
 from demo.load import demo_bundles, resources
 
 DIRS = (REPO_ROOT / "mappings", REPO_ROOT / "trials", 365)
@@ -128,6 +132,89 @@ def test_a_deeply_nested_condition_code_does_not_stop_the_screen(catalog, as_of,
     folder = _export(tmp_path, {"x.ndjson": b"\n".join(lines) + b"\n"})
     got = screen(folder, DIRS, as_of, catalog=catalog)
     assert _diff(got.rows, want) == []
+
+
+def _closed_group_code(catalog: Catalog) -> str:
+    """A SNOMED CT code of a condition group the maps know that opens no trial's entry on its own."""
+    live = catalog.live()
+    for group in catalog.mappings.conditions.groups.values():
+        for code in group.snomed:
+            reduced = {"resourceType": "Condition", "code": {"coding": [{"system": SNOMED, "code": code}]}}
+            facts = catalog.facts([reduced], "x")
+            if facts.conditions and not catalog.opens_some_entry(facts, live):
+                return code
+    raise AssertionError("every condition group opens some entry")
+
+
+def test_an_unreadable_condition_that_opens_no_entry_leaves_the_entry_as_the_whole_record_does(
+    catalog, as_of, tmp_path
+):
+    """Found by a screen fuzzer: a Condition the reader cannot read leaves its patient's entry unknown (the
+    source cannot say "no lupus on record"), and the hook says not assessed; the cohort filter judged the
+    Condition by its code alone, which opens no entry, and the screen said ineligible. An STU3-style
+    verificationStatus on hypertension (read before the code), and an onset no calendar has on a condition
+    the maps know (read after it); beside them the same Conditions read cleanly."""
+    res = resources(demo_bundles(as_of)["demo-eli"])
+    known = _closed_group_code(catalog)
+    cases = {
+        "stu3-status": ({"coding": [{"system": SNOMED, "code": "38341003"}]}, {"verificationStatus": "confirmed"}),
+        "bad-onset": ({"coding": [{"system": SNOMED, "code": known}]}, {"onsetDateTime": "2020-13-45"}),
+        "clean-status": ({"coding": [{"system": SNOMED, "code": "38341003"}]}, {}),
+        "clean-onset": ({"coding": [{"system": SNOMED, "code": known}]}, {"onsetDateTime": "2020-12-15"}),
+    }
+    records = []
+    for pid, (code, extra) in cases.items():
+        condition = {"resourceType": "Condition", "id": f"{pid}-c", "subject": {"reference": f"Patient/{pid}"},
+                     "clinicalStatus": {"coding": [{"code": "active"}]}, "code": code, **extra}  # fmt: skip
+        records += [*_as(res, pid, conditions=False), condition]
+    lines = [json.dumps(r).encode() for r in records]
+    want = _whole(catalog, lines, as_of)
+    status = {r["patient"]: r["status"] for r in want}
+    assert status["stu3-status"] == status["bad-onset"] == "not-assessed"  # the teeth: unread, so unknown
+    folder = _export(tmp_path, {"x.ndjson": b"\n".join(lines) + b"\n"})
+    for workers in (1, 2):
+        assert _diff(screen(folder, DIRS, as_of, workers=workers, catalog=catalog).rows, want) == [], workers
+
+
+def test_two_medications_with_one_id_are_read_in_the_exports_order_whoever_routes_them(
+    catalog, as_of, tmp_path, monkeypatch
+):
+    """Found by a screen fuzzer: the shared Medications were written in the order the routers finished, and
+    of two with one id the later is read, so two workers could screen a record unlike one. Here the routers'
+    results come back in reverse: the rows are still those of the export read in order."""
+    pid = "dup"
+    record = [
+        syn.patient(pid),
+        syn.condition(pid, snomed="55464009", display="Systemic lupus erythematosus", onset="2021-06-02"),
+        {"resourceType": "MedicationStatement", "id": "ms-dup", "status": "active",
+         "subject": {"reference": f"Patient/{pid}"},
+         "medicationReference": {"reference": "Medication/m1"}, "effectivePeriod": {"start": "2026-01-01"},
+         "dosage": [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                     "doseAndRate": [{"doseQuantity": {"value": 40, "unit": "mg", "system": UCUM, "code": "mg"}}]}]},
+    ]  # fmt: skip
+    drugs = [
+        json.dumps({"resourceType": "Medication", "id": "m1", "code": {"coding": [{"system": RXNORM, "code": c}]}})
+        for c in ("8640", "5521")
+    ]  # fmt: skip  (prednisone, then hydroxychloroquine: one id)
+    filler = [json.dumps({"resourceType": "Medication", "id": f"f{i}"}) for i in range(3000)]
+    files = {
+        "Medication.000.ndjson": "\n".join([*filler, drugs[0]]).encode() + b"\n",
+        "Medication.001.ndjson": drugs[1].encode() + b"\n",
+        "x.ndjson": b"\n".join(json.dumps(r).encode() for r in record) + b"\n",
+    }
+    lines = [line for data in files.values() for line in data.splitlines()]
+    want = _whole(catalog, lines, as_of)
+    swapped = [*lines[: len(filler)], lines[len(filler) + 1], lines[len(filler)], *lines[len(filler) + 2 :]]
+    assert _diff(want, _whole(catalog, swapped, as_of))  # the teeth: which of the two is read matters
+    folder = _export(tmp_path, files)
+
+    def last_job_first(self, fn, jobs):  # the routers' results in the reverse of the export's order
+        futures = [self.submit(fn, job) for job in jobs]
+        return [f.result() for f in reversed(futures)]
+
+    monkeypatch.setattr(Workers, "unordered", last_job_first)
+    monkeypatch.setattr(run_module, "until_ready", lambda spans, ready, take: spans)  # the workers route all
+    assert _diff(screen(folder, DIRS, as_of, workers=2, catalog=catalog).rows, want) == []
 
 
 def test_a_strict_catalogue_screens_each_record_as_it_evaluates_it(as_of, tmp_path):

@@ -260,6 +260,7 @@ class Routed:
     medications: list[bytes]
     judged: list[Judged]
     known: frozenset[bytes]
+    where: tuple[str, int] = ("", 0)  # its first span's file and offset: routers finish in any order
 
 
 def route(spans: list[Span], files: PartFiles, max_line: int, cohort: CohortFilter | None) -> Routed:
@@ -277,7 +278,8 @@ def route(spans: list[Span], files: PartFiles, max_line: int, cohort: CohortFilt
     finally:
         files.close()
     known = frozenset(cohort.added_at) if cohort is not None else frozenset()
-    return Routed(router.stats, router.medications, router.judged, known)
+    where = (str(spans[0].path), spans[0].start) if spans else ("", 0)
+    return Routed(router.stats, router.medications, router.judged, known, where)
 
 
 def recheck_across(done: list[Routed], files: PartFiles, stats: ReadStats, cohort: CohortFilter) -> None:

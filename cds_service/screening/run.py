@@ -157,23 +157,31 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
     """Whether one Condition alone opens some chosen trial's entry (in, or unknown for a Condition that
     cannot be interpreted): the test the partition step's cohort filter puts to each Condition.
 
-    A Condition reduced to its code opens at least every entry the whole one opens: statuses, categories
-    and dates can only keep a Condition from counting (refuted, resolved, a health concern, an invalid
-    date), never make it count. So the reduced answer, cached by the code as written, settles most
-    Conditions (hypertension opens nothing whatever its status); only those it does not are read whole.
-    In strict mode the reduced resource would fail validation, so every Condition is read whole.
+    A Condition reduced to its code and verification status is all the reader reads of one whose code names
+    no condition group the maps know (`Normalizer._condition` reads the rest only for a Condition it keeps
+    as a fact): for that one the reduced answer is the whole one's, unreadable elements included. So the
+    reduced answer, cached by those two elements as written, settles most Conditions (hypertension, in a
+    clinic's export). One kept as a fact is read whole: its code may open no entry while an unreadable
+    onset date leaves the patient's entry unknown, which opens it (a reduction to the code alone once
+    closed it, and the screen called ineligible a patient the hook called not assessed). In strict mode the
+    reduced resource would fail validation, so every Condition is read whole.
     """
     live = catalog.live(trial_ids)
-    by_code: dict[bytes, bool] = {}
+    by_code: dict[bytes, bool | None] = {}  # True or False: the whole one's answer; None: read the whole one
 
     def opens_whole(condition: dict, pid: str) -> bool:
         return catalog.opens_some_entry(catalog.facts([condition], pid), live)
 
+    def reduced(condition: dict, pid: str) -> bool | None:
+        facts = catalog.facts([{"resourceType": "Condition", **condition}], pid)
+        return None if facts.conditions else catalog.opens_some_entry(facts, live)
+
     def opens(condition: dict, pid: str) -> bool:
         if catalog.normalizer.strict:
             return opens_whole(condition, pid)
+        deciding = {"code": condition.get("code"), "verificationStatus": condition.get("verificationStatus")}
         try:
-            key = orjson.dumps(condition.get("code"), option=orjson.OPT_SORT_KEYS)
+            key = orjson.dumps(deciding, option=orjson.OPT_SORT_KEYS)
         except (TypeError, orjson.JSONEncodeError):  # nested past what orjson writes (254 levels): no key
             return opens_whole(condition, pid)
         if len(key) > CODE_KEY_BYTES:  # codes as written are short; a hostile one is not kept
@@ -181,8 +189,9 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
         if key not in by_code:
             if len(by_code) >= CODE_KEYS:  # nor are endless distinct ones: at most about 40 MiB
                 by_code.clear()
-            by_code[key] = opens_whole({"resourceType": "Condition", "code": condition.get("code")}, pid)
-        return by_code[key] and opens_whole(condition, pid)
+            by_code[key] = reduced(deciding, pid)
+        said = by_code[key]
+        return opens_whole(condition, pid) if said is None else said
 
     return opens
 
@@ -335,13 +344,18 @@ def route_export(
             cohort.learn(d.known)
 
     files = PartFiles(work, parts, "here")
-    phase(spans_of(entry, workers, fixed=ENTRY_SPAN_BYTES))
-    phase(spans_of(rest, workers))
+    first, then = spans_of(entry, workers, fixed=ENTRY_SPAN_BYTES), spans_of(rest, workers)
+    phase(first)
+    phase(then)
     stats = ReadStats()
     for d in done:
         stats.absorb(d.stats)
     recheck_across(done, PartFiles(work, parts, "late"), stats, cohort)
-    write_medications(work, [line for d in done for line in d.medications])
+    # in the export's order, as one process reads them: of two Medications with one id the later is read
+    # (Normalizer.shared_medications), and which that is may not depend on which router finished first
+    order = {(str(s.path), s.start): i for i, s in enumerate(first + then)}
+    in_order = sorted(done, key=lambda d: order.get(d.where, -1))
+    write_medications(work, [line for d in in_order for line in d.medications])
     return partition_files(work, parts), stats
 
 
