@@ -31,6 +31,7 @@ from cds_service.screening.bulk import (
     _open,
     _parsed,
     export_files,
+    unmarked,
 )
 from cds_service.screening.prefilter import CohortFilter, Scanned, named_ids, scan, unread_only, unsettled
 from cds_service.screening.spans import Span, span_blocks
@@ -110,7 +111,7 @@ def reread(judged: Iterable[Judged]) -> Iterator[bytes]:
         with _open(path) as f:
             for j in sorted(js, key=lambda j: j.offset):
                 f.seek(j.offset)
-                yield from _lines(f.read(j.length))
+                yield from _lines(unmarked(f.read(j.length)))  # as they were read the first time
 
 
 class Router:

@@ -32,7 +32,9 @@ from cds_service.screening.funnel import Funnel
 
 
 def tag(line: str) -> tuple[str, str | None, str]:
-    """(kind, patient id, line): bulk.py's rules, so both engines set the same lines aside."""
+    """(kind, patient id, line): bulk.py's rules, so both engines set the same lines aside (a byte order
+    mark starting a line read as nothing, as `bulk.unmarked` reads it)."""
+    line = line.removeprefix("\ufeff")
     kind, pid = classify(line)
     return kind, pid, line
 
