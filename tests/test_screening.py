@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from cds_service.cli import main
+from cds_service.fhir.codes import RXNORM
 from cds_service.screening.funnel import COHORT_STEP
 from cds_service.screening.run import screen
 from demo.export import write_export
@@ -150,6 +151,40 @@ def test_spark_engine_gives_the_embedded_rows_funnel_and_counts(export, tmp_path
     assert main([*argv, "--spark-master", "local[1]"]) == 0
     with (out / "patients.csv").open(newline="", encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == len(embedded.rows)
+
+
+@pytest.mark.skipif(not shutil.which("java"), reason="SPARK SKIPPED: the Spark engine needs Java 17+")
+def test_both_engines_read_the_same_of_two_medications_with_one_id_and_a_byte_order_mark(tmp_path):
+    """Found by a screen fuzzer: of two Medications with one id the later is read, and the Spark engine read
+    the files in name order where the embedded one reads Patient and Condition files first, so a Medication
+    in a Patient file (a misplaced line) was read later by one engine and earlier by the other. Both now read
+    the embedded engine's order; a byte order mark starting the Patient file is read alike as well."""
+    from demo import synthetic as syn
+
+    record = syn.eligible_patient(AS_OF, "p1")
+    statement = {"resourceType": "MedicationStatement", "id": "ms-dup", "status": "active",
+                 "subject": {"reference": "Patient/p1"}, "medicationReference": {"reference": "Medication/m1"},
+                 "effectivePeriod": {"start": AS_OF.isoformat()},
+                 "dosage": [{"doseAndRate": [{"doseQuantity": {"value": 40, "unit": "mg", "code": "mg"}}],
+                             "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}]}  # fmt: skip
+    drug = lambda code: orjson.dumps({"resourceType": "Medication", "id": "m1",  # noqa: E731
+                                      "code": {"coding": [{"system": RXNORM, "code": code}]}})  # fmt: skip
+    folder = tmp_path / "export"
+    folder.mkdir()
+    by_type: dict[str, list[bytes]] = {}
+    for r in (*record, statement):
+        by_type.setdefault(r["resourceType"], []).append(orjson.dumps(r))
+    by_type["Patient"] = [b"\xef\xbb\xbf" + by_type["Patient"][0], drug("5521")]  # hydroxychloroquine
+    by_type["Medication"] = [drug("8640")]  # prednisone, in a file named after Patient's in name order
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    dirs = (ROOT / "mappings", ROOT / "trials", 365)
+    embedded = [screen(folder, dirs, AS_OF, workers=w) for w in (1, 2)]
+    from cds_service.screening.spark import screen_spark
+
+    spark = screen_spark(folder, dirs, AS_OF, master="local[2]")
+    assert embedded[0].stats.malformed == spark.stats.malformed == 0
+    assert spark.rows == embedded[0].rows == embedded[1].rows and spark.rows
 
 
 def test_partitions_grow_with_the_export_so_a_worker_holds_a_bounded_share(tmp_path):

@@ -27,8 +27,9 @@ from typing import Any
 import orjson
 
 from cds_service.screening import run
-from cds_service.screening.bulk import ReadLimits, ReadStats, classify, export_files
+from cds_service.screening.bulk import ReadLimits, ReadStats, classify
 from cds_service.screening.funnel import Funnel
+from cds_service.screening.route import entry_files
 
 
 def tag(line: str) -> tuple[str, str | None, str]:
@@ -78,7 +79,10 @@ def screen_spark(
     try:
         sc = spark.sparkContext
         sc.setLogLevel("ERROR")
-        tagged = sc.textFile(",".join(str(p) for _, p in export_files(folder))).map(tag).cache()
+        # the embedded engine's order (Patient and Condition files first): of two Medications with one id the
+        # later is read, so both engines must read the same one later
+        entry, rest = entry_files(folder)
+        tagged = sc.textFile(",".join(str(p) for p in entry + rest)).map(tag).cache()
         stats = _stats(tagged)
         shared = tagged.filter(lambda t: t[0] == "medication").map(lambda t: t[2]).collect()
         mappings_dir, trials_dir, horizon = catalog_dirs
