@@ -49,6 +49,7 @@ from cds_service.eligibility.rules import (
 )
 from cds_service.eligibility.trials import Criterion, Trial
 from cds_service.fhir.facts import PatientFacts
+from cds_service.fhir.kept import Kept
 from cds_service.fhir.mappings import Mappings
 
 
@@ -70,12 +71,13 @@ class Engine:
         # what each criterion answers for a record holding none of the facts it reads (`_compiled`), by its
         # compiled rule, the date, the way absence cuts and the sources read. Results are never changed once
         # made, so patients share them; two threads filling one key at once only make it twice.
-        self._answers: dict[tuple, Res] = {}
+        # Bounded: unread counts vary by record, so the keys can too; past the bound the memo starts again.
+        self._answers: Kept[tuple, Res] = Kept(ANSWERS_KEPT)
         # the facts each criterion's compiled rule reads, by the rule (`_compiled`): for `_explained`
         self._reads: dict[Compiled, frozenset[str]] = {}
         # a criterion's explained result for a record holding none of the facts it reads, keyed as `_answers`
         # is: made once, shared by the reports of every such record, and so never changed once made
-        self._explanations: dict[tuple, CriterionResult] = {}
+        self._explanations: Kept[tuple, CriterionResult] = Kept(ANSWERS_KEPT)
 
     def plan(self, trial: Trial, verdict: bool = False) -> list[tuple[Criterion, Compiled | None]]:
         """The trial's criteria in page order, each with its rule compiled (`compile_rule`), or None. A
@@ -108,11 +110,7 @@ class Engine:
                 return run(ctx)
             key = (run, ctx.as_of, ctx.exclusion, ctx.negated, memo.read())
             r = answers.get(key)
-            if r is None:
-                if len(answers) >= ANSWERS_KEPT:  # unread counts vary by record: a bound, not a leak
-                    answers.clear()
-                r = answers[key] = run(ctx.without_facts())
-            return r
+            return r if r is not None else answers.keep(key, run(ctx.without_facts()))
 
         self._reads[answered] = reads
         return answered
@@ -126,11 +124,7 @@ class Engine:
             return self.outcome(c, run, ctx)
         key = (run, ctx.as_of, ctx.exclusion, ctx.memo.read())
         made = self._explanations.get(key)
-        if made is None:
-            if len(self._explanations) >= ANSWERS_KEPT:
-                self._explanations.clear()
-            made = self._explanations[key] = self.outcome(c, run, ctx)
-        return made
+        return made if made is not None else self._explanations.keep(key, self.outcome(c, run, ctx))
 
     def evaluate(self, patient: PatientFacts, trial: Trial, as_of: date, memo: Memo | None = None) -> TrialResult:
         """`memo`: shared by the trials this engine evaluates for this patient on this date (Catalog.report)."""

@@ -149,7 +149,7 @@ _SNOMED_EDITION = re.compile(r"https?://snomed\.info/sct/\d+(?:/version/\d+)?/?"
 
 
 # systems read, by their text: a record uses a handful, a screen the same few; a longer one is worked out each time
-_SYSTEMS_READ: Kept[str] = Kept(limit=2_000, chars=200)
+_SYSTEMS_READ: Kept[str, str] = Kept(limit=2_000, chars=200)
 
 
 def canonical_system(system: str) -> str:

@@ -8,21 +8,24 @@ endless distinct hostile texts grow it: past `limit` texts the memo starts again
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TypeVar
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-class Kept(dict[str, T]):
-    """A dict (its `get` is the C one) that `keep` fills within its bounds."""
+class Kept(dict[K, T]):
+    """A dict (its `get` is the C one) that `keep` fills within its bounds. `chars` None: keys of any length
+    (the engine's answers, kept by criterion, date and sources read)."""
 
-    def __init__(self, limit: int, chars: int) -> None:
+    def __init__(self, limit: int, chars: int | None = None) -> None:
         super().__init__()
         self.limit, self.chars = limit, chars
 
-    def keep(self, text: str, value: T) -> T:
+    def keep(self, text: K, value: T) -> T:
         """`value`, kept under `text` when the text is short enough."""
-        if len(text) <= self.chars:
+        if self.chars is None or len(text) <= self.chars:  # type: ignore[arg-type]
             if len(self) >= self.limit:
                 self.clear()
             self[text] = value

@@ -125,7 +125,7 @@ _YEARS = (1800, 2199)  # dates a record can mean; criteria look back and forward
 
 DATES_KEPT = 50_000  # then the memo starts again: a few MiB at most, each text kept at most DATE_CHARS long
 DATE_CHARS = 35  # an instant with an offset and nanoseconds; a longer one (more digits) is read each time
-_DATES: Kept[date] = Kept(DATES_KEPT, DATE_CHARS)  # dates read, by their text: resources share encounters' times
+_DATES: Kept[str, date] = Kept(DATES_KEPT, DATE_CHARS)  # dates read, by their text: resources share encounters' times
 
 
 def _d(v: Any) -> date | None:
