@@ -8,6 +8,9 @@ RUN pip install . && useradd --create-home --uid 10001 app && mkdir -p /data && 
 COPY mappings ./mappings
 COPY trials ./trials
 COPY demo ./demo
+# parse the maps and trials once, as root (cds_service/parsed_cache.py): the service reads the kept trees,
+# and its user cannot change them
+RUN python -c "from cds_service.eligibility.catalog import Catalog; Catalog.load('mappings', 'trials')"
 USER app
 ENV TRIAL_MATCHER_TRIALS_DIR=/app/trials \
     TRIAL_MATCHER_MAPPINGS_DIR=/app/mappings \

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     )
     # no TRACE: uvicorn's trace lines carry query strings and message bodies
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
+    catalogue_cache: bool = Field(
+        True,
+        description="Keep each map's and trial's parsed YAML in a .parsed/ folder beside it, keyed by the "
+        "file's SHA-256 (like __pycache__; only where that folder may be written): start-up skips the YAML",
+    )
     strict_validation: bool = Field(
         False,
         description="Validate every relevant resource in full with fhir.resources "

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cds_service import parsed_cache
 from cds_service.authoring import checks
 from cds_service.authoring.problem import Problem
 from cds_service.authoring.sources import source_text, unquoted
@@ -34,6 +35,7 @@ DEFAULT_MAX_BYTES = 256 * 1024  # settings.trial_file_max_bytes: 15 times the la
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster than the pure-Python one
 _CONTAINER_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _CONTAINER_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_BOUNDS = f"depth {MAX_DEPTH}, nodes {MAX_NODES}, aliases {MAX_ALIASES}"  # a kept tree passed these
 
 
 class Unreadable(ValueError):
@@ -92,9 +94,25 @@ def check_shape(text: str) -> None:
             raise Unreadable(f"more than {MAX_NODES} YAML values; a trial file is far smaller", line)
 
 
-def parse(path: Path, max_bytes: int | None = None) -> tuple[Any, Any]:
-    """(root node, data) of a trial file, within the bounds above; Unreadable or yaml.YAMLError otherwise."""
+def parse(path: Path, max_bytes: int | None = None, cached: bool = False) -> tuple[Any, Any]:
+    """(root node, data) of a trial file, within the bounds above; Unreadable or yaml.YAMLError otherwise.
+    `cached`: the data as parsed before from the same bytes (`parsed_cache`), with no root node (problems
+    then say line 1), when there is one; parsed and kept otherwise."""
     text = read_bounded(path, max_file_bytes() if max_bytes is None else max_bytes)
+    if not cached:
+        return parse_text(text)
+    roots = []
+
+    def whole() -> Any:
+        root, data = parse_text(text)
+        roots.append(root)
+        return data
+
+    data, _ = parsed_cache.tree(path, text.encode("utf-8"), whole, _BOUNDS)
+    return (roots[0] if roots else None), data
+
+
+def parse_text(text: str) -> tuple[Any, Any]:
     check_shape(text)
     loader = _LOADER(text)
     try:
@@ -108,18 +126,19 @@ def parse(path: Path, max_bytes: int | None = None) -> tuple[Any, Any]:
 
 
 def lint_file(
-    path: Path, mappings: Mappings, check_source: bool = True, max_bytes: int | None = None
+    path: Path, mappings: Mappings, check_source: bool = True, max_bytes: int | None = None, cached: bool = False
 ) -> tuple[Trial | None, list[Problem]]:
-    """The compiled trial (None when it cannot be used) and every problem found in the file."""
+    """The compiled trial (None when it cannot be used) and every problem found in the file. `cached`: from
+    the tree parsed before (see `parse`), whose problems all say line 1."""
     try:
-        root, data = parse(path, max_bytes)
+        root, data = parse(path, max_bytes, cached)
     except Unreadable as e:
         return None, [Problem(str(path), e.line, None, None, str(e))]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         message = " ".join(f"not valid YAML: {e}".split())[:200]  # one line, whatever the file holds
         return None, [Problem(str(path), (mark.line + 1) if mark else 1, None, None, message)]
-    if not isinstance(data, dict) or root is None:
+    if not isinstance(data, dict):
         return None, [Problem(str(path), 1, None, None, "a trial file is a mapping (id, title, criteria, ...)")]
     tid = data.get("id") if isinstance(data.get("id"), str) else None
     problems = _criterion_problems(path, root, data, tid, mappings)
@@ -256,11 +275,13 @@ def _line_of_value(node: Any, message: str) -> int | None:
     return None
 
 
-def lint_guarded(path: Path, mappings: Mappings, check_source: bool = True) -> tuple[Trial | None, list[Problem]]:
+def lint_guarded(
+    path: Path, mappings: Mappings, check_source: bool = True, cached: bool = False
+) -> tuple[Trial | None, list[Problem]]:
     """`lint_file`, and any error it did not foresee as one problem: one bad file never stops the others
     (nor the service). The error's type is named, never its message (it may quote the file)."""
     try:
-        return lint_file(path, mappings, check_source)
+        return lint_file(path, mappings, check_source, cached=cached)
     except (RecursionError, MemoryError, ValueError, TypeError, KeyError, AttributeError, OSError) as e:
         return None, [Problem(str(path), 1, None, None, f"cannot be checked ({type(e).__name__})")]
 
@@ -277,7 +298,9 @@ def load_checked(folder: Path, mappings: Mappings) -> tuple[dict[str, Trial], li
     trials: dict[str, Trial] = {}
     problems: list[Problem] = []
     for path in sorted(Path(folder).glob("*.yaml")):
-        trial, found = lint_guarded(path, mappings, check_source=False)
+        trial, found = lint_guarded(path, mappings, check_source=False, cached=True)
+        if any(p.is_error for p in found):  # said with their lines: from the YAML itself
+            trial, found = lint_guarded(path, mappings, check_source=False)
         problems += [p for p in found if p.is_error]  # warnings (drafts) do not keep a trial out
         if trial is not None:
             if trial.id in trials:

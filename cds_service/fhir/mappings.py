@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cds_service import parsed_cache
 from cds_service.fhir.codes import ATC, CVX, ICD10, ICD10CM, RXNORM, SNOMED, icd10_code
 from cds_service.fhir.map_models import (
     ConditionMappings,
@@ -314,9 +315,10 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the map
 
 def _read(path: Path) -> dict:
     """One map file. Loaded by every screen worker and every service start, so with libyaml's loader (the
-    same safe constructors as `yaml.safe_load`, in C) where PyYAML was built with it."""
-    with path.open(encoding="utf-8") as f:
-        return yaml.load(f, Loader=_LOADER)  # noqa: S506 - a safe loader
+    same safe constructors as `yaml.safe_load`, in C) where PyYAML was built with it, and parsed once per
+    content (`parsed_cache`)."""
+    data = path.read_bytes()
+    return parsed_cache.tree(path, data, lambda: yaml.load(data.decode("utf-8"), Loader=_LOADER))[0]  # noqa: S506
 
 
 def load_mappings(folder: str | Path) -> Mappings:

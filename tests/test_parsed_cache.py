@@ -1,0 +1,169 @@
+"""The catalogue's parsed YAML kept across runs (cds_service/parsed_cache.py): the same catalogue as parsing,
+never a stale or untrusted tree, nothing kept where it cannot be kept exactly or safely."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cds_service import parsed_cache
+from cds_service.authoring.lint import load_checked
+from cds_service.eligibility.catalog import Catalog
+from cds_service.fhir.mappings import load_mappings
+from cds_service.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """Copies of the maps and trials, without any tree kept from the repository's own runs."""
+    ignore = shutil.ignore_patterns(parsed_cache.FOLDER)
+    maps, trials = tmp_path / "mappings", tmp_path / "trials"
+    shutil.copytree(ROOT / "mappings", maps, ignore=ignore)
+    shutil.copytree(ROOT / "trials", trials, ignore=ignore)
+    return maps, trials
+
+
+@pytest.fixture
+def cache_off(monkeypatch) -> Iterator[None]:
+    monkeypatch.setenv("TRIAL_MATCHER_CATALOGUE_CACHE", "false")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _kept(folder: Path) -> list[str]:
+    where = folder / parsed_cache.FOLDER
+    return sorted(p.name for p in where.iterdir()) if where.exists() else []
+
+
+def _shape(catalog: Catalog) -> dict:
+    return {tid: t.model_dump(mode="json") for tid, t in catalog.trials.items()}
+
+
+def _parsed_every_time(maps: Path, trials: Path) -> Catalog:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRIAL_MATCHER_CATALOGUE_CACHE", "false")
+        get_settings.cache_clear()
+        try:
+            return Catalog.load(maps, trials)
+        finally:
+            get_settings.cache_clear()
+
+
+def test_a_catalogue_from_kept_trees_is_the_one_parsed_from_yaml(folders) -> None:
+    maps, trials = folders
+    first = Catalog.load(maps, trials)
+    yamls = sorted(p.name for p in trials.glob("*.yaml"))
+    assert [name.split(".yaml.")[0] + ".yaml" for name in _kept(trials)] == yamls  # one tree per trial file
+    assert len(_kept(maps)) == len(list(maps.glob("*.yaml")))
+    calls = []
+    real = parsed_cache._read
+    parsed_cache._read = lambda *a: calls.append(real(*a)) or calls[-1]  # type: ignore[assignment]
+    try:
+        again = Catalog.load(maps, trials)
+    finally:
+        parsed_cache._read = real  # type: ignore[assignment]
+    assert calls and all(tree is not None for tree in calls)  # every file came from a kept tree
+    parsed = _parsed_every_time(maps, trials)
+    assert _shape(again) == _shape(parsed) == _shape(first)
+    assert again.mappings.variables.keys() == parsed.mappings.variables.keys()
+    assert {k: v.model_dump() for k, v in again.mappings.variables.items()} == {
+        k: v.model_dump() for k, v in parsed.mappings.variables.items()
+    }
+    assert again.problems == parsed.problems
+
+
+def test_a_changed_file_is_parsed_again_and_its_old_tree_removed(folders) -> None:
+    maps, trials = folders
+    Catalog.load(maps, trials)
+    path = sorted(trials.glob("*.yaml"))[0]
+    before = _kept(trials)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("\ntitle:", "\ntitle: Changed", 1), encoding="utf-8")
+    trial = Catalog.load(maps, trials).trials[path.stem]
+    assert trial.title.startswith("Changed")  # never the tree of the earlier bytes
+    after = _kept(trials)
+    assert len(after) == len(before) and after != before  # the old tree went, the new one is kept
+
+
+@pytest.mark.parametrize("spoil", ["group-writable file", "group-writable folder", "linked folder", "not JSON"])
+def test_an_untrusted_or_spoilt_tree_is_never_read(folders, tmp_path, spoil: str) -> None:
+    maps, trials = folders
+    Catalog.load(maps, trials)
+    path = sorted(trials.glob("*.yaml"))[0]
+    entry = trials / parsed_cache.FOLDER / next(n for n in _kept(trials) if n.startswith(path.name))
+    tree = entry.read_bytes()
+    # the kept tree says something else: read, it would change the trial without changing its file
+    entry.write_bytes(tree.replace(b'"title":"', b'"title":"Tampered ', 1))
+    assert Catalog.load(maps, trials).trials[path.stem].title.startswith("Tampered")  # the premise: it is read
+    if spoil == "group-writable file":
+        entry.chmod(0o664)
+    elif spoil == "group-writable folder":
+        entry.parent.chmod(0o775)
+    elif spoil == "linked folder":
+        elsewhere = tmp_path / "elsewhere"
+        entry.parent.rename(elsewhere)
+        (trials / parsed_cache.FOLDER).symlink_to(elsewhere)
+    else:
+        entry.write_bytes(b'{"title": "Tampered')
+    title = Catalog.load(maps, trials).trials[path.stem].title
+    assert not title.startswith("Tampered")
+
+
+def test_a_tree_json_cannot_hold_exactly_is_not_kept(tmp_path) -> None:
+    path = tmp_path / "dated.yaml"
+    path.write_text("when: 2024-01-02\nname: x\n", encoding="utf-8")
+    data = path.read_bytes()
+    tree, kept = parsed_cache.tree(path, data, lambda: yaml.safe_load(data))
+    assert tree["when"].isoformat() == "2024-01-02" and not kept
+    assert not (tmp_path / parsed_cache.FOLDER).exists() or not any((tmp_path / parsed_cache.FOLDER).iterdir())
+    for value in (float("nan"), 2**64, {1: "a"}, {"a": {3, 4}}, b"raw", "\ud800"):
+        parsed_cache.tree(path, repr(value).encode(), lambda v=value: {"v": v})
+    assert _kept(tmp_path) == []
+    tree, _ = parsed_cache.tree(path, data, lambda: {"plain": [1, 2.5, None, True, "s"]})
+    assert _kept(tmp_path) and parsed_cache.tree(path, data, lambda: None) == (tree, True)
+
+
+def test_other_bounds_are_another_key(tmp_path) -> None:
+    path = tmp_path / "t.yaml"
+    data = b"a: 1\n"
+    parsed_cache.tree(path, data, lambda: {"a": 1}, salt="depth 32")
+    assert parsed_cache.tree(path, data, lambda: {"a": 2}, salt="depth 8") == ({"a": 2}, False)
+
+
+def test_a_folder_that_cannot_be_written_loads_without_keeping(folders) -> None:
+    maps, trials = folders
+    (trials / parsed_cache.FOLDER).write_bytes(b"not a folder")  # as a read-only image: no tree can be kept
+    catalog = Catalog.load(maps, trials)
+    assert catalog.trials.keys() == _parsed_every_time(maps, trials).trials.keys() != set()
+    assert (trials / parsed_cache.FOLDER).read_bytes() == b"not a folder"
+
+
+def test_turned_off_nothing_is_kept(folders, cache_off) -> None:
+    maps, trials = folders
+    assert Catalog.load(maps, trials).trials
+    assert _kept(trials) == [] and _kept(maps) == []
+
+
+def test_a_kept_trial_with_errors_is_reported_at_its_lines(folders) -> None:
+    """Problems read from a kept tree have no YAML positions: an error sends the file back to its YAML,
+    so the service's log names the same lines as `lint`."""
+    maps, trials = folders
+    path = sorted(trials.glob("*.yaml"))[0]
+    text = path.read_text(encoding="utf-8")
+    broken = text.replace("\ncriteria:", "\nunknown_field: 1\ncriteria:", 1)
+    assert broken != text
+    path.write_text(broken, encoding="utf-8")
+    mappings = load_mappings(maps)
+    _, first = load_checked(trials, mappings)
+    assert _kept(trials)  # the tree was kept, errors and all
+    _, again = load_checked(trials, mappings)
+    line = broken.splitlines().index("unknown_field: 1") + 1
+    assert [p.line for p in again if "unknown_field" in p.message] == [line]
+    assert again == first
