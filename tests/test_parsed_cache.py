@@ -3,10 +3,13 @@ never a stale or untrusted tree, nothing kept where it cannot be kept exactly or
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -167,3 +170,98 @@ def test_a_kept_trial_with_errors_is_reported_at_its_lines(folders) -> None:
     line = broken.splitlines().index("unknown_field: 1") + 1
     assert [p.line for p in again if "unknown_field" in p.message] == [line]
     assert again == first
+
+
+def test_a_self_referencing_alias_loads_without_hanging_or_being_kept(folders) -> None:
+    """`&n [*n]` is one alias, within lint's bounds: a list that holds itself. Walking it to keep it
+    would never end; it is parsed every time (and the trial refused by lint, as without the cache)."""
+    maps, trials = folders
+    path = sorted(trials.glob("*.yaml"))[0]
+    path.write_text(path.read_text(encoding="utf-8") + "notes: &n [*n]\n", encoding="utf-8")
+    (maps / "predicates.yaml").write_text(
+        (maps / "predicates.yaml").read_text(encoding="utf-8") + "x_comment: &c [*c]\n", encoding="utf-8"
+    )
+    for _ in range(2):
+        catalog = Catalog.load(maps, trials)
+        assert path.stem not in catalog.trials and any(p.file == str(path) for p in catalog.problems)
+    assert not any(n.startswith(path.name) for n in _kept(trials))
+    assert not any(n.startswith("predicates.yaml") for n in _kept(maps))
+
+
+def test_an_alias_shared_many_times_is_not_written_out(tmp_path) -> None:
+    path = tmp_path / "t.yaml"
+    data = b"a: &x [1, 2, 3]\nb: [*x, *x, *x]\n"
+    shared, _ = parsed_cache.tree(path, data, lambda: yaml.safe_load(data))
+    assert shared["b"][0] is shared["a"]  # the premise: one list, four times
+    assert _kept(tmp_path) == []
+
+
+def test_a_map_folder_whose_trees_cannot_be_kept_still_loads(folders) -> None:
+    maps, trials = folders
+    (maps / parsed_cache.FOLDER).write_bytes(b"a file, not a folder")
+    assert Catalog.load(maps, trials).mappings.variables
+    (maps / parsed_cache.FOLDER).unlink()
+    (maps / parsed_cache.FOLDER).mkdir()
+    Catalog.load(maps, trials)
+    entry = maps / parsed_cache.FOLDER / _kept(maps)[0]
+    entry.unlink()
+    entry.mkdir()  # an entry that is a folder: not read, not an error
+    assert Catalog.load(maps, trials).mappings.variables
+
+
+def test_an_empty_file_is_kept_and_names_are_matched_exactly(tmp_path) -> None:
+    empty, longer = tmp_path / "a.yaml", tmp_path / "a.yaml.b.yaml"
+    empty.write_bytes(b"")
+    longer.write_bytes(b"x: 1\n")
+    parsed_cache.tree(longer, b"x: 1\n", lambda: {"x": 1})
+    assert parsed_cache.tree(empty, b"", lambda: None) == (None, False)
+    assert parsed_cache.tree(empty, b"", lambda: {"never": "parsed"}) == (None, True)  # null is a tree too
+    parsed_cache.tree(empty, b"\n", lambda: None)  # a new content of a.yaml removes a.yaml's old tree only
+    assert parsed_cache.tree(longer, b"x: 1\n", lambda: {"x": 2}) == ({"x": 1}, True)
+    assert len([n for n in _kept(tmp_path) if n.startswith("a.yaml.")]) == 2
+
+
+def _as_user(uid: int, fn) -> object:  # type: ignore[no-untyped-def]
+    """fn() in a forked child running as `uid` (its result sent back as JSON)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            os.close(read)
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, orjson.dumps(fn()))
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        out = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return orjson.loads(out)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="changing users needs root")
+@pytest.mark.parametrize(
+    ("file_owner", "tree_owner", "trusted"), [(0, 12345, False), (12345, 12345, True), (12345, 23456, False)]
+)
+def test_only_root_or_the_files_owner_may_own_a_kept_tree(file_owner: int, tree_owner: int, trusted: bool) -> None:
+    """A service user (12345) who cannot change a root-owned trial must not change it through a tree it
+    keeps; the trial's own owner may; no other user may."""
+    root = Path(tempfile.mkdtemp())
+    try:
+        root.chmod(0o755)
+        path = root / "t.yaml"
+        path.write_bytes(b"a: 1\n")
+        os.chown(path, file_owner, file_owner)
+        parsed_cache.tree(path, b"a: 1\n", lambda: {"a": 1})
+        folder = root / parsed_cache.FOLDER
+        entry = folder / _kept(root)[0]
+        entry.write_bytes(b'{"tree": {"a": "tampered"}}')
+        os.chown(folder, tree_owner, tree_owner)
+        os.chown(entry, tree_owner, tree_owner)
+        found = _as_user(12345, lambda: parsed_cache.tree(path, b"a: 1\n", lambda: {"a": 1}))
+        assert found == ([{"a": "tampered"}, True] if trusted else [{"a": 1}, False])
+    finally:
+        shutil.rmtree(root)
