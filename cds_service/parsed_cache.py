@@ -21,6 +21,7 @@ with a kept tree (a folder that is a file, a name too long) only means parsing, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -70,9 +71,20 @@ def tree(path: Path, data: bytes, parse: Callable[[], Any], salt: str = "") -> t
     return parsed, False
 
 
+@functools.cache
+def code(*files: str) -> str:
+    """The SHA-256 of source files whose change could change a kept tree or its checks (a caller passes its
+    own `__file__` in `salt`): a new release or an edit of the parser never serves the old trees."""
+    h = hashlib.sha256()
+    for name in (__file__, *files):
+        h.update(Path(name).read_bytes())
+    return h.hexdigest()
+
+
 def _key(data: bytes, salt: str) -> str:
     h = hashlib.sha256(FORMAT)
-    parser = f"PyYAML {yaml.__version__} libyaml {getattr(yaml, '__with_libyaml__', False)} Python {sys.version}"
+    libyaml = getattr(getattr(yaml, "_yaml", None), "get_version_string", lambda: "none")()
+    parser = f"PyYAML {yaml.__version__} libyaml {libyaml} Python {sys.version} {code()}"
     for part in (parser.encode(), salt.encode(), data):
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
@@ -84,13 +96,17 @@ def _trusted(st: os.stat_result, owner: int) -> bool:
     return st.st_uid in (0, owner) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
+def _folder(path: Path) -> int:
+    """The `.parsed` folder beside `path`, opened without following a link: every later step goes through
+    this descriptor, so the folder cannot be swapped for a link between a check and a read or write."""
+    return os.open(path.parent / FOLDER, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
+
+
 def _read(path: Path, key: str, limit: int) -> tuple[bool, Any]:
-    """(found, the kept tree): not found when absent, untrusted, too large or not one of our trees. The
-    folder is opened once, without following a link, and the entry opened within it, so neither can be
-    swapped between the checks and the read."""
+    """(found, the kept tree): not found when absent, untrusted, too large or not one of our trees."""
     owner = os.stat(path).st_uid
     try:
-        folder = os.open(path.parent / FOLDER, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
+        folder = _folder(path)
     except OSError:
         return False, None
     try:
@@ -101,11 +117,13 @@ def _read(path: Path, key: str, limit: int) -> tuple[bool, Any]:
         return False, None
     finally:
         os.close(folder)
-    with open(fd, "rb") as f:  # closes fd on every path
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or not _trusted(st, owner) or st.st_size > limit:
             return False, None
-        raw = f.read(limit + 1)
+        raw = _at_most(fd, limit + 1)
+    finally:
+        os.close(fd)
     if len(raw) > limit:
         return False, None
     try:
@@ -115,40 +133,64 @@ def _read(path: Path, key: str, limit: int) -> tuple[bool, Any]:
     return (True, kept["tree"]) if type(kept) is dict and kept.keys() == {"tree"} else (False, None)
 
 
+def _at_most(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _write(path: Path, key: str, parsed: Any, limit: int) -> None:
-    """Keep the tree, if JSON holds it exactly within `limit` bytes and the folder may be written; otherwise
-    do nothing. This file's other trees (its earlier contents) are removed."""
-    if not _exact(parsed):
-        return
-    raw = orjson.dumps({"tree": parsed})  # JSONEncodeError (a lone surrogate) is a TypeError: not kept
-    if len(raw) > limit:
-        return
-    folder = path.parent / FOLDER
-    folder.mkdir(mode=0o755, exist_ok=True)
-    if not _trusted(os.lstat(folder), os.stat(path).st_uid):
-        return
-    name = f"{path.name}.{key}.json"
-    tmp = folder / f"{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    """Keep the tree, if the folder is ours to write and JSON holds the tree exactly within `limit` bytes;
+    remove this file's other trees (its earlier contents) either way."""
+    owner = os.stat(path).st_uid
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path.parent / FOLDER, 0o755)
+    folder = _folder(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644)
-        with open(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, folder / name)
+        if not _trusted(os.fstat(folder), owner) or not os.access(path.parent / FOLDER, os.W_OK):
+            return  # checked before any work: an image's folder is root's, and its service cannot write it
+        name = f"{path.name}.{key}.json"
+        raw = orjson.dumps({"tree": parsed}) if _exact(parsed, limit) else b""
+        if raw and len(raw) <= limit:  # a lone surrogate raises JSONEncodeError, a TypeError: not kept
+            _put(folder, name, raw)
+        for old in os.listdir(folder):  # exactly this file's names: "a.yaml" never touches "a.yaml.b.yaml"'s
+            if old != name and old.startswith(path.name) and _ENTRY.fullmatch(old, len(path.name)):
+                with contextlib.suppress(OSError):
+                    os.unlink(old, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _put(folder: int, name: str, raw: bytes) -> None:
+    """`raw` as `name` in the folder, whole or not at all (written aside, then renamed over)."""
+    tmp = f"{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW, 0o644, dir_fd=folder)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     finally:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    for old in os.listdir(folder):  # exactly this file's names: "a.yaml" never touches "a.yaml.b.yaml"'s
-        if old != name and old.startswith(path.name) and _ENTRY.fullmatch(old, len(path.name)):
-            with contextlib.suppress(OSError):
-                os.unlink(folder / old)
+            os.unlink(tmp, dir_fd=folder)
 
 
-def _exact(node: Any) -> bool:
-    """Whether JSON gives back exactly this tree, each list and mapping once (an iterative walk)."""
-    stack, seen = [node], set()
+def _exact(node: Any, limit: int) -> bool:
+    """Whether JSON gives back exactly this tree, each list and mapping once, in about `limit` bytes (an
+    iterative walk that stops as soon as it is sure: a string a map's aliases repeat a thousand times
+    is never written out)."""
+    stack, seen, size = [node], set(), 0
     while stack:
         x = stack.pop()
         t = type(x)
+        size += len(x) + 2 if t is str else 8
+        if size > limit:
+            return False
         if t is dict or t is list:
             if id(x) in seen:
                 return False  # shared by a YAML alias: written out again and again, or for ever
@@ -156,6 +198,7 @@ def _exact(node: Any) -> bool:
             if t is dict:
                 if not all(type(k) is str for k in x):
                     return False
+                size += sum(len(k) + 3 for k in x)
                 stack.extend(x.values())
             else:
                 stack.extend(x)

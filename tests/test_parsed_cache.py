@@ -265,3 +265,42 @@ def test_only_root_or_the_files_owner_may_own_a_kept_tree(file_owner: int, tree_
         assert found == ([{"a": "tampered"}, True] if trusted else [{"a": 1}, False])
     finally:
         shutil.rmtree(root)
+
+
+def test_an_entry_that_is_a_folder_holds_no_descriptor(folders) -> None:
+    maps, trials = folders
+    Catalog.load(maps, trials)
+    for name in _kept(trials):
+        entry = trials / parsed_cache.FOLDER / name
+        entry.unlink()
+        entry.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert Catalog.load(maps, trials).trials
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_change_of_the_parsers_code_is_another_key(folders, monkeypatch) -> None:
+    """A kept tree passed the lint's checks of its day: a release that checks more parses again."""
+    maps, trials = folders
+    Catalog.load(maps, trials)
+    hits = []
+    real = parsed_cache._read
+    monkeypatch.setattr(parsed_cache, "_read", lambda *a: hits.append(real(*a)[0]) or real(*a))
+    Catalog.load(maps, trials)
+    assert hits and all(hits)
+    hits.clear()
+    monkeypatch.setattr(parsed_cache, "code", lambda *files: "another release")
+    Catalog.load(maps, trials)
+    assert hits and not any(hits)
+
+
+def test_a_string_many_aliases_repeat_is_never_written_out(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "m.yaml"
+    data = b"a: &s " + b"x" * 100_000 + b"\nb: [" + b", ".join([b"*s"] * 1000) + b"]\n"
+    path.write_bytes(data)
+    dumped = []
+    monkeypatch.setattr(parsed_cache.orjson, "dumps", lambda x: dumped.append(x) or b"{}")
+    tree, kept = parsed_cache.tree(path, data, lambda: yaml.safe_load(data))
+    assert len(tree["b"]) == 1000 and not kept  # the premise: 100 MB of JSON from 100 kB of YAML
+    assert dumped == [] and _kept(tmp_path) == []

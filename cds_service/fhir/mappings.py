@@ -318,7 +318,8 @@ def _read(path: Path) -> dict:
     same safe constructors as `yaml.safe_load`, in C) where PyYAML was built with it, and parsed once per
     content (`parsed_cache`)."""
     data = path.read_bytes()
-    return parsed_cache.tree(path, data, lambda: yaml.load(data.decode("utf-8"), Loader=_LOADER))[0]  # noqa: S506
+    parse = lambda: yaml.load(data.decode("utf-8"), Loader=_LOADER)  # noqa: E731, S506 - a safe loader
+    return parsed_cache.tree(path, data, parse, parsed_cache.code(__file__))[0]
 
 
 def load_mappings(folder: str | Path) -> Mappings:
