@@ -17,10 +17,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cds_service.api.models import FeedbackItem
 from cds_service.eligibility.report import Dismissal
+
+if TYPE_CHECKING:  # the API's models only name a type here: a screen that stores its run never imports them
+    from cds_service.api.models import FeedbackItem
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS card_issued (card TEXT PRIMARY KEY, subject TEXT NOT NULL, trial TEXT NOT NULL,"

@@ -99,17 +99,19 @@ def test_the_full_help_and_a_typo_list_every_command(argv):
     assert all(c in listing for c in COMMANDS), listing
 
 
-def test_screening_a_folder_imports_no_other_area_and_no_http_client(tmp_path):
+@pytest.mark.parametrize("store", [["--no-store"], []])
+def test_screening_a_folder_imports_no_other_area_and_no_http_client(tmp_path, store):
     """The areas' commands are imported only when run: a screen of a folder starts without the authoring tools'
-    commands, the worklist's or httpx (which imports its own command-line tool)."""
+    commands, the worklist's, the API's models or httpx (which imports its own command-line tool), and keeping
+    the run for the worklist (the default) imports none of them either."""
     folder = tmp_path / "export"
     folder.mkdir()
     (folder / "Patient.ndjson").write_text(json.dumps({"resourceType": "Patient", "id": "p1"}) + "\n")
-    argv = ["screen", str(folder), "--out", str(tmp_path / "out"), "--no-store", "--workers", "1"]
+    argv = ["screen", str(folder), "--out", str(tmp_path / "out"), *store, "--workers", "1"]
     probe = (
         f"import sys; from cds_service.cli import main; code = main({argv!r}); "
         "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'click') or m in "
-        "('cds_service.authoring.commands', 'cds_service.worklist.command')))"
+        "('cds_service.authoring.commands', 'cds_service.worklist.command', 'cds_service.api.models')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.split()[0] == "0" and out.stdout.rstrip().endswith("[]"), out.stdout + out.stderr

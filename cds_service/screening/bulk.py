@@ -25,6 +25,9 @@ from cds_service.fhir.queries import QUERIES
 from cds_service.fhir.subjects import owner
 
 READ_TYPES = frozenset({t for _, t in QUERIES.values()} | {"Medication"})
+# the folder of an export's `deleted` files (a Bulk Data manifest's), beside its own: written by the $export
+# step, read by the worklist's mirror (here, so that neither needs the other, nor httpx)
+DELETED = "deleted"
 EXPORT_FILE = re.compile(r"^([A-Za-z]+)(?:\.[^.]+)*\.ndjson(?:\.gz)?$")
 
 

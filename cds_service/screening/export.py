@@ -29,10 +29,8 @@ import httpx
 
 from cds_service.fhir.capped import ACCEPT_ENCODING, FetchError, Inflater
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
-from cds_service.screening.bulk import READ_TYPES
+from cds_service.screening.bulk import DELETED, READ_TYPES
 from cds_service.settings import get_settings
-
-DELETED = "deleted"  # the folder of the manifest's `deleted` files, beside the export's own
 
 
 class ExportError(Exception):

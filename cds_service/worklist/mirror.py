@@ -24,8 +24,16 @@ from pathlib import Path
 import orjson
 
 from cds_service.fhir.facts import MEDICATION_SOURCES
-from cds_service.screening.bulk import READ_TYPES, ReadLimits, ReadStats, _open, export_files, lines, patient_of
-from cds_service.screening.export import DELETED
+from cds_service.screening.bulk import (
+    DELETED,
+    READ_TYPES,
+    ReadLimits,
+    ReadStats,
+    _open,
+    export_files,
+    lines,
+    patient_of,
+)
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS res (rtype TEXT NOT NULL, id TEXT NOT NULL, patient TEXT, body BLOB NOT NULL,"

@@ -17,12 +17,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.trials import Trial
-from cds_service.fhir.gather import Gatherer
-from cds_service.fhir.urls import AllowList
 from cds_service.screening.bulk import ReadLimits, ReadStats, _open, classify, export_files, lines
 from cds_service.screening.funnel import row
 from cds_service.screening.run import cohort_first
@@ -133,6 +129,11 @@ async def reevaluate(
     patients: set[str], server: str, token: str | None, catalog: Catalog, as_of: date, settings: Settings
 ) -> Reread:
     """Read each patient in full through the hook's searches and evaluate them; four at a time."""
+    import httpx  # here: a screen that only stores its run (every `screen`) never pays httpx's import
+
+    from cds_service.fhir.gather import Gatherer
+    from cds_service.fhir.urls import AllowList
+
     allow = AllowList.parse(server)
     http = httpx.AsyncClient(timeout=settings.fhir_timeout_seconds * 10, follow_redirects=False, trust_env=False)
     rows: list[dict[str, Any]] = []
