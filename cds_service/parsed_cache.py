@@ -2,9 +2,11 @@
 
 Why: the catalogue's YAML (maps and trials) is 90 % of loading it, about 55 ms that every service start,
 screen, worklist run and spawned worker paid again for the same bytes. Parsed once, the tree is kept in a
-`.parsed/` folder next to the file, under the SHA-256 of the file's exact bytes (and of what else decides
-the tree: the format, PyYAML's version, the caller's bounds). A changed byte is a different key, so a
-stale tree is never read; nothing is compared by date.
+`.parsed/` folder next to the file, under the SHA-256 of the file's exact bytes and of what else decides
+the tree: the format, PyYAML's, libyaml's and Python's versions, the caller's bounds, and the source of
+this module and of the caller (whose checks a kept tree skips). A changed byte, or a release that checks
+more, is a different key, so a stale tree is never read; nothing is compared by date. Where a source
+cannot be read (a zip import), nothing is kept.
 
 Why it is safe: the folder sits beside the files it caches, like `__pycache__`. It is written only where
 this process may write the files' folder, so whoever can change a kept tree could change the trial file
@@ -51,18 +53,21 @@ def enabled() -> bool:
     return get_settings().catalogue_cache
 
 
-def tree(path: Path, data: bytes, parse: Callable[[], Any], salt: str = "") -> tuple[Any, bool]:
+def tree(
+    path: Path, data: bytes, parse: Callable[[], Any], salt: str = "", code: tuple[str, ...] = ()
+) -> tuple[Any, bool]:
     """(the parsed tree of `data`, the bytes just read from `path`; whether it was kept from an earlier
     parse). `parse` parses `data` (and may raise: nothing is kept then); `salt` names anything besides the
-    bytes that decides the tree or whether it is accepted (a parser's bounds)."""
+    bytes that decides the tree or whether it is accepted (a parser's bounds), and `code` the source files
+    (the caller's `__file__`) whose change could change it."""
     if not enabled():
         return parse(), False
-    key = _key(data, salt)
     limit = len(data) * _SIZE_FACTOR + 4096
     try:
+        key = _key(data, salt, code)
         found, kept = _read(path, key, limit)
     except Exception:  # noqa: BLE001 - a kept tree only ever saves a parse; whatever fails, parse
-        found = False
+        return parse(), False  # (a source that cannot be read, as in a zip import: nothing is kept either)
     if found:
         return kept, True
     parsed = parse()
@@ -72,19 +77,19 @@ def tree(path: Path, data: bytes, parse: Callable[[], Any], salt: str = "") -> t
 
 
 @functools.cache
-def code(*files: str) -> str:
-    """The SHA-256 of source files whose change could change a kept tree or its checks (a caller passes its
-    own `__file__` in `salt`): a new release or an edit of the parser never serves the old trees."""
+def _code(files: tuple[str, ...]) -> str:
+    """The SHA-256 of this module's source and `files`: a new release or an edit of the parser or of the
+    checks a kept tree skips never serves the old trees. OSError where a source cannot be read."""
     h = hashlib.sha256()
     for name in (__file__, *files):
         h.update(Path(name).read_bytes())
     return h.hexdigest()
 
 
-def _key(data: bytes, salt: str) -> str:
+def _key(data: bytes, salt: str, code: tuple[str, ...]) -> str:
     h = hashlib.sha256(FORMAT)
     libyaml = getattr(getattr(yaml, "_yaml", None), "get_version_string", lambda: "none")()
-    parser = f"PyYAML {yaml.__version__} libyaml {libyaml} Python {sys.version} {code()}"
+    parser = f"PyYAML {yaml.__version__} libyaml {libyaml} Python {sys.version} {_code(code)}"
     for part in (parser.encode(), salt.encode(), data):
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)

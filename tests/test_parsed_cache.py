@@ -290,9 +290,22 @@ def test_a_change_of_the_parsers_code_is_another_key(folders, monkeypatch) -> No
     Catalog.load(maps, trials)
     assert hits and all(hits)
     hits.clear()
-    monkeypatch.setattr(parsed_cache, "code", lambda *files: "another release")
+    monkeypatch.setattr(parsed_cache, "_code", lambda files: "another release")
     Catalog.load(maps, trials)
     assert hits and not any(hits)
+
+
+def test_a_source_that_cannot_be_read_parses_every_time(folders, monkeypatch) -> None:
+    """Imported from a zip, the parser's source has no file to hash: nothing is kept, and all still loads."""
+    maps, trials = folders
+
+    def unreadable(files: tuple[str, ...]) -> str:
+        raise OSError("no source")
+
+    monkeypatch.setattr(parsed_cache, "_code", unreadable)
+    catalog = Catalog.load(maps, trials)
+    assert catalog.trials.keys() == _parsed_every_time(maps, trials).trials.keys() != set()
+    assert not catalog.problems and _kept(trials) == [] and _kept(maps) == []
 
 
 def test_a_string_many_aliases_repeat_is_never_written_out(tmp_path, monkeypatch) -> None:

@@ -108,7 +108,7 @@ def parse(path: Path, max_bytes: int | None = None, cached: bool = False) -> tup
         roots.append(root)
         return data
 
-    data, _ = parsed_cache.tree(path, text.encode("utf-8"), whole, _BOUNDS + parsed_cache.code(__file__))
+    data, _ = parsed_cache.tree(path, text.encode("utf-8"), whole, _BOUNDS, (__file__,))
     return (roots[0] if roots else None), data
 
 

@@ -319,7 +319,7 @@ def _read(path: Path) -> dict:
     content (`parsed_cache`)."""
     data = path.read_bytes()
     parse = lambda: yaml.load(data.decode("utf-8"), Loader=_LOADER)  # noqa: E731, S506 - a safe loader
-    return parsed_cache.tree(path, data, parse, parsed_cache.code(__file__))[0]
+    return parsed_cache.tree(path, data, parse, code=(__file__,))[0]
 
 
 def load_mappings(folder: str | Path) -> Mappings:
