@@ -255,13 +255,17 @@ class Router:
 @dataclass
 class Routed:
     """What one router did: its counts, the Medications it found, the spans of lines it left unparsed,
-    and the patients it knew inside at the end (what those lines were last judged against)."""
+    and the patients it knew inside at the end (what those lines were last judged against): `base`, the
+    set it was given, and `known`, those it added. A worker returns only what it added, and the screen
+    process sets `base` to the one set it gave every router of a phase: returned whole, each router's set
+    was a copy of every patient inside (100,000 patients in 85 spans: 0.7 GiB in the screen process)."""
 
     stats: ReadStats
     medications: list[bytes]
     judged: list[Judged]
     known: frozenset[bytes]
     where: tuple[str, int] = ("", 0)  # its first span's file and offset: routers finish in any order
+    base: frozenset[bytes] = frozenset()
 
 
 def route(spans: list[Span], files: PartFiles, max_line: int, cohort: CohortFilter | None) -> Routed:
@@ -290,12 +294,12 @@ def recheck_across(done: list[Routed], files: PartFiles, stats: ReadStats, cohor
     late = Router(files, stats, cohort)
     try:
         for r in done:
-            news = inside - r.known
+            news = inside - r.base - r.known
             if not news:
                 continue
             for line in reread(r.judged):
                 ids = named_ids(line)
-                if not news.isdisjoint(ids) and r.known.isdisjoint(ids):
+                if not news.isdisjoint(ids) and r.known.isdisjoint(ids) and r.base.isdisjoint(ids):
                     stats.lines -= 1
                     stats.outside_cohort -= 1
                     late.parse(line)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -314,7 +314,8 @@ def route_span(job: tuple[Span, Path, int, int, frozenset[bytes], list[str] | No
         assert _CATALOG is not None
         _ENTRY_TESTS[key] = opens_an_entry(_CATALOG, trial_ids)
     cohort = CohortFilter(_ENTRY_TESTS[key], inside)
-    return route([span], PartFiles(work, parts, f"w{os.getpid()}"), max_line, cohort)
+    routed = route([span], PartFiles(work, parts, f"w{os.getpid()}"), max_line, cohort)
+    return replace(routed, known=routed.known - inside)  # the screen process has `inside` (Routed.base)
 
 
 def route_export(
@@ -339,7 +340,8 @@ def route_export(
     def phase(spans: list[Span]) -> None:
         spans = until_ready(spans, ready, lambda s: done.append(route([s], files, max_line, cohort)))
         known = frozenset(cohort.added_at)
-        done.extend(pool.unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans]))
+        routed = pool.unordered(route_span, [(s, work, parts, max_line, known, trial_ids) for s in spans])
+        done.extend(replace(d, base=known) for d in routed)  # one set, shared by every router of the phase
         for d in done:  # what every router found inside, this process's own included
             cohort.learn(d.known)
 
