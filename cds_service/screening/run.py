@@ -23,6 +23,7 @@ import orjson
 
 from cds_service.eligibility.catalog import Catalog
 from cds_service.eligibility.report import TrialResult, TrialVerdict
+from cds_service.fhir.kept import Kept
 from cds_service.fhir.normalize import SharedMedications
 from cds_service.runtime import collector_paused, tune_gc
 from cds_service.scratch import scratch_folder
@@ -151,6 +152,7 @@ def cohort_first(
 
 
 CODE_KEY_BYTES, CODE_KEYS = 2048, 20_000  # the entry test's cache of Conditions by code (opens_an_entry)
+_UNSEEN: Any = object()  # not in that cache (None in it means "read the whole Condition")
 
 
 def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[dict, str], bool]:
@@ -167,7 +169,8 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
     reduced resource would fail validation, so every Condition is read whole.
     """
     live = catalog.live(trial_ids)
-    by_code: dict[bytes, bool | None] = {}  # True or False: the whole one's answer; None: read the whole one
+    # True or False: the whole one's answer; None: read the whole one. At most CODE_KEYS (about 40 MiB)
+    by_code: Kept[bytes, bool | None] = Kept(CODE_KEYS)
 
     def opens_whole(condition: dict, pid: str) -> bool:
         return catalog.opens_some_entry(catalog.facts([condition], pid), live)
@@ -186,11 +189,9 @@ def opens_an_entry(catalog: Catalog, trial_ids: list[str] | None) -> Callable[[d
             return opens_whole(condition, pid)
         if len(key) > CODE_KEY_BYTES:  # codes as written are short; a hostile one is not kept
             return opens_whole(condition, pid)
-        if key not in by_code:
-            if len(by_code) >= CODE_KEYS:  # nor are endless distinct ones: at most about 40 MiB
-                by_code.clear()
-            by_code[key] = reduced(deciding, pid)
-        said = by_code[key]
+        said = by_code.get(key, _UNSEEN)
+        if said is _UNSEEN:
+            said = by_code.keep(key, reduced(deciding, pid))
         return opens_whole(condition, pid) if said is None else said
 
     return opens
