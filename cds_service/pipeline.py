@@ -79,11 +79,12 @@ class Matcher:
         token: str | None,
         whole: bool = True,
     ) -> Gathered:
-        """The patient's record from prefetch and `fhir_server`. `whole=False` (the hooks): the server is asked
-        for the rest of the record only when the Patient and Conditions put the patient inside, or possibly
-        inside, some trial's cohort (`rest_needed`); /match reads the whole record."""
-        needed = None if whole else self.catalog.rest_needed(patient_id)
-        got = await self.gatherer.gather(patient_id, prefetch, fhir_server, token, needed)
+        """The patient's record from prefetch and `fhir_server`. `whole=False` (the hooks): the rest of the record
+        is read (from prefetch) or asked for (from the server) only when the Patient and Conditions put the
+        patient inside, or possibly inside, some trial's cohort (`Catalog.entry_check`); /match reads the whole
+        record."""
+        check = None if whole else self.catalog.entry_check(patient_id)
+        got = await self.gatherer.gather(patient_id, prefetch, fhir_server, token, check)
         if not got.patient_found:
             reasons = ["the patient's demographics (Patient) were neither prefetched nor readable from the FHIR server"]
             raise PreconditionFailed(reasons + got.gaps)
@@ -99,7 +100,14 @@ class Matcher:
         return self.catalog.report(self._facts(got, patient_id, trial_ids, whole), as_of, trial_ids)
 
     def _facts(self, got: Gathered, patient_id: str, trial_ids: list[str] | None, whole: bool) -> PatientFacts:
+        """The whole record's facts, or (`whole=False`) an outside patient's from their Patient and Conditions:
+        as the gathering found them (then the rest was never read), or found here for a record gathered whole.
+        The gathering's check covered every trial, so it holds for any chosen few."""
         if whole:
+            return self.catalog.facts(got.resources, patient_id, got.complete)
+        if got.outside is not None:
+            return got.outside
+        if got.entry_checked:  # some cohort opens, or may: the whole record, without asking its entry again
             return self.catalog.facts(got.resources, patient_id, got.complete)
         return self.catalog.cohort_first_facts(got.resources, patient_id, got.complete, trial_ids)
 
@@ -179,8 +187,8 @@ class Matcher:
             got = await self.gather(patient_id, prefetch, fhir_server, token, whole=False)
         else:
             server = fhir_server if prefetch else None
-            needed = self.catalog.rest_needed(patient_id)
-            got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None, needed)
+            check = self.catalog.entry_check(patient_id)
+            got = await self.gatherer.gather(patient_id, prefetch, server, token if server else None, check)
             if not got.patient_found:
                 return CardsResponse(cards=[])
         today = self.today()

@@ -1,4 +1,4 @@
-"""Attacks on the hooks' two-step gathering (Gatherer.gather(rest_needed=...), commit 06c28c3).
+"""Attacks on the hooks' two-step gathering (Gatherer.gather(entry_check=...), commit 06c28c3).
 
 Without (or with partial) prefetch the hooks ask the FHIR server for the Patient and Conditions first and
 for the rest of the chart only when some cohort entry opens. That is safe only if no server or prefetch
@@ -21,7 +21,7 @@ import respx
 from helpers import drop
 
 from cds_service.eligibility.catalog import Catalog
-from cds_service.fhir.facts import ENTRY_TYPES, SOURCES
+from cds_service.fhir.facts import ENTRY_TYPES, SOURCES, PatientFacts
 from cds_service.fhir.gather import Gathered, Gatherer
 from cds_service.fhir.queries import QUERIES
 from cds_service.fhir.urls import AllowList
@@ -135,10 +135,10 @@ def make_gatherer(catalog: Catalog, client: httpx.AsyncClient, **kw) -> Gatherer
 
 def gather(catalog, as_of, chart: Chart, prefetch=None, two_step=True, seen=None, **kw) -> Gathered:
     """One gathering against `chart`: the hooks' (Patient and Conditions first) or everything at once.
-    `seen` collects what each `rest_needed` call was given."""
-    decide = catalog.rest_needed(PID)
+    `seen` collects what each `entry_check` call was given."""
+    decide = catalog.entry_check(PID)
 
-    def needed(entry: list[dict], complete: set[str]) -> bool:
+    def needed(entry: list[dict], complete: set[str]) -> PatientFacts | None:
         if seen is not None:
             seen.append((list(entry), set(complete)))
         return decide(entry, complete)
@@ -197,6 +197,7 @@ def first_page_only(record: list[dict], rtype: str) -> dict:
 PREFETCH_SHAPES = {
     "none": lambda rec: None,
     "empty": lambda rec: {},
+    "everything": lambda rec: prefetch_for(rec, PID),
     "patient only": lambda rec: prefetch_for(rec, PID, ("patient",)),
     "conditions only": lambda rec: prefetch_for(rec, PID, ("conditions",)),
     "patient and conditions": lambda rec: prefetch_for(rec, PID, ("patient", "conditions")),
@@ -220,9 +221,49 @@ def test_every_prefetch_shape_gives_the_whole_reads_answer(catalog, as_of, shape
     if where == "inside":
         assert cards(catalog, as_of, hook), "the eligible chart gets a card by either path"
         assert "not needed" not in hook.sources.values()
+        assert hook.resources == whole.resources, "read in two steps, in the order of one read"
+        assert (hook.gaps, hook.complete) == (whole.gaps, whole.complete)
     else:
         assert set(hook_chart.types()) <= ENTRY_SEARCHED, "an outside chart is read no further than its entry"
         assert cards(catalog, as_of, hook) == []
+
+
+def test_an_outside_charts_prefetched_rest_is_never_read(catalog, as_of):
+    """Everything prefetched, lupus absent: the entry decides, and the Observations and medications that came
+    with the request are neither kept nor taken as read, so nothing says "none on record" of them."""
+    record = outside(as_of)
+    (hook, hook_chart), (whole, _) = compare(catalog, as_of, record, prefetch_for(record, PID))
+    assert hook_chart.asked == []
+    assert hook.outside is not None and hook.entry_checked
+    assert {r["resourceType"] for r in hook.resources} <= ENTRY_TYPES
+    assert {r["resourceType"] for r in whole.resources} - ENTRY_TYPES, "the whole read keeps the rest"
+    assert not (hook.complete & REST_TYPES) and whole.complete & REST_TYPES
+    assert set(hook.sources.values()) == {"prefetch"}
+    assert_same_answer(catalog, as_of, hook, whole)
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+@pytest.mark.parametrize("shape", ["none", "everything", "patient and conditions"])
+def test_a_hook_decides_the_cohort_entry_once(catalog, as_of, monkeypatch, where, shape):
+    """The gathering's entry check is the report's: a hook asks it once, whatever the record and its source."""
+    record = inside(as_of) if where == "inside" else outside(as_of)
+    asked: list[int] = []
+    decide = Catalog.outside_facts
+
+    def counted(self, *args, **kw):
+        asked.append(1)
+        return decide(self, *args, **kw)
+
+    monkeypatch.setattr(Catalog, "outside_facts", counted)
+
+    async def go() -> list:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(Chart(record))) as client:
+            m = Matcher(catalog, make_gatherer(catalog, client), fixed_as_of=as_of)
+            return (await m.patient_view(PID, PREFETCH_SHAPES[shape](record), BASE, TOKEN, "h")).cards
+
+    shown = asyncio.run(go())
+    assert len(asked) == 1
+    assert bool(shown) == (where == "inside")
 
 
 def test_a_cut_conditions_prefetch_is_continued_in_the_first_step(catalog, as_of):
@@ -435,7 +476,7 @@ def loop_stall(catalog, prefetch, two_step: bool) -> float:
         await asyncio.sleep(0.02)
         async with httpx.AsyncClient(transport=httpx.MockTransport(chart)) as client:
             g = make_gatherer(catalog, client, max_per_type=1_000)
-            needed = catalog.rest_needed(PID) if two_step else None
+            needed = catalog.entry_check(PID) if two_step else None
             await g.gather(PID, prefetch, BASE, TOKEN, needed)
         done.set()
         await ticker
@@ -520,7 +561,7 @@ def test_a_refused_server_is_never_contacted_by_either_step(catalog, as_of):
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(chart)) as client:
             g = make_gatherer(catalog, client)
-            needed = catalog.rest_needed(PID)
+            needed = catalog.entry_check(PID)
             return await g.gather(PID, None, "https://not-allowed.example/fhir", TOKEN, needed)
 
     got = asyncio.run(go())

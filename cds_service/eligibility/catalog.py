@@ -17,7 +17,7 @@ from cds_service.eligibility.engine import Engine
 from cds_service.eligibility.logic import Memo
 from cds_service.eligibility.report import Report, TrialResult, TrialVerdict
 from cds_service.eligibility.trials import Trial
-from cds_service.fhir.facts import ENTRY_TYPES, SOURCES, PatientFacts, RestNeeded
+from cds_service.fhir.facts import ENTRY_TYPES, SOURCES, EntryCheck, PatientFacts
 from cds_service.fhir.mappings import Mappings, load_mappings
 from cds_service.fhir.normalize import Normalizer, SharedMedications, iter_resources
 from cds_service.fhir.subjects import UNRESOLVED, patients_named
@@ -115,10 +115,11 @@ class Catalog:
         quick = self.outside_facts(resources, patient_id, gathered, trial_ids)
         return quick if quick is not None else self.facts(resources, patient_id, gathered, shared)
 
-    def rest_needed(self, patient_id: str, trial_ids: list[str] | None = None) -> RestNeeded:
-        """For `Gatherer.gather`: whether a record's other sources are to be read at all, given its Patient and
-        Conditions and the types read completely (some chosen cohort opens, or may)."""
-        return lambda entry, complete: self.outside_facts(entry, patient_id, complete, trial_ids) is None
+    def entry_check(self, patient_id: str, trial_ids: list[str] | None = None) -> EntryCheck:
+        """For `Gatherer.gather`: given a record's Patient and Conditions and the types read completely, their
+        facts when they keep the patient outside every chosen cohort (`outside_facts`); None when some cohort
+        opens, or may, and the rest of the record is to be read."""
+        return lambda entry, complete: self.outside_facts(entry, patient_id, complete, trial_ids)
 
     def report(self, facts: PatientFacts, as_of: date, trial_ids: list[str] | None = None) -> Report:
         chosen = self.chosen(trial_ids)

@@ -51,19 +51,25 @@ def unasked_keys(prefetch: dict[str, Any]) -> str | None:
     return f"{len(extra)} prefetch key(s) this service does not ask for were ignored{names}"
 
 
-def read_prefetch(value: Any, rtype: str, into: list[dict]) -> tuple[bool, str | None]:
-    """Add prefetched resources to `into`; return (usable, next-page link if the Bundle was cut)."""
+def read_prefetch(value: Any, rtype: str) -> tuple[bool, str | None]:
+    """Whether a prefetch value is usable, and its next-page link if the Bundle was cut; its resources are
+    `prefetched` (apart, so a hook that needs only the Patient and Conditions never walks the rest)."""
     if value is None:
         return True, None  # CDS Hooks: null = the client had no data for this key
     if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
         return False, None
     if value.get("resourceType") == "Bundle":
-        into.extend(entries(value, rtype))
         return True, next_link(value)
-    if value.get("resourceType") == rtype:
-        into.append(value)
-        return True, None
-    return False, None
+    return value.get("resourceType") == rtype, None
+
+
+def prefetched(value: Any, rtype: str) -> list[dict]:
+    """The resources of a prefetch value `read_prefetch` judged: a Bundle's entries, or the bare resource."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") == "Bundle":
+        return entries(value, rtype)
+    return [value] if value.get("resourceType") == rtype else []
 
 
 def continuation(link: str | None, base: Origin | None) -> str | None:

@@ -31,8 +31,9 @@ SOURCES = frozenset(
 MEDICATION_SOURCES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense")
 # all a cohort entry reads (eligibility/cohort.py): the Patient and the Conditions, before the rest of a record
 ENTRY_TYPES = frozenset({"Patient", "Condition"})
-# given a record's Patient and Conditions and the types read completely: are its other sources to be read?
-RestNeeded = Callable[[list[dict], set[str]], bool]
+# given a record's Patient and Conditions and the types read completely: their facts when they keep the patient
+# outside every cohort (the other sources are then not read), or None (read the rest of the record)
+EntryCheck = Callable[[list[dict], set[str]], "PatientFacts | None"]
 
 
 class LabResult(msgspec.Struct, frozen=True):

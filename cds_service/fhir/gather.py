@@ -26,7 +26,7 @@ import httpx
 import orjson
 
 from cds_service.fhir import subjects
-from cds_service.fhir.bundles import continuation, entries, next_link, read_prefetch, unasked_keys
+from cds_service.fhir.bundles import continuation, entries, next_link, prefetched, read_prefetch, unasked_keys
 from cds_service.fhir.capped import (
     ACCEPT_ENCODING,
     MAX_HOOK_BYTES,
@@ -35,7 +35,7 @@ from cds_service.fhir.capped import (
     FetchError,
     read_capped,
 )
-from cds_service.fhir.facts import ENTRY_TYPES, RestNeeded
+from cds_service.fhir.facts import ENTRY_TYPES, EntryCheck, PatientFacts
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
@@ -52,6 +52,8 @@ class Gathered:
     gaps: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # key -> prefetch | fetched | unavailable | not needed
     server_refused: bool = False  # fhirServer not on the allow-list
+    entry_checked: bool = False  # the Patient and Conditions were checked against every cohort's entry
+    outside: PatientFacts | None = None  # their facts, when they keep the patient outside every cohort
 
     @property
     def patient_found(self) -> bool:
@@ -130,33 +132,38 @@ class Gatherer:
         prefetch: dict[str, Any] | None,
         fhir_server: str | None,
         token: str | None,
-        rest_needed: RestNeeded | None = None,
+        entry_check: EntryCheck | None = None,
     ) -> Gathered:
-        """`rest_needed`: given the Patient and Conditions read (scoped to the patient) and the types read
-        completely, whether the other sources are to be fetched at all. With it, the server is asked for the
-        Patient and Conditions first: a patient outside every trial's cohort (most charts) costs two searches,
-        not a dozen; one inside costs one round trip more. Without it, every source is asked at once."""
+        """`entry_check` (the hooks): given the Patient and Conditions read (scoped to the patient) and the types
+        read completely, their facts when they keep the patient outside every cohort, else None. With it the
+        Patient and Conditions are read first, from prefetch or the server, and the rest of the record only
+        when some cohort opens, or may: a patient outside every cohort (most charts) costs two searches, not a
+        dozen, and the rest of a prefetched record is never scoped. One inside costs one round trip more.
+        Without it, every source is read at once."""
         out = Gathered()
         base = self._base(fhir_server, out)
-        raw: list[dict] = []
+        held: list[tuple[str, Any]] = []  # (type, prefetch value), in the order of QUERIES: the entry's first
         kind_ok: dict[str, bool] = {}  # resource type -> read completely
-        to_fetch = self._from_prefetch(prefetch or {}, base, fhir_server, out, raw, kind_ok)
-        if to_fetch and base is not None:
-            call = self._call(base, token)
-            first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_TYPES] if rest_needed else to_fetch
-            later = [j for j in to_fetch if j not in first]
-            await self._fetch_into(first, patient_id, call, out, raw, kind_ok)
-            if (
-                later
-                and rest_needed is not None
-                and not await self._rest_needed(rest_needed, raw, patient_id, base, kind_ok)
-            ):
-                for key, _ in later:  # not read, and so never "none on record"; no card says so
-                    kind_ok[QUERIES[key][1]] = False
-                    out.sources[key] = "not needed"
-                later = []
-            await self._fetch_into(later, patient_id, call, out, raw, kind_ok)
-        out.resources, aside = scope_to_patient(raw, patient_id, base)
+        to_fetch = self._from_prefetch(prefetch or {}, base, fhir_server, out, held, kind_ok)
+        call = self._call(base, token) if to_fetch and base is not None else None
+        first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_TYPES] if entry_check else to_fetch
+        later = [j for j in to_fetch if j not in first]
+        rest = [(kind, value) for kind, value in held if entry_check and kind not in ENTRY_TYPES]
+        raw = [res for kind, value in held if not rest or kind in ENTRY_TYPES for res in prefetched(value, kind)]
+        fetched: list[dict] = []
+        if call is not None:
+            await self._fetch_into(first, patient_id, call, out, fetched, kind_ok)
+        if entry_check is not None:
+            out.entry_checked = True
+            out.outside = await self._check_entry(entry_check, raw + fetched, patient_id, base, kind_ok)
+            if out.outside is not None:  # the rest is neither read nor fetched: never "none on record"
+                raw, fetched = _entry_only(raw), _entry_only(fetched)
+                _not_read(later, kind_ok, out)
+                rest, later = [], []
+        raw += [res for kind, value in rest for res in prefetched(value, kind)]
+        if call is not None:
+            await self._fetch_into(later, patient_id, call, out, fetched, kind_ok)
+        out.resources, aside = scope_to_patient(raw + fetched, patient_id, base)
         if aside:
             out.gaps.append(f"{aside} resource(s) not clearly about this patient were set aside")
         out.resources = _at_most_per_type(out.resources, self.max_per_type, kind_ok, out.gaps)
@@ -164,16 +171,17 @@ class Gatherer:
         out.gaps = list(dict.fromkeys(out.gaps))
         return out
 
-    async def _rest_needed(
-        self, rest_needed: RestNeeded, raw: list[dict], patient_id: str, base: Origin, kind_ok: dict[str, bool]
-    ) -> bool:
-        """`rest_needed` of the Patient and Conditions read so far, as the report will read them (about this
-        patient, at most `max_per_type` Conditions, the type incomplete when cut), in a worker thread: a long
-        problem list is CPU time that would hold the event loop and every other request."""
-        entry = scope_to_patient([r for r in raw if r.get("resourceType") in ENTRY_TYPES], patient_id, base)[0]
-        ok = dict(kind_ok)
+    async def _check_entry(
+        self, entry_check: EntryCheck, raw: list[dict], patient_id: str, base: Origin | None, kind_ok: dict[str, bool]
+    ) -> PatientFacts | None:
+        """`entry_check` of the Patient and Conditions read so far, as the report of an outside patient reads
+        them: about this patient, at most `max_per_type` Conditions (the type incomplete when cut), and no
+        other type read. In a worker thread: a long problem list is CPU time that would hold the event loop
+        and every other request."""
+        entry = scope_to_patient(_entry_only(raw), patient_id, base)[0]
+        ok = {kind: read for kind, read in kind_ok.items() if kind in ENTRY_TYPES}
         entry = _at_most_per_type(entry, self.max_per_type, ok, [])
-        return await asyncio.to_thread(rest_needed, entry, _complete(ok))
+        return await asyncio.to_thread(entry_check, entry, _complete(ok))
 
     def _from_prefetch(
         self,
@@ -181,17 +189,19 @@ class Gatherer:
         base: Origin | None,
         fhir_server: str | None,
         out: Gathered,
-        raw: list[dict],
+        held: list[tuple[str, Any]],
         kind_ok: dict[str, bool],
     ) -> list[tuple[str, str | None]]:
-        """Read what was prefetched into `raw`; the sources left to fetch, as (key, checked URL to continue
-        from, or None = from the start)."""
+        """Judge what was prefetched, holding each value with its type in `held` (its resources are taken when
+        needed); the sources left to fetch, as (key, checked URL to continue from, or None = from the
+        start)."""
         if ignored := unasked_keys(prefetch):
             out.gaps.append(ignored)
         to_fetch: list[tuple[str, str | None]] = []
         for key, (_template, kind) in QUERIES.items():
             if key in prefetch:
-                ok, cont = read_prefetch(prefetch[key], kind, raw)
+                ok, cont = read_prefetch(prefetch[key], kind)
+                held.append((kind, prefetch[key]))
                 start = continuation(cont, base)
                 if start:
                     to_fetch.append((key, start))
@@ -369,6 +379,20 @@ def _note_read(read: Read, kind: str, page_cap: int, out: Gathered) -> None:
             out.gaps.append(f"{label} could not be read from the FHIR server")
     elif read.cut:
         out.gaps.append(f"{label}: only the newest results were read ({page_cap} pages per search)")
+
+
+def _entry_only(resources: list[dict]) -> list[dict]:
+    return [r for r in resources if r.get("resourceType") in ENTRY_TYPES]
+
+
+def _not_read(later: list[tuple[str, str | None]], kind_ok: dict[str, bool], out: Gathered) -> None:
+    """The record's other types, for a patient outside every cohort: whatever was prefetched of them is not
+    read, and what was still to fetch is not fetched (its source says "not needed"); none is complete."""
+    for key, _ in later:
+        out.sources[key] = "not needed"
+    for _template, kind in QUERIES.values():
+        if kind not in ENTRY_TYPES:
+            kind_ok[kind] = False
 
 
 def _complete(kind_ok: dict[str, bool]) -> set[str]:

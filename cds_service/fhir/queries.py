@@ -29,6 +29,8 @@ from cds_service.fhir.codes import LOINC
 
 # Prefetch key -> (template, resource type). Each resource type is its own source: what one source
 # shows counts whatever another could not be read; "none on record" needs every source that could hold it.
+# The cohort entry's (Patient, Condition) come first: the hooks read them before the rest, and a record read
+# in two steps keeps the order of one read at once.
 QUERIES: dict[str, tuple[str, str]] = {
     "patient": ("Patient/{{context.patientId}}", "Patient"),
     "conditions": ("Condition?patient={{context.patientId}}&_count=500", "Condition"),

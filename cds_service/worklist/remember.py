@@ -146,11 +146,11 @@ async def reevaluate(
         async def one(pid: str) -> None:
             # the rest of a record only for a patient whose Conditions open some cohort (most open none)
             async with limit:
-                got = await gatherer.gather(pid, None, server, token, catalog.rest_needed(pid))
+                got = await gatherer.gather(pid, None, server, token, catalog.entry_check(pid))
             if not got.patient_found:
                 missing.add(pid)
                 return
-            facts = catalog.cohort_first_facts(got.resources, pid, got.complete)
+            facts = got.outside if got.outside is not None else catalog.facts(got.resources, pid, got.complete)
             rows.extend(row(pid, r) for r in catalog.verdicts(facts, as_of))
 
         await asyncio.gather(*(one(p) for p in sorted(patients)))
