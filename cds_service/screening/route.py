@@ -292,9 +292,12 @@ def recheck_across(done: list[Routed], files: PartFiles, stats: ReadStats, cohor
     it knew of: those it routed itself), counting them in `stats` as read rather than outside."""
     inside = cohort.added_at.keys()
     late = Router(files, stats, cohort)
+    beyond: dict[int, set[str]] = {}  # inside beyond each phase's base (one set shared by its routers), once
     try:
         for r in done:
-            news = inside - r.base - r.known
+            if id(r.base) not in beyond:
+                beyond[id(r.base)] = inside - r.base
+            news = beyond[id(r.base)] - r.known
             if not news:
                 continue
             for line in reread(r.judged):
