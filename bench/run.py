@@ -8,7 +8,7 @@
 (o) the same, for the same chart without lupus (outside every trial's cohort: most charts opened)
 (c) the hook with no prefetch, reading from a local sekmet FHIR server, against the FHIR searches
     it issues (queries.searches) sent by a plain client: each alone, and all at once (all pages)
-plus the time of each stage (parse, gather, normalize, evaluate, render) and the
+plus the time of each stage (parse, gather with the cohort entry's decision, normalize, evaluate, render) and the
 peak memory (tracemalloc) of one request of each size.
 
 Targets (ratios, measured in the same run):
@@ -106,8 +106,8 @@ def stages(catalog: Catalog, body: bytes, pid: str, repeat: int) -> tuple[dict[s
     loop = asyncio.new_event_loop()
     gatherer = Gatherer(httpx.AsyncClient(), AllowList())  # one client, as in the service
 
-    def gather(req: dict):
-        return loop.run_until_complete(gatherer.gather(pid, req["prefetch"], None, None))
+    def gather(req: dict):  # as the hook gathers: the entry decided from the Patient and Conditions first
+        return loop.run_until_complete(gatherer.gather(pid, req["prefetch"], None, None, catalog.entry_check(pid)))
 
     times: dict[str, list[float]] = {k: [] for k in ("parse", "gather", "normalize", "evaluate", "render")}
     peak = 0.0
@@ -119,7 +119,7 @@ def stages(catalog: Catalog, body: bytes, pid: str, repeat: int) -> tuple[dict[s
         t1 = time.perf_counter()
         got = gather(req)
         t2 = time.perf_counter()
-        facts = catalog.facts(got.resources, pid, got.complete)
+        facts = got.outside if got.outside is not None else catalog.facts(got.resources, pid, got.complete)
         t3 = time.perf_counter()
         report = catalog.report(facts, AS_OF)
         t4 = time.perf_counter()
