@@ -50,7 +50,8 @@ class Gathered:
     resources: list[dict] = field(default_factory=list)
     complete: set[str] = field(default_factory=set)  # resource types read completely: absence = "none on record"
     gaps: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)  # key -> prefetch | fetched | unavailable | not needed
+    # key -> prefetch | fetched | unavailable | not needed | prefetch, not needed (for the log)
+    sources: dict[str, str] = field(default_factory=dict)
     server_refused: bool = False  # fhirServer not on the allow-list
     entry_checked: bool = False  # the Patient and Conditions were checked against every cohort's entry
     outside: PatientFacts | None = None  # their facts, when they keep the patient outside every cohort
@@ -387,12 +388,14 @@ def _entry_only(resources: list[dict]) -> list[dict]:
 
 def _not_read(later: list[tuple[str, str | None]], kind_ok: dict[str, bool], out: Gathered) -> None:
     """The record's other types, for a patient outside every cohort: whatever was prefetched of them is not
-    read, and what was still to fetch is not fetched (its source says "not needed"); none is complete."""
+    read, and what was still to fetch is not fetched (the log's sources say so); none is complete."""
     for key, _ in later:
         out.sources[key] = "not needed"
-    for _template, kind in QUERIES.values():
+    for key, (_template, kind) in QUERIES.items():
         if kind not in ENTRY_TYPES:
             kind_ok[kind] = False
+            if out.sources.get(key) == "prefetch":
+                out.sources[key] = "prefetch, not needed"
 
 
 def _complete(kind_ok: dict[str, bool]) -> set[str]:
