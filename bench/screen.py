@@ -9,10 +9,12 @@
 Writes a synthetic Bulk Data export (N patients of about R resources each), then measures on the same
 files: (a) the floor, reading and parsing every NDJSON line with orjson in one process; (b) `screen`
 with each worker count (and on Spark with --spark). Prints patients/s, patients/s per core, the ratio
-to the floor and peak RSS (the screen process's and its largest worker's), and draws the comparison as
-an SVG bar chart (bench-screen.svg). With --grow: the peaks at each export size (a worker's is bounded
-by a partition, so it should not grow with the export). With --against, each worker count also runs
-on another checkout's code, just before this one's, on the same files.
+to the floor and peak RSS (the screen process's and its largest worker's), the speed issue's targets
+(one worker within 4x the floor on an SLE cohort export, 1.5x on a clinic-like one, `--sle-every 100`;
+two workers at least 1.8x one), and draws the comparison as an SVG bar chart (bench-screen.svg).
+With --grow: the peaks at each export size (a worker's is bounded by a partition, so it should not grow
+with the export). With --against, each worker count also runs on another checkout's code, just before
+this one's, on the same files.
 """
 
 from __future__ import annotations
@@ -143,6 +145,29 @@ def grow(sizes: list[int], resources: int, sle_every: int, tmp: Path) -> int:
     return 0
 
 
+# the speed issue's targets for one worker, by the share of SLE patients a synthetic export was written with
+FLOOR_TARGETS = {1: ("SLE cohort", 4.0), 100: ("clinic-like", 1.5)}
+TWO_WORKERS = 1.8  # two workers against one, at least
+
+
+def print_targets(seconds: dict[int, float], floor_secs: float, sle_every: int | None) -> None:
+    """This checkout's runs against the issue's targets: one worker's time over the floor (for the synthetic
+    exports the targets name; a site's export has none) and two workers against one."""
+    print("targets")
+    if 1 in seconds:
+        ratio = seconds[1] / floor_secs
+        kind, most = FLOOR_TARGETS.get(sle_every, (None, None)) if sle_every is not None else (None, None)
+        if most is None:
+            print(f"  one worker / floor = {ratio:.1f} (no target for this export)")
+        else:
+            verdict = "PASS" if ratio <= most else "FAIL"
+            print(f"  {kind}, one worker / floor = {ratio:.1f} (target <= {most})   {verdict}")
+    if 1 in seconds and 2 in seconds:
+        speedup = seconds[1] / seconds[2]
+        verdict = "PASS" if speedup >= TWO_WORKERS else "FAIL"
+        print(f"  two workers / one = {speedup:.2f}x (target >= {TWO_WORKERS})   {verdict}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patients", type=int, default=1000)
@@ -186,15 +211,19 @@ def main() -> int:
             ]
         for code in {code for _, _, code in runs}:
             byte_compiled(code)
+        mine: dict[int, float] = {}  # this checkout's seconds by worker count (embedded engine)
         for w, spark, code in runs:
             out = Path(tmp) / f"out{w}{spark}{code.name}"
             secs, parent, worker = run_screen(export, out, w, spark, code, args.store)
+            if code == REPO_ROOT and not spark:
+                mine[w] = secs
             rate = args.patients / secs
             label = (f"spark local[{w}]" if spark else str(w)) + (" (against)" if code != REPO_ROOT else "")
             ratio, peaks = secs / base, f"{parent:.0f} / {worker:.0f}"
             print(f"| {label} | {secs:.1f} | {rate:.0f} | {rate / w:.0f} | {ratio:.1f} | {peaks} |")
             against = ", against" if code != REPO_ROOT else ""
             rows.append((f"screen, {'spark ' if spark else ''}{w} worker(s){against}", rate))
+        print_targets(mine, base, None if args.export else args.sle_every)
         bar_chart(rows, REPO_ROOT / "bench-screen.svg", "{:.0f}/s", "Screening throughput, patients/s")
         print("chart: bench-screen.svg")
     return 0
