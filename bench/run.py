@@ -119,7 +119,7 @@ def stages(catalog: Catalog, body: bytes, pid: str, repeat: int) -> tuple[dict[s
         t1 = time.perf_counter()
         got = gather(req)
         t2 = time.perf_counter()
-        facts = got.outside if got.outside is not None else catalog.facts(got.resources, pid, got.complete)
+        facts = catalog.gathered_facts(got, pid)
         t3 = time.perf_counter()
         report = catalog.report(facts, AS_OF)
         t4 = time.perf_counter()

@@ -156,7 +156,7 @@ def print_targets(seconds: dict[int, float], floor_secs: float, sle_every: int |
     print("targets")
     if 1 in seconds:
         ratio = seconds[1] / floor_secs
-        kind, most = FLOOR_TARGETS.get(sle_every, (None, None)) if sle_every is not None else (None, None)
+        kind, most = FLOOR_TARGETS.get(sle_every, (None, None))  # None: a site's export
         if most is None:
             print(f"  one worker / floor = {ratio:.1f} (no target for this export)")
         else:

@@ -103,12 +103,8 @@ class Matcher:
         """The whole record's facts, or (`whole=False`) an outside patient's from their Patient and Conditions:
         as the gathering found them (then the rest was never read), or found here for a record gathered whole.
         The gathering's check covered every trial, so it holds for any chosen few."""
-        if whole:
-            return self.catalog.facts(got.resources, patient_id, got.complete)
-        if got.outside is not None:
-            return got.outside
-        if got.entry_checked:  # some cohort opens, or may: the whole record, without asking its entry again
-            return self.catalog.facts(got.resources, patient_id, got.complete)
+        if whole or got.entry_checked:  # checked: outside, or the whole record without asking its entry again
+            return self.catalog.gathered_facts(got, patient_id)
         return self.catalog.cohort_first_facts(got.resources, patient_id, got.complete, trial_ids)
 
     async def mark_dismissed(self, report: Report, patient_id: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.authoring.lint import Problem, load_checked
 from cds_service.eligibility.cohort import entry
@@ -21,6 +21,9 @@ from cds_service.fhir.facts import ENTRY_TYPES, SOURCES, EntryCheck, PatientFact
 from cds_service.fhir.mappings import Mappings, load_mappings
 from cds_service.fhir.normalize import Normalizer, SharedMedications, iter_resources
 from cds_service.fhir.subjects import UNRESOLVED, patients_named
+
+if TYPE_CHECKING:  # the gatherer imports httpx, which a screen never needs
+    from cds_service.fhir.gather import Gathered
 
 
 class MixedPatients(ValueError):
@@ -114,6 +117,11 @@ class Catalog:
         hooks, the screen and the worklist's re-read evaluate."""
         quick = self.outside_facts(resources, patient_id, gathered, trial_ids)
         return quick if quick is not None else self.facts(resources, patient_id, gathered, shared)
+
+    def gathered_facts(self, got: Gathered, patient_id: str) -> PatientFacts:
+        """The facts of a record `Gatherer.gather` read: an outside patient's as its `entry_check` found them (the
+        rest of the record was never read), else the whole record's."""
+        return got.outside if got.outside is not None else self.facts(got.resources, patient_id, got.complete)
 
     def entry_check(self, patient_id: str, trial_ids: list[str] | None = None) -> EntryCheck:
         """For `Gatherer.gather`: given a record's Patient and Conditions and the types read completely, their

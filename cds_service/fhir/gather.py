@@ -149,8 +149,9 @@ class Gatherer:
         call = self._call(base, token) if to_fetch and base is not None else None
         first = [j for j in to_fetch if QUERIES[j[0]][1] in ENTRY_TYPES] if entry_check else to_fetch
         later = [j for j in to_fetch if j not in first]
-        rest = [(kind, value) for kind, value in held if entry_check and kind not in ENTRY_TYPES]
-        raw = [res for kind, value in held if not rest or kind in ENTRY_TYPES for res in prefetched(value, kind)]
+        first_only = entry_check is not None  # the prefetched rest taken out only once the entry opens
+        rest = [(kind, value) for kind, value in held if first_only and kind not in ENTRY_TYPES]
+        raw = [res for kind, value in held if not first_only or kind in ENTRY_TYPES for res in prefetched(value, kind)]
         fetched: list[dict] = []
         if call is not None:
             await self._fetch_into(first, patient_id, call, out, fetched, kind_ok)

@@ -150,8 +150,7 @@ async def reevaluate(
             if not got.patient_found:
                 missing.add(pid)
                 return
-            facts = got.outside if got.outside is not None else catalog.facts(got.resources, pid, got.complete)
-            rows.extend(row(pid, r) for r in catalog.verdicts(facts, as_of))
+            rows.extend(row(pid, r) for r in catalog.verdicts(catalog.gathered_facts(got, pid), as_of))
 
         await asyncio.gather(*(one(p) for p in sorted(patients)))
     rows += removed(missing, catalog.chosen())
