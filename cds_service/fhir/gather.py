@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 import orjson
 
-from cds_service.fhir import subjects
 from cds_service.fhir.bundles import continuation, entries, next_link, prefetched, read_prefetch, unasked_keys
 from cds_service.fhir.capped import (
     ACCEPT_ENCODING,
@@ -37,6 +36,7 @@ from cds_service.fhir.capped import (
 )
 from cds_service.fhir.facts import ENTRY_TYPES, EntryCheck, PatientFacts
 from cds_service.fhir.queries import QUERIES, SOURCE_LABEL, Search, prefetch_templates, searches
+from cds_service.fhir.subjects import scope_to_patient
 from cds_service.fhir.urls import AllowList, Origin, UnsafeUrl
 
 __all__ = ["QUERIES", "Gathered", "Gatherer", "prefetch_templates", "scope_to_patient"]
@@ -59,42 +59,6 @@ class Gathered:
     @property
     def patient_found(self) -> bool:
         return any(r.get("resourceType") == "Patient" for r in self.resources)
-
-
-def _reference(value: Any) -> str | None:
-    """The `reference` string of a Reference element, or None for any other shape."""
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None) -> tuple[list[dict], int]:
-    """Keep only what is about the context patient; return (kept, number set aside).
-
-    A resource counts when its subject/patient is a reference to the context patient (relative,
-    or absolute on the fhirServer) and so is every other patient it names (subjects.py). No subject,
-    an identifier-only subject, a reference to another server or a second patient could be anyone's,
-    so it is set aside, not evaluated. Medication resources
-    are kept only when a kept resource references them.
-    """
-    kept: list[dict] = []
-    medications: dict[str, dict] = {}
-    aside = 0
-    wanted = subjects.wanted_references(patient_id, base)
-    for res in resources:
-        rtype = res.get("resourceType")
-        if rtype == "Medication":
-            medications.setdefault(f"Medication/{res.get('id')}", res)
-        elif (rtype == "Patient" and res.get("id") == patient_id) or subjects.about(res, wanted):
-            kept.append(res)
-        else:
-            aside += 1
-    referenced = {_reference(r.get("medicationReference")) for r in kept}
-    for ref, med in medications.items():
-        if ref in referenced or (base is not None and f"{base.url}/{ref}" in referenced):
-            kept.append(med)
-        else:
-            aside += 1
-    return kept, aside
 
 
 @dataclass

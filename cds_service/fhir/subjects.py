@@ -10,11 +10,13 @@ every patient reference it holds names the same one; anything else is set aside,
 A reference names a patient when its `reference` is `Patient/ID` (relative or absolute) or its `type`
 is Patient. One that says Patient but cannot be resolved here (identifier only, another server, a
 `Patient/ID/_history` form under strict matching) is a patient we cannot confirm is ours: it disagrees.
+
+`scope_to_patient` keeps, of what a hook gathered, what is about its patient (and the Medications that
+what is kept references); the screen asks `owner` of every line it reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from cds_service.fhir.urls import Origin
@@ -23,21 +25,6 @@ OWNER_FIELDS = ("subject", "patient", "beneficiary")  # whose record the resourc
 OTHER_FIELDS = ("performer", "focus", "asserter", "recorder", "requester", "informationSource", "reportedReference")
 ALL_FIELDS = tuple((f, f in OWNER_FIELDS) for f in OWNER_FIELDS + OTHER_FIELDS)  # (field, names the owner)
 UNRESOLVED = ""  # a patient reference whose patient cannot be told (identifier only, no Patient/ID)
-
-
-def _references(value: Any) -> Iterator[dict]:
-    """The Reference objects of one element: a Reference, a list of them, or `{actor: Reference}` items
-    (Procedure.performer, Immunization.performer). Anything else holds none."""
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, dict) and isinstance(item.get("actor"), dict):
-            item = item["actor"]
-        if isinstance(item, dict):
-            yield item
-
-
-def _names_a_patient(ref: dict) -> bool:
-    text = ref.get("reference")
-    return (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient"
 
 
 def patients_named(res: dict) -> set[str]:
@@ -95,17 +82,57 @@ def wanted_references(patient_id: str, base: Origin | None) -> frozenset[str]:
 
 def about(res: dict, wanted: frozenset[str]) -> bool:
     """True when `res` is the context patient's record for a hook: an owner field names the patient (one of
-    `wanted_references`) and every patient reference it holds names them. One pass over the fields, for
-    each of the thousand resources a hook may bring."""
+    `wanted_references`) and every patient reference it holds names them. One pass over the fields, written
+    out as `_named` is: a hook asks it of each of the thousand resources it may bring."""
     owned = False
     for f, owner_field in ALL_FIELDS:
         value = res.get(f)
         if value is None:
             continue
-        for ref in _references(value):
-            if _names_a_patient(ref):
-                text = ref.get("reference")  # a list or an object where a string belongs names nobody we know
-                if not isinstance(text, str) or text not in wanted:
+        for item in value if isinstance(value, list) else (value,):
+            if not isinstance(item, dict):
+                continue
+            actor = item.get("actor")
+            ref = actor if isinstance(actor, dict) else item
+            text = ref.get("reference")
+            if (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient":
+                if not isinstance(text, str) or text not in wanted:  # a list or object where a string belongs
                     return False
                 owned = owned or owner_field
     return owned
+
+
+def _reference(value: Any) -> str | None:
+    """The `reference` string of a Reference element, or None for any other shape."""
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def scope_to_patient(resources: list[dict], patient_id: str, base: Origin | None) -> tuple[list[dict], int]:
+    """Keep only what is about the context patient; return (kept, number set aside).
+
+    A resource counts when its subject/patient is a reference to the context patient (relative,
+    or absolute on the fhirServer) and so is every other patient it names (above). No subject,
+    an identifier-only subject, a reference to another server or a second patient could be anyone's,
+    so it is set aside, not evaluated. Medication resources
+    are kept only when a kept resource references them.
+    """
+    kept: list[dict] = []
+    medications: dict[str, dict] = {}
+    aside = 0
+    wanted = wanted_references(patient_id, base)
+    for res in resources:
+        rtype = res.get("resourceType")
+        if rtype == "Medication":
+            medications.setdefault(f"Medication/{res.get('id')}", res)
+        elif (rtype == "Patient" and res.get("id") == patient_id) or about(res, wanted):
+            kept.append(res)
+        else:
+            aside += 1
+    referenced = {_reference(r.get("medicationReference")) for r in kept}
+    for ref, med in medications.items():
+        if ref in referenced or (base is not None and f"{base.url}/{ref}" in referenced):
+            kept.append(med)
+        else:
+            aside += 1
+    return kept, aside
