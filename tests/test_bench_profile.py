@@ -18,3 +18,31 @@ def test_replace_writes_the_profile_alone(tmp_path):
     write_first(out, "# first\n")
     write_first(out, "# second\n", replace=True)
     assert out.read_text(encoding="utf-8") == "# second\n"
+
+
+def test_a_screens_stages_are_measured_on_the_chosen_patients_whole_records(tmp_path):
+    """`--export`: the first patients of the Patient file, with every line of theirs and no other patient's."""
+    import orjson
+
+    from bench.profile import SCREEN_LABELS, export_lines, screen_profile
+    from bench.screen import write_export
+
+    total = write_export(tmp_path, patients=4, size=40)
+    chosen = [orjson.loads(line)["id"] for line in (tmp_path / "Patient.ndjson").read_bytes().splitlines()[:2]]
+    lines = export_lines(tmp_path, 2)
+    owners = {_owner(orjson.loads(line)) for line in lines}
+    assert owners == set(chosen)
+    every = [line for path in tmp_path.glob("*.ndjson") for line in path.read_bytes().splitlines()]
+    assert len(every) == total
+    assert sum(_owner(orjson.loads(line)) in chosen for line in every) == len(lines)
+
+    text = screen_profile(tmp_path, 2)
+    for label in SCREEN_LABELS.values():
+        row = next(r for r in text.splitlines() if r.startswith(f"| {label} |"))
+        assert float(row.split("|")[2]) >= 0 and float(row.split("|")[3]) >= 0, row
+
+
+def _owner(res: dict) -> str:
+    from cds_service.fhir.subjects import owner
+
+    return res["id"] if res["resourceType"] == "Patient" else owner(res)[0]
