@@ -76,6 +76,39 @@ def test_sqlite_store_persists_across_reopen(tmp_path):
     assert asyncio.run(reopen()) == 2
 
 
+def test_sqlite_commits_what_a_hook_writes_without_fsync_and_what_a_clinician_sends_with_it(tmp_path):
+    """Checklists and the cards a chart was shown are written at every hook and made again at the next chart
+    opening: committed under synchronous=NORMAL (no fsync). Feedback, and the dismissals it asks for, commit
+    under FULL, which the connection is always back to."""
+    store = open_store(f"sqlite:///{tmp_path}/fb.sqlite3")
+    said: list[str] = []
+    store._conn.set_trace_callback(said.append)
+
+    def modes_at_commit() -> list[str]:
+        mode, modes = "FULL", []
+        for sql in said:
+            if sql.startswith("PRAGMA synchronous="):
+                mode = sql.split("=", 1)[1]
+            elif sql == "COMMIT":
+                modes.append(mode)
+        said.clear()
+        return modes
+
+    async def run() -> None:
+        try:
+            await store.remember_cards([("card-1", "subject", "trial", time.time() + 600)])
+            assert modes_at_commit() == ["NORMAL"]
+            await store.put_checklists([("hash", time.time() + 600, "{}")])
+            assert modes_at_commit() == ["NORMAL"]
+            await store.add("trial-matcher", ITEMS, dismiss_seconds=600)
+            assert modes_at_commit() == ["FULL"]
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
 def test_unknown_database_url_is_refused():
     with pytest.raises(ValueError, match="sqlite"):
         open_store("mysql://x")
