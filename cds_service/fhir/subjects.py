@@ -17,6 +17,7 @@ what is kept references); the screen asks `owner` of every line it reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from cds_service.fhir.urls import Origin
@@ -25,6 +26,21 @@ OWNER_FIELDS = ("subject", "patient", "beneficiary")  # whose record the resourc
 OTHER_FIELDS = ("performer", "focus", "asserter", "recorder", "requester", "informationSource", "reportedReference")
 ALL_FIELDS = tuple((f, f in OWNER_FIELDS) for f in OWNER_FIELDS + OTHER_FIELDS)  # (field, names the owner)
 UNRESOLVED = ""  # a patient reference whose patient cannot be told (identifier only, no Patient/ID)
+
+
+def _references(value: Any) -> Iterator[dict]:
+    """The Reference objects of one element: a Reference, a list of them, or `{actor: Reference}` items
+    (Procedure.performer, Immunization.performer). Anything else holds none."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and isinstance(item.get("actor"), dict):
+            item = item["actor"]
+        if isinstance(item, dict):
+            yield item
+
+
+def _names_a_patient(ref: dict) -> bool:
+    text = ref.get("reference")
+    return (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient"
 
 
 def patients_named(res: dict) -> set[str]:
@@ -82,21 +98,17 @@ def wanted_references(patient_id: str, base: Origin | None) -> frozenset[str]:
 
 def about(res: dict, wanted: frozenset[str]) -> bool:
     """True when `res` is the context patient's record for a hook: an owner field names the patient (one of
-    `wanted_references`) and every patient reference it holds names them. One pass over the fields, written
-    out as `_named` is: a hook asks it of each of the thousand resources it may bring."""
+    `wanted_references`) and every patient reference it holds names them. One pass over the fields, for
+    each of the thousand resources a hook may bring."""
     owned = False
     for f, owner_field in ALL_FIELDS:
         value = res.get(f)
         if value is None:
             continue
-        for item in value if isinstance(value, list) else (value,):
-            if not isinstance(item, dict):
-                continue
-            actor = item.get("actor")
-            ref = actor if isinstance(actor, dict) else item
-            text = ref.get("reference")
-            if (isinstance(text, str) and "Patient/" in text) or ref.get("type") == "Patient":
-                if not isinstance(text, str) or text not in wanted:  # a list or object where a string belongs
+        for ref in _references(value):
+            if _names_a_patient(ref):
+                text = ref.get("reference")  # a list or an object where a string belongs names nobody we know
+                if not isinstance(text, str) or text not in wanted:
                     return False
                 owned = owned or owner_field
     return owned
