@@ -35,6 +35,7 @@ import orjson
 
 from bench.patients import make_patient
 from cds_service.eligibility.catalog import Catalog
+from cds_service.fhir.normalize import SharedMedications
 from cds_service.runtime import collector_paused
 from cds_service.screening.bulk import _open, _parsed, export_files
 from cds_service.screening.funnel import Funnel, row
@@ -124,13 +125,17 @@ def screen_stages(catalog: Catalog, lines: list[bytes], passes: int = 3) -> dict
         best[name] = min(best.get(name, float("inf")), time.thread_time() - c0)
         return out
 
-    def grouped() -> dict[str, list[dict]]:
+    def grouped() -> tuple[dict[str, list[dict]], SharedMedications]:
+        """Each patient's resources, and the Medications they share, indexed once as a worker indexes them."""
         by: dict[str, list[dict]] = {}
+        shared: list[dict] = []
         for line in lines:
-            _, pid, res = _parsed(line)
+            kind, pid, res = _parsed(line)
             if pid is not None and res is not None:
                 by.setdefault(pid, []).append(res)
-        return by
+            elif kind == "medication" and res is not None:
+                shared.append(res)
+        return by, catalog.normalizer.shared_medications(shared)
 
     def rows(verdicts: dict[str, list]) -> None:
         funnel = Funnel()
@@ -141,8 +146,8 @@ def screen_stages(catalog: Catalog, lines: list[bytes], passes: int = 3) -> dict
 
     for _ in range(passes):
         timed_stage("floor", lambda: floor(lines))
-        by = timed_stage("read", grouped)
-        facts = timed_stage("normalise", lambda: {pid: catalog.facts(res, pid) for pid, res in by.items()})  # noqa: B023
+        by, shared = timed_stage("read", grouped)
+        facts = timed_stage("normalise", lambda: {p: catalog.facts(r, p, shared=shared) for p, r in by.items()})  # noqa: B023
         verdicts = timed_stage("verdicts", lambda: {pid: catalog.verdicts(f, AS_OF) for pid, f in facts.items()})  # noqa: B023
         timed_stage("rows", lambda: rows(verdicts))  # noqa: B023
     return {k: v * 1000 / max(len(by), 1) for k, v in best.items()}

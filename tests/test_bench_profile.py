@@ -28,13 +28,16 @@ def test_a_screens_stages_are_measured_on_the_chosen_patients_whole_records(tmp_
     from bench.screen import write_export
 
     total = write_export(tmp_path, patients=4, size=40)
+    medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "hydroxychloroquine"}}
+    (tmp_path / "Medication.ndjson").write_bytes(orjson.dumps(medication) + b"\n")  # every patient's to name
     chosen = [orjson.loads(line)["id"] for line in (tmp_path / "Patient.ndjson").read_bytes().splitlines()[:2]]
-    lines = export_lines(tmp_path, 2)
-    owners = {_owner(orjson.loads(line)) for line in lines}
-    assert owners == set(chosen)
+    lines = [orjson.loads(line) for line in export_lines(tmp_path, 2)]
+    assert medication in lines
+    owned = [r for r in lines if r["resourceType"] != "Medication"]
+    assert {_owner(r) for r in owned} == set(chosen)
     every = [line for path in tmp_path.glob("*.ndjson") for line in path.read_bytes().splitlines()]
-    assert len(every) == total
-    assert sum(_owner(orjson.loads(line)) in chosen for line in every) == len(lines)
+    assert len(every) == total + 1
+    assert sum(_owner(orjson.loads(line)) in chosen for line in every) == len(owned)
 
     text = screen_profile(tmp_path, 2)
     for label in SCREEN_LABELS.values():
@@ -45,4 +48,4 @@ def test_a_screens_stages_are_measured_on_the_chosen_patients_whole_records(tmp_
 def _owner(res: dict) -> str:
     from cds_service.fhir.subjects import owner
 
-    return res["id"] if res["resourceType"] == "Patient" else owner(res)[0]
+    return res["id"] if res["resourceType"] == "Patient" else owner(res)[0]  # None for the Medication
