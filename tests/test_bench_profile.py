@@ -26,6 +26,7 @@ def test_a_screens_stages_are_measured_on_the_chosen_patients_whole_records(tmp_
 
     from bench.profile import SCREEN_LABELS, export_lines, screen_profile
     from bench.screen import write_export
+    from cds_service.fhir.subjects import owner
 
     total = write_export(tmp_path, patients=4, size=40)
     medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "hydroxychloroquine"}}
@@ -34,18 +35,12 @@ def test_a_screens_stages_are_measured_on_the_chosen_patients_whole_records(tmp_
     lines = [orjson.loads(line) for line in export_lines(tmp_path, 2)]
     assert medication in lines
     owned = [r for r in lines if r["resourceType"] != "Medication"]
-    assert {_owner(r) for r in owned} == set(chosen)
+    assert {owner(r)[0] for r in owned} == set(chosen)
     every = [line for path in tmp_path.glob("*.ndjson") for line in path.read_bytes().splitlines()]
     assert len(every) == total + 1
-    assert sum(_owner(orjson.loads(line)) in chosen for line in every) == len(owned)
+    assert sum(owner(orjson.loads(line))[0] in chosen for line in every) == len(owned)
 
     text = screen_profile(tmp_path, 2)
     for label in SCREEN_LABELS.values():
         row = next(r for r in text.splitlines() if r.startswith(f"| {label} |"))
         assert float(row.split("|")[2]) >= 0 and float(row.split("|")[3]) >= 0, row
-
-
-def _owner(res: dict) -> str:
-    from cds_service.fhir.subjects import owner
-
-    return res["id"] if res["resourceType"] == "Patient" else owner(res)[0]  # None for the Medication
