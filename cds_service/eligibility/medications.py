@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cds_service.eligibility.logic import CMP, Ctx, Res, Truth, max_until
 from cds_service.eligibility.report import Evidence
@@ -352,8 +352,13 @@ def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
     return best
 
 
-def medication_reads(rule: MedicationRule | Treated, _m: object) -> frozenset[str]:
-    """The courses of its drugs (`meds_of`); the body weight only for a dose of one of them (dose_per_kg)."""
+class _NamesDrugs(Protocol):
+    ingredients: frozenset[str]
+
+
+def medication_reads(rule: _NamesDrugs, _m: object) -> frozenset[str]:
+    """The courses of its drugs (`meds_of`); the body weight only for a dose of one of them (dose_per_kg).
+    For every rule kind that names drugs: `medication`, `treated`, and `current_dose` (doses.py)."""
     return frozenset(f"medication:{i}" for i in rule.ingredients)
 
 
