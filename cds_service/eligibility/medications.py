@@ -353,7 +353,8 @@ def _longest_course(spans: list[tuple[date, date]], gap_days: int = 100) -> int:
 
 
 class _NamesDrugs(Protocol):
-    ingredients: frozenset[str]
+    @property
+    def ingredients(self) -> frozenset[str]: ...  # read-only: the rules are frozen dataclasses
 
 
 def medication_reads(rule: _NamesDrugs, _m: object) -> frozenset[str]:
